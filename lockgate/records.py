@@ -1,0 +1,196 @@
+"""Typed, content-addressed records that flow between stages.
+
+Every record carries its own ``digest`` and the ``parents`` it was made from, so lineage
+is a query over records rather than a convention in file names.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Record(BaseModel):
+    """Base of every stage output."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    digest: str = Field(description="Content digest of what this record describes.")
+    parents: tuple[str, ...] = Field(default=(), description="Digests this was made from.")
+
+
+class QuarantinedRow(BaseModel):
+    """A row that was set aside, with where it came from and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    line: int
+    field: str | None
+    reason: str
+    raw: str
+
+
+class DatasetSnapshot(Record):
+    """A validated, cleaned, deduplicated, split and versioned data set."""
+
+    name: str
+    path: str
+    train_path: str
+    eval_path: str
+    quarantine_path: str
+    card_path: str
+    n_train: int
+    n_eval: int
+    n_quarantined: int
+    n_duplicates: int
+    n_redacted: int
+    source_digests: dict[str, str]
+
+
+class BaseModelArtifact(Record):
+    """A base causal LM ready for fine-tuning: a local folder or a hub id with revision."""
+
+    name: str
+    path: str
+    revision: str | None = None
+    hidden_size: int
+    parameters: int
+
+
+class AdapterArtifact(Record):
+    """A trained LoRA adapter and how it was made."""
+
+    path: str
+    base_model: str
+    base_digest: str
+    dataset_digest: str
+    config_digest: str
+    steps: int
+    train_loss: float | None
+    eval_loss: float | None
+    resumed_from: str | None = None
+
+
+class QuantizedModel(Record):
+    """A merged and quantized checkpoint, loadable by transformers and vLLM."""
+
+    path: str
+    merged_path: str
+    method: str
+    scheme: str
+    adapter_digest: str
+    size_bytes: int
+    merged_size_bytes: int
+
+
+class QuantCheck(Record):
+    """Is the quantized model really smaller and not much worse than the merged one?"""
+
+    passed: bool
+    reasons: tuple[str, ...]
+    size_ratio: float
+    merged_eval_loss: float
+    quantized_eval_loss: float
+    loss_increase: float
+    merged_latency_ms: float
+    quantized_latency_ms: float
+    reloaded: bool
+
+
+class IndexBuild(Record):
+    """The outcome of one embedding refresh."""
+
+    uri: str
+    collection: str
+    embedder: str
+    manifest_path: str
+    added: int
+    updated: int
+    deleted: int
+    unchanged: int
+    total: int
+
+
+class MetricSummary(BaseModel):
+    """Mean of a per-row metric with a bootstrap confidence interval."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mean: float
+    ci_low: float
+    ci_high: float
+    n: int
+
+    @property
+    def is_valid(self) -> bool:
+        return self.n > 0 and all(math.isfinite(v) for v in (self.mean, self.ci_low, self.ci_high))
+
+
+class ModelScores(BaseModel):
+    """Scores of one model variant on the eval set."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model_id: str
+    label: str
+    metrics: dict[str, MetricSummary]
+    slices: dict[str, dict[str, MetricSummary]] = {}
+
+
+class EvalReport(Record):
+    """Challenger against champion on the same questions, retriever and prompt."""
+
+    prompt_version: str
+    challenger: ModelScores
+    champion: ModelScores
+    retrieval: dict[str, MetricSummary]
+    rows_path: str
+    n_questions: int
+
+
+class DriftReport(Record):
+    """Embedding drift of current against reference."""
+
+    method: str
+    score: float
+    threshold: float
+    drifted: bool
+    n_reference: int
+    n_current: int
+    html_path: str | None
+
+
+class GateCheck(BaseModel):
+    """One rule of the policy and how it came out."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    passed: bool
+    detail: str
+
+
+class GateDecision(Record):
+    """The verdict on a challenger. ``passed`` is False unless every check passed."""
+
+    passed: bool
+    reasons: tuple[str, ...]
+    checks: tuple[GateCheck, ...]
+    metrics: dict[str, float]
+    baseline: dict[str, float]
+    candidate_digest: str | None
+
+
+class Promotion(BaseModel):
+    """What the registry did with a decision."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: Literal["promoted", "kept", "rolled_back"]
+    alias: str
+    model_digest: str | None
+    previous_digest: str | None
+    reasons: tuple[str, ...] = ()

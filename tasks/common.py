@@ -1,0 +1,66 @@
+"""What every task module shares: the run context built once per flow run, and helpers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from lockgate.embeddings import Embedder, SentenceTransformerEmbedder
+from lockgate.errors import TransientError
+from lockgate.registry import LocalRegistry
+from lockgate.settings import LockgateSettings
+from lockgate.store import LocalArtifactStore
+
+# Retry only what may pass on retry; a DataError retried is the same DataError.
+def retry_transient(task, task_run, state) -> bool:  # type: ignore[no-untyped-def]
+    """Prefect ``retry_condition_fn``: retry on ``TransientError`` only."""
+    try:
+        state.result()
+    except TransientError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+def artifact_store(settings: LockgateSettings) -> LocalArtifactStore:
+    """The content-addressed store under the settings' home."""
+    return LocalArtifactStore(settings.home_path / "artifacts")
+
+
+def registry(settings: LockgateSettings) -> LocalRegistry:
+    return LocalRegistry(settings.home_path / "registry")
+
+
+@lru_cache(maxsize=2)
+def embedder_for(model: str, batch_size: int) -> Embedder:
+    """One loaded embedder per process and model: loading costs seconds, encoding milliseconds."""
+    return SentenceTransformerEmbedder(model, batch_size=batch_size)
+
+
+def artifact_key(text: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")[:100]
+
+
+@dataclass
+class StageTimer:
+    """Wall time per stage, in the order they ran."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def as_path(p: str) -> Path:
+    return Path(p)
