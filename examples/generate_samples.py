@@ -71,12 +71,10 @@ def component_doc(f: dict[str, str]) -> tuple[str, dict[str, str]]:
             f"The {n} closes connections idle for more than {f['idle']} seconds."
         ),
         "config": (
-            f"The {n} reads its settings from {f['config']}. "
-            f"The {n} accepts at most {f['capacity']} concurrent robots."
+            f"The {n} reads its settings from {f['config']}. The {n} accepts at most {f['capacity']} concurrent robots."
         ),
         "ownership": (
-            f"The {n} is maintained by the {f['team']} team. "
-            f"The {n} was introduced in {PRODUCT} {f['version']}."
+            f"The {n} is maintained by the {f['team']} team. The {n} was introduced in {PRODUCT} {f['version']}."
         ),
     }
     doc = "\n\n".join(
@@ -98,22 +96,41 @@ def qa_rows(f: dict[str, str], paragraphs: dict[str, str]) -> list[dict[str, str
     """Two phrasings of a question for each fact, each answer a sentence of the page."""
     n = f["name"]
     facts = [
-        ("purpose", [f"What does the {n} do?", f"What is the {PRODUCT} {n} for?"],
-         f"The {PRODUCT} {n} {f['purpose']}."),
-        ("network", [f"Which port does the {n} listen on?", f"What is the default port of the {n}?"],
-         f"The {n} listens on port {f['port']} by default."),
-        ("network", [f"When does the {n} close idle connections?",
-                     f"How long may a connection to the {n} stay idle?"],
-         f"The {n} closes connections idle for more than {f['idle']} seconds."),
-        ("config", [f"Where does the {n} read its settings from?", f"Which config file does the {n} use?"],
-         f"The {n} reads its settings from {f['config']}."),
-        ("config", [f"How many robots can the {n} serve at once?",
-                    f"How many concurrent robots does the {n} accept?"],
-         f"The {n} accepts at most {f['capacity']} concurrent robots."),
-        ("ownership", [f"Which team maintains the {n}?", f"Who owns the {n}?"],
-         f"The {n} is maintained by the {f['team']} team."),
-        ("ownership", [f"When was the {n} introduced?", f"In which release did the {n} appear?"],
-         f"The {n} was introduced in {PRODUCT} {f['version']}."),
+        (
+            "purpose",
+            [f"What does the {n} do?", f"What is the {PRODUCT} {n} for?"],
+            f"The {PRODUCT} {n} {f['purpose']}.",
+        ),
+        (
+            "network",
+            [f"Which port does the {n} listen on?", f"What is the default port of the {n}?"],
+            f"The {n} listens on port {f['port']} by default.",
+        ),
+        (
+            "network",
+            [f"When does the {n} close idle connections?", f"How long may a connection to the {n} stay idle?"],
+            f"The {n} closes connections idle for more than {f['idle']} seconds.",
+        ),
+        (
+            "config",
+            [f"Where does the {n} read its settings from?", f"Which config file does the {n} use?"],
+            f"The {n} reads its settings from {f['config']}.",
+        ),
+        (
+            "config",
+            [f"How many robots can the {n} serve at once?", f"How many concurrent robots does the {n} accept?"],
+            f"The {n} accepts at most {f['capacity']} concurrent robots.",
+        ),
+        (
+            "ownership",
+            [f"Which team maintains the {n}?", f"Who owns the {n}?"],
+            f"The {n} is maintained by the {f['team']} team.",
+        ),
+        (
+            "ownership",
+            [f"When was the {n} introduced?", f"In which release did the {n} appear?"],
+            f"The {n} was introduced in {PRODUCT} {f['version']}.",
+        ),
     ]
     rows = []
     for section, questions, answer in facts:
@@ -129,7 +146,8 @@ def qa_rows(f: dict[str, str], paragraphs: dict[str, str]) -> list[dict[str, str
     return rows
 
 
-def main(root: Path = Path(__file__).resolve().parent) -> None:
+def main(root: Path | None = None) -> None:
+    root = root or Path(__file__).resolve().parent
     rng = random.Random(20261129)
     docs_dir = root / "corpus"
     data_dir = root / "data"
@@ -141,8 +159,12 @@ def main(root: Path = Path(__file__).resolve().parent) -> None:
         doc, paragraphs = component_doc(facts)
         (docs_dir / f"{name.lower()}.md").write_text(doc, encoding="utf-8")
         rows.extend(qa_rows(facts, paragraphs))
-    overview = [f"# {PRODUCT} overview", "",
-                f"{PRODUCT} is a warehouse robotics platform. It is made of these components:", ""]
+    overview = [
+        f"# {PRODUCT} overview",
+        "",
+        f"{PRODUCT} is a warehouse robotics platform. It is made of these components:",
+        "",
+    ]
     overview += [f"- **{n}**: {p}." for n, p in COMPONENTS]
     (docs_dir / "overview.md").write_text("\n".join(overview) + "\n", encoding="utf-8")
     with (data_dir / "qa.jsonl").open("w", encoding="utf-8") as fh:
@@ -151,10 +173,14 @@ def main(root: Path = Path(__file__).resolve().parent) -> None:
     # A contributed file as it arrives in real life: some good rows, an exact duplicate,
     # a row with an e-mail address to redact, and rows that must be quarantined.
     contrib = [
-        json.dumps({"instruction": "Who should I e-mail about the Relay?",
-                    "context": paragraphs_for(rows, "relay.md", "maintained"),
-                    "output": "Ask the on call operator at ops.lead@quillstone.example.",
-                    "source_doc": "relay.md"}),
+        json.dumps(
+            {
+                "instruction": "Who should I e-mail about the Relay?",
+                "context": paragraphs_for(rows, "relay.md", "maintained"),
+                "output": "Ask the on call operator at ops.lead@quillstone.example.",
+                "source_doc": "relay.md",
+            }
+        ),
         json.dumps(rows[0]),
         '{"instruction": "What does the Vault keep?", "context": "The Vault keeps keys.", ',
         json.dumps({"instruction": "Which port does the Zephyr use?", "context": "", "source_doc": "zephyr.md"}),

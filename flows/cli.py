@@ -49,7 +49,6 @@ def _prefect_defaults(home: Path) -> None:
 
 def cmd_release(args: argparse.Namespace) -> int:
     from flows.params import ReleaseParams
-    from lockgate.errors import LockgateError
     from lockgate.settings import load_settings
 
     params = ReleaseParams(profile=args.profile, scenario=args.scenario, max_steps=args.max_steps, home=args.home)
@@ -58,11 +57,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     from flows.pipeline import release, summary_markdown
 
     _quiet_verdict_tracebacks()
-    try:
-        summary = release(params)
-    except LockgateError as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    summary = release(params)
     print("\n" + summary_markdown(summary))
     return 0 if summary.passed else EXIT_REJECTED
 
@@ -108,17 +103,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lockgate",
         description="Gated release pipelines for LLMs: prep -> Axolotl fine-tune -> quantize -> "
-                    "refresh index -> Ragas eval -> drift -> gate -> promote.",
+        "refresh index -> Ragas eval -> drift -> gate -> promote.",
         epilog="Exit codes: 0 success/promoted, 2 bad input or config, 3 gate rejected the candidate.",
     )
     parser.add_argument("--profile", default="embedded", help="settings profile under profiles/ (default: embedded)")
     parser.add_argument("--home", default=None, help="state folder; default from the profile (.lockgate)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    rel = sub.add_parser("release", help="run the whole release pipeline once",
-                         description="Run the release flow end to end and print what it decided, with timings.")
-    rel.add_argument("--scenario", default="normal", choices=["normal", "no-training", "shuffled-labels"],
-                     help="'normal' trains for real; the others sabotage the candidate so the gate rejects it")
+    rel = sub.add_parser(
+        "release",
+        help="run the whole release pipeline once",
+        description="Run the release flow end to end and print what it decided, with timings.",
+    )
+    rel.add_argument(
+        "--scenario",
+        default="normal",
+        choices=["normal", "no-training", "shuffled-labels"],
+        help="'normal' trains for real; the others sabotage the candidate so the gate rejects it",
+    )
     rel.add_argument("--max-steps", type=int, default=None, help="override training.max_steps")
     rel.set_defaults(func=cmd_release)
 
@@ -148,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         result: Any = args.func(args)
     except LockgateError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        result = EXIT_ERROR
+    # The ephemeral Prefect server logs its shutdown at exit; the verdict above is the last word.
+    logging.getLogger("prefect").setLevel(logging.WARNING)
     return int(result)
 
 

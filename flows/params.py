@@ -14,17 +14,21 @@ class ReleaseParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    profile: str = Field(default="embedded", description="Settings profile under profiles/.",
-                         pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    profile: str = Field(
+        default="embedded", description="Settings profile under profiles/.", pattern=r"^[a-z0-9][a-z0-9_-]*$"
+    )
     scenario: Scenario = Field(
         default="normal",
         description="'normal' trains for real. 'no-training' and 'shuffled-labels' sabotage the candidate "
-                    "to show the gate rejecting it.")
-    max_steps: int | None = Field(default=None, ge=1, le=100_000,
-                                  description="Override training.max_steps for this run.")
+        "to show the gate rejecting it.",
+    )
+    max_steps: int | None = Field(
+        default=None, ge=1, le=100_000, description="Override training.max_steps for this run."
+    )
     home: str | None = Field(default=None, description="Override the state folder (artifacts, registry, index).")
-    dataset_digest: str | None = Field(default=None,
-                                       description="Set by data-change events: the digest that triggered this run.")
+    dataset_digest: str | None = Field(
+        default=None, description="Set by data-change events: the digest that triggered this run."
+    )
 
     def overrides(self) -> dict[str, Any]:
         """Settings overrides implied by these parameters."""
@@ -42,6 +46,20 @@ class ReleaseParams(BaseModel):
         return out
 
 
+class StageParams(BaseModel):
+    """Parameters of the flows that also run alone (refresh, drift, finetune, data watch)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str = Field(
+        default="embedded", description="Settings profile under profiles/.", pattern=r"^[a-z0-9][a-z0-9_-]*$"
+    )
+    home: str | None = Field(default=None, description="Override the state folder (artifacts, registry, index).")
+
+    def overrides(self) -> dict[str, Any]:
+        return {"home": self.home} if self.home else {}
+
+
 class ReleaseSummary(BaseModel):
     """What a release run did, for people and for callers."""
 
@@ -54,4 +72,5 @@ class ReleaseSummary(BaseModel):
     metrics: dict[str, float]
     baseline: dict[str, float]
     timings_s: dict[str, float]
+    cached: list[str] = Field(default=[], description="Stages served from Prefect's cache.")
     outputs: dict[str, str]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.params import ReleaseParams, ReleaseSummary
-from lockgate.prep import load_jsonl
+from lockgate.drift import drift_questions
 from lockgate.settings import load_settings
 from tasks.common import StageTimer, registry
 from tasks.data import prepare_dataset, resolve_base_model
@@ -21,7 +19,7 @@ from tasks.training import finetune_adapter
 
 
 @flow(name="release", log_prints=False)
-def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:
+def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa: B008 (the UI form's default)
     """Prepare the data, fine-tune with Axolotl, quantize, refresh the index, evaluate against the
     champion with Ragas, check drift with Evidently, and promote the candidate only if every gate passes.
 
@@ -32,63 +30,128 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:
     home = settings.home_path
     artifacts_root = str(home / "artifacts")
     timer = StageTimer()
+    cached: list[str] = []
+
+    def result_of(stage: str, state):  # type: ignore[no-untyped-def]
+        """Unwrap a task state, noting stages that were served from cache."""
+        if state.name == "Cached":
+            cached.append(stage)
+        return state.result()
 
     with timer.stage("prep"):
         sources = [str(settings.resolve(s)) for s in settings.data.sources]
         snapshot = prepare_dataset(sources, settings.data, artifacts_root)
     with timer.stage("base model"):
         corpus_dir = settings.resolve(settings.data.corpus_dir)
-        text_files = sorted(str(p) for p in corpus_dir.glob("*.md")) + sources
-        base = resolve_base_model(settings.training.base_model, settings.base, text_files, artifacts_root)
+        base = resolve_base_model(settings.training.base_model, settings.base, str(corpus_dir), sources, artifacts_root)
     with timer.stage("finetune"):
-        adapter = finetune_adapter(snapshot, base, settings.training,
-                                   str(settings.resolve(settings.training.axolotl_bin)), artifacts_root,
-                                   shuffle_labels=params.scenario == "shuffled-labels")
+        axolotl_bin = str(settings.resolve(settings.training.axolotl_bin))
+        shuffle_labels = params.scenario == "shuffled-labels"
+        adapter = result_of(
+            "finetune",
+            finetune_adapter(
+                snapshot, base, settings.training, axolotl_bin, artifacts_root, shuffle_labels, return_state=True
+            ),
+        )
     with timer.stage("quantize"):
-        quantized, quant_check = quantize_model(base, adapter, snapshot, settings.quantization, artifacts_root)
+        quantized, quant_check = result_of(
+            "quantize",
+            quantize_model(base, adapter, snapshot, settings.quantization, artifacts_root, return_state=True),
+        )
     with timer.stage("refresh"):
-        index = refresh_index(str(corpus_dir), settings.embeddings, settings.vector_store, settings.vector_uri,
-                              artifacts_root)
+        index = refresh_index(
+            str(corpus_dir), settings.embeddings, settings.vector_store, settings.vector_uri, artifacts_root
+        )
     with timer.stage("evaluate"):
-        champion = find_champion(str(home / "registry"), base)
-        evaluation = evaluate_candidate(quantized, champion, snapshot, index, settings.evaluation,
-                                        settings.embeddings, settings.vector_store, artifacts_root)
+        champion = find_champion(str(home / "registry"), base, quantized.digest)
+        evaluation = result_of(
+            "evaluate",
+            evaluate_candidate(
+                quantized,
+                champion,
+                snapshot,
+                index,
+                index.digest,
+                settings.evaluation,
+                settings.embeddings,
+                settings.vector_store,
+                artifacts_root,
+                return_state=True,
+            ),
+        )
     with timer.stage("drift"):
         production = registry(settings).get("production")
-        reference_path = Path(str(production.lineage.get("dataset_train", ""))) if production else None
-        if reference_path is None or not reference_path.is_file():
-            reference_path = Path(snapshot.train_path)
-        drift = check_drift([r["instruction"] for r in load_jsonl(reference_path)],
-                            [r["instruction"] for r in load_jsonl(Path(snapshot.eval_path))],
-                            settings.drift, settings.embeddings, str(home / "reports"), settings.data.name)
+        reference, current = drift_questions(
+            production.lineage.get("dataset_train") if production else None, snapshot.train_path, snapshot.eval_path
+        )
+        drift = result_of(
+            "drift",
+            check_drift(
+                reference,
+                current,
+                settings.drift,
+                settings.embeddings,
+                str(home / "reports"),
+                settings.data.name,
+                return_state=True,
+            ),
+        )
     with timer.stage("gate"):
         decision = gate(evaluation, quant_check, drift, settings.gates, quantized.digest, settings.data.name)
     with timer.stage("promote"):
         promotion = promote(decision, quantized, adapter, snapshot, str(home / "registry"))
 
     summary = ReleaseSummary(
-        passed=decision.passed, action=promotion.action, reasons=list(decision.reasons),
-        production=promotion.model_digest, candidate=quantized.digest, dataset=snapshot.digest,
-        metrics=decision.metrics, baseline=decision.baseline,
+        passed=decision.passed,
+        action=promotion.action,
+        reasons=list(decision.reasons),
+        production=promotion.model_digest,
+        candidate=quantized.digest,
+        dataset=snapshot.digest,
+        metrics=decision.metrics,
+        baseline=decision.baseline,
         timings_s={k: round(v, 2) for k, v in timer.seconds.items()},
-        outputs={"dataset": snapshot.path, "adapter": adapter.path, "quantized": quantized.path,
-                 "index": f"{index.uri}#{index.collection}", "eval_rows": evaluation.rows_path,
-                 "drift_html": drift.html_path or "", "registry": str(home / "registry" / "state.json")},
+        cached=cached,
+        outputs={
+            "dataset": snapshot.path,
+            "adapter": adapter.path,
+            "quantized": quantized.path,
+            "index": f"{index.uri}#{index.collection}",
+            "eval_rows": evaluation.rows_path,
+            "drift_html": drift.html_path or "",
+            "registry": str(home / "registry" / "state.json"),
+        },
     )
-    create_markdown_artifact(key="release-summary", markdown=summary_markdown(summary),
-                             description="What ran, what was produced, and the gate decision")
+    create_markdown_artifact(
+        key="release-summary",
+        markdown=summary_markdown(summary),
+        description="What ran, what was produced, and the gate decision",
+    )
     logger.info("release %s: %s", "PASSED" if summary.passed else "REJECTED", "; ".join(summary.reasons))
     return summary
 
 
 def summary_markdown(summary: ReleaseSummary) -> str:
     """The end-of-run report shown in the UI and printed by the CLI."""
-    verdict = "PASSED, promoted to production" if summary.action == "promoted" else (
-        "PASSED (already in production)" if summary.passed else "REJECTED, production unchanged")
-    lines = [f"# Release: {verdict}", "", "## Why", "", *(f"- {r}" for r in summary.reasons), "",
-             "## Metrics (challenger vs champion)", "", "| metric | challenger | champion |", "|---|---|---|"]
+    verdict = (
+        "PASSED, promoted to production"
+        if summary.action == "promoted"
+        else ("PASSED (already in production)" if summary.passed else "REJECTED, production unchanged")
+    )
+    lines = [
+        f"# Release: {verdict}",
+        "",
+        "## Why",
+        "",
+        *(f"- {r}" for r in summary.reasons),
+        "",
+        "## Metrics (challenger vs champion)",
+        "",
+        "| metric | challenger | champion |",
+        "|---|---|---|",
+    ]
     lines += [f"| {m} | {v:.3f} | {summary.baseline.get(m, float('nan')):.3f} |" for m, v in summary.metrics.items()]
     lines += ["", "## Stage timings", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v:.1f} |" for k, v in summary.timings_s.items()]
+    lines += [f"| {k} | {v:.1f}{' (cached)' if k in summary.cached else ''} |" for k, v in summary.timings_s.items()]
     lines += ["", "## Outputs", ""] + [f"- {k}: `{v}`" for k, v in summary.outputs.items() if v]
     return "\n".join(lines) + "\n"

@@ -49,12 +49,12 @@ def build_tiny_llama(settings: BaseModelSettings, texts: Iterable[str], out: Pat
         show_progress=False,
     )
     tok.train_from_iterator(list(texts), trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=2048, **SPECIAL_TOKENS)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=2048, **SPECIAL_TOKENS)  # type: ignore[no-untyped-call]
     fast.padding_side = "right"
     out.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(out)
 
-    ids = {name: fast.convert_tokens_to_ids(tok_) for name, tok_ in SPECIAL_TOKENS.items()}
+    ids = {name: int(fast.convert_tokens_to_ids(tok_)) for name, tok_ in SPECIAL_TOKENS.items()}  # type: ignore[arg-type]
     config = LlamaConfig(
         vocab_size=len(fast),
         hidden_size=settings.hidden_size,
@@ -69,7 +69,7 @@ def build_tiny_llama(settings: BaseModelSettings, texts: Iterable[str], out: Pat
         pad_token_id=ids["pad_token"],
     )
     torch.manual_seed(settings.seed)
-    model = LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config)  # type: ignore[no-untyped-call]
     model.save_pretrained(out, safe_serialization=True)
     params = sum(p.numel() for p in model.parameters())
     log.info("built tiny llama: %d parameters, vocab %d", params, len(fast))
@@ -93,8 +93,9 @@ def corpus_texts(paths: Iterable[Path]) -> list[str]:
     return [t for t in texts if t.strip()]
 
 
-def ensure_base_model(base_model: str, settings: BaseModelSettings, text_files: list[Path],
-                      store: LocalArtifactStore) -> BaseModelArtifact:
+def ensure_base_model(
+    base_model: str, settings: BaseModelSettings, text_files: list[Path], store: LocalArtifactStore
+) -> BaseModelArtifact:
     """Resolve the configured base model to an artifact, building the tiny one if asked.
 
     Args:
@@ -138,7 +139,7 @@ def _describe_local(name: str, path: Path, digest: str) -> BaseModelArtifact:
 def _describe_hub(model_id: str) -> BaseModelArtifact:
     """Pin a hub model to its current revision (production path; needs the hub)."""
     from huggingface_hub import HfApi
-    from huggingface_hub.utils import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError
 
     from lockgate.errors import TransientError
 
@@ -149,5 +150,11 @@ def _describe_hub(model_id: str) -> BaseModelArtifact:
     except Exception as exc:  # network down, DNS, timeouts
         raise TransientError(f"training.base_model: cannot reach the hub for {model_id!r}: {exc}") from None
     cfg = getattr(info, "config", None) or {}
-    return BaseModelArtifact(digest=digest_json([model_id, info.sha]), name=model_id, path=model_id,
-                             revision=info.sha, hidden_size=int(cfg.get("hidden_size", 0) or 0), parameters=0)
+    return BaseModelArtifact(
+        digest=digest_json([model_id, info.sha]),
+        name=model_id,
+        path=model_id,
+        revision=info.sha,
+        hidden_size=int(cfg.get("hidden_size", 0) or 0),
+        parameters=0,
+    )

@@ -52,11 +52,10 @@ def split_markdown(doc: str, text: str, max_chars: int) -> list[Chunk]:
         heading = _HEADING.match(block)
         if heading and "\n" not in block:
             level = len(heading.group(1))
-            titles = titles[: level - 1] + [heading.group(2).strip()]
+            titles = [*titles[: level - 1], heading.group(2).strip()]
             continue
         for piece in _cut(" ".join(block.split()), max_chars):
-            chunks.append(Chunk(chunk_id=f"{doc_key}-{len(chunks):04d}", doc=doc,
-                                title=" / ".join(titles), text=piece))
+            chunks.append(Chunk(chunk_id=f"{doc_key}-{len(chunks):04d}", doc=doc, title=" / ".join(titles), text=piece))
     return chunks
 
 

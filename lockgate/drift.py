@@ -40,8 +40,13 @@ def _sample(vectors: np.ndarray, cap: int, seed: int = 0) -> np.ndarray:
     return vectors[np.sort(idx)]
 
 
-def detect_drift(reference: np.ndarray, current: np.ndarray, settings: DriftSettings,
-                 html_path: Path | None = None, parents: tuple[str, ...] = ()) -> DriftReport:
+def detect_drift(
+    reference: np.ndarray,
+    current: np.ndarray,
+    settings: DriftSettings,
+    html_path: Path | None = None,
+    parents: tuple[str, ...] = (),
+) -> DriftReport:
     """Score drift of ``current`` against ``reference`` embeddings; optionally write the HTML report."""
     if len(reference) < 2 or len(current) < 2:
         raise ValueError(f"drift needs at least 2 rows per side, got reference={len(reference)} current={len(current)}")
@@ -54,11 +59,24 @@ def detect_drift(reference: np.ndarray, current: np.ndarray, settings: DriftSett
     written = None
     if html_path is not None:
         written = str(write_html(ref, cur, settings, html_path))
-    digest = digest_json({"ref": digest_json(ref.round(5).tolist()), "cur": digest_json(cur.round(5).tolist()),
-                          "settings": settings.model_dump(exclude={"html_report"})})
-    return DriftReport(digest=digest, parents=parents, method=settings.method, score=score,
-                       threshold=settings.threshold, drifted=bool(drifted) or not np.isfinite(score),
-                       n_reference=len(ref), n_current=len(cur), html_path=written)
+    digest = digest_json(
+        {
+            "ref": digest_json(ref.round(5).tolist()),
+            "cur": digest_json(cur.round(5).tolist()),
+            "settings": settings.model_dump(exclude={"html_report"}),
+        }
+    )
+    return DriftReport(
+        digest=digest,
+        parents=parents,
+        method=settings.method,
+        score=score,
+        threshold=settings.threshold,
+        drifted=bool(drifted) or not np.isfinite(score),
+        n_reference=len(ref),
+        n_current=len(cur),
+        html_path=written,
+    )
 
 
 def write_html(reference: np.ndarray, current: np.ndarray, settings: DriftSettings, path: Path) -> Path:
@@ -76,3 +94,22 @@ def write_html(reference: np.ndarray, current: np.ndarray, settings: DriftSettin
     path.parent.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(path))
     return path
+
+
+def drift_questions(
+    production_train: str | None, snapshot_train: str, snapshot_eval: str
+) -> tuple[list[str], list[str]]:
+    """Reference and current texts for a drift check.
+
+    The reference is what the production model was trained on (or, before anything is in
+    production, the current training split); the current side is the current eval questions.
+    """
+    from lockgate.prep import load_jsonl
+
+    reference = Path(production_train) if production_train else None
+    if reference is None or not reference.is_file():
+        reference = Path(snapshot_train)
+    return (
+        [r["instruction"] for r in load_jsonl(reference)],
+        [r["instruction"] for r in load_jsonl(Path(snapshot_eval))],
+    )

@@ -62,12 +62,21 @@ def retrieve(rows: list[dict[str, str]], store: VectorStore, embedder: Embedder,
     hits = store.search(embedder.encode([r["instruction"] for r in rows]), top_k)
     if len(hits) != len(rows) or any(not h for h in hits):
         raise StageError("the index returned no results for some questions; is it empty? run the refresh stage")
-    return [Retrieved(r["instruction"], r["output"], r.get("context", ""), [h.text for h in hs],
-                      question_type(r["instruction"])) for r, hs in zip(rows, hits, strict=True)]
+    return [
+        Retrieved(
+            r["instruction"], r["output"], r.get("context", ""), [h.text for h in hs], question_type(r["instruction"])
+        )
+        for r, hs in zip(rows, hits, strict=True)
+    ]
 
 
-def generate_answers(model_path: str, items: list[Retrieved], max_new_tokens: int,
-                     prompt: PromptTemplate = GROUNDED_QA, progress: Callable[[int, int], None] | None = None) -> list[str]:
+def generate_answers(
+    model_path: str,
+    items: list[Retrieved],
+    max_new_tokens: int,
+    prompt: PromptTemplate = GROUNDED_QA,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[str]:
     """Greedy answers of one model to every question, given its retrieved context."""
     import torch
 
@@ -79,9 +88,14 @@ def generate_answers(model_path: str, items: list[Retrieved], max_new_tokens: in
         for i, item in enumerate(items):
             text = prompt.render(item.question, " ".join(item.contexts))
             ids = tok(text, return_tensors="pt")
-            out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-            answers.append(tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+            out = model.generate(
+                **ids,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id,
+            )
+            answers.append(tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip())
             if progress:
                 progress(i + 1, len(items))
     return answers
@@ -113,17 +127,27 @@ def _ragas_metrics(embedding_model: str) -> dict[str, Any]:
     }
 
 
-def ragas_scores(items: list[Retrieved], answers: list[str], metrics: dict[str, Any],
-                 names: tuple[str, ...]) -> dict[str, list[float]]:
+def ragas_scores(
+    items: list[Retrieved], answers: list[str], metrics: dict[str, Any], names: tuple[str, ...]
+) -> dict[str, list[float]]:
     """Per-row Ragas scores for the named metrics."""
     from ragas import EvaluationDataset, SingleTurnSample, evaluate
+    from ragas.dataset_schema import EvaluationResult
 
-    samples = [SingleTurnSample(user_input=i.question, response=a or " ", reference=i.reference,
-                                retrieved_contexts=i.contexts, reference_contexts=[i.reference_context or i.reference])
-               for i, a in zip(items, answers, strict=True)]
+    samples: list[Any] = [
+        SingleTurnSample(
+            user_input=i.question,
+            response=a or " ",
+            reference=i.reference,
+            retrieved_contexts=i.contexts,
+            reference_contexts=[i.reference_context or i.reference],
+        )
+        for i, a in zip(items, answers, strict=True)
+    ]
     chosen = [metrics[n] for n in names]
-    result = evaluate(EvaluationDataset(samples=samples), metrics=chosen, show_progress=False,
-                      raise_exceptions=True)
+    result = evaluate(EvaluationDataset(samples=samples), metrics=chosen, show_progress=False, raise_exceptions=True)
+    if not isinstance(result, EvaluationResult):
+        raise StageError(f"Ragas returned {type(result).__name__}, expected an EvaluationResult")
     frame = result.to_pandas()
     out = {}
     for name, metric in zip(names, chosen, strict=True):
@@ -142,28 +166,47 @@ def summarize(values: list[float], samples: int, seed: int) -> MetricSummary:
         return MetricSummary(mean=math.nan, ci_low=math.nan, ci_high=math.nan, n=int(arr.size))
     rng = np.random.default_rng(seed)
     means = arr[rng.integers(0, arr.size, size=(samples, arr.size))].mean(axis=1)
-    return MetricSummary(mean=float(arr.mean()), ci_low=float(np.quantile(means, 0.025)),
-                         ci_high=float(np.quantile(means, 0.975)), n=int(arr.size))
+    return MetricSummary(
+        mean=float(arr.mean()),
+        ci_low=float(np.quantile(means, 0.025)),
+        ci_high=float(np.quantile(means, 0.975)),
+        n=int(arr.size),
+    )
 
 
-def score_model(model: ModelUnderTest, items: list[Retrieved], answers: list[str], metrics: dict[str, Any],
-                settings: EvaluationSettings) -> tuple[ModelScores, dict[str, list[float]]]:
+def score_model(
+    model: ModelUnderTest,
+    items: list[Retrieved],
+    answers: list[str],
+    metrics: dict[str, Any],
+    settings: EvaluationSettings,
+) -> tuple[ModelScores, dict[str, list[float]]]:
     """Summaries of one model's answers, overall and per question type."""
     per_row = ragas_scores(items, answers, metrics, ANSWER_METRICS)
     overall = {m: summarize(v, settings.bootstrap_samples, settings.seed) for m, v in per_row.items()}
     slices: dict[str, dict[str, MetricSummary]] = {}
     for kind in sorted({i.question_type for i in items}):
         idx = [k for k, i in enumerate(items) if i.question_type == kind]
-        slices[kind] = {m: summarize([v[k] for k in idx], settings.bootstrap_samples, settings.seed)
-                        for m, v in per_row.items()}
+        slices[kind] = {
+            m: summarize([v[k] for k in idx], settings.bootstrap_samples, settings.seed) for m, v in per_row.items()
+        }
     return ModelScores(model_id=model.digest, label=model.label, metrics=overall, slices=slices), per_row
 
 
-def evaluate_models(challenger: ModelUnderTest, champion: ModelUnderTest, eval_rows: list[dict[str, str]],
-                    store: VectorStore, embedder: Embedder, embedding_model: str, index_digest: str,
-                    dataset_digest: str, settings: EvaluationSettings, artifacts: LocalArtifactStore,
-                    prompt: PromptTemplate = GROUNDED_QA,
-                    progress: Callable[[str, int, int], None] | None = None) -> EvalReport:
+def evaluate_models(
+    challenger: ModelUnderTest,
+    champion: ModelUnderTest,
+    eval_rows: list[dict[str, str]],
+    store: VectorStore,
+    embedder: Embedder,
+    embedding_model: str,
+    index_digest: str,
+    dataset_digest: str,
+    settings: EvaluationSettings,
+    artifacts: LocalArtifactStore,
+    prompt: PromptTemplate = GROUNDED_QA,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> EvalReport:
     """Answer the eval set with both models and score them on identical inputs."""
     if not eval_rows:
         raise StageError("the eval split is empty")
@@ -180,23 +223,41 @@ def evaluate_models(challenger: ModelUnderTest, champion: ModelUnderTest, eval_r
 
     rows = []
     for k, item in enumerate(items):
-        rows.append({
-            "question": item.question, "type": item.question_type, "reference": item.reference,
-            "context": item.contexts, "challenger": answers[challenger.label][k],
-            "champion": answers[champion.label][k],
-            **{f"challenger_{m}": chall_rows[m][k] for m in ANSWER_METRICS},
-            **{f"champion_{m}": champ_rows[m][k] for m in ANSWER_METRICS},
-            **{m: retrieval_rows[m][k] for m in RETRIEVAL_METRICS},
-        })
-    digest = digest_json({"challenger": challenger.digest, "champion": champion.digest, "data": dataset_digest,
-                          "index": index_digest, "prompt": prompt.version, "settings": settings.model_dump()})
+        rows.append(
+            {
+                "question": item.question,
+                "type": item.question_type,
+                "reference": item.reference,
+                "context": item.contexts,
+                "challenger": answers[challenger.label][k],
+                "champion": answers[champion.label][k],
+                **{f"challenger_{m}": chall_rows[m][k] for m in ANSWER_METRICS},
+                **{f"champion_{m}": champ_rows[m][k] for m in ANSWER_METRICS},
+                **{m: retrieval_rows[m][k] for m in RETRIEVAL_METRICS},
+            }
+        )
+    digest = digest_json(
+        {
+            "challenger": challenger.digest,
+            "champion": champion.digest,
+            "data": dataset_digest,
+            "index": index_digest,
+            "prompt": prompt.version,
+            "settings": settings.model_dump(),
+        }
+    )
     staged = artifacts.staging("eval")
     with (staged / "rows.jsonl").open("w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     _, path = artifacts.commit("evals", staged, digest)
     return EvalReport(
-        digest=digest, parents=(challenger.digest, champion.digest, dataset_digest, index_digest),
-        prompt_version=prompt.version, challenger=chall_scores, champion=champ_scores, retrieval=retrieval,
-        rows_path=str(Path(path) / "rows.jsonl"), n_questions=len(items),
+        digest=digest,
+        parents=(challenger.digest, champion.digest, dataset_digest, index_digest),
+        prompt_version=prompt.version,
+        challenger=chall_scores,
+        champion=champ_scores,
+        retrieval=retrieval,
+        rows_path=str(Path(path) / "rows.jsonl"),
+        n_questions=len(items),
     )

@@ -36,15 +36,26 @@ log = logging.getLogger(__name__)
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 # Axolotl and the libraries under it phone home and wait on a dead network for minutes.
 OFFLINE_ENV = {
-    "AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled", "HF_HUB_DISABLE_TELEMETRY": "1",
-    "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
+    "AXOLOTL_DO_NOT_TRACK": "1",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "WANDB_MODE": "disabled",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONUNBUFFERED": "1",
 }
 
 
-def render_axolotl_config(settings: TrainingSettings, base: BaseModelArtifact, train_path: Path,
-                          output_dir: Path, prompt: PromptTemplate = GROUNDED_QA,
-                          cpu: bool = True) -> dict[str, Any]:
+def render_axolotl_config(
+    settings: TrainingSettings,
+    base: BaseModelArtifact,
+    train_path: Path,
+    output_dir: Path,
+    prompt: PromptTemplate = GROUNDED_QA,
+    cpu: bool = True,
+) -> dict[str, Any]:
     """The Axolotl YAML (as a dict) for one LoRA run.
 
     Args:
@@ -52,17 +63,19 @@ def render_axolotl_config(settings: TrainingSettings, base: BaseModelArtifact, t
     """
     cfg: dict[str, Any] = {
         "base_model": base.path,
-        "datasets": [{
-            "path": str(train_path),
-            "ds_type": "json",
-            "type": {
-                "field_instruction": "instruction",
-                "field_input": "context",
-                "field_output": "output",
-                "format": prompt.with_context,
-                "no_input_format": prompt.without_context,
-            },
-        }],
+        "datasets": [
+            {
+                "path": str(train_path),
+                "ds_type": "json",
+                "type": {
+                    "field_instruction": "instruction",
+                    "field_input": "context",
+                    "field_output": "output",
+                    "format": prompt.with_context,
+                    "no_input_format": prompt.without_context,
+                },
+            }
+        ],
         "dataset_prepared_path": str(output_dir / "prepared"),
         "val_set_size": 0,
         "output_dir": str(output_dir),
@@ -96,9 +109,19 @@ def render_axolotl_config(settings: TrainingSettings, base: BaseModelArtifact, t
     if settings.adapter == "qlora":
         cfg.update({"load_in_4bit": True})
     if cpu:
-        cfg.update({"bf16": False, "fp16": False, "tf32": False, "lora_mlp_kernel": False,
-                    "lora_qkv_kernel": False, "lora_o_kernel": False, "flash_attention": False,
-                    "sdp_attention": False, "gradient_checkpointing": False})
+        cfg.update(
+            {
+                "bf16": False,
+                "fp16": False,
+                "tf32": False,
+                "lora_mlp_kernel": False,
+                "lora_qkv_kernel": False,
+                "lora_o_kernel": False,
+                "flash_attention": False,
+                "sdp_attention": False,
+                "gradient_checkpointing": False,
+            }
+        )
     return {k: v for k, v in cfg.items() if v is not None}
 
 
@@ -109,8 +132,9 @@ def training_config_digest(cfg: dict[str, Any]) -> str:
     return digest_json(stable)
 
 
-def check_rows_fit(train_path: Path, tokenizer_path: str, sequence_len: int,
-                   prompt: PromptTemplate = GROUNDED_QA) -> int:
+def check_rows_fit(
+    train_path: Path, tokenizer_path: str, sequence_len: int, prompt: PromptTemplate = GROUNDED_QA
+) -> int:
     """Count training rows that fit ``sequence_len``; fail clearly when none or few do.
 
     Axolotl silently drops rows that are too long and then crashes on an empty data set.
@@ -122,12 +146,16 @@ def check_rows_fit(train_path: Path, tokenizer_path: str, sequence_len: int,
 
     tok = AutoTokenizer.from_pretrained(tokenizer_path)
     rows = load_jsonl(train_path)
-    lengths = [len(tok(prompt.render(r["instruction"], r.get("context", ""))).input_ids)
-               + len(tok(r["output"]).input_ids) + 1 for r in rows]
+    lengths = [
+        len(tok(prompt.render(r["instruction"], r.get("context", ""))).input_ids) + len(tok(r["output"]).input_ids) + 1
+        for r in rows
+    ]
     kept = sum(1 for n in lengths if n <= sequence_len)
     if kept == 0 or kept < len(rows) / 2:
-        raise DataError(f"{train_path}: only {kept} of {len(rows)} rows fit training.sequence_len="
-                        f"{sequence_len} (longest {max(lengths)} tokens); raise sequence_len or shorten rows")
+        raise DataError(
+            f"{train_path}: only {kept} of {len(rows)} rows fit training.sequence_len="
+            f"{sequence_len} (longest {max(lengths)} tokens); raise sequence_len or shorten rows"
+        )
     return kept
 
 
@@ -182,8 +210,9 @@ class LocalAxolotlLauncher:
 
     def train(self, config_path: Path, output_dir: Path, timeout_s: int) -> TrainingRun:
         if not self.axolotl_bin.is_file():
-            raise ConfigError(f"training.axolotl_bin: {self.axolotl_bin} not found; run `make setup` "
-                              "to build the trainer environment")
+            raise ConfigError(
+                f"training.axolotl_bin: {self.axolotl_bin} not found; run `make setup` to build the trainer environment"
+            )
         resumed = latest_checkpoint(output_dir)
         if resumed:
             log.info("resuming from %s", resumed)
@@ -194,21 +223,23 @@ class LocalAxolotlLauncher:
         cmd = [str(self.axolotl_bin), "train", str(config_path), "--launcher", "python"]
         started = time.monotonic()
         with log_path.open("a", encoding="utf-8") as log_fh:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    env=env, cwd=str(output_dir))
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=str(output_dir)
+            )
             assert proc.stdout is not None
             tail: list[str] = []
             try:
                 for line in proc.stdout:
                     log_fh.write(line)
-                    tail = (tail + [line.rstrip()])[-40:]
+                    tail = [*tail, line.rstrip()][-40:]
                     progress = _progress(line)
                     if progress:
                         log.info("axolotl: %s", progress)
                     if time.monotonic() - started > timeout_s:
                         proc.kill()
-                        raise TransientError(f"axolotl train exceeded training.timeout_s={timeout_s}; "
-                                             f"checkpoints kept in {output_dir}")
+                        raise TransientError(
+                            f"axolotl train exceeded training.timeout_s={timeout_s}; checkpoints kept in {output_dir}"
+                        )
                 code = proc.wait()
             finally:
                 if proc.poll() is None:
@@ -258,8 +289,14 @@ def _final_state(output_dir: Path) -> tuple[int, float | None]:
     return int(state.get("global_step", 0)), (float(losses[-1]) if losses else None)
 
 
-def finetune(snapshot: DatasetSnapshot, base: BaseModelArtifact, settings: TrainingSettings,
-             store: LocalArtifactStore, launcher: TrainerLauncher, shuffle_labels: bool = False) -> AdapterArtifact:
+def finetune(
+    snapshot: DatasetSnapshot,
+    base: BaseModelArtifact,
+    settings: TrainingSettings,
+    store: LocalArtifactStore,
+    launcher: TrainerLauncher,
+    shuffle_labels: bool = False,
+) -> AdapterArtifact:
     """Train a LoRA adapter on a dataset snapshot and store it with its lineage."""
     work_key = digest_json([snapshot.digest, base.digest, settings.model_dump(), shuffle_labels])
     work = store.scratch(f"finetune-{short(work_key, 16)}")
@@ -277,12 +314,26 @@ def finetune(snapshot: DatasetSnapshot, base: BaseModelArtifact, settings: Train
         shutil.copy2(run.adapter_dir / name, staged / name)
     shutil.copy2(config_path, staged / "axolotl.yaml")
     digest = digest_tree(staged, ignore=("axolotl.yaml",))
-    meta = {"base_model": base.name, "base_digest": base.digest, "dataset_digest": snapshot.digest,
-            "config_digest": training_config_digest(cfg), "steps": run.steps, "train_loss": run.train_loss}
+    meta = {
+        "base_model": base.name,
+        "base_digest": base.digest,
+        "dataset_digest": snapshot.digest,
+        "config_digest": training_config_digest(cfg),
+        "steps": run.steps,
+        "train_loss": run.train_loss,
+    }
     (staged / "lockgate-adapter.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     _, path = store.commit("adapters", staged, digest)
     return AdapterArtifact(
-        digest=digest, parents=(snapshot.digest, base.digest), path=str(path), base_model=base.name,
-        base_digest=base.digest, dataset_digest=snapshot.digest, config_digest=meta["config_digest"],
-        steps=run.steps, train_loss=run.train_loss, eval_loss=None, resumed_from=run.resumed_from,
+        digest=digest,
+        parents=(snapshot.digest, base.digest),
+        path=str(path),
+        base_model=base.name,
+        base_digest=base.digest,
+        dataset_digest=snapshot.digest,
+        config_digest=meta["config_digest"],
+        steps=run.steps,
+        train_loss=run.train_loss,
+        eval_loss=None,
+        resumed_from=run.resumed_from,
     )

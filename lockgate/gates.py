@@ -17,8 +17,13 @@ def _finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
 
 
-def decide(evaluation: EvalReport | None, quant: QuantCheck | None, drift: DriftReport | None,
-           policy: GateSettings, candidate_digest: str | None) -> GateDecision:
+def decide(
+    evaluation: EvalReport | None,
+    quant: QuantCheck | None,
+    drift: DriftReport | None,
+    policy: GateSettings,
+    candidate_digest: str | None,
+) -> GateDecision:
     """Apply the policy; ``passed`` only if every check passed and none was skipped for lack of input."""
     checks: list[GateCheck] = []
     metrics: dict[str, float] = {}
@@ -38,30 +43,47 @@ def decide(evaluation: EvalReport | None, quant: QuantCheck | None, drift: Drift
         if chall is None or champ is None:
             checks.append(GateCheck(name=f"improves:{name}", passed=False, detail=f"metric {name} missing"))
         elif not (chall.is_valid and champ.is_valid):
-            checks.append(GateCheck(name=f"improves:{name}", passed=False,
-                                    detail=f"{name} is not a number (challenger {chall.mean}, champion {champ.mean})"))
+            checks.append(
+                GateCheck(
+                    name=f"improves:{name}",
+                    passed=False,
+                    detail=f"{name} is not a number (challenger {chall.mean}, champion {champ.mean})",
+                )
+            )
         else:
             gain = chall.mean - champ.mean
             ok = gain >= policy.min_improvement
-            checks.append(GateCheck(
-                name=f"improves:{name}", passed=ok,
-                detail=(f"{name} {chall.mean:.3f} [{chall.ci_low:.3f}, {chall.ci_high:.3f}] vs champion "
-                        f"{champ.mean:.3f}: gain {gain:+.3f} {'>=' if ok else '<'} required {policy.min_improvement}"),
-            ))
+            checks.append(
+                GateCheck(
+                    name=f"improves:{name}",
+                    passed=ok,
+                    detail=(
+                        f"{name} {chall.mean:.3f} [{chall.ci_low:.3f}, {chall.ci_high:.3f}] vs champion "
+                        f"{champ.mean:.3f}: gain {gain:+.3f} {'>=' if ok else '<'} required {policy.min_improvement}"
+                    ),
+                )
+            )
         for metric, floor in sorted(policy.min_scores.items()):
             summary = evaluation.challenger.metrics.get(metric)
             value = summary.mean if summary is not None else None
             ok = summary is not None and summary.is_valid and _finite(value) and value is not None and value >= floor
-            checks.append(GateCheck(name=f"floor:{metric}", passed=ok,
-                                    detail=f"{metric} {value if value is None else round(value, 3)} "
-                                           f"{'>=' if ok else 'below or invalid vs'} floor {floor}"))
+            checks.append(
+                GateCheck(
+                    name=f"floor:{metric}",
+                    passed=ok,
+                    detail=f"{metric} {value if value is None else round(value, 3)} "
+                    f"{'>=' if ok else 'below or invalid vs'} floor {floor}",
+                )
+            )
 
     if policy.require_quant_check:
         if quant is None:
             checks.append(GateCheck(name="quantization", passed=False, detail="no quantization check"))
         else:
-            detail = (f"size ratio {quant.size_ratio:.2f}, loss {quant.merged_eval_loss:.3f} -> "
-                      f"{quant.quantized_eval_loss:.3f}")
+            detail = (
+                f"size ratio {quant.size_ratio:.2f}, loss {quant.merged_eval_loss:.3f} -> "
+                f"{quant.quantized_eval_loss:.3f}"
+            )
             if not quant.passed:
                 detail += "; " + "; ".join(quant.reasons)
             checks.append(GateCheck(name="quantization", passed=quant.passed, detail=detail))
@@ -71,13 +93,25 @@ def decide(evaluation: EvalReport | None, quant: QuantCheck | None, drift: Drift
             checks.append(GateCheck(name="drift", passed=False, detail="no drift report"))
         else:
             ok = not drift.drifted and math.isfinite(drift.score)
-            checks.append(GateCheck(name="drift", passed=ok,
-                                    detail=f"{drift.method} score {drift.score:.4f} "
-                                           f"{'<=' if ok else '>'} threshold {drift.threshold}"))
+            checks.append(
+                GateCheck(
+                    name="drift",
+                    passed=ok,
+                    detail=f"{drift.method} score {drift.score:.4f} {'<=' if ok else '>'} threshold {drift.threshold}",
+                )
+            )
 
     passed = bool(checks) and all(c.passed for c in checks)
     reasons = tuple(c.detail for c in checks if not c.passed) or ("all checks passed",)
     parents = tuple(r.digest for r in (evaluation, quant, drift) if r is not None)
     digest = digest_json({"parents": parents, "policy": policy.model_dump(), "candidate": candidate_digest})
-    return GateDecision(digest=digest, parents=parents, passed=passed, reasons=reasons, checks=tuple(checks),
-                        metrics=metrics, baseline=baseline, candidate_digest=candidate_digest)
+    return GateDecision(
+        digest=digest,
+        parents=parents,
+        passed=passed,
+        reasons=reasons,
+        checks=tuple(checks),
+        metrics=metrics,
+        baseline=baseline,
+        candidate_digest=candidate_digest,
+    )

@@ -160,8 +160,15 @@ def prepare_rows(sources: list[Path], settings: DataSettings) -> PrepResult:
                 result.redacted += n
             key = row_key(row)
             if key in seen:
-                result.duplicates.append(QuarantinedRow(source=raw.source, line=raw.line, field=None,
-                                                       reason=f"exact duplicate of {seen[key]}", raw=raw.raw[:2000]))
+                result.duplicates.append(
+                    QuarantinedRow(
+                        source=raw.source,
+                        line=raw.line,
+                        field=None,
+                        reason=f"exact duplicate of {seen[key]}",
+                        raw=raw.raw[:2000],
+                    )
+                )
                 continue
             seen[key] = f"{raw.source}:{raw.line}"
             result.rows.append(row)
@@ -198,19 +205,33 @@ def snapshot_dataset(sources: list[Path], settings: DataSettings, store: LocalAr
     _write_jsonl(staged / "eval.jsonl", evals)
     # The digest covers what training sees, so re-quarantining the same bad rows or a new
     # timestamp never makes a new version.
-    digest = digest_json({"name": settings.name, "train": digest_file(staged / "train.jsonl"),
-                          "eval": digest_file(staged / "eval.jsonl")})
+    digest = digest_json(
+        {
+            "name": settings.name,
+            "train": digest_file(staged / "train.jsonl"),
+            "eval": digest_file(staged / "eval.jsonl"),
+        }
+    )
     _write_jsonl(staged / "quarantine.jsonl", [q.model_dump() for q in result.quarantined + result.duplicates])
     source_digests = {str(s): digest_file(s) for s in sources}
     card = dataset_card(settings.name, digest, train, evals, result, source_digests)
     (staged / "CARD.md").write_text(card, encoding="utf-8")
     _, path = store.commit("datasets", staged, digest)
     return DatasetSnapshot(
-        digest=digest, parents=tuple(sorted(source_digests.values())), name=settings.name, path=str(path),
-        train_path=str(path / "train.jsonl"), eval_path=str(path / "eval.jsonl"),
-        quarantine_path=str(path / "quarantine.jsonl"), card_path=str(path / "CARD.md"),
-        n_train=len(train), n_eval=len(evals), n_quarantined=len(result.quarantined),
-        n_duplicates=len(result.duplicates), n_redacted=result.redacted, source_digests=source_digests,
+        digest=digest,
+        parents=tuple(sorted(source_digests.values())),
+        name=settings.name,
+        path=str(path),
+        train_path=str(path / "train.jsonl"),
+        eval_path=str(path / "eval.jsonl"),
+        quarantine_path=str(path / "quarantine.jsonl"),
+        card_path=str(path / "CARD.md"),
+        n_train=len(train),
+        n_eval=len(evals),
+        n_quarantined=len(result.quarantined),
+        n_duplicates=len(result.duplicates),
+        n_redacted=result.redacted,
+        source_digests=source_digests,
     )
 
 
@@ -219,18 +240,34 @@ def describe(rows: list[QuarantinedRow]) -> str:
     return "; ".join(f"{q.source}:{q.line} [{q.field or 'row'}] {q.reason}" for q in rows)
 
 
-def dataset_card(name: str, digest: str, train: list[dict[str, str]], evals: list[dict[str, str]],
-                 result: PrepResult, source_digests: dict[str, str]) -> str:
+def dataset_card(
+    name: str,
+    digest: str,
+    train: list[dict[str, str]],
+    evals: list[dict[str, str]],
+    result: PrepResult,
+    source_digests: dict[str, str],
+) -> str:
     """A markdown card: what is in the snapshot and what was set aside."""
-    lines = [f"# Dataset `{name}`", "", f"- digest: `{digest}`", f"- train rows: {len(train)}",
-             f"- eval rows: {len(evals)}", f"- quarantined: {len(result.quarantined)}",
-             f"- exact duplicates dropped: {len(result.duplicates)}",
-             f"- e-mail addresses redacted: {result.redacted}", "", "## Sources", ""]
+    lines = [
+        f"# Dataset `{name}`",
+        "",
+        f"- digest: `{digest}`",
+        f"- train rows: {len(train)}",
+        f"- eval rows: {len(evals)}",
+        f"- quarantined: {len(result.quarantined)}",
+        f"- exact duplicates dropped: {len(result.duplicates)}",
+        f"- e-mail addresses redacted: {result.redacted}",
+        "",
+        "## Sources",
+        "",
+    ]
     lines += [f"- `{src}` `{d}`" for src, d in source_digests.items()]
     if result.quarantined or result.duplicates:
         lines += ["", "## Set aside", "", "| source | line | field | reason |", "|---|---|---|---|"]
-        lines += [f"| {q.source} | {q.line} | {q.field or ''} | {q.reason} |"
-                  for q in result.quarantined + result.duplicates]
+        lines += [
+            f"| {q.source} | {q.line} | {q.field or ''} | {q.reason} |" for q in result.quarantined + result.duplicates
+        ]
     return "\n".join(lines) + "\n"
 
 

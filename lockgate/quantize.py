@@ -35,7 +35,7 @@ def load_causal_lm(path: str) -> tuple[Any, Any]:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     except OSError as exc:
         raise StageError(f"cannot load model from {path}: {exc}") from None
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]
     return model, tok
 
 
@@ -59,15 +59,20 @@ def calibration_rows(rows: list[dict[str, str]], prompt: PromptTemplate = GROUND
 def quantize_checkpoint(merged_dir: Path, out: Path, texts: list[str], settings: QuantizationSettings) -> Path:
     """Quantize a merged checkpoint with llm-compressor and save it compressed."""
     from datasets import Dataset
-    from llmcompressor import oneshot
+    from llmcompressor import oneshot  # type: ignore[attr-defined]
 
     model, tok = load_causal_lm(str(merged_dir))
     recipe = _recipe(settings)
     samples = texts[: settings.calibration_samples]
     enc = tok(samples, truncation=True, max_length=settings.max_seq_length)
     calib = Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
-    oneshot(model=model, dataset=calib, recipe=recipe, max_seq_length=settings.max_seq_length,
-            num_calibration_samples=len(samples))
+    oneshot(
+        model=model,
+        dataset=calib,
+        recipe=recipe,
+        max_seq_length=settings.max_seq_length,
+        num_calibration_samples=len(samples),
+    )
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, save_compressed=True)
     tok.save_pretrained(out)
@@ -83,7 +88,7 @@ def _recipe(settings: QuantizationSettings) -> Any:
     if settings.method == "awq":
         from llmcompressor.modifiers.awq import AWQModifier
 
-        return [AWQModifier(targets="Linear", scheme=settings.scheme, ignore=ignore)]
+        return [AWQModifier(targets="Linear", scheme=settings.scheme, ignore=ignore)]  # type: ignore[no-untyped-call]
     return QuantizationModifier(targets="Linear", scheme=settings.scheme, ignore=ignore)
 
 
@@ -125,8 +130,13 @@ def weights_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.glob("*.safetensors"))
 
 
-def quantize_adapter(base: BaseModelArtifact, adapter: AdapterArtifact, train_path: Path,
-                     settings: QuantizationSettings, store: LocalArtifactStore) -> QuantizedModel:
+def quantize_adapter(
+    base: BaseModelArtifact,
+    adapter: AdapterArtifact,
+    train_path: Path,
+    settings: QuantizationSettings,
+    store: LocalArtifactStore,
+) -> QuantizedModel:
     """Merge, quantize and store; the merged checkpoint is kept beside for comparison."""
     staged = store.staging("quantized")
     merged = merge_adapter(base, adapter, staged / "merged")
@@ -137,9 +147,15 @@ def quantize_adapter(base: BaseModelArtifact, adapter: AdapterArtifact, train_pa
     (staged / "lockgate-quantized.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     _, path = store.commit("quantized", staged, digest)
     return QuantizedModel(
-        digest=digest, parents=(adapter.digest,), path=str(path / "model"), merged_path=str(path / "merged"),
-        method=settings.method, scheme=settings.scheme, adapter_digest=adapter.digest,
-        size_bytes=weights_size(path / "model"), merged_size_bytes=weights_size(path / "merged"),
+        digest=digest,
+        parents=(adapter.digest,),
+        path=str(path / "model"),
+        merged_path=str(path / "merged"),
+        method=settings.method,
+        scheme=settings.scheme,
+        adapter_digest=adapter.digest,
+        size_bytes=weights_size(path / "model"),
+        merged_size_bytes=weights_size(path / "merged"),
     )
 
 
@@ -151,10 +167,19 @@ def check_quantized(qm: QuantizedModel, eval_rows: list[dict[str, str]], setting
         quant, _ = load_causal_lm(qm.path)
         reloaded = True
     except StageError as exc:
-        return QuantCheck(digest=qm.digest, parents=(qm.digest,), passed=False,
-                          reasons=(f"quantized checkpoint does not load: {exc}",), size_ratio=math.nan,
-                          merged_eval_loss=math.nan, quantized_eval_loss=math.nan, loss_increase=math.nan,
-                          merged_latency_ms=math.nan, quantized_latency_ms=math.nan, reloaded=False)
+        return QuantCheck(
+            digest=qm.digest,
+            parents=(qm.digest,),
+            passed=False,
+            reasons=(f"quantized checkpoint does not load: {exc}",),
+            size_ratio=math.nan,
+            merged_eval_loss=math.nan,
+            quantized_eval_loss=math.nan,
+            loss_increase=math.nan,
+            merged_latency_ms=math.nan,
+            quantized_latency_ms=math.nan,
+            reloaded=False,
+        )
     merged_loss = answer_loss(merged, tok, eval_rows)
     quant_loss = answer_loss(quant, tok, eval_rows)
     probe = calibration_rows(eval_rows[:4])
@@ -167,10 +192,19 @@ def check_quantized(qm: QuantizedModel, eval_rows: list[dict[str, str]], setting
     if ratio > settings.max_size_ratio:
         reasons.append(f"size ratio {ratio:.2f} > quantization.max_size_ratio {settings.max_size_ratio}")
     if not math.isfinite(increase) or increase > settings.max_loss_increase:
-        reasons.append(f"eval loss grew by {increase:.3f} > quantization.max_loss_increase "
-                       f"{settings.max_loss_increase}")
+        reasons.append(
+            f"eval loss grew by {increase:.3f} > quantization.max_loss_increase {settings.max_loss_increase}"
+        )
     return QuantCheck(
-        digest=qm.digest, parents=(qm.digest,), passed=not reasons, reasons=tuple(reasons), size_ratio=ratio,
-        merged_eval_loss=merged_loss, quantized_eval_loss=quant_loss, loss_increase=increase,
-        merged_latency_ms=merged_ms, quantized_latency_ms=quant_ms, reloaded=reloaded,
+        digest=qm.digest,
+        parents=(qm.digest,),
+        passed=not reasons,
+        reasons=tuple(reasons),
+        size_ratio=ratio,
+        merged_eval_loss=merged_loss,
+        quantized_eval_loss=quant_loss,
+        loss_increase=increase,
+        merged_latency_ms=merged_ms,
+        quantized_latency_ms=quant_ms,
+        reloaded=reloaded,
     )

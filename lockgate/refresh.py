@@ -43,14 +43,21 @@ def refresh_plan(chunks: list[Chunk], stored: dict[str, str]) -> RefreshPlan:
     return RefreshPlan(add, update, delete, unchanged)
 
 
-def apply_refresh(chunks: list[Chunk], store: VectorStore, embedder: Embedder,
-                  artifacts: LocalArtifactStore, uri: str, collection: str) -> IndexBuild:
+def apply_refresh(
+    chunks: list[Chunk],
+    store: VectorStore,
+    embedder: Embedder,
+    artifacts: LocalArtifactStore,
+    uri: str,
+    collection: str,
+) -> IndexBuild:
     """Bring the vector store in line with ``chunks`` and record the build."""
     store.ensure_collection(embedder.dim)
     plan = refresh_plan(chunks, store.manifest())
     changed = plan.to_add + plan.to_update
-    log.info("refresh plan: +%d ~%d -%d =%d", len(plan.to_add), len(plan.to_update),
-             len(plan.to_delete), plan.unchanged)
+    log.info(
+        "refresh plan: +%d ~%d -%d =%d", len(plan.to_add), len(plan.to_update), len(plan.to_delete), plan.unchanged
+    )
     if changed:
         vectors = embedder.encode([c.embed_text for c in changed])
         store.upsert([StoredChunk(c.chunk_id, c.content_digest, c.doc, c.title, c.text) for c in changed], vectors)
@@ -62,7 +69,15 @@ def apply_refresh(chunks: list[Chunk], store: VectorStore, embedder: Embedder,
     (staged / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
     _, path = artifacts.commit("indexes", staged, digest)
     return IndexBuild(
-        digest=digest, parents=(digest_json(sorted(manifest.values())),), uri=uri, collection=collection,
-        embedder=embedder.name, manifest_path=str(Path(path) / "manifest.json"), added=len(plan.to_add),
-        updated=len(plan.to_update), deleted=len(plan.to_delete), unchanged=plan.unchanged, total=len(chunks),
+        digest=digest,
+        parents=(digest_json(sorted(manifest.values())),),
+        uri=uri,
+        collection=collection,
+        embedder=embedder.name,
+        manifest_path=str(Path(path) / "manifest.json"),
+        added=len(plan.to_add),
+        updated=len(plan.to_update),
+        deleted=len(plan.to_delete),
+        unchanged=plan.unchanged,
+        total=len(chunks),
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -143,8 +142,13 @@ class LocalRegistry:
             last = next((m for m in reversed(state.history) if m.alias == alias), None)
             if last is None:
                 raise LockgateError(f"alias {alias!r} has no history to roll back")
-            move = AliasMove(at=_now(), alias=alias, previous=state.aliases.get(alias), current=last.previous,
-                             reason=f"rollback: {reason}")
+            move = AliasMove(
+                at=_now(),
+                alias=alias,
+                previous=state.aliases.get(alias),
+                current=last.previous,
+                reason=f"rollback: {reason}",
+            )
             if last.previous is None:
                 state.aliases.pop(alias, None)
             else:
@@ -155,6 +159,24 @@ class LocalRegistry:
     def history(self) -> list[AliasMove]:
         return list(self._read().history)
 
+    def champion_for(self, candidate: str) -> ModelVersion | None:
+        """The model a candidate must beat: production, or, if the candidate already is
+        production, the version it replaced (so a re-run judges it exactly as before).
+
+        Returns None when there is nothing to beat yet.
+        """
+        state = self._read()
+        current = state.aliases.get("production")
+        if current is None:
+            return None
+        if current != candidate:
+            return state.versions[current]
+        promoted = next(
+            (m for m in reversed(state.history) if m.alias == "production" and m.current == candidate), None
+        )
+        previous = promoted.previous if promoted else None
+        return state.versions.get(previous) if previous else None
+
 
 def describe_state(state: RegistryState) -> str:
     """Markdown of the aliases and the last moves."""
@@ -164,7 +186,3 @@ def describe_state(state: RegistryState) -> str:
         version = state.versions.get(digest) if digest else None
         lines.append(f"| {alias} | `{digest[:19] if digest else '-'}` | {version.path if version else '-'} |")
     return "\n".join(lines)
-
-
-def to_json(state: RegistryState) -> str:
-    return json.dumps(state.model_dump(), indent=2)

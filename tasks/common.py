@@ -15,6 +15,7 @@ from lockgate.registry import LocalRegistry
 from lockgate.settings import LockgateSettings
 from lockgate.store import LocalArtifactStore
 
+
 # Retry only what may pass on retry; a DataError retried is the same DataError.
 def retry_transient(task, task_run, state) -> bool:  # type: ignore[no-untyped-def]
     """Prefect ``retry_condition_fn``: retry on ``TransientError`` only."""

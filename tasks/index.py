@@ -17,25 +17,45 @@ from tasks.common import embedder_for, retry_transient
 
 
 @task(name="refresh-index", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)
-def refresh_index(corpus_dir: str, embeddings: EmbeddingSettings, vector_store: VectorStoreSettings,
-                  vector_uri: str, artifacts_root: str) -> IndexBuild:
+def refresh_index(
+    corpus_dir: str,
+    embeddings: EmbeddingSettings,
+    vector_store: VectorStoreSettings,
+    vector_uri: str,
+    artifacts_root: str,
+) -> IndexBuild:
     """Chunk the corpus, embed what changed, upsert it and delete what disappeared."""
     logger = get_run_logger()
     chunks = load_corpus(Path(corpus_dir), embeddings.chunk_chars)
     embedder = embedder_for(embeddings.model, embeddings.batch_size)
     store = open_store(vector_store.backend, vector_uri, vector_store.collection)
-    build = apply_refresh(chunks, store, embedder, LocalArtifactStore(Path(artifacts_root)), vector_uri,
-                          vector_store.collection)
-    logger.info("index %s: +%d ~%d -%d =%d (total %d)", vector_store.collection, build.added, build.updated,
-                build.deleted, build.unchanged, build.total)
+    build = apply_refresh(
+        chunks, store, embedder, LocalArtifactStore(Path(artifacts_root)), vector_uri, vector_store.collection
+    )
+    logger.info(
+        "index %s: +%d ~%d -%d =%d (total %d)",
+        vector_store.collection,
+        build.added,
+        build.updated,
+        build.deleted,
+        build.unchanged,
+        build.total,
+    )
     create_markdown_artifact(
         key="index-build",
-        markdown="\n".join([
-            "# Embedding refresh", "", "| added | updated | deleted | unchanged | total |", "|---|---|---|---|---|",
-            f"| {build.added} | {build.updated} | {build.deleted} | {build.unchanged} | {build.total} |", "",
-            f"- store: `{build.uri}` collection `{build.collection}`", f"- embedder: {build.embedder}",
-            f"- manifest: `{build.manifest_path}` (`{build.digest}`)",
-        ]),
+        markdown="\n".join(
+            [
+                "# Embedding refresh",
+                "",
+                "| added | updated | deleted | unchanged | total |",
+                "|---|---|---|---|---|",
+                f"| {build.added} | {build.updated} | {build.deleted} | {build.unchanged} | {build.total} |",
+                "",
+                f"- store: `{build.uri}` collection `{build.collection}`",
+                f"- embedder: {build.embedder}",
+                f"- manifest: `{build.manifest_path}` (`{build.digest}`)",
+            ]
+        ),
         description="What the refresh changed in the vector store",
     )
     return build

@@ -15,25 +15,52 @@ from lockgate.store import LocalArtifactStore
 from tasks.common import retry_transient
 
 
-@task(name="finetune", cache_policy=INPUTS + TASK_SOURCE, persist_result=True, retries=2,
-      retry_delay_seconds=5, retry_condition_fn=retry_transient)
-def finetune_adapter(snapshot: DatasetSnapshot, base: BaseModelArtifact, training: TrainingSettings,
-                     axolotl_bin: str, artifacts_root: str, shuffle_labels: bool = False) -> AdapterArtifact:
+@task(
+    name="finetune",
+    cache_policy=INPUTS + TASK_SOURCE,
+    persist_result=True,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_transient,
+)
+def finetune_adapter(
+    snapshot: DatasetSnapshot,
+    base: BaseModelArtifact,
+    training: TrainingSettings,
+    axolotl_bin: str,
+    artifacts_root: str,
+    shuffle_labels: bool = False,
+) -> AdapterArtifact:
     """Train a LoRA adapter with Axolotl; a retry after preemption resumes from the last checkpoint."""
     logger = get_run_logger()
-    logger.info("training %s steps of %s on %s (%d rows)", training.max_steps, training.adapter,
-                base.name, snapshot.n_train)
-    adapter = finetune(snapshot, base, training, LocalArtifactStore(Path(artifacts_root)),
-                       LocalAxolotlLauncher(Path(axolotl_bin)), shuffle_labels=shuffle_labels)
+    logger.info(
+        "training %s steps of %s on %s (%d rows)", training.max_steps, training.adapter, base.name, snapshot.n_train
+    )
+    adapter = finetune(
+        snapshot,
+        base,
+        training,
+        LocalArtifactStore(Path(artifacts_root)),
+        LocalAxolotlLauncher(Path(axolotl_bin)),
+        shuffle_labels=shuffle_labels,
+    )
     logger.info("adapter %s: %d steps, final train loss %s", adapter.digest[:19], adapter.steps, adapter.train_loss)
     create_markdown_artifact(
         key="adapter",
-        markdown="\n".join([
-            "# Adapter", "", f"- digest: `{adapter.digest}`", f"- base: `{adapter.base_model}` `{adapter.base_digest}`",
-            f"- dataset: `{adapter.dataset_digest}`", f"- config: `{adapter.config_digest}`",
-            f"- steps: {adapter.steps}", f"- final train loss: {adapter.train_loss}",
-            f"- resumed from: {adapter.resumed_from or 'no (fresh run)'}", f"- path: `{adapter.path}`",
-        ]),
+        markdown="\n".join(
+            [
+                "# Adapter",
+                "",
+                f"- digest: `{adapter.digest}`",
+                f"- base: `{adapter.base_model}` `{adapter.base_digest}`",
+                f"- dataset: `{adapter.dataset_digest}`",
+                f"- config: `{adapter.config_digest}`",
+                f"- steps: {adapter.steps}",
+                f"- final train loss: {adapter.train_loss}",
+                f"- resumed from: {adapter.resumed_from or 'no (fresh run)'}",
+                f"- path: `{adapter.path}`",
+            ]
+        ),
         description="The LoRA adapter and its lineage",
     )
     return adapter

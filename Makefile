@@ -1,0 +1,52 @@
+# Lockgate: the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PY := .venv/bin/python
+export PYTHONPATH := $(CURDIR)
+# No telemetry, no hub look-ups: everything the demo needs is local.
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export RAGAS_DO_NOT_TRACK := true
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export WANDB_MODE := offline
+
+.PHONY: help setup demo demo-reject test test-fast lint server status lock clean bench
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
+
+setup:  ## build (or reuse) the app and trainer environments
+	@scripts/setup.sh
+
+demo: setup  ## run the release pipeline end to end on the sample data
+	$(PY) -m flows release
+
+demo-reject: setup  ## run it with a sabotaged candidate: the gate rejects, production stays
+	$(PY) -m flows release --scenario no-training; code=$$?; \
+	if [ $$code -eq 3 ]; then echo "gate rejected the candidate, as intended (exit 3)"; else exit $$code; fi
+
+test: setup  ## run the whole test suite (unit, stage and end-to-end)
+	$(PY) -m pytest
+
+test-fast: setup  ## only the tests not marked slow
+	$(PY) -m pytest -m "not slow"
+
+lint: setup  ## ruff and mypy
+	$(PY) -m ruff check lockgate tasks flows tests benchmarks
+	$(PY) -m mypy lockgate
+
+server: setup  ## start a local Prefect server with the UI on http://127.0.0.1:4200
+	PREFECT_HOME=$(CURDIR)/.lockgate/prefect $(PY) -m prefect server start --host 127.0.0.1 --port 4200
+
+status: setup  ## registry aliases and history
+	$(PY) -m flows status
+
+lock:  ## re-resolve requirements/*.in into the lock files
+	scripts/lock.sh
+
+clean:  ## forget all demo state (artifacts, registry, index, Prefect DB)
+	rm -rf .lockgate
+
+bench: setup  ## benchmarks, printed as ratios against a baseline measured in the same run
+	$(PY) -m benchmarks.bench_refresh

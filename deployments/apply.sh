@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Apply Lockgate's Prefect environment to the server PREFECT_API_URL points at:
+# work pools, GPU quota per team (global concurrency limits), then every deployment in
+# prefect.yaml. Idempotent: run it again after any change.
+#   PREFECT_API_URL=http://127.0.0.1:4200/api deployments/apply.sh
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PREFECT=${PREFECT:-$ROOT/.venv/bin/prefect}
+export LOCKGATE_ROOT=${LOCKGATE_ROOT:-$ROOT}
+export LOCKGATE_TRAINER_IMAGE=${LOCKGATE_TRAINER_IMAGE:-lockgate-trainer:latest}
+: "${PREFECT_API_URL:?set PREFECT_API_URL to the Prefect server (e.g. http://127.0.0.1:4200/api)}"
+
+"$PREFECT" work-pool create lockgate-cpu --type process --overwrite
+# The GPU pool needs the prefect-kubernetes worker; its GPU/spot job template is
+# deployments/gpu-job-template.json (nodeSelector, tolerations, nvidia.com/gpu).
+"$PREFECT" work-pool create lockgate-gpu --type kubernetes --overwrite \
+  --base-job-template "$ROOT/deployments/gpu-job-template.json"
+
+# GPU quota per team: one global concurrency limit per team, slots = GPUs.
+while IFS=, read -r team gpus; do
+  [ -z "$team" ] || [ "${team:0:1}" = "#" ] && continue
+  "$PREFECT" gcl create "gpu-$team" --limit "$gpus" 2>/dev/null || "$PREFECT" gcl update "gpu-$team" --limit "$gpus"
+done < "$ROOT/deployments/gpu-quota.csv"
+
+cd "$ROOT"
+"$PREFECT" --no-prompt deploy --all

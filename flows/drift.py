@@ -1,0 +1,31 @@
+"""Drift check on its own schedule: are today's questions still like what production was trained on?"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.params import StageParams
+from lockgate.drift import drift_questions
+from lockgate.records import DriftReport
+from lockgate.settings import load_settings
+from tasks.common import registry
+from tasks.data import prepare_dataset
+from tasks.drift import check_drift
+
+
+@flow(name="drift")
+def drift(params: StageParams = StageParams()) -> DriftReport:  # noqa: B008 (the UI form's default)
+    """Compare the current eval questions with the training questions of the production model
+    (or of the current data, before anything is in production) using Evidently; emits
+    ``lockgate.drift.detected`` when the score crosses the threshold.
+    """
+    settings = load_settings(params.profile, overrides=params.overrides())
+    sources = [str(settings.resolve(s)) for s in settings.data.sources]
+    snapshot = prepare_dataset(sources, settings.data, str(settings.home_path / "artifacts"))
+    production = registry(settings).get("production")
+    reference, current = drift_questions(
+        production.lineage.get("dataset_train") if production else None, snapshot.train_path, snapshot.eval_path
+    )
+    return check_drift(
+        reference, current, settings.drift, settings.embeddings, str(settings.home_path / "reports"), settings.data.name
+    )

@@ -1,0 +1,29 @@
+"""Fine-tuning on its own: the flow a GPU work pool runs (see prefect.yaml, deployment 'finetune-gpu')."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.params import StageParams
+from lockgate.records import AdapterArtifact
+from lockgate.settings import load_settings
+from tasks.data import prepare_dataset, resolve_base_model
+from tasks.training import finetune_adapter
+
+
+@flow(name="finetune")
+def finetune(params: StageParams = StageParams()) -> AdapterArtifact:  # noqa: B008 (the UI form's default)
+    """Prepare the data snapshot and train a LoRA adapter with Axolotl.
+
+    Checkpoints land in a work folder keyed by the inputs, so a run restarted after a spot
+    preemption resumes from the last complete checkpoint instead of starting over.
+    """
+    settings = load_settings(params.profile, overrides=params.overrides())
+    artifacts_root = str(settings.home_path / "artifacts")
+    sources = [str(settings.resolve(s)) for s in settings.data.sources]
+    snapshot = prepare_dataset(sources, settings.data, artifacts_root)
+    corpus_dir = settings.resolve(settings.data.corpus_dir)
+    base = resolve_base_model(settings.training.base_model, settings.base, str(corpus_dir), sources, artifacts_root)
+    return finetune_adapter(
+        snapshot, base, settings.training, str(settings.resolve(settings.training.axolotl_bin)), artifacts_root
+    )

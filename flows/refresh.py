@@ -1,0 +1,26 @@
+"""The embedding refresh, on its own schedule: the index follows the corpus without a retrain."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.params import StageParams
+from lockgate.records import IndexBuild
+from lockgate.settings import load_settings
+from tasks.index import refresh_index
+
+
+@flow(name="refresh")
+def refresh(params: StageParams = StageParams()) -> IndexBuild:  # noqa: B008 (the UI form's default)
+    """Re-embed only the chunks that changed, delete those that disappeared, and record the build.
+
+    Safe to run any time: with an unchanged corpus it embeds nothing and changes nothing.
+    """
+    settings = load_settings(params.profile, overrides=params.overrides())
+    return refresh_index(
+        str(settings.resolve(settings.data.corpus_dir)),
+        settings.embeddings,
+        settings.vector_store,
+        settings.vector_uri,
+        str(settings.home_path / "artifacts"),
+    )

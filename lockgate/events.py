@@ -1,0 +1,22 @@
+"""Names of the events Lockgate emits and the resources they are about.
+
+Deployment triggers in ``prefect.yaml`` match on these; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+DATASET_CHANGED = "lockgate.dataset.changed"
+DRIFT_DETECTED = "lockgate.drift.detected"
+GATE_PASSED = "lockgate.gate.passed"
+GATE_REJECTED = "lockgate.gate.rejected"
+MODEL_PROMOTED = "lockgate.model.promoted"
+
+
+def dataset_resource(name: str) -> dict[str, str]:
+    """The event resource of a dataset: ``lockgate.dataset.<name>``."""
+    return {"prefect.resource.id": f"lockgate.dataset.{name}", "prefect.resource.name": name}
+
+
+def model_resource(digest: str) -> dict[str, str]:
+    """The event resource of a model version, by the start of its digest."""
+    return {"prefect.resource.id": f"lockgate.model.{digest.split(':', 1)[-1][:12]}"}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Build (or reuse) the two Python environments Lockgate needs and link them into the checkout:
+#   .venv          the app: Prefect, the library, llm-compressor, Milvus Lite, Ragas, Evidently
+#   .venv-trainer  Axolotl alone (its pins conflict with Prefect's; see requirements/trainer.in)
+# Environments live in a cache keyed by the lock file's content, so a fresh clone (CI) reuses
+# them and a changed lock builds a new one. LOCKGATE_ENVS moves the cache.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ENVS=${LOCKGATE_ENVS:-${XDG_CACHE_HOME:-$HOME/.cache}/lockgate/envs}
+PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
+
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  echo "setup: Python 3.11 is required (found $("$PY" --version 2>&1) at $PY); set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+
+build_env() {
+  local name=$1 lock=$2 link=$3
+  local key dir
+  key=$(cat "$ROOT/$lock" | sha256sum | cut -c1-12)
+  dir="$ENVS/$name-$key"
+  if [ ! -f "$dir/.lockgate-complete" ]; then
+    echo "setup: building the $name environment in $dir (a few minutes, once)"
+    rm -rf "$dir"
+    mkdir -p "$ENVS"
+    "$PY" -m venv "$dir"
+    # torch alone first: asked for by exact version, pip takes the CPU build; asked for
+    # through another package's range, it would pull a multi-GB CUDA build.
+    "$dir/bin/pip" install --quiet --disable-pip-version-check "$(grep -E '^torch==' "$ROOT/$lock")"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/$lock"
+    touch "$dir/.lockgate-complete"
+  fi
+  ln -sfn "$dir" "$ROOT/$link"
+}
+
+build_env app requirements/app.lock .venv
+build_env trainer requirements/trainer.lock .venv-trainer
+echo "setup: ready (.venv -> $(readlink "$ROOT/.venv"), .venv-trainer -> $(readlink "$ROOT/.venv-trainer"))"

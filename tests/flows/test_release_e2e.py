@@ -1,0 +1,88 @@
+"""The whole release pipeline on the sample data, on the embedded defaults (several minutes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flows.params import ReleaseParams
+from flows.pipeline import release
+from lockgate.registry import LocalRegistry
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("lockgate-home")
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_harness: None, home: Path):  # type: ignore[no-untyped-def]
+    return release(ReleaseParams(home=str(home)))
+
+
+def test_fresh_run_promotes_a_model_that_beats_the_base(first_run, home: Path) -> None:  # type: ignore[no-untyped-def]
+    assert first_run.passed, first_run.reasons
+    assert first_run.action == "promoted"
+    assert first_run.metrics["rouge_l"] > first_run.baseline["rouge_l"] + 0.3
+    production = LocalRegistry(home / "registry").get("production")
+    assert production is not None and production.digest == first_run.candidate
+    assert set(production.lineage) >= {"adapter", "base", "dataset", "gate", "training_config"}
+    for stage in ("prep", "finetune", "quantize", "refresh", "evaluate", "drift", "gate", "promote"):
+        assert stage in first_run.timings_s
+
+
+def test_quantized_checkpoint_loads_and_generates(first_run) -> None:  # type: ignore[no-untyped-def]
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = first_run.outputs["quantized"]
+    config = json.loads((Path(path) / "config.json").read_text())
+    assert config["quantization_config"]["quant_method"] == "compressed-tensors"
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    from lockgate.prompts import GROUNDED_QA
+
+    prompt = GROUNDED_QA.render("Which team maintains the Relay?", "The Relay is maintained by the Fleet team.")
+    ids = tok(prompt, return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id)
+    answer = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert "maintained by the" in answer, answer
+
+
+def test_index_answers_queries(first_run) -> None:  # type: ignore[no-untyped-def]
+    from lockgate.embeddings import SentenceTransformerEmbedder
+    from lockgate.vectorstore import MilvusStore
+
+    uri, collection = first_run.outputs["index"].split("#")
+    store = MilvusStore(uri, collection)
+    store.ensure_collection(384)
+    hits = store.search(SentenceTransformerEmbedder().encode(["Which port does the Sorter listen on?"]), 3)
+    assert hits[0][0].doc == "sorter.md"
+
+
+def test_reports_exist(first_run) -> None:  # type: ignore[no-untyped-def]
+    rows = [json.loads(x) for x in Path(first_run.outputs["eval_rows"]).read_text().splitlines()]
+    assert len(rows) > 20 and {"challenger", "champion", "reference", "challenger_rouge_l"} <= set(rows[0])
+    assert "Drift in embeddings" in Path(first_run.outputs["drift_html"]).read_text()
+
+
+def test_rerun_with_unchanged_inputs_is_served_from_cache(first_run, home: Path) -> None:  # type: ignore[no-untyped-def]
+    adapters_before = sorted((home / "artifacts" / "adapters").iterdir())
+    again = release(ReleaseParams(home=str(home)))
+    assert {"finetune", "quantize", "evaluate", "drift"} <= set(again.cached)
+    assert again.candidate == first_run.candidate and again.passed and again.action == "kept"
+    assert sorted((home / "artifacts" / "adapters").iterdir()) == adapters_before
+
+
+def test_sabotaged_candidate_is_rejected_and_production_untouched(first_run, home: Path) -> None:  # type: ignore[no-untyped-def]
+    registry = LocalRegistry(home / "registry")
+    before = registry.snapshot().aliases["production"]
+    sabotaged = release(ReleaseParams(home=str(home), scenario="no-training"))
+    assert not sabotaged.passed and sabotaged.action == "kept"
+    assert any("rouge_l" in r for r in sabotaged.reasons)
+    assert registry.snapshot().aliases["production"] == before == first_run.candidate
+    assert registry.snapshot().aliases["candidate"] == sabotaged.candidate != before

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import math
+
+from lockgate.evaluate import question_type, summarize
+from lockgate.prompts import GROUNDED_QA
+
+
+def test_summary_mean_and_interval() -> None:
+    s = summarize([0.0, 1.0] * 50, samples=500, seed=1)
+    assert s.mean == 0.5 and s.ci_low < 0.5 < s.ci_high and s.n == 100 and s.is_valid
+    assert summarize([0.0, 1.0] * 50, samples=500, seed=1) == s, "same seed, same interval"
+
+
+def test_any_nan_poisons_the_summary() -> None:
+    s = summarize([0.9, math.nan, 0.8], samples=200, seed=0)
+    assert math.isnan(s.mean) and not s.is_valid
+    assert not summarize([], samples=200, seed=0).is_valid
+
+
+def test_question_type_slices() -> None:
+    assert question_type("Which port does it use?") == "which"
+    assert question_type("  How many? ") == "how"
+
+
+def test_prompt_version_changes_with_text() -> None:
+    other = GROUNDED_QA.__class__(
+        name=GROUNDED_QA.name,
+        with_context="C: {input} Q: {instruction} A:",
+        without_context=GROUNDED_QA.without_context,
+    )
+    assert other.version != GROUNDED_QA.version and other.version.startswith("grounded-qa@")
+    assert GROUNDED_QA.render("Q?", "ctx") == "Context: ctx\nQuestion: Q?\nAnswer:"
+    assert GROUNDED_QA.render("Q?") == "Question: Q?\nAnswer:"

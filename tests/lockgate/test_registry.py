@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lockgate.errors import LockgateError
+from lockgate.registry import LocalRegistry
+
+
+def test_aliases_history_and_rollback(tmp_path: Path) -> None:
+    reg = LocalRegistry(tmp_path)
+    reg.register("sha256:a", "/m/a", {"dataset": "d1"})
+    reg.register("sha256:b", "/m/b", {"dataset": "d2"})
+    reg.set_alias("production", "sha256:a", "first")
+    before = reg.snapshot().aliases.copy()
+    reg.set_alias("production", "sha256:b", "second")
+    assert reg.get("production").path == "/m/b"  # type: ignore[union-attr]
+    move = reg.rollback("production", "bad canary")
+    assert move.current == "sha256:a"
+    assert reg.snapshot().aliases == before
+    assert [m.reason for m in reg.history()][-1] == "rollback: bad canary"
+
+
+def test_rollback_of_first_move_clears_alias(tmp_path: Path) -> None:
+    reg = LocalRegistry(tmp_path)
+    reg.register("sha256:a", "/m/a", {})
+    reg.set_alias("candidate", "sha256:a", "x")
+    reg.rollback("candidate", "undo")
+    assert reg.get("candidate") is None
+
+
+def test_refuses_unregistered_and_unknown_aliases(tmp_path: Path) -> None:
+    reg = LocalRegistry(tmp_path)
+    with pytest.raises(LockgateError, match="unregistered"):
+        reg.set_alias("production", "sha256:zzz", "x")
+    reg.register("sha256:a", "/m/a", {})
+    with pytest.raises(LockgateError, match="unknown alias"):
+        reg.set_alias("prod", "sha256:a", "x")
+    with pytest.raises(LockgateError, match="no history"):
+        reg.rollback("production", "x")
+
+
+def test_register_is_idempotent_and_state_survives_reopen(tmp_path: Path) -> None:
+    reg = LocalRegistry(tmp_path)
+    first = reg.register("sha256:a", "/m/a", {"v": 1})
+    again = reg.register("sha256:a", "/m/other", {"v": 2})
+    assert again == first
+    reg.set_alias("production", "sha256:a", "x")
+    assert LocalRegistry(tmp_path).get("production") == first
+    assert json.loads((tmp_path / "state.json").read_text())["aliases"]["production"] == "sha256:a"
+    assert not list(tmp_path.glob(".state-*")), "temporary files must not be left behind"
+
+
+def test_failed_write_leaves_previous_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reg = LocalRegistry(tmp_path)
+    reg.register("sha256:a", "/m/a", {})
+    reg.set_alias("production", "sha256:a", "x")
+    reg.register("sha256:b", "/m/b", {})
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("lockgate.registry.os.replace", boom)
+    with pytest.raises(OSError):
+        reg.set_alias("production", "sha256:b", "y")
+    monkeypatch.undo()
+    assert LocalRegistry(tmp_path).get("production").digest == "sha256:a"  # type: ignore[union-attr]
+
+
+def test_corrupt_state_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_text("{not json")
+    with pytest.raises(LockgateError, match=r"state\.json: registry state is corrupt"):
+        LocalRegistry(tmp_path).get("production")
+
+
+def test_champion_is_production_or_what_the_candidate_replaced(tmp_path: Path) -> None:
+    reg = LocalRegistry(tmp_path)
+    assert reg.champion_for("sha256:a") is None
+    for d in ("sha256:a", "sha256:b", "sha256:c"):
+        reg.register(d, f"/m/{d[-1]}", {})
+    reg.set_alias("production", "sha256:a", "first")
+    assert reg.champion_for("sha256:b").digest == "sha256:a"  # type: ignore[union-attr]
+    assert reg.champion_for("sha256:a") is None, "first production model replaced nothing"
+    reg.set_alias("production", "sha256:b", "second")
+    assert reg.champion_for("sha256:b").digest == "sha256:a"  # type: ignore[union-attr]
+    assert reg.champion_for("sha256:c").digest == "sha256:b"  # type: ignore[union-attr]

@@ -1,0 +1,122 @@
+"""Checks on the project as a whole: layering, lint, types, and that config files stay true."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lockgate import events
+from tests.conftest import ROOT
+
+
+def imported_modules(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_library_never_imports_prefect_or_upper_layers() -> None:
+    for path in (ROOT / "lockgate").rglob("*.py"):
+        bad = {m for m in imported_modules(path) if m.split(".")[0] in ("prefect", "tasks", "flows")}
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_tasks_never_import_flows() -> None:
+    for path in (ROOT / "tasks").rglob("*.py"):
+        assert not {m for m in imported_modules(path) if m.split(".")[0] == "flows"}, path
+
+
+def test_ruff_lint_and_format() -> None:
+    targets = ["lockgate", "tasks", "flows", "tests", "benchmarks", "examples"]
+    lint = subprocess.run([sys.executable, "-m", "ruff", "check", *targets], cwd=ROOT, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
+    fmt = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", *targets], cwd=ROOT, capture_output=True, text=True
+    )
+    assert fmt.returncode == 0, fmt.stdout
+
+
+def test_mypy_strict_on_the_library() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "lockgate"], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
+    assert out.returncode == 0, out.stdout[-4000:]
+
+
+def prefect_yaml() -> dict:  # type: ignore[type-arg]
+    return yaml.safe_load((ROOT / "prefect.yaml").read_text())
+
+
+@pytest.mark.parametrize("deployment", prefect_yaml()["deployments"], ids=lambda d: d["name"])
+def test_deployment_entrypoints_and_parameters_are_valid(deployment: dict) -> None:  # type: ignore[type-arg]
+    from prefect import Flow
+
+    module_path, func = deployment["entrypoint"].split(":")
+    module = importlib.import_module(module_path.removesuffix(".py").replace("/", "."))
+    flow = getattr(module, func)
+    assert isinstance(flow, Flow)
+    assert flow.fn.__doc__, "a flow's docstring is its description in the UI"
+    flow.validate_parameters(deployment.get("parameters", {}))
+    for trigger in deployment.get("triggers", []):
+        for event in trigger["expect"]:
+            assert event in vars(events).values(), f"trigger waits for {event}, which Lockgate never emits"
+        rendered = json.loads(json.dumps(trigger["parameters"]).replace("{{ event.payload.digest }}", "sha256:x"))
+        flow.validate_parameters(rendered)
+
+
+def test_work_pools_used_are_created_by_apply_script() -> None:
+    script = (ROOT / "deployments" / "apply.sh").read_text()
+    created = set(re.findall(r"work-pool create (\S+)", script))
+    used = {d["work_pool"]["name"] for d in prefect_yaml()["deployments"]}
+    assert used <= created
+
+
+def test_gpu_job_template_renders_gpus_node_selector_and_tolerations() -> None:
+    from prefect.utilities.templating import apply_values
+
+    template = json.loads((ROOT / "deployments" / "gpu-job-template.json").read_text())
+    variables = template["variables"]["properties"]
+    values = {name: spec.get("default") for name, spec in variables.items()}
+    values.update(
+        {"gpu_count": 2, "node_selector": {"pool": "a100-spot"}, "tolerations": [{"key": "spot", "operator": "Exists"}]}
+    )
+    manifest = apply_values(template["job_configuration"], values)["job_manifest"]
+    pod = manifest["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "a100-spot"}
+    assert pod["tolerations"] == [{"key": "spot", "operator": "Exists"}]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2
+
+
+def test_dockerfiles_copy_only_what_exists() -> None:
+    for dockerfile in (ROOT / "infra" / "docker").glob("*.Dockerfile"):
+        for line in dockerfile.read_text().splitlines():
+            if line.startswith("COPY "):
+                for src in line.split()[1:-1]:
+                    assert (ROOT / src).exists(), f"{dockerfile.name}: COPY {src} does not exist"
+
+
+def test_compose_file_parses_and_has_no_default_password() -> None:
+    compose = yaml.safe_load((ROOT / "infra" / "compose.yaml").read_text())
+    assert {"postgres", "prefect-server", "worker"} <= set(compose["services"])
+    assert ":?" in compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]
+
+
+def test_readme_commands_match_ci_and_makefile() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in readme and re.search(r"^make test$", ci, re.M)
+    targets = set(re.findall(r"^([a-z-]+):", (ROOT / "Makefile").read_text(), re.M))
+    for target in set(re.findall(r"`make ([a-z-]+)", readme)):
+        assert target in targets, f"README mentions make {target}, which the Makefile lacks"
