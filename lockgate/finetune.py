@@ -25,6 +25,7 @@ import yaml
 
 from lockgate.digest import digest_json, digest_tree, short
 from lockgate.errors import ConfigError, DataError, StageError, TransientError
+from lockgate.offline import OFFLINE_DEFAULTS
 from lockgate.prep import load_jsonl
 from lockgate.prompts import GROUNDED_QA, PromptTemplate
 from lockgate.records import AdapterArtifact, BaseModelArtifact, DatasetSnapshot
@@ -36,14 +37,10 @@ log = logging.getLogger(__name__)
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 # Axolotl and the libraries under it phone home and wait on a dead network for minutes.
 OFFLINE_ENV = {
+    **OFFLINE_DEFAULTS,
     "AXOLOTL_DO_NOT_TRACK": "1",
-    "DO_NOT_TRACK": "1",
-    "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
     "WANDB_MODE": "disabled",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "TOKENIZERS_PARALLELISM": "false",
     "PYTHONUNBUFFERED": "1",
 }
 
