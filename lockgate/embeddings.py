@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -40,28 +40,39 @@ def resolve_model_path(model: str) -> str:
 
 
 class SentenceTransformerEmbedder:
-    """Any sentence-transformers model; the default is all-MiniLM-L6-v2 shipped on PyPI."""
+    """Any sentence-transformers model; the default is all-MiniLM-L6-v2 shipped on PyPI.
+
+    The model loads on first use, so a run that has nothing to embed never pays for it.
+    """
 
     def __init__(self, model: str = PACKAGED_MINILM, batch_size: int = 64, show_progress: bool = False) -> None:
-        from sentence_transformers import SentenceTransformer
-
-        path = resolve_model_path(model)
-        try:
-            self._model = SentenceTransformer(path, device="cpu")
-        except OSError as exc:
-            raise ConfigError(f"embeddings.model: cannot load {model!r} from {path}: {exc}") from None
+        self.model = model
         self.name = "all-MiniLM-L6-v2" if model == PACKAGED_MINILM else model
-        dim = self._model.get_embedding_dimension()
-        if not dim:
-            raise ConfigError(f"embeddings.model: {model!r} does not report an embedding size")
-        self.dim = int(dim)
         self.batch_size = batch_size
         self.show_progress = show_progress
+        self._loaded: Any = None
+
+    def _st(self) -> Any:
+        if self._loaded is None:
+            from sentence_transformers import SentenceTransformer
+
+            path = resolve_model_path(self.model)
+            try:
+                self._loaded = SentenceTransformer(path, device="cpu")
+            except OSError as exc:
+                raise ConfigError(f"embeddings.model: cannot load {self.model!r} from {path}: {exc}") from None
+            if not self._loaded.get_embedding_dimension():
+                raise ConfigError(f"embeddings.model: {self.model!r} does not report an embedding size")
+        return self._loaded
+
+    @property
+    def dim(self) -> int:  # type: ignore[override]
+        return int(self._st().get_embedding_dimension())
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self._model.encode(
+        vectors = self._st().encode(
             texts,
             batch_size=self.batch_size,
             normalize_embeddings=True,

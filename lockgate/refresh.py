@@ -51,14 +51,17 @@ def apply_refresh(
     uri: str,
     collection: str,
 ) -> IndexBuild:
-    """Bring the vector store in line with ``chunks`` and record the build."""
-    store.ensure_collection(embedder.dim)
+    """Bring the vector store in line with ``chunks`` and record the build.
+
+    The embedder is only touched when something changed, so a no-op refresh loads no model.
+    """
     plan = refresh_plan(chunks, store.manifest())
     changed = plan.to_add + plan.to_update
     log.info(
         "refresh plan: +%d ~%d -%d =%d", len(plan.to_add), len(plan.to_update), len(plan.to_delete), plan.unchanged
     )
     if changed:
+        store.ensure_collection(embedder.dim)
         vectors = embedder.encode([c.embed_text for c in changed])
         store.upsert([StoredChunk(c.chunk_id, c.content_digest, c.doc, c.title, c.text) for c in changed], vectors)
     if plan.to_delete:

@@ -132,8 +132,9 @@ class LocalRegistry:
             if digest not in state.versions:
                 raise LockgateError(f"cannot point {alias!r} at unregistered model {digest}")
             move = AliasMove(at=_now(), alias=alias, previous=state.aliases.get(alias), current=digest, reason=reason)
-            state.aliases[alias] = digest
-            state.history.append(move)
+            if move.previous != digest:  # a no-op move would only make rollback step in place
+                state.aliases[alias] = digest
+                state.history.append(move)
             return move
 
     def rollback(self, alias: str, reason: str) -> AliasMove:

@@ -53,7 +53,7 @@ class VectorStore(Protocol):
         ...
 
     def manifest(self) -> dict[str, str]:
-        """``chunk_id -> content_digest`` for everything stored."""
+        """``chunk_id -> content_digest`` for everything stored; empty if there is no collection yet."""
         ...
 
     def upsert(self, chunks: list[StoredChunk], vectors: np.ndarray) -> None:
@@ -112,6 +112,9 @@ class MilvusStore:
         self._client.create_collection(self.collection, schema=schema, index_params=index)
 
     def manifest(self) -> dict[str, str]:
+        if not self._client.has_collection(self.collection):
+            return {}
+        self._client.load_collection(self.collection)
         out: dict[str, str] = {}
         for row in self._iter_rows(["id", "content_digest"]):
             out[row["id"]] = row["content_digest"]

@@ -86,3 +86,11 @@ def test_champion_is_production_or_what_the_candidate_replaced(tmp_path: Path) -
     reg.set_alias("production", "sha256:b", "second")
     assert reg.champion_for("sha256:b").digest == "sha256:a"  # type: ignore[union-attr]
     assert reg.champion_for("sha256:c").digest == "sha256:b"  # type: ignore[union-attr]
+
+
+def test_pointing_an_alias_where_it_already_points_is_not_history(tmp_path: Path) -> None:
+    reg = LocalRegistry(tmp_path)
+    reg.register("sha256:a", "/m/a", {})
+    reg.set_alias("candidate", "sha256:a", "x")
+    reg.set_alias("candidate", "sha256:a", "again")
+    assert len(reg.history()) == 1
