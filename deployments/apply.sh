@@ -6,7 +6,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PREFECT=${PREFECT:-$ROOT/.venv/bin/prefect}
-export LOCKGATE_ROOT=${LOCKGATE_ROOT:-$ROOT}
+export LOCKGATE_PROJECT_ROOT=${LOCKGATE_PROJECT_ROOT:-$ROOT}
 export LOCKGATE_TRAINER_IMAGE=${LOCKGATE_TRAINER_IMAGE:-lockgate-trainer:latest}
 : "${PREFECT_API_URL:?set PREFECT_API_URL to the Prefect server (e.g. http://127.0.0.1:4200/api)}"
 

@@ -263,14 +263,24 @@ def load_settings(
 
 
 def _env_values() -> dict[str, Any]:
-    """Nested values given by LOCKGATE_* environment variables."""
+    """Nested values given by LOCKGATE_* environment variables.
+
+    A variable whose first part is not a setting is left to whoever owns it (scripts use
+    LOCKGATE_ENVS, for instance), unless it has the nested form ``A__B``: that can only be a
+    mistyped setting, and is reported rather than ignored.
+    """
     import os
 
+    known = set(LockgateSettings.model_fields)
     out: dict[str, Any] = {}
     for key, raw in os.environ.items():
         if not key.startswith("LOCKGATE_"):
             continue
         parts = key[len("LOCKGATE_") :].lower().split("__")
+        if parts[0] not in known:
+            if len(parts) > 1:
+                raise ConfigError(f"environment variable {key} names no setting; areas: {sorted(known)}")
+            continue
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})

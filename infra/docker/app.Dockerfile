@@ -1,7 +1,7 @@
 # The app image: Prefect, the library and its engines (CPU). Build from the repository root:
 #   docker build -f infra/docker/app.Dockerfile -t lockgate-app .
 FROM python:3.11-slim
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 LOCKGATE_ROOT=/opt/lockgate \
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 LOCKGATE_PROJECT_ROOT=/opt/lockgate \
     DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false RAGAS_DO_NOT_TRACK=true
 WORKDIR /opt/lockgate
 COPY requirements/app.lock requirements/app.lock

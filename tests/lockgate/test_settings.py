@@ -51,3 +51,12 @@ def test_env_overrides_profile_and_overrides_win(monkeypatch: pytest.MonkeyPatch
 def test_missing_profile_names_the_known_ones() -> None:
     with pytest.raises(ConfigError, match="embedded"):
         load_settings("does-not-exist")
+
+
+def test_environment_typos_are_reported_and_foreign_variables_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCKGATE_ENVS", "/somewhere")  # a script's variable, not a setting
+    monkeypatch.setenv("LOCKGATE_PROJECT_ROOT", "/opt/lockgate")
+    assert load_settings().project_root == "/opt/lockgate"
+    monkeypatch.setenv("LOCKGATE_TRAINNG__MAX_STEPS", "3")
+    with pytest.raises(ConfigError, match="LOCKGATE_TRAINNG__MAX_STEPS names no setting"):
+        load_settings()
