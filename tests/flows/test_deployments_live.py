@@ -1,0 +1,132 @@
+"""prefect.yaml for real: a local Prefect server, `deployments/apply.sh`, a process worker,
+and the event chain data-watch -> lockgate.dataset.changed -> release (a few minutes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lockgate.registry import LocalRegistry
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+PREFECT = str(ROOT / ".venv" / "bin" / "prefect")
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def api(url: str, path: str, body: dict[str, Any]) -> Any:
+    req = urllib.request.Request(
+        f"{url}{path}", data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.load(resp)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    # Prefect's server and workers may sit on SIGTERM; two SIGINTs stop them promptly.
+    for _ in range(2):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                continue
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_API_URL": url,
+        "PYTHONPATH": str(ROOT),
+        "LOCKGATE_PROJECT_ROOT": str(ROOT),
+        "LOCKGATE_HOME": str(tmp_path / "home"),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+    }
+    (tmp_path / "prefect").mkdir()
+    log = (tmp_path / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail(f"Prefect server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+                time.sleep(1)
+        yield url, env
+    finally:
+        stop(proc)
+
+
+def test_data_change_event_starts_the_release_deployment(server: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    url, env = server
+    applied = subprocess.run(
+        [str(ROOT / "deployments" / "apply.sh")], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
+    deployments = api(url, "/deployments/filter", {})
+    assert {d["name"] for d in deployments} == {
+        "release",
+        "refresh-nightly",
+        "drift-nightly",
+        "data-watch",
+        "finetune-gpu",
+    }
+    release = next(d for d in deployments if d["name"] == "release")
+
+    worker = subprocess.Popen(
+        [PREFECT, "worker", "start", "--pool", "lockgate-cpu"],
+        env=env,
+        stdout=(tmp_path / "worker.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        ran = subprocess.run(
+            [PREFECT, "deployment", "run", "data-watch/data-watch"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        deadline = time.monotonic() + 600
+        triggered: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            runs = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [release["id"]]}}})
+            triggered = next((r for r in runs if r["parameters"].get("params", {}).get("dataset_digest")), None)
+            if triggered and triggered["state_type"] in TERMINAL:
+                break
+            time.sleep(3)
+        assert triggered is not None, "no release run was triggered by lockgate.dataset.changed"
+        assert triggered["state_type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-4000:]
+        assert triggered["parameters"]["params"]["dataset_digest"].startswith("sha256:")
+        assert LocalRegistry(tmp_path / "home" / "registry").get("production") is not None
+    finally:
+        stop(worker)
