@@ -7,13 +7,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
 from lockgate.embeddings import Embedder, SentenceTransformerEmbedder
 from lockgate.errors import TransientError
 from lockgate.registry import LocalRegistry
 from lockgate.settings import LockgateSettings
-from lockgate.store import LocalArtifactStore
 
 
 # Retry only what may pass on retry; a DataError retried is the same DataError.
@@ -26,11 +24,6 @@ def retry_transient(task, task_run, state) -> bool:  # type: ignore[no-untyped-d
     except Exception:
         return False
     return False
-
-
-def artifact_store(settings: LockgateSettings) -> LocalArtifactStore:
-    """The content-addressed store under the settings' home."""
-    return LocalArtifactStore(settings.home_path / "artifacts")
 
 
 def registry(settings: LockgateSettings) -> LocalRegistry:
@@ -61,7 +54,3 @@ class StageTimer:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-
-
-def as_path(p: str) -> Path:
-    return Path(p)

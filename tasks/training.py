@@ -20,7 +20,7 @@ from tasks.common import retry_transient
     cache_policy=INPUTS + TASK_SOURCE,
     persist_result=True,
     retries=2,
-    retry_delay_seconds=5,
+    retry_delay_seconds=2,
     retry_condition_fn=retry_transient,
 )
 def finetune_adapter(
