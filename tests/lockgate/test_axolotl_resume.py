@@ -1,0 +1,67 @@
+"""Real Axolotl on CPU: a run killed after a checkpoint resumes from it (about 40 s)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lockgate.basemodel import ensure_base_model
+from lockgate.finetune import (
+    OFFLINE_ENV,
+    LocalAxolotlLauncher,
+    latest_checkpoint,
+    render_axolotl_config,
+    write_training_data,
+)
+from lockgate.prep import snapshot_dataset
+from lockgate.settings import BaseModelSettings, DataSettings, TrainingSettings
+from lockgate.store import LocalArtifactStore
+from tests.conftest import EXAMPLES, ROOT
+
+AXOLOTL = ROOT / ".venv-trainer" / "bin" / "axolotl"
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not AXOLOTL.exists(), reason="trainer environment not built")]
+
+
+def test_killed_training_resumes_from_last_checkpoint(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    snapshot = snapshot_dataset([EXAMPLES / "data" / "qa.jsonl"], DataSettings(), store)
+    base = ensure_base_model("builtin:tiny-llama", BaseModelSettings(), [EXAMPLES / "data" / "qa.jsonl"], store)
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = render_axolotl_config(
+        TrainingSettings(max_steps=100, save_steps=50),
+        base,
+        write_training_data(snapshot, tmp_path / "train.jsonl"),
+        out,
+    )
+    config = tmp_path / "axolotl.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+
+    env = {**os.environ, **OFFLINE_ENV}
+    env.pop("PYTHONPATH", None)
+    with (tmp_path / "first.log").open("w") as log:
+        first = subprocess.Popen(
+            [str(AXOLOTL), "train", str(config), "--launcher", "python"],
+            cwd=out,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 300
+        while latest_checkpoint(out) is None and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        first.kill()  # a spot node going away
+        first.wait()
+    interrupted_at = latest_checkpoint(out)
+    assert interrupted_at is not None and interrupted_at.name == "checkpoint-50", (tmp_path / "first.log").read_text()
+    assert not (out / "checkpoint-100").exists(), "the first run must not have finished"
+
+    run = LocalAxolotlLauncher(AXOLOTL).train(config, out, timeout_s=600)
+    assert run.resumed_from == str(interrupted_at)
+    assert run.steps == 100
+    assert "resume from checkpoint at" in (out / "axolotl.log").read_text()
