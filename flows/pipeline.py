@@ -8,7 +8,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.params import ReleaseParams, ReleaseSummary
 from lockgate.drift import drift_questions
 from lockgate.settings import load_settings
-from tasks.common import StageTimer, registry
+from tasks.common import StageLog, registry
 from tasks.data import prepare_dataset, resolve_base_model
 from tasks.drift import check_drift
 from tasks.evaluation import evaluate_candidate, find_champion
@@ -29,76 +29,61 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
     settings = load_settings(params.profile, overrides=params.overrides())
     home = settings.home_path
     artifacts_root = str(home / "artifacts")
-    timer = StageTimer()
-    cached: list[str] = []
+    stages = StageLog()
 
-    def result_of(stage: str, state):  # type: ignore[no-untyped-def]
-        """Unwrap a task state, noting stages that were served from cache."""
-        if state.name == "Cached":
-            cached.append(stage)
-        return state.result()
-
-    with timer.stage("prep"):
+    with stages.timed("prep"):
         sources = [str(settings.resolve(s)) for s in settings.data.sources]
         snapshot = prepare_dataset(sources, settings.data, artifacts_root)
-    with timer.stage("base model"):
+    with stages.timed("base model"):
         corpus_dir = settings.resolve(settings.data.corpus_dir)
         base = resolve_base_model(settings.training.base_model, settings.base, str(corpus_dir), sources, artifacts_root)
-    with timer.stage("finetune"):
+    with stages.timed("finetune"):
         axolotl_bin = str(settings.resolve(settings.training.axolotl_bin))
         shuffle_labels = params.scenario == "shuffled-labels"
-        adapter = result_of(
-            "finetune",
-            finetune_adapter(
-                snapshot, base, settings.training, axolotl_bin, artifacts_root, shuffle_labels, return_state=True
-            ),
+        adapter = stages.run_cached(
+            "finetune", finetune_adapter, snapshot, base, settings.training, axolotl_bin, artifacts_root, shuffle_labels
         )
-    with timer.stage("quantize"):
-        quantized, quant_check = result_of(
-            "quantize",
-            quantize_model(base, adapter, snapshot, settings.quantization, artifacts_root, return_state=True),
+    with stages.timed("quantize"):
+        quantized, quant_check = stages.run_cached(
+            "quantize", quantize_model, base, adapter, snapshot, settings.quantization, artifacts_root
         )
-    with timer.stage("refresh"):
+    with stages.timed("refresh"):
         index = refresh_index(
             str(corpus_dir), settings.embeddings, settings.vector_store, settings.vector_uri, artifacts_root
         )
-    with timer.stage("evaluate"):
+    with stages.timed("evaluate"):
         champion = find_champion(str(home / "registry"), base, quantized.digest)
-        evaluation = result_of(
+        evaluation = stages.run_cached(
             "evaluate",
-            evaluate_candidate(
-                quantized,
-                champion,
-                snapshot,
-                index,
-                index.digest,
-                settings.evaluation,
-                settings.embeddings,
-                settings.vector_store,
-                artifacts_root,
-                return_state=True,
-            ),
+            evaluate_candidate,
+            quantized,
+            champion,
+            snapshot,
+            index,
+            index.digest,
+            settings.evaluation,
+            settings.embeddings,
+            settings.vector_store,
+            artifacts_root,
         )
-    with timer.stage("drift"):
+    with stages.timed("drift"):
         production = registry(settings).get("production")
         reference, current = drift_questions(
             production.lineage.get("dataset_train") if production else None, snapshot.train_path, snapshot.eval_path
         )
-        drift = result_of(
+        drift = stages.run_cached(
             "drift",
-            check_drift(
-                reference,
-                current,
-                settings.drift,
-                settings.embeddings,
-                str(home / "reports"),
-                settings.data.name,
-                return_state=True,
-            ),
+            check_drift,
+            reference,
+            current,
+            settings.drift,
+            settings.embeddings,
+            str(home / "reports"),
+            settings.data.name,
         )
-    with timer.stage("gate"):
+    with stages.timed("gate"):
         decision = gate(evaluation, quant_check, drift, settings.gates, quantized.digest, settings.data.name)
-    with timer.stage("promote"):
+    with stages.timed("promote"):
         promotion = promote(decision, quantized, adapter, snapshot, str(home / "registry"))
 
     summary = ReleaseSummary(
@@ -110,8 +95,8 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
         dataset=snapshot.digest,
         metrics=decision.metrics,
         baseline=decision.baseline,
-        timings_s={k: round(v, 2) for k, v in timer.seconds.items()},
-        cached=cached,
+        timings_s={k: round(v, 2) for k, v in stages.seconds.items()},
+        cached=stages.cached,
         outputs={
             "dataset": snapshot.path,
             "adapter": adapter.path,
