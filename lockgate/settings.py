@@ -152,7 +152,7 @@ class DriftSettings(_Area):
         default=0.01, gt=0.0, description="Score above which drift is declared (calibrated for MMD on MiniLM)."
     )
     max_rows: int = Field(default=2000, ge=10, description="Sample cap per side.")
-    html_report: bool = Field(default=True, description="Write Evidently's HTML report (adds ~15 s).")
+    html_report: bool = Field(default=True, description="Write Evidently's HTML report (adds a few seconds).")
 
 
 class GateSettings(_Area):
