@@ -10,17 +10,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXIT_REJECTED = 3
-EXIT_ERROR = 2
+EXIT_FAILED = 1  # a stage failed (crash, dead service): see the message, maybe retry
+EXIT_BAD_INPUT = 2  # the data, the settings or the arguments are wrong: fix them
+EXIT_REJECTED = 3  # the pipeline ran and the gate rejected the candidate
 
 
 class _NoTracebackForVerdicts(logging.Filter):
     """Show input and config errors as one clear line: they are verdicts, not crashes."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from lockgate.errors import ConfigError, DataError
+        from lockgate.errors import ConfigError, DataError, GateRejected
 
-        if record.exc_info and isinstance(record.exc_info[1], ConfigError | DataError):
+        if record.exc_info and isinstance(record.exc_info[1], ConfigError | DataError | GateRejected):
             record.msg = f"{record.getMessage().splitlines()[0]} {record.exc_info[1]}"
             record.args = ()
             record.exc_info = None
@@ -45,18 +46,29 @@ def _prefect_defaults(home: Path) -> None:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from flows.params import ReleaseParams
+    from lockgate.errors import ConfigError, GateRejected
     from lockgate.settings import load_settings
 
-    params = ReleaseParams(profile=args.profile, scenario=args.scenario, max_steps=args.max_steps, home=args.home)
+    try:
+        params = ReleaseParams(profile=args.profile, scenario=args.scenario, max_steps=args.max_steps, home=args.home)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid arguments: {problems}") from None
     settings = load_settings(params.profile, overrides=params.overrides())  # fail fast on bad config
     _prefect_defaults(settings.home_path)
     from flows.pipeline import release, summary_markdown
 
     _quiet_verdict_tracebacks()
-    summary = release(params)
+    try:
+        summary = release(params)
+    except GateRejected as rejected:
+        print("\n" + summary_markdown(rejected.details), flush=True)  # type: ignore[arg-type]
+        return EXIT_REJECTED
     print("\n" + summary_markdown(summary))
-    return 0 if summary.passed else EXIT_REJECTED
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -64,7 +76,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from lockgate.settings import load_settings
 
     settings = load_settings(args.profile, overrides={"home": args.home} if args.home else None)
-    state = LocalRegistry(settings.home_path / "registry").snapshot()
+    state = LocalRegistry(Path(settings.registry_dir)).snapshot()
     if args.json:
         print(state.model_dump_json(indent=2))
         return 0
@@ -80,7 +92,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from lockgate.settings import load_settings
 
     settings = load_settings(args.profile, overrides={"home": args.home} if args.home else None)
-    move = LocalRegistry(settings.home_path / "registry").rollback(args.alias, reason=args.reason)
+    move = LocalRegistry(Path(settings.registry_dir)).rollback(args.alias, reason=args.reason)
     print(f"{move.alias}: {(move.previous or '-')[:19]} -> {(move.current or '-')[:19]}")
     return 0
 
@@ -101,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lockgate",
         description="Gated release pipelines for LLMs: prep -> Axolotl fine-tune -> quantize -> "
         "refresh index -> Ragas eval -> drift -> gate -> promote.",
-        epilog="Exit codes: 0 success/promoted, 2 bad input or config, 3 gate rejected the candidate.",
+        epilog="Exit codes: 0 success, 1 a stage failed, 2 bad input, settings or arguments, "
+        "3 the gate rejected the candidate.",
     )
     parser.add_argument("--profile", default="embedded", help="settings profile under profiles/ (default: embedded)")
     parser.add_argument("--home", default=None, help="state folder; default from the profile (.lockgate)")
@@ -137,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lockgate.errors import LockgateError
+    from lockgate.errors import ConfigError, DataError, LockgateError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -145,9 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         result: Any = args.func(args)
+    except (ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        result = EXIT_BAD_INPUT
     except LockgateError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        result = EXIT_ERROR
+        result = EXIT_FAILED
     # The ephemeral Prefect server logs its shutdown at exit; the verdict above is the last word.
     logging.getLogger("prefect").setLevel(logging.WARNING)
     return int(result)

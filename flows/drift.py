@@ -5,12 +5,10 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.params import StageParams
-from lockgate.drift import drift_questions
 from lockgate.records import DriftReport
 from lockgate.settings import load_settings
-from tasks.common import registry
 from tasks.data import prepare_dataset
-from tasks.drift import check_drift
+from tasks.drift import check_drift, drift_inputs
 
 
 @flow(name="drift")
@@ -21,11 +19,8 @@ def drift(params: StageParams = StageParams()) -> DriftReport:  # noqa: B008 (th
     """
     settings = load_settings(params.profile, overrides=params.overrides())
     sources = [str(settings.resolve(s)) for s in settings.data.sources]
-    snapshot = prepare_dataset(sources, settings.data, str(settings.home_path / "artifacts"))
-    production = registry(settings).get("production")
-    reference, current = drift_questions(
-        production.lineage.get("dataset_train") if production else None, snapshot.train_path, snapshot.eval_path
-    )
+    snapshot = prepare_dataset(sources, settings.data, settings.artifacts_dir)
+    reference, current = drift_inputs(settings.registry_dir, snapshot)
     return check_drift(
         reference, current, settings.drift, settings.embeddings, str(settings.home_path / "reports"), settings.data.name
     )

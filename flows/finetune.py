@@ -15,15 +15,19 @@ from tasks.training import finetune_adapter
 def finetune(params: StageParams = StageParams()) -> AdapterArtifact:  # noqa: B008 (the UI form's default)
     """Prepare the data snapshot and train a LoRA adapter with Axolotl.
 
-    Checkpoints land in a work folder keyed by the inputs, so a run restarted after a spot
-    preemption resumes from the last complete checkpoint instead of starting over.
+    Checkpoints land in a work folder keyed by the inputs, and Prefect retries a preempted
+    (killed) trainer, which then resumes from the last complete checkpoint. On Kubernetes that
+    folder must be a persistent volume for a resume to survive a lost pod; the job template
+    does not mount one yet.
     """
     settings = load_settings(params.profile, overrides=params.overrides())
-    artifacts_root = str(settings.home_path / "artifacts")
+    artifacts_root = settings.artifacts_dir
     sources = [str(settings.resolve(s)) for s in settings.data.sources]
     snapshot = prepare_dataset(sources, settings.data, artifacts_root)
     corpus_dir = settings.resolve(settings.data.corpus_dir)
-    base = resolve_base_model(settings.training.base_model, settings.base, str(corpus_dir), sources, artifacts_root)
+    base = resolve_base_model(
+        settings.training.base_model, settings.base, str(corpus_dir), snapshot.train_path, artifacts_root
+    )
     return finetune_adapter(
         snapshot, base, settings.training, str(settings.resolve(settings.training.axolotl_bin)), artifacts_root
     )

@@ -27,7 +27,8 @@ class ReleaseParams(BaseModel):
     )
     home: str | None = Field(default=None, description="Override the state folder (artifacts, registry, index).")
     dataset_digest: str | None = Field(
-        default=None, description="Set by data-change events: the digest that triggered this run."
+        default=None,
+        description="Set by data-change events: the data fingerprint that triggered this run (kept in the summary).",
     )
 
     def overrides(self) -> dict[str, Any]:
@@ -71,6 +72,7 @@ class ReleaseSummary(BaseModel):
     dataset: str
     metrics: dict[str, float]
     baseline: dict[str, float]
+    trigger: str | None = Field(default=None, description="The data fingerprint of the event that started the run.")
     timings_s: dict[str, float]
     cached: list[str] = Field(default=[], description="Stages served from Prefect's cache.")
     outputs: dict[str, str]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.params import ReleaseParams, ReleaseSummary
-from lockgate.drift import drift_questions
+from lockgate.errors import GateRejected
 from lockgate.settings import load_settings
-from tasks.common import StageLog, registry
+from tasks.common import StageLog
 from tasks.data import prepare_dataset, resolve_base_model
-from tasks.drift import check_drift
+from tasks.drift import check_drift, drift_inputs
 from tasks.evaluation import evaluate_candidate, find_champion
 from tasks.index import refresh_index
 from tasks.quantization import quantize_model
@@ -27,8 +29,7 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
     """
     logger = get_run_logger()
     settings = load_settings(params.profile, overrides=params.overrides())
-    home = settings.home_path
-    artifacts_root = str(home / "artifacts")
+    artifacts_root = settings.artifacts_dir
     stages = StageLog()
 
     with stages.timed("prep"):
@@ -36,7 +37,9 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
         snapshot = prepare_dataset(sources, settings.data, artifacts_root)
     with stages.timed("base model"):
         corpus_dir = settings.resolve(settings.data.corpus_dir)
-        base = resolve_base_model(settings.training.base_model, settings.base, str(corpus_dir), sources, artifacts_root)
+        base = resolve_base_model(
+            settings.training.base_model, settings.base, str(corpus_dir), snapshot.train_path, artifacts_root
+        )
     with stages.timed("finetune"):
         axolotl_bin = str(settings.resolve(settings.training.axolotl_bin))
         shuffle_labels = params.scenario == "shuffled-labels"
@@ -52,7 +55,7 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
             str(corpus_dir), settings.embeddings, settings.vector_store, settings.vector_uri, artifacts_root
         )
     with stages.timed("evaluate"):
-        champion = find_champion(str(home / "registry"), base, quantized.digest)
+        champion = find_champion(settings.registry_dir, base, quantized.digest)
         evaluation = stages.run_cached(
             "evaluate",
             evaluate_candidate,
@@ -67,10 +70,7 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
             artifacts_root,
         )
     with stages.timed("drift"):
-        production = registry(settings).get("production")
-        reference, current = drift_questions(
-            production.lineage.get("dataset_train") if production else None, snapshot.train_path, snapshot.eval_path
-        )
+        reference, current = drift_inputs(settings.registry_dir, snapshot)
         drift = stages.run_cached(
             "drift",
             check_drift,
@@ -78,13 +78,16 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
             current,
             settings.drift,
             settings.embeddings,
-            str(home / "reports"),
+            settings.reports_dir,
             settings.data.name,
         )
     with stages.timed("gate"):
-        decision = gate(evaluation, quant_check, drift, settings.gates, quantized.digest, settings.data.name)
+        decision = gate(
+            evaluation, quant_check, drift, settings.gates, quantized.digest, settings.data.name, settings.registry_dir
+        )
     with stages.timed("promote"):
-        promotion = promote(decision, quantized, adapter, snapshot, str(home / "registry"))
+        expected = champion.digest if champion.registered else None
+        promotion = promote(decision, quantized, adapter, snapshot, expected, settings.registry_dir)
 
     summary = ReleaseSummary(
         passed=decision.passed,
@@ -95,6 +98,7 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
         dataset=snapshot.digest,
         metrics=decision.metrics,
         baseline=decision.baseline,
+        trigger=params.dataset_digest,
         timings_s={k: round(v, 2) for k, v in stages.seconds.items()},
         cached=stages.cached,
         outputs={
@@ -104,7 +108,7 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
             "index": f"{index.uri}#{index.collection}",
             "eval_rows": evaluation.rows_path,
             "drift_html": drift.html_path or "",
-            "registry": str(home / "registry" / "state.json"),
+            "registry": str(Path(settings.registry_dir) / "state.json"),
         },
     )
     create_markdown_artifact(
@@ -112,7 +116,10 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
         markdown=summary_markdown(summary),
         description="What ran, what was produced, and the gate decision",
     )
-    logger.info("release %s: %s", "PASSED" if summary.passed else "REJECTED", "; ".join(summary.reasons))
+    if not summary.passed:
+        # A rejected candidate fails the run: a red run in the UI, not a green one that says "rejected".
+        raise GateRejected("gate rejected the candidate: " + "; ".join(summary.reasons), details=summary)
+    logger.info("release PASSED: %s", "; ".join(summary.reasons))
     return summary
 
 
@@ -139,4 +146,6 @@ def summary_markdown(summary: ReleaseSummary) -> str:
     lines += ["", "## Stage timings", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f}{' (cached)' if k in summary.cached else ''} |" for k, v in summary.timings_s.items()]
     lines += ["", "## Outputs", ""] + [f"- {k}: `{v}`" for k, v in summary.outputs.items() if v]
+    if summary.trigger:
+        lines += ["", f"Started by a data change event (fingerprint `{summary.trigger}`)."]
     return "\n".join(lines) + "\n"

@@ -22,5 +22,5 @@ def refresh(params: StageParams = StageParams()) -> IndexBuild:  # noqa: B008 (t
         settings.embeddings,
         settings.vector_store,
         settings.vector_uri,
-        str(settings.home_path / "artifacts"),
+        settings.artifacts_dir,
     )

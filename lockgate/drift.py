@@ -103,12 +103,19 @@ def drift_questions(
 
     The reference is what the production model was trained on (or, before anything is in
     production, the current training split); the current side is the current eval questions.
+
+    Raises:
+        DataError: production names a training file that is gone; comparing against anything
+            else would hide drift.
     """
+    from lockgate.errors import DataError
     from lockgate.prep import load_jsonl
 
-    reference = Path(production_train) if production_train else None
-    if reference is None or not reference.is_file():
-        reference = Path(snapshot_train)
+    reference = Path(production_train) if production_train else Path(snapshot_train)
+    if not reference.is_file():
+        raise DataError(
+            f"drift reference {reference} (production's training data) is missing; restore it or roll production back"
+        )
     return (
         [r["instruction"] for r in load_jsonl(reference)],
         [r["instruction"] for r in load_jsonl(Path(snapshot_eval))],

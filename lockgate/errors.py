@@ -28,8 +28,8 @@ class StageError(LockgateError):
 
 
 class GateRejected(LockgateError):
-    """A promotion gate said no. Carries the decision so callers can show why."""
+    """A promotion gate said no. ``details`` carries what the caller should show (the run summary)."""
 
-    def __init__(self, decision: object, message: str | None = None) -> None:
-        self.decision = decision
-        super().__init__(message or f"gate rejected: {getattr(decision, 'reasons', decision)}")
+    def __init__(self, message: str, details: object = None) -> None:
+        self.details = details
+        super().__init__(message)

@@ -40,6 +40,7 @@ class ModelUnderTest:
     label: str
     digest: str
     path: str
+    registered: bool = False  # a registry version (production), not the bare base model
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,16 @@ started again resumes from the last complete checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import random
 import re
 import shutil
+import signal
 import subprocess
-import time
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -103,8 +105,12 @@ def render_axolotl_config(
         "special_tokens": {},
         "strict": False,
     }
+    if base.revision:
+        cfg["revision_of_model"] = base.revision  # the hub revision pinned when the base was resolved
     if settings.adapter == "qlora":
         cfg.update({"load_in_4bit": True})
+    if not cpu:
+        cfg.update({"bf16": "auto", "tf32": True})
     if cpu:
         cfg.update(
             {
@@ -218,12 +224,27 @@ class LocalAxolotlLauncher:
         env.pop("PYTHONPATH", None)  # the trainer env must not see the app env's packages
         # Axolotl's CLI runs `accelerate launch` unless told not to; one CPU process is enough.
         cmd = [str(self.axolotl_bin), "train", str(config_path), "--launcher", "python"]
-        started = time.monotonic()
         with log_path.open("a", encoding="utf-8") as log_fh:
+            # Its own process group, so a kill takes the trainer's children (and their pipes) too.
             proc = subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=str(output_dir)
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+                cwd=str(output_dir),
+                start_new_session=True,
             )
             assert proc.stdout is not None
+            # A watchdog, not a check per output line: a hung trainer may print nothing at all.
+            timed_out = threading.Event()
+
+            def expire() -> None:
+                timed_out.set()
+                _kill_group(proc)
+
+            watchdog = threading.Timer(timeout_s, expire)
+            watchdog.start()
             tail: list[str] = []
             try:
                 for line in proc.stdout:
@@ -232,21 +253,27 @@ class LocalAxolotlLauncher:
                     progress = _progress(line)
                     if progress:
                         log.info("axolotl: %s", progress)
-                    if time.monotonic() - started > timeout_s:
-                        proc.kill()
-                        raise TransientError(
-                            f"axolotl train exceeded training.timeout_s={timeout_s}; checkpoints kept in {output_dir}"
-                        )
                 code = proc.wait()
             finally:
+                watchdog.cancel()
                 if proc.poll() is None:
-                    proc.kill()
+                    _kill_group(proc)
+                    proc.wait()
+        if timed_out.is_set():
+            raise TransientError(
+                f"axolotl train exceeded training.timeout_s={timeout_s}; checkpoints kept in {output_dir}"
+            )
         if code != 0:
             raise _training_failure(code, tail, log_path)
         if not all((output_dir / f).is_file() for f in ADAPTER_FILES):
             raise StageError(f"axolotl exited 0 but wrote no adapter in {output_dir}; see {log_path}")
         steps, loss = _final_state(output_dir)
         return TrainingRun(output_dir, steps, loss, str(resumed) if resumed else None, log_path)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):  # already gone
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 _LOSS = re.compile(r"'loss': '?([0-9.]+)")
@@ -301,7 +328,7 @@ def finetune(
     check_rows_fit(train_path, base.path, settings.sequence_len)
     output_dir = work / "out"
     output_dir.mkdir(exist_ok=True)
-    cfg = render_axolotl_config(settings, base, train_path, output_dir)
+    cfg = render_axolotl_config(settings, base, train_path, output_dir, cpu=settings.device == "cpu")
     config_path = work / "axolotl.yaml"
     config_path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     run = launcher.train(config_path, output_dir, settings.timeout_s)

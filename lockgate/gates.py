@@ -23,14 +23,24 @@ def decide(
     drift: DriftReport | None,
     policy: GateSettings,
     candidate_digest: str | None,
+    revoked: str | None = None,
 ) -> GateDecision:
-    """Apply the policy; ``passed`` only if every check passed and none was skipped for lack of input."""
+    """Apply the policy; ``passed`` only if every check passed and none was skipped for lack of input.
+
+    Args:
+        revoked: why the candidate was taken out of production before (a rollback), if it was;
+            such a model is never promoted again automatically.
+    """
     checks: list[GateCheck] = []
     metrics: dict[str, float] = {}
     baseline: dict[str, float] = {}
 
     if candidate_digest is None:
         checks.append(GateCheck(name="candidate", passed=False, detail="no candidate model"))
+    else:
+        checks.extend(_about_the_candidate(candidate_digest, evaluation, quant))
+    if revoked is not None:
+        checks.append(GateCheck(name="not-revoked", passed=False, detail=f"candidate was rolled back: {revoked}"))
 
     if evaluation is None:
         checks.append(GateCheck(name="evaluation", passed=False, detail="no evaluation report"))
@@ -115,3 +125,25 @@ def decide(
         baseline=baseline,
         candidate_digest=candidate_digest,
     )
+
+
+def _about_the_candidate(candidate: str, evaluation: EvalReport | None, quant: QuantCheck | None) -> list[GateCheck]:
+    """Reports about some other model must not decide this one."""
+    checks = []
+    if evaluation is not None and evaluation.challenger.model_id != candidate:
+        checks.append(
+            GateCheck(
+                name="evaluation-subject",
+                passed=False,
+                detail=f"evaluation scored {evaluation.challenger.model_id[:19]}, not the candidate",
+            )
+        )
+    if quant is not None and quant.parents[:1] != (candidate,):
+        checks.append(
+            GateCheck(
+                name="quantization-subject",
+                passed=False,
+                detail="quantization check is of another model than the candidate",
+            )
+        )
+    return checks

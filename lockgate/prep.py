@@ -216,7 +216,9 @@ def snapshot_dataset(sources: list[Path], settings: DataSettings, store: LocalAr
     source_digests = {str(s): digest_file(s) for s in sources}
     card = dataset_card(settings.name, digest, train, evals, result, source_digests)
     (staged / "CARD.md").write_text(card, encoding="utf-8")
-    _, path = store.commit("datasets", staged, digest)
+    # The folder is keyed by everything in it (card and quarantine too), so a run that sets
+    # aside other rows gets its own card even when train/eval, and so the digest, are unchanged.
+    _, path = store.commit("datasets", staged)
     return DatasetSnapshot(
         digest=digest,
         parents=tuple(sorted(source_digests.values())),

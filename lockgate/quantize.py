@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lockgate.digest import digest_tree
+from lockgate.digest import digest_json, digest_tree
 from lockgate.errors import StageError
 from lockgate.prep import load_jsonl
 from lockgate.prompts import GROUNDED_QA, PromptTemplate
@@ -25,14 +25,14 @@ from lockgate.store import LocalArtifactStore
 log = logging.getLogger(__name__)
 
 
-def load_causal_lm(path: str) -> tuple[Any, Any]:
-    """Model and tokenizer from a folder or hub id, on CPU in float32, in eval mode."""
+def load_causal_lm(path: str, revision: str | None = None) -> tuple[Any, Any]:
+    """Model and tokenizer from a folder or hub id (pinned to ``revision``), on CPU in float32, in eval mode."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(path, revision=revision)
+        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch.float32)
     except OSError as exc:
         raise StageError(f"cannot load model from {path}: {exc}") from None
     model.eval()  # type: ignore[no-untyped-call]
@@ -43,7 +43,7 @@ def merge_adapter(base: BaseModelArtifact, adapter: AdapterArtifact, out: Path) 
     """Fold the LoRA weights into the base model and save a plain checkpoint."""
     from peft import PeftModel
 
-    model, tok = load_causal_lm(base.path)
+    model, tok = load_causal_lm(base.path, base.revision)
     merged = PeftModel.from_pretrained(model, adapter.path).merge_and_unload()
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out, safe_serialization=True)
@@ -162,13 +162,15 @@ def quantize_adapter(
 def check_quantized(qm: QuantizedModel, eval_rows: list[dict[str, str]], settings: QuantizationSettings) -> QuantCheck:
     """Reload the quantized checkpoint and compare it with the merged one."""
     reasons: list[str] = []
+    # The verdict depends on the model, the eval rows and the thresholds: so does its digest.
+    digest = digest_json({"model": qm.digest, "eval": digest_json(eval_rows), "settings": settings.model_dump()})
     merged, tok = load_causal_lm(qm.merged_path)
     try:
         quant, _ = load_causal_lm(qm.path)
         reloaded = True
     except StageError as exc:
         return QuantCheck(
-            digest=qm.digest,
+            digest=digest,
             parents=(qm.digest,),
             passed=False,
             reasons=(f"quantized checkpoint does not load: {exc}",),
@@ -196,7 +198,7 @@ def check_quantized(qm: QuantizedModel, eval_rows: list[dict[str, str]], setting
             f"eval loss grew by {increase:.3f} > quantization.max_loss_increase {settings.max_loss_increase}"
         )
     return QuantCheck(
-        digest=qm.digest,
+        digest=digest,
         parents=(qm.digest,),
         passed=not reasons,
         reasons=tuple(reasons),

@@ -31,13 +31,22 @@ class RefreshPlan:
         return not (self.to_add or self.to_update or self.to_delete)
 
 
-def refresh_plan(chunks: list[Chunk], stored: dict[str, str]) -> RefreshPlan:
-    """Compare the corpus with the store's ``chunk_id -> content_digest`` manifest."""
+def vector_digest(chunk: Chunk, embedder_name: str) -> str:
+    """Identity of a stored vector: the chunk's content and the model that embedded it.
+
+    Switching the embedding model changes every vector digest, so the next refresh
+    re-embeds the whole corpus instead of mixing vectors of two models.
+    """
+    return digest_json([embedder_name, chunk.content_digest])
+
+
+def refresh_plan(chunks: list[Chunk], stored: dict[str, str], embedder_name: str) -> RefreshPlan:
+    """Compare the corpus with the store's ``chunk_id -> vector_digest`` manifest."""
     current = {c.chunk_id: c for c in chunks}
     if len(current) != len(chunks):
         raise ValueError("duplicate chunk ids in corpus")
     add = [c for cid, c in current.items() if cid not in stored]
-    update = [c for cid, c in current.items() if cid in stored and stored[cid] != c.content_digest]
+    update = [c for cid, c in current.items() if cid in stored and stored[cid] != vector_digest(c, embedder_name)]
     delete = sorted(cid for cid in stored if cid not in current)
     unchanged = len(current) - len(add) - len(update)
     return RefreshPlan(add, update, delete, unchanged)
@@ -55,7 +64,7 @@ def apply_refresh(
 
     The embedder is only touched when something changed, so a no-op refresh loads no model.
     """
-    plan = refresh_plan(chunks, store.manifest())
+    plan = refresh_plan(chunks, store.manifest(), embedder.name)
     changed = plan.to_add + plan.to_update
     log.info(
         "refresh plan: +%d ~%d -%d =%d", len(plan.to_add), len(plan.to_update), len(plan.to_delete), plan.unchanged
@@ -63,10 +72,13 @@ def apply_refresh(
     if changed:
         store.ensure_collection(embedder.dim)
         vectors = embedder.encode([c.embed_text for c in changed])
-        store.upsert([StoredChunk(c.chunk_id, c.content_digest, c.doc, c.title, c.text) for c in changed], vectors)
+        store.upsert(
+            [StoredChunk(c.chunk_id, vector_digest(c, embedder.name), c.doc, c.title, c.text) for c in changed],
+            vectors,
+        )
     if plan.to_delete:
         store.delete(plan.to_delete)
-    manifest = {c.chunk_id: c.content_digest for c in chunks}
+    manifest = {c.chunk_id: vector_digest(c, embedder.name) for c in chunks}
     digest = digest_json({"embedder": embedder.name, "manifest": manifest})
     staged = artifacts.staging("index")
     (staged / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")

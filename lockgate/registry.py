@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -45,12 +45,19 @@ class AliasMove(BaseModel):
     previous: str | None
     current: str | None
     reason: str
+    kind: Literal["move", "rollback"] = "move"
+    evidence: dict[str, Any] = {}
 
 
 class RegistryState(BaseModel):
     versions: dict[str, ModelVersion] = {}
     aliases: dict[str, str] = {}
     history: list[AliasMove] = []
+    revoked: dict[str, str] = {}
+
+
+class StaleChampion(LockgateError):
+    """Production moved between evaluation and promotion: the decision is about a stale champion."""
 
 
 class ModelRegistry(Protocol):
@@ -63,6 +70,20 @@ class ModelRegistry(Protocol):
     def set_alias(self, alias: str, digest: str, reason: str) -> AliasMove: ...
 
     def rollback(self, alias: str, reason: str) -> AliasMove: ...
+
+    def record_release(
+        self,
+        digest: str,
+        path: str,
+        lineage: dict[str, Any],
+        evidence: dict[str, Any],
+        promote: bool,
+        expected_production: str | None,
+    ) -> tuple[str, str | None]: ...
+
+    def champion_for(self, candidate: str) -> ModelVersion | None: ...
+
+    def revoked_reason(self, digest: str) -> str | None: ...
 
     def history(self) -> list[AliasMove]: ...
 
@@ -131,31 +152,84 @@ class LocalRegistry:
         with self._locked() as state:
             if digest not in state.versions:
                 raise LockgateError(f"cannot point {alias!r} at unregistered model {digest}")
-            move = AliasMove(at=_now(), alias=alias, previous=state.aliases.get(alias), current=digest, reason=reason)
-            if move.previous != digest:  # a no-op move would only make rollback step in place
-                state.aliases[alias] = digest
-                state.history.append(move)
-            return move
+            previous = state.aliases.get(alias)
+            self._move(state, alias, digest, reason, {})
+            return AliasMove(at=_now(), alias=alias, previous=previous, current=digest, reason=reason)
 
     def rollback(self, alias: str, reason: str) -> AliasMove:
-        """Point an alias back where it was before its last move."""
+        """Step an alias back to where it was before the move that brought it to its current version.
+
+        Rolling ``production`` back also revokes the version it leaves: the gate will not
+        promote that version again on its own.
+        """
         with self._locked() as state:
-            last = next((m for m in reversed(state.history) if m.alias == alias), None)
-            if last is None:
+            current = state.aliases.get(alias)
+            arrival = next(
+                (m for m in reversed(state.history) if m.alias == alias and m.kind == "move" and m.current == current),
+                None,
+            )
+            if arrival is None:
                 raise LockgateError(f"alias {alias!r} has no history to roll back")
             move = AliasMove(
-                at=_now(),
-                alias=alias,
-                previous=state.aliases.get(alias),
-                current=last.previous,
-                reason=f"rollback: {reason}",
+                at=_now(), alias=alias, previous=current, current=arrival.previous, reason=reason, kind="rollback"
             )
-            if last.previous is None:
+            if arrival.previous is None:
                 state.aliases.pop(alias, None)
             else:
-                state.aliases[alias] = last.previous
+                state.aliases[alias] = arrival.previous
+            if alias == "production" and current is not None:
+                state.revoked[current] = reason
             state.history.append(move)
             return move
+
+    def revoked_reason(self, digest: str) -> str | None:
+        """Why this version was rolled back out of production, or None if it never was."""
+        return self._read().revoked.get(digest)
+
+    def record_release(
+        self,
+        digest: str,
+        path: str,
+        lineage: dict[str, Any],
+        evidence: dict[str, Any],
+        promote: bool,
+        expected_production: str | None,
+    ) -> tuple[str, str | None]:
+        """Register a candidate, point ``candidate`` at it and, if ``promote``, ``production`` too,
+        all in one atomic write.
+
+        Args:
+            expected_production: the production version the decision was made against (None if
+                there was none); if production moved since, nothing is written.
+
+        Returns:
+            ``(action, previous_production)`` with action ``promoted`` or ``kept``.
+
+        Raises:
+            StaleChampion: production is no longer ``expected_production``.
+        """
+        with self._locked() as state:
+            if digest not in state.versions:
+                state.versions[digest] = ModelVersion(digest=digest, path=path, lineage=lineage, registered_at=_now())
+            current = state.aliases.get("production")
+            self._move(state, "candidate", digest, "built", evidence)
+            if not promote or current == digest:
+                return "kept", current
+            if current != expected_production:
+                raise StaleChampion(
+                    f"production is {current} but the candidate was judged against {expected_production}; re-run"
+                )
+            self._move(state, "production", digest, "gate passed", evidence)
+            return "promoted", current
+
+    @staticmethod
+    def _move(state: RegistryState, alias: str, digest: str, reason: str, evidence: dict[str, Any]) -> None:
+        previous = state.aliases.get(alias)
+        if previous != digest:  # a no-op move would only make rollback step in place
+            state.aliases[alias] = digest
+            state.history.append(
+                AliasMove(at=_now(), alias=alias, previous=previous, current=digest, reason=reason, evidence=evidence)
+            )
 
     def history(self) -> list[AliasMove]:
         return list(self._read().history)
@@ -173,7 +247,12 @@ class LocalRegistry:
         if current != candidate:
             return state.versions[current]
         promoted = next(
-            (m for m in reversed(state.history) if m.alias == "production" and m.current == candidate), None
+            (
+                m
+                for m in reversed(state.history)
+                if m.alias == "production" and m.kind == "move" and m.current == candidate
+            ),
+            None,
         )
         previous = promoted.previous if promoted else None
         return state.versions.get(previous) if previous else None

@@ -81,6 +81,9 @@ class TrainingSettings(_Area):
     axolotl_bin: str = Field(
         default=".venv-trainer/bin/axolotl", description="The trainer environment's axolotl executable."
     )
+    device: Literal["cpu", "cuda"] = Field(
+        default="cpu", description="'cpu' switches off Axolotl's CUDA-only kernels and mixed precision."
+    )
     adapter: Literal["lora", "qlora"] = Field(default="lora", description="Adapter type.")
     lora_r: int = Field(default=16, gt=0, le=256, description="LoRA rank.")
     lora_alpha: int = Field(default=32, gt=0, description="LoRA alpha.")
@@ -205,6 +208,21 @@ class LockgateSettings(BaseSettings):
     @property
     def home_path(self) -> Path:
         return self.resolve(self.home)
+
+    @property
+    def artifacts_dir(self) -> str:
+        """The content-addressed artifact store."""
+        return str(self.home_path / "artifacts")
+
+    @property
+    def registry_dir(self) -> str:
+        """The local model registry."""
+        return str(self.home_path / "registry")
+
+    @property
+    def reports_dir(self) -> str:
+        """HTML reports (drift)."""
+        return str(self.home_path / "reports")
 
     @property
     def vector_uri(self) -> str:

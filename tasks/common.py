@@ -12,8 +12,6 @@ from typing import Any
 
 from lockgate.embeddings import Embedder, SentenceTransformerEmbedder
 from lockgate.errors import TransientError
-from lockgate.registry import LocalRegistry
-from lockgate.settings import LockgateSettings
 
 
 # Retry only what may pass on retry; a DataError retried is the same DataError.
@@ -26,10 +24,6 @@ def retry_transient(task, task_run, state) -> bool:  # type: ignore[no-untyped-d
     except Exception:
         return False
     return False
-
-
-def registry(settings: LockgateSettings) -> LocalRegistry:
-    return LocalRegistry(settings.home_path / "registry")
 
 
 @lru_cache(maxsize=2)

@@ -49,11 +49,12 @@ def prepare_dataset(sources: list[str], data: DataSettings, artifacts_root: str)
 
 @task(name="base-model", retries=2, retry_condition_fn=retry_transient)
 def resolve_base_model(
-    base_model: str, shape: BaseModelSettings, corpus_dir: str, sources: list[str], artifacts_root: str
+    base_model: str, shape: BaseModelSettings, corpus_dir: str, train_path: str, artifacts_root: str
 ) -> BaseModelArtifact:
     """The base model to fine-tune: built locally for the demo, pinned to a revision otherwise."""
-    # The demo tokenizer learns its vocabulary from the corpus and the training text.
-    text_files = sorted(Path(corpus_dir).glob("*.md")) + [Path(s) for s in sources]
+    # The demo tokenizer learns its vocabulary from the corpus and the prepared training split:
+    # never from raw sources, whose quarantined rows and unredacted addresses must not leak in.
+    text_files = [*sorted(Path(corpus_dir).glob("*.md")), Path(train_path)]
     base = ensure_base_model(base_model, shape, text_files, LocalArtifactStore(Path(artifacts_root)))
     get_run_logger().info("base model %s at %s (%s)", base.name, base.path, base.digest[:19])
     return base

@@ -11,10 +11,19 @@ from prefect.events import emit_event
 
 from lockgate import events
 from lockgate.digest import short
-from lockgate.drift import detect_drift
-from lockgate.records import DriftReport
+from lockgate.drift import detect_drift, drift_questions
+from lockgate.records import DatasetSnapshot, DriftReport
+from lockgate.registry import LocalRegistry
 from lockgate.settings import DriftSettings, EmbeddingSettings
 from tasks.common import embedder_for
+
+
+@task(name="drift-inputs")
+def drift_inputs(registry_root: str, snapshot: DatasetSnapshot) -> tuple[list[str], list[str]]:
+    """Reference texts (production's training questions) and current texts (the eval questions)."""
+    production = LocalRegistry(Path(registry_root)).get("production")
+    train = production.lineage.get("dataset_train") if production else None
+    return drift_questions(str(train) if train else None, snapshot.train_path, snapshot.eval_path)
 
 
 @task(name="drift", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)

@@ -24,7 +24,9 @@ def find_champion(registry_root: str, base: BaseModelArtifact, candidate_digest:
     """The model to beat: production (or what it replaced, if the candidate is production), else the base."""
     champion = LocalRegistry(Path(registry_root)).champion_for(candidate_digest)
     if champion is not None:
-        return ModelUnderTest(label="champion (production)", digest=champion.digest, path=champion.path)
+        return ModelUnderTest(
+            label="champion (production)", digest=champion.digest, path=champion.path, registered=True
+        )
     return ModelUnderTest(label="champion (base model)", digest=base.digest, path=base.path)
 
 

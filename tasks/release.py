@@ -32,10 +32,12 @@ def gate(
     policy: GateSettings,
     candidate_digest: str | None,
     dataset_name: str,
+    registry_root: str,
 ) -> GateDecision:
     """Apply the promotion policy; the result is a typed decision that fails closed."""
     logger = get_run_logger()
-    decision = decide(evaluation, quant, drift, policy, candidate_digest)
+    revoked = LocalRegistry(Path(registry_root)).revoked_reason(candidate_digest) if candidate_digest else None
+    decision = decide(evaluation, quant, drift, policy, candidate_digest, revoked=revoked)
     create_table_artifact(
         key="gate-decision",
         table=[{"check": c.name, "passed": c.passed, "detail": c.detail} for c in decision.checks],
@@ -57,11 +59,17 @@ def promote(
     candidate: QuantizedModel,
     adapter: AdapterArtifact,
     snapshot: DatasetSnapshot,
+    expected_production: str | None,
     registry_root: str,
 ) -> Promotion:
-    """Register the candidate; move ``production`` to it only if the gate passed."""
+    """Register the candidate and, only if the gate passed, make it production, in one atomic write.
+
+    ``expected_production`` is the production model the candidate was judged against; if
+    production moved since (another run promoted meanwhile), nothing moves.
+    """
     logger = get_run_logger()
     registry = LocalRegistry(Path(registry_root))
+    # Build lineage only: it is the same for every run that makes this digest.
     lineage = {
         "quantized": candidate.digest,
         "adapter": adapter.digest,
@@ -69,42 +77,25 @@ def promote(
         "dataset": snapshot.digest,
         "dataset_train": snapshot.train_path,
         "training_config": adapter.config_digest,
-        "gate": decision.digest,
-        "eval_metrics": decision.metrics,
     }
-    registry.register(candidate.digest, candidate.path, lineage)
-    registry.set_alias("candidate", candidate.digest, reason=f"built from dataset {snapshot.digest[:19]}")
-    previous = registry.get("production")
-    if decision.passed:
-        if previous is not None and previous.digest == candidate.digest:
-            result = Promotion(
-                action="kept",
-                alias="production",
-                model_digest=candidate.digest,
-                previous_digest=previous.digest,
-                reasons=("already in production",),
-            )
-        else:
-            registry.set_alias("production", candidate.digest, reason="; ".join(decision.reasons))
-            result = Promotion(
-                action="promoted",
-                alias="production",
-                model_digest=candidate.digest,
-                previous_digest=previous.digest if previous else None,
-                reasons=decision.reasons,
-            )
-            emit_event(
-                event=events.MODEL_PROMOTED,
-                resource=events.model_resource(candidate.digest),
-                payload={"alias": "production", "previous": result.previous_digest},
-            )
-    else:
-        result = Promotion(
-            action="kept",
-            alias="production",
-            model_digest=previous.digest if previous else None,
-            previous_digest=previous.digest if previous else None,
-            reasons=decision.reasons,
+    evidence = {"gate": decision.digest, "passed": decision.passed, "metrics": decision.metrics}
+    action, previous = registry.record_release(
+        candidate.digest, candidate.path, lineage, evidence, decision.passed, expected_production
+    )
+    production = candidate.digest if action == "promoted" else previous
+    reasons = decision.reasons if action == "promoted" or not decision.passed else ("already in production",)
+    result = Promotion(
+        action="promoted" if action == "promoted" else "kept",
+        alias="production",
+        model_digest=production,
+        previous_digest=previous,
+        reasons=reasons,
+    )
+    if action == "promoted":
+        emit_event(
+            event=events.MODEL_PROMOTED,
+            resource=events.model_resource(candidate.digest),
+            payload={"alias": "production", "previous": previous},
         )
     logger.info("promotion: %s (production = %s)", result.action, (result.model_digest or "none")[:19])
     create_markdown_artifact(

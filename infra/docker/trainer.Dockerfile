@@ -3,7 +3,7 @@
 #   docker build -f infra/docker/trainer.Dockerfile -t lockgate-trainer .
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 ENV DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
-    LOCKGATE_PROJECT_ROOT=/opt/lockgate LOCKGATE_TRAINING__AXOLOTL_BIN=/opt/trainer/bin/axolotl \
+    LOCKGATE_PROJECT_ROOT=/opt/lockgate LOCKGATE_TRAINING__AXOLOTL_BIN=/opt/trainer/bin/axolotl LOCKGATE_TRAINING__DEVICE=cuda \
     DO_NOT_TRACK=1 AXOLOTL_DO_NOT_TRACK=1
 RUN apt-get update && apt-get install -y --no-install-recommends software-properties-common \
  && add-apt-repository -y ppa:deadsnakes/ppa && apt-get update \

@@ -53,3 +53,9 @@ def test_broken_data_file_ends_with_clear_message_naming_file_and_row(tmp_path: 
 def test_status_on_empty_registry(tmp_path: Path) -> None:
     out = run_cli("--home", str(tmp_path), "status")
     assert out.returncode == 0 and "production" in out.stdout
+
+
+def test_bad_argument_is_bad_input_not_a_crash(tmp_path: Path) -> None:
+    out = run_cli("--home", str(tmp_path), "release", "--max-steps", "0")
+    assert out.returncode == 2
+    assert "max_steps" in out.stderr and "Traceback" not in out.stderr

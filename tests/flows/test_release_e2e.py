@@ -9,6 +9,7 @@ import pytest
 
 from flows.params import ReleaseParams
 from flows.pipeline import release
+from lockgate.errors import GateRejected
 from lockgate.registry import LocalRegistry
 
 pytestmark = pytest.mark.slow
@@ -30,7 +31,9 @@ def test_fresh_run_promotes_a_model_that_beats_the_base(first_run, home: Path) -
     assert first_run.metrics["rouge_l"] > first_run.baseline["rouge_l"] + 0.3
     production = LocalRegistry(home / "registry").get("production")
     assert production is not None and production.digest == first_run.candidate
-    assert set(production.lineage) >= {"adapter", "base", "dataset", "gate", "training_config"}
+    assert set(production.lineage) >= {"adapter", "base", "dataset", "training_config"}
+    promoted = [m for m in LocalRegistry(home / "registry").history() if m.alias == "production"][-1]
+    assert promoted.evidence["passed"] is True and promoted.evidence["gate"].startswith("sha256:")
     for stage in ("prep", "finetune", "quantize", "refresh", "evaluate", "drift", "gate", "promote"):
         assert stage in first_run.timings_s
 
@@ -81,8 +84,28 @@ def test_rerun_with_unchanged_inputs_is_served_from_cache(first_run, home: Path)
 def test_sabotaged_candidate_is_rejected_and_production_untouched(first_run, home: Path) -> None:  # type: ignore[no-untyped-def]
     registry = LocalRegistry(home / "registry")
     before = registry.snapshot().aliases["production"]
-    sabotaged = release(ReleaseParams(home=str(home), scenario="no-training"))
+    with pytest.raises(GateRejected) as rejected:
+        release(ReleaseParams(home=str(home), scenario="no-training"))
+    sabotaged = rejected.value.details
     assert not sabotaged.passed and sabotaged.action == "kept"
     assert any("rouge_l" in r for r in sabotaged.reasons)
     assert registry.snapshot().aliases["production"] == before == first_run.candidate
     assert registry.snapshot().aliases["candidate"] == sabotaged.candidate != before
+
+
+def test_rolled_back_model_is_not_promoted_again_by_a_rerun(first_run, home: Path) -> None:  # type: ignore[no-untyped-def]
+    registry = LocalRegistry(home / "registry")
+    registry.rollback("production", "bad answers in canary")
+    assert registry.get("production") is None
+    with pytest.raises(GateRejected) as rejected:
+        release(ReleaseParams(home=str(home)))
+    assert rejected.value.details.candidate == first_run.candidate
+    assert any("rolled back: bad answers in canary" in r for r in rejected.value.details.reasons)
+    assert registry.get("production") is None
+
+
+def test_shuffled_labels_are_rejected_even_against_the_untrained_base(prefect_harness: None, tmp_path: Path) -> None:
+    with pytest.raises(GateRejected) as rejected:
+        release(ReleaseParams(home=str(tmp_path), scenario="shuffled-labels"))
+    assert any("floor" in r for r in rejected.value.details.reasons)
+    assert LocalRegistry(tmp_path / "registry").get("production") is None

@@ -8,7 +8,7 @@ import pytest
 
 from lockgate.corpus import Chunk, load_corpus, split_markdown
 from lockgate.errors import DataError
-from lockgate.refresh import apply_refresh, refresh_plan
+from lockgate.refresh import apply_refresh, refresh_plan, vector_digest
 from lockgate.vectorstore import MilvusStore
 from tests.conftest import EXAMPLES
 
@@ -35,12 +35,13 @@ def test_long_paragraphs_are_cut_at_sentences() -> None:
 
 def test_plan_adds_updates_deletes_and_counts_unchanged() -> None:
     a, b, c = (Chunk(f"id{i}", "d.md", "", f"text {i}") for i in range(3))
-    stored = {"id0": a.content_digest, "id1": "sha256:old", "gone": "sha256:x"}
-    plan = refresh_plan([a, b, c], stored)
+    stored = {"id0": vector_digest(a, "m"), "id1": "sha256:old", "gone": "sha256:x"}
+    plan = refresh_plan([a, b, c], stored, "m")
     assert [x.chunk_id for x in plan.to_add] == ["id2"]
     assert [x.chunk_id for x in plan.to_update] == ["id1"]
     assert plan.to_delete == ["gone"] and plan.unchanged == 1
-    assert refresh_plan([a], {"id0": a.content_digest}).is_noop
+    assert refresh_plan([a], {"id0": vector_digest(a, "m")}, "m").is_noop
+    assert [x.chunk_id for x in refresh_plan([a], {"id0": vector_digest(a, "m")}, "other-model").to_update] == ["id0"]
 
 
 def test_corpus_errors_name_the_place(tmp_path: Path) -> None:
@@ -108,7 +109,12 @@ def test_refresh_is_incremental_idempotent_and_exact_on_milvus_lite(tmp_path: Pa
     assert emb.calls[-1] == 1
 
     chunks = load_corpus(corpus, 600)
-    assert vs.manifest() == {c.chunk_id: c.content_digest for c in chunks}, "the index equals the corpus"
+    assert vs.manifest() == {c.chunk_id: vector_digest(c, emb.name) for c in chunks}, "the index equals the corpus"
+
+    other = HashEmbedder()
+    other.name = "another-model"
+    switched = apply_refresh(chunks, vs, other, store, uri, "t")
+    assert switched.updated == len(chunks) and other.calls == [len(chunks)], "a new model re-embeds everything"
     vs.close()
     reopened = MilvusStore(uri, "t")
     reopened.ensure_collection(emb.dim)

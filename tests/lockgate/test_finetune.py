@@ -128,3 +128,17 @@ def test_unfinished_checkpoint_is_not_a_resume_point(tmp_path: Path) -> None:
     (tmp_path / "checkpoint-10").mkdir()
     (tmp_path / "checkpoint-10" / "trainer_state.json").write_text("{}")
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
+
+
+def test_silent_hung_trainer_is_killed_at_the_timeout(tmp_path: Path) -> None:
+    launcher = LocalAxolotlLauncher(fake_axolotl(tmp_path, "sleep 30\n"))
+    with pytest.raises(TransientError, match="timeout_s=1"):
+        launcher.train(tmp_path / "c.yaml", tmp_path, timeout_s=1)
+
+
+def test_hub_base_model_is_pinned_to_its_revision(tmp_path: Path) -> None:
+    hub = BASE.model_copy(update={"name": "org/model", "path": "org/model", "revision": "abc123"})
+    cfg = render_axolotl_config(TrainingSettings(), hub, tmp_path / "t.jsonl", tmp_path / "o")
+    assert cfg["base_model"] == "org/model" and cfg["revision_of_model"] == "abc123"
+    assert "lora_modules_to_save" not in cfg, "a real base needs no trainable embeddings"
+    assert "revision_of_model" not in render_axolotl_config(TrainingSettings(), BASE, tmp_path / "t", tmp_path / "o")

@@ -103,3 +103,15 @@ def test_csv_source(tmp_path: Path) -> None:
     result = prepare_rows([src], DataSettings())
     assert len(result.rows) == 1
     assert result.quarantined[0].line == 3 and result.quarantined[0].field == "instruction"
+
+
+def test_other_quarantined_rows_get_their_own_card_with_the_same_digest(tmp_path: Path, store) -> None:  # type: ignore[no-untyped-def]
+    good = [row(f"Question {i}?", f"Answer {i}.") for i in range(40)]
+    a = write_jsonl(tmp_path / "a.jsonl", [*good, "broken one"])
+    first = snapshot_dataset([a], DataSettings(eval_fraction=0.3), store)
+    b = write_jsonl(tmp_path / "a.jsonl", [*good, '{"instruction": 7, "output": "x"}'])
+    second = snapshot_dataset([b], DataSettings(eval_fraction=0.3), store)
+    assert first.digest == second.digest, "training data is the same"
+    assert first.path != second.path
+    assert "expected a string" in Path(second.quarantine_path).read_text()
+    assert "invalid JSON" in Path(first.quarantine_path).read_text()

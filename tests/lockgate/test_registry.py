@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from lockgate.errors import LockgateError
-from lockgate.registry import LocalRegistry
+from lockgate.registry import LocalRegistry, StaleChampion
 
 
 def test_aliases_history_and_rollback(tmp_path: Path) -> None:
@@ -20,7 +20,11 @@ def test_aliases_history_and_rollback(tmp_path: Path) -> None:
     move = reg.rollback("production", "bad canary")
     assert move.current == "sha256:a"
     assert reg.snapshot().aliases == before
-    assert [m.reason for m in reg.history()][-1] == "rollback: bad canary"
+    last = reg.history()[-1]
+    assert (last.kind, last.reason, last.previous) == ("rollback", "bad canary", "sha256:b")
+    assert reg.revoked_reason("sha256:b") == "bad canary" and reg.revoked_reason("sha256:a") is None
+    reg.rollback("production", "a was bad too")
+    assert reg.get("production") is None, "a second rollback steps further back, not forth again"
 
 
 def test_rollback_of_first_move_clears_alias(tmp_path: Path) -> None:
@@ -94,3 +98,21 @@ def test_pointing_an_alias_where_it_already_points_is_not_history(tmp_path: Path
     reg.set_alias("candidate", "sha256:a", "x")
     reg.set_alias("candidate", "sha256:a", "again")
     assert len(reg.history()) == 1
+
+
+def test_record_release_promotes_atomically_against_the_expected_champion(tmp_path: Path) -> None:
+    reg = LocalRegistry(tmp_path)
+    assert reg.record_release("sha256:a", "/m/a", {}, {"gate": "g1"}, True, None) == ("promoted", None)
+    assert reg.get("production").digest == reg.get("candidate").digest == "sha256:a"  # type: ignore[union-attr]
+    assert reg.history()[-1].evidence == {"gate": "g1"}
+
+    assert reg.record_release("sha256:b", "/m/b", {}, {}, False, "sha256:a") == ("kept", "sha256:a")
+    assert reg.get("candidate").digest == "sha256:b"  # type: ignore[union-attr]
+    assert reg.get("production").digest == "sha256:a"  # type: ignore[union-attr]
+
+    before = (tmp_path / "state.json").read_text()
+    with pytest.raises(StaleChampion):
+        reg.record_release("sha256:c", "/m/c", {}, {}, True, "sha256:zzz")
+    assert (tmp_path / "state.json").read_text() == before, "a stale decision writes nothing"
+
+    assert reg.record_release("sha256:a", "/m/a", {}, {}, True, None) == ("kept", "sha256:a"), "already production"
