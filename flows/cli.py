@@ -50,14 +50,13 @@ def cmd_release(args: argparse.Namespace) -> int:
 
     from flows.params import ReleaseParams
     from lockgate.errors import ConfigError, GateRejected
-    from lockgate.settings import load_settings
 
     try:
         params = ReleaseParams(profile=args.profile, scenario=args.scenario, max_steps=args.max_steps, home=args.home)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid arguments: {problems}") from None
-    settings = load_settings(params.profile, overrides=params.overrides())  # fail fast on bad config
+    settings = params.settings()  # fail fast on bad config
     _prefect_defaults(settings.home_path)
     from flows.pipeline import release, summary_markdown
 
@@ -72,10 +71,10 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from flows.params import StageParams
     from lockgate.registry import LocalRegistry, describe_state
-    from lockgate.settings import load_settings
 
-    settings = load_settings(args.profile, overrides={"home": args.home} if args.home else None)
+    settings = StageParams(profile=args.profile, home=args.home).settings()
     state = LocalRegistry(Path(settings.registry_dir)).snapshot()
     if args.json:
         print(state.model_dump_json(indent=2))
@@ -88,22 +87,23 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from flows.params import StageParams
     from lockgate.registry import LocalRegistry
-    from lockgate.settings import load_settings
 
-    settings = load_settings(args.profile, overrides={"home": args.home} if args.home else None)
+    settings = StageParams(profile=args.profile, home=args.home).settings()
     move = LocalRegistry(Path(settings.registry_dir)).rollback(args.alias, reason=args.reason)
     print(f"{move.alias}: {(move.previous or '-')[:19]} -> {(move.current or '-')[:19]}")
     return 0
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    from lockgate.settings import list_profiles, load_settings
+    from flows.params import StageParams
+    from lockgate.settings import list_profiles
 
     if args.list:
         print("\n".join(list_profiles()))
         return 0
-    settings = load_settings(args.profile)
+    settings = StageParams(profile=args.profile, home=args.home).settings()
     print(json.dumps(settings.model_dump(), indent=2))
     return 0
 

@@ -7,7 +7,6 @@ from prefect.events import emit_event
 
 from flows.params import StageParams
 from lockgate import events
-from lockgate.settings import load_settings
 from lockgate.watch import check_for_change
 
 
@@ -19,7 +18,7 @@ def data_watch(params: StageParams = StageParams()) -> bool:  # noqa: B008 (the 
     Returns whether anything changed.
     """
     logger = get_run_logger()
-    settings = load_settings(params.profile, overrides=params.overrides())
+    settings = params.settings()
     change = check_for_change(
         [settings.resolve(s) for s in settings.data.sources],
         settings.resolve(settings.data.corpus_dir),

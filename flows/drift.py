@@ -6,7 +6,6 @@ from prefect import flow
 
 from flows.params import StageParams
 from lockgate.records import DriftReport
-from lockgate.settings import load_settings
 from tasks.data import prepare_dataset
 from tasks.drift import check_drift, drift_inputs
 
@@ -17,7 +16,7 @@ def drift(params: StageParams = StageParams()) -> DriftReport:  # noqa: B008 (th
     (or of the current data, before anything is in production) using Evidently; emits
     ``lockgate.drift.detected`` when the score crosses the threshold.
     """
-    settings = load_settings(params.profile, overrides=params.overrides())
+    settings = params.settings()
     sources = [str(settings.resolve(s)) for s in settings.data.sources]
     snapshot = prepare_dataset(sources, settings.data, settings.artifacts_dir)
     reference, current = drift_inputs(settings.registry_dir, snapshot)

@@ -6,7 +6,6 @@ from prefect import flow
 
 from flows.params import StageParams
 from lockgate.records import AdapterArtifact
-from lockgate.settings import load_settings
 from tasks.data import prepare_dataset, resolve_base_model
 from tasks.training import finetune_adapter
 
@@ -20,7 +19,7 @@ def finetune(params: StageParams = StageParams()) -> AdapterArtifact:  # noqa: B
     folder must be a persistent volume for a resume to survive a lost pod; the job template
     does not mount one yet.
     """
-    settings = load_settings(params.profile, overrides=params.overrides())
+    settings = params.settings()
     artifacts_root = settings.artifacts_dir
     sources = [str(settings.resolve(s)) for s in settings.data.sources]
     snapshot = prepare_dataset(sources, settings.data, artifacts_root)

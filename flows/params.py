@@ -6,17 +6,33 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lockgate.settings import LockgateSettings, load_settings
+
 Scenario = Literal["normal", "no-training", "shuffled-labels"]
 
 
-class ReleaseParams(BaseModel):
-    """What to run the release pipeline with."""
+class StageParams(BaseModel):
+    """Parameters every flow takes: which profile, and optionally another state folder."""
 
     model_config = ConfigDict(extra="forbid")
 
     profile: str = Field(
         default="embedded", description="Settings profile under profiles/.", pattern=r"^[a-z0-9][a-z0-9_-]*$"
     )
+    home: str | None = Field(default=None, description="Override the state folder (artifacts, registry, index).")
+
+    def overrides(self) -> dict[str, Any]:
+        """Settings overrides implied by these parameters."""
+        return {"home": self.home} if self.home else {}
+
+    def settings(self) -> LockgateSettings:
+        """The settings these parameters select: read once, at the start of a flow or command."""
+        return load_settings(self.profile, overrides=self.overrides())
+
+
+class ReleaseParams(StageParams):
+    """What to run the release pipeline with."""
+
     scenario: Scenario = Field(
         default="normal",
         description="'normal' trains for real. 'no-training' and 'shuffled-labels' sabotage the candidate "
@@ -25,15 +41,13 @@ class ReleaseParams(BaseModel):
     max_steps: int | None = Field(
         default=None, ge=1, le=100_000, description="Override training.max_steps for this run."
     )
-    home: str | None = Field(default=None, description="Override the state folder (artifacts, registry, index).")
     dataset_digest: str | None = Field(
         default=None,
         description="Set by data-change events: the data fingerprint that triggered this run (kept in the summary).",
     )
 
     def overrides(self) -> dict[str, Any]:
-        """Settings overrides implied by these parameters."""
-        out: dict[str, Any] = {}
+        out = super().overrides()
         training: dict[str, Any] = {}
         if self.max_steps is not None:
             training["max_steps"] = self.max_steps
@@ -42,23 +56,7 @@ class ReleaseParams(BaseModel):
             training.update({"max_steps": 1, "learning_rate": 1e-12, "save_steps": 1})
         if training:
             out["training"] = training
-        if self.home:
-            out["home"] = self.home
         return out
-
-
-class StageParams(BaseModel):
-    """Parameters of the flows that also run alone (refresh, drift, finetune, data watch)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    profile: str = Field(
-        default="embedded", description="Settings profile under profiles/.", pattern=r"^[a-z0-9][a-z0-9_-]*$"
-    )
-    home: str | None = Field(default=None, description="Override the state folder (artifacts, registry, index).")
-
-    def overrides(self) -> dict[str, Any]:
-        return {"home": self.home} if self.home else {}
 
 
 class ReleaseSummary(BaseModel):

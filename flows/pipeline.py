@@ -9,7 +9,6 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.params import ReleaseParams, ReleaseSummary
 from lockgate.errors import GateRejected
-from lockgate.settings import load_settings
 from tasks.common import StageLog
 from tasks.data import prepare_dataset, resolve_base_model
 from tasks.drift import check_drift, drift_inputs
@@ -28,7 +27,7 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
     Unchanged inputs are served from cache, so a re-run without new data is quick.
     """
     logger = get_run_logger()
-    settings = load_settings(params.profile, overrides=params.overrides())
+    settings = params.settings()
     artifacts_root = settings.artifacts_dir
     stages = StageLog()
 

@@ -6,7 +6,6 @@ from prefect import flow
 
 from flows.params import StageParams
 from lockgate.records import IndexBuild
-from lockgate.settings import load_settings
 from tasks.index import refresh_index
 
 
@@ -16,7 +15,7 @@ def refresh(params: StageParams = StageParams()) -> IndexBuild:  # noqa: B008 (t
 
     Safe to run any time: with an unchanged corpus it embeds nothing and changes nothing.
     """
-    settings = load_settings(params.profile, overrides=params.overrides())
+    settings = params.settings()
     return refresh_index(
         str(settings.resolve(settings.data.corpus_dir)),
         settings.embeddings,

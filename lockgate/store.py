@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 
 from lockgate.digest import digest_tree, short
@@ -61,6 +60,3 @@ class LocalArtifactStore:
         path = self.root / "work" / name
         path.mkdir(parents=True, exist_ok=True)
         return path
-
-    def unique_scratch(self, prefix: str) -> Path:
-        return self.scratch(f"{prefix}-{uuid.uuid4().hex[:8]}")
