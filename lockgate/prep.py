@@ -1,139 +1,64 @@
-"""Dataset prep: validate, clean, redact, dedupe, split and snapshot instruction/QA rows.
+"""Dataset prep: read, validate, clean, redact, dedupe, split and snapshot training rows.
 
-Bad rows are quarantined with the file, line, field and reason; they never vanish and
-never take good rows down with them. The split is a pure function of each row's content,
-so adding rows never moves an existing row between train and eval.
+Every input record ends in exactly one outcome: kept (train or eval), blank, quarantined
+(unreadable or invalid, with file, line, field and reason), filtered (a PII kind whose
+policy is ``drop``), duplicate, near_duplicate, or leaked (a training row that copies an
+eval question). The card prints each count and checks that they add up to the input.
+
+Rows stream from the readers into a scratch SQLite file; nothing holds all rows in memory.
+The split is a pure function of each row's content and the files are written in content
+order, so adding rows never moves an existing row and shuffling files or rows changes
+nothing.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
-import re
-import unicodedata
-from collections.abc import Iterator
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from lockgate.dedupe import DedupeIndex
 from lockgate.digest import digest_file, digest_json
 from lockgate.errors import DataError
+from lockgate.pii import KINDS, PiiRules, redact_text, scrub
+from lockgate.readers import RawRecord, read_source, source_digest
 from lockgate.records import DatasetSnapshot, QuarantinedRow
+from lockgate.rows import SHAPES, RowError, Shape, clean_text, dedupe_text, parse_row, question_text, telling_shape
 from lockgate.settings import DataSettings
 from lockgate.store import LocalArtifactStore
 
+__all__ = ["clean_text", "describe", "load_jsonl", "pii_rules", "prepare", "snapshot_dataset", "split_of"]
+
 log = logging.getLogger(__name__)
 
-REQUIRED_FIELDS = ("instruction", "output")
-OPTIONAL_FIELDS = ("context", "source_doc")
-EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-EMAIL_PLACEHOLDER = "[EMAIL]"
+OUTCOMES = ("train", "eval", "blank", "quarantined", "filtered", "duplicate", "near_duplicate", "leaked")
+CARD_ROWS = 50  # rows listed by name on the card; the quarantine file has them all
 
 
-@dataclass(frozen=True)
-class RawRow:
-    """One row as read, with where it came from."""
-
-    source: str
-    line: int
-    raw: str
-    value: Any
-
-
-@dataclass
-class PrepResult:
-    """Rows that survived and rows that were set aside."""
-
-    rows: list[dict[str, str]] = field(default_factory=list)
-    quarantined: list[QuarantinedRow] = field(default_factory=list)
-    duplicates: list[QuarantinedRow] = field(default_factory=list)
-    redacted: int = 0
+def pii_rules(settings: DataSettings) -> PiiRules:
+    """The redaction rules the data settings ask for."""
+    return PiiRules(
+        policies={
+            "email": settings.pii_email,
+            "phone": settings.pii_phone,
+            "card": settings.pii_card,
+            "ip": settings.pii_ip,
+            "secret": settings.pii_secret,
+        },
+        phone_region=settings.phone_region,
+        secret_min_length=settings.secret_min_length,
+        secret_min_entropy=settings.secret_min_entropy,
+    )
 
 
-def read_rows(path: Path) -> Iterator[RawRow]:
-    """Rows of a JSONL or CSV file; unparseable lines come back with ``value=None``."""
-    if not path.is_file():
-        raise DataError(f"{path}: source file not found")
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    value = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield RawRow(str(path), lineno, line.rstrip("\n"), _Unparsed(f"invalid JSON: {exc.msg}"))
-                    continue
-                yield RawRow(str(path), lineno, line.rstrip("\n"), value)
-    elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="", errors="replace") as fh:
-            for lineno, rec in enumerate(csv.DictReader(fh), start=2):
-                yield RawRow(str(path), lineno, json.dumps(rec), dict(rec))
-    else:
-        raise DataError(f"{path}: unsupported source format {suffix!r} (use .jsonl or .csv)")
-
-
-@dataclass(frozen=True)
-class _Unparsed:
-    reason: str
-
-
-def clean_text(text: str) -> str:
-    """Unicode NFC, no control characters, runs of white space folded to one space."""
-    text = unicodedata.normalize("NFC", text)
-    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
-    return re.sub(r"\s+", " ", text).strip()
-
-
-def validate_row(row: RawRow, settings: DataSettings) -> tuple[dict[str, str] | None, QuarantinedRow | None]:
-    """Check one row against the schema; returns the cleaned row or the reason it was refused."""
-
-    def refuse(fld: str | None, reason: str) -> tuple[None, QuarantinedRow]:
-        return None, QuarantinedRow(source=row.source, line=row.line, field=fld, reason=reason, raw=row.raw[:2000])
-
-    if isinstance(row.value, _Unparsed):
-        return refuse(None, row.value.reason)
-    if not isinstance(row.value, dict):
-        return refuse(None, f"expected an object, got {type(row.value).__name__}")
-    clean: dict[str, str] = {}
-    for name in REQUIRED_FIELDS + OPTIONAL_FIELDS:
-        value = row.value.get(name)
-        if value is None:
-            if name in REQUIRED_FIELDS:
-                return refuse(name, "missing required field")
-            clean[name] = ""
-            continue
-        if not isinstance(value, str):
-            return refuse(name, f"expected a string, got {type(value).__name__}")
-        value = clean_text(value)
-        if name in REQUIRED_FIELDS and len(value) < settings.min_chars:
-            return refuse(name, f"shorter than {settings.min_chars} characters")
-        if len(value) > settings.max_chars:
-            return refuse(name, f"longer than {settings.max_chars} characters")
-        clean[name] = value
-    return clean, None
-
-
-def redact(row: dict[str, str]) -> tuple[dict[str, str], int]:
-    """Replace e-mail addresses in every field; returns the row and how many were replaced."""
-    count = 0
-    out = {}
-    for key, value in row.items():
-        new, n = EMAIL.subn(EMAIL_PLACEHOLDER, value)
-        out[key] = new
-        count += n
-    return out, count
-
-
-def row_key(row: dict[str, str]) -> str:
-    """Identity of a row for exact dedupe."""
-    return digest_json([row["instruction"], row.get("context", ""), row["output"]])
-
-
-def split_of(row: dict[str, str], eval_fraction: float) -> str:
+def split_of(row: dict[str, Any], eval_fraction: float) -> str:
     """'train' or 'eval', from the row's answer group alone.
 
     Both phrasings of one fact (same context and answer) land on the same side, so the eval
@@ -144,81 +69,263 @@ def split_of(row: dict[str, str], eval_fraction: float) -> str:
     return "eval" if bucket < eval_fraction else "train"
 
 
-def prepare_rows(sources: list[Path], settings: DataSettings) -> PrepResult:
-    """Validate, clean, redact and dedupe the rows of every source, in order."""
-    result = PrepResult()
-    seen: dict[str, str] = {}
-    for source in sources:
-        for raw in read_rows(source):
-            row, bad = validate_row(raw, settings)
-            if bad is not None:
-                result.quarantined.append(bad)
-                continue
-            assert row is not None
-            if settings.redact_emails:
-                row, n = redact(row)
-                result.redacted += n
-            key = row_key(row)
-            if key in seen:
-                result.duplicates.append(
+@dataclass
+class PrepResult:
+    """Where the prepared files are and what happened to every input record."""
+
+    shape: Shape
+    train_path: Path
+    eval_path: Path
+    quarantine_path: Path
+    counts: Counter[str] = field(default_factory=Counter)
+    pii_found: Counter[str] = field(default_factory=Counter)
+    reasons: dict[str, Counter[str]] = field(default_factory=dict)
+    first_set_aside: list[QuarantinedRow] = field(default_factory=list)
+    n_input: int = 0
+
+    @property
+    def n_set_aside(self) -> int:
+        return self.n_input - self.counts["train"] - self.counts["eval"] - self.counts["blank"]
+
+    def balanced(self) -> bool:
+        """The accounting identity: every input record has exactly one outcome."""
+        return self.n_input == sum(self.counts[o] for o in OUTCOMES)
+
+
+def _scrub_row(row: dict[str, Any], rules: PiiRules) -> tuple[dict[str, Any], Counter[str], list[str]]:
+    """Redact a cleaned row's own fields (derived copies follow them)."""
+    found: Counter[str] = Counter()
+    drop: list[str] = []
+
+    def one(text: str) -> str:
+        s = scrub(text, rules)
+        found.update(s.found)
+        drop.extend(k for k in s.drop if k not in drop)
+        return s.text
+
+    if "messages" in row:
+        messages = [{"role": m["role"], "content": one(m["content"])} for m in row["messages"]]
+        out = {
+            "messages": messages,
+            "instruction": next(m["content"] for m in reversed(messages) if m["role"] == "user"),
+            "context": next((m["content"] for m in messages if m["role"] == "system"), ""),
+            "output": messages[-1]["content"],
+        }
+    else:
+        out = {k: one(v) for k, v in row.items() if k != "context" or "input" not in row}
+        if "input" in row:
+            out["context"] = out["input"]
+    return out, found, drop
+
+
+class _Shapes:
+    """The record shape of each file, detected from its keys or set in the settings."""
+
+    def __init__(self, setting: str) -> None:
+        self.setting = setting
+        self.by_source: dict[str, tuple[Shape, str]] = {}
+
+    def of(self, record: RawRecord) -> Shape:
+        assert record.value is not None
+        told = telling_shape(record.value)
+        if self.setting != "auto":
+            return self.setting  # type: ignore[return-value]
+        known = self.by_source.get(record.source)
+        if told is None:
+            return known[0] if known else "qa"
+        if known is None:
+            self.by_source[record.source] = (told, f"line {record.line}")
+            return told
+        if known[0] != told:
+            raise DataError(
+                f"{record.source}: the file mixes record shapes: {known[1]} is {known[0]}, line {record.line} is "
+                f"{told}; split it into one file per shape, or set data.shape to one of {list(SHAPES)}"
+            )
+        return told
+
+
+def prepare(sources: Iterable[str | Path], settings: DataSettings, work: Path) -> PrepResult:
+    """Read every source and write ``train.jsonl``, ``eval.jsonl`` and ``quarantine.jsonl`` under ``work``.
+
+    Raises:
+        DataError: for a missing or unreadable source, a file that mixes shapes, or sources
+            of different shapes.
+    """
+    rules = pii_rules(settings)
+    shapes = _Shapes(settings.shape)
+    work.mkdir(parents=True, exist_ok=True)
+    result = PrepResult(
+        shape="qa" if settings.shape == "auto" else settings.shape,  # type: ignore[arg-type]
+        train_path=work / "train.jsonl",
+        eval_path=work / "eval.jsonl",
+        quarantine_path=work / "quarantine.jsonl",
+    )
+    scratch = Path(tempfile.mkdtemp(prefix="prep-", dir=work.parent))
+    index = DedupeIndex(
+        scratch / "rows.sqlite",
+        settings.minhash_permutations,
+        settings.near_duplicate_threshold,
+        settings.leakage_threshold,
+    )
+    seen_shapes: dict[Shape, str] = {}
+    try:
+        with result.quarantine_path.open("w", encoding="utf-8") as quarantine:
+
+            def set_aside(q: QuarantinedRow) -> None:
+                result.counts[q.outcome] += 1
+                result.reasons.setdefault(q.outcome, Counter())[_reason_class(q)] += 1
+                if len(result.first_set_aside) < CARD_ROWS:
+                    result.first_set_aside.append(q)
+                quarantine.write(q.model_dump_json() + "\n")
+
+            for source in sources:
+                for record in _guarded(str(source), settings):
+                    result.n_input += 1
+                    if record.blank:
+                        result.counts["blank"] += 1
+                        continue
+                    raw = redact_text(record.raw, rules)
+                    if record.error is not None or record.value is None:
+                        set_aside(_q(record, raw, None, record.error or "unreadable"))
+                        continue
+                    try:
+                        shape = shapes.of(record)
+                        row = parse_row(record.value, shape, settings.min_chars, settings.max_chars)
+                    except RowError as err:
+                        set_aside(_q(record, raw, err.field, err.reason))
+                        continue
+                    except DataError:
+                        raise
+                    except Exception as exc:
+                        set_aside(_q(record, raw, None, f"could not validate: {type(exc).__name__}: {exc}"[:300]))
+                        continue
+                    seen_shapes.setdefault(shape, f"{record.source}:{record.line}")
+                    row, found, drop = _scrub_row(row, rules)
+                    result.pii_found.update(found)
+                    if drop:
+                        set_aside(_q(record, raw, None, f"contains {', '.join(drop)} (policy: drop)", "filtered"))
+                        continue
+                    index.add(
+                        row,
+                        split_of(row, settings.eval_fraction),
+                        record.source,
+                        record.line,
+                        raw,
+                        (dedupe_text(row), question_text(row), row["output"]),
+                    )
+            if len(seen_shapes) > 1:
+                where = ", ".join(f"{s} (first at {w})" for s, w in seen_shapes.items())
+                raise DataError(f"the sources hold more than one record shape: {where}; use one shape per dataset")
+            if seen_shapes:
+                result.shape = next(iter(seen_shapes))
+            index.resolve()
+            for gone in index.set_aside():
+                set_aside(
                     QuarantinedRow(
-                        source=raw.source,
-                        line=raw.line,
+                        source=gone.source,
+                        line=gone.line,
                         field=None,
-                        reason=f"exact duplicate of {seen[key]}",
-                        raw=raw.raw[:2000],
+                        reason=gone.reason,
+                        raw=gone.raw,
+                        outcome=gone.outcome,
                     )
                 )
-                continue
-            seen[key] = f"{raw.source}:{raw.line}"
-            result.rows.append(row)
+        for split, path in (("train", result.train_path), ("eval", result.eval_path)):
+            with path.open("w", encoding="utf-8") as fh:
+                result.counts[split] = _write_rows(fh, index.kept(split))
+    finally:
+        index.close()
+        shutil.rmtree(scratch, ignore_errors=True)
     return result
 
 
-def snapshot_dataset(sources: list[Path], settings: DataSettings, store: LocalArtifactStore) -> DatasetSnapshot:
+def _guarded(source: str, settings: DataSettings) -> Iterator[RawRecord]:
+    """The reader's records, with any surprise inside the reader turned into a bad record."""
+    reader = read_source(source, settings.encoding, settings.max_record_lines)
+    last_line = 0
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except DataError:
+            raise
+        except Exception as exc:
+            log.warning("%s: reading stopped after line %d: %s", source, last_line, exc)
+            yield RawRecord(source, last_line + 1, "", error=f"could not read: {type(exc).__name__}: {exc}"[:300])
+            return
+        last_line = record.line
+        yield record
+
+
+def _q(record: RawRecord, raw: str, fld: str | None, reason: str, outcome: str = "quarantined") -> QuarantinedRow:
+    return QuarantinedRow(source=record.source, line=record.line, field=fld, reason=reason, raw=raw, outcome=outcome)
+
+
+def _reason_class(q: QuarantinedRow) -> str:
+    """A reason without the row-specific parts, for the card's summary."""
+    reason = q.reason.split(" of ", 1)[0] if q.outcome in ("duplicate", "near_duplicate") else q.reason
+    if q.outcome == "leaked":
+        reason = "near copy of an eval row"
+    reason = reason.split(" (", 1)[0]
+    return f"[{q.field}] {reason}" if q.field else reason
+
+
+def _write_rows(fh: IO[str], rows: Iterable[dict[str, Any]]) -> int:
+    n = 0
+    for row in rows:
+        fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+        n += 1
+    return n
+
+
+def snapshot_dataset(
+    sources: list[Path] | list[str], settings: DataSettings, store: LocalArtifactStore
+) -> DatasetSnapshot:
     """Run the whole prep stage and store a content-addressed snapshot.
 
     Raises:
-        DataError: when no row survives, or more than ``max_quarantine_fraction`` is bad;
-            the message names the first bad rows.
+        DataError: when no row survives, a split is empty, or more than
+            ``max_quarantine_fraction`` of the records is bad; the message names the first bad rows.
     """
-    result = prepare_rows(sources, settings)
-    total = len(result.rows) + len(result.quarantined) + len(result.duplicates)
-    if total == 0:
-        raise DataError(f"no rows found in {[str(s) for s in sources]}")
-    bad_share = len(result.quarantined) / total
-    if not result.rows or bad_share > settings.max_quarantine_fraction:
-        raise DataError(
-            f"{len(result.quarantined)} of {total} rows quarantined ({bad_share:.0%} > "
-            f"{settings.max_quarantine_fraction:.0%} allowed); first: {describe(result.quarantined[:5])}"
-        )
-    if result.quarantined:
-        log.info("quarantined %d row(s); first: %s", len(result.quarantined), describe(result.quarantined[:1]))
-
-    train = [r for r in result.rows if split_of(r, settings.eval_fraction) == "train"]
-    evals = [r for r in result.rows if split_of(r, settings.eval_fraction) == "eval"]
-    if not train or not evals:
-        raise DataError(f"split left train={len(train)} eval={len(evals)} rows; need both non-empty")
-
+    names = [str(s) for s in sources]
     staged = store.staging("dataset")
-    _write_jsonl(staged / "train.jsonl", train)
-    _write_jsonl(staged / "eval.jsonl", evals)
-    # The digest covers what training sees, so re-quarantining the same bad rows or a new
-    # timestamp never makes a new version.
-    digest = digest_json(
-        {
-            "name": settings.name,
-            "train": digest_file(staged / "train.jsonl"),
-            "eval": digest_file(staged / "eval.jsonl"),
-        }
-    )
-    _write_jsonl(staged / "quarantine.jsonl", [q.model_dump() for q in result.quarantined + result.duplicates])
-    source_digests = {str(s): digest_file(s) for s in sources}
-    card = dataset_card(settings.name, digest, train, evals, result, source_digests)
-    (staged / "CARD.md").write_text(card, encoding="utf-8")
+    try:
+        result = prepare(names, settings, staged)
+        readable = result.n_input - result.counts["blank"]
+        if readable == 0:
+            raise DataError(f"no rows found in {names}")
+        bad = result.counts["quarantined"]
+        bad_share = bad / readable
+        first_bad = [q for q in result.first_set_aside if q.outcome == "quarantined"][:5]
+        if not (result.counts["train"] + result.counts["eval"]) or bad_share > settings.max_quarantine_fraction:
+            raise DataError(
+                f"{bad} of {readable} rows quarantined ({bad_share:.0%}; at most "
+                f"{settings.max_quarantine_fraction:.0%} allowed), {result.counts['train'] + result.counts['eval']} "
+                f"kept; first: {describe(first_bad or result.first_set_aside[:5])}"
+            )
+        if not result.counts["train"] or not result.counts["eval"]:
+            raise DataError(
+                f"split left train={result.counts['train']} eval={result.counts['eval']} rows; need both non-empty"
+            )
+        if not result.balanced():
+            raise AssertionError(f"prep accounting does not add up: {dict(result.counts)} vs {result.n_input} input")
+        if bad:
+            log.info("quarantined %d row(s); first: %s", bad, describe(first_bad[:1]))
+        # The digest covers what training sees, so re-quarantining the same bad rows or a new
+        # timestamp never makes a new version.
+        digest = digest_json(
+            {"name": settings.name, "train": digest_file(result.train_path), "eval": digest_file(result.eval_path)}
+        )
+        source_digests = {name: source_digest(name) for name in names}
+        (staged / "CARD.md").write_text(dataset_card(settings.name, digest, result, source_digests), encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
     # The folder is keyed by everything in it (card and quarantine too), so a run that sets
     # aside other rows gets its own card even when train/eval, and so the digest, are unchanged.
     _, path = store.commit("datasets", staged)
+    counts = {o: result.counts[o] for o in OUTCOMES}
     return DatasetSnapshot(
         digest=digest,
         parents=tuple(sorted(source_digests.values())),
@@ -228,55 +335,73 @@ def snapshot_dataset(sources: list[Path], settings: DataSettings, store: LocalAr
         eval_path=str(path / "eval.jsonl"),
         quarantine_path=str(path / "quarantine.jsonl"),
         card_path=str(path / "CARD.md"),
-        n_train=len(train),
-        n_eval=len(evals),
-        n_quarantined=len(result.quarantined),
-        n_duplicates=len(result.duplicates),
-        n_redacted=result.redacted,
+        n_train=counts["train"],
+        n_eval=counts["eval"],
+        n_quarantined=counts["quarantined"],
+        n_duplicates=counts["duplicate"] + counts["near_duplicate"],
+        n_redacted=sum(result.pii_found.values()),
         source_digests=source_digests,
+        shape=result.shape,
+        n_input=result.n_input,
+        counts=counts,
+        pii_found={k: result.pii_found[k] for k in KINDS},
     )
 
 
 def describe(rows: list[QuarantinedRow]) -> str:
-    """Human-readable list of quarantined rows: file:line field: reason."""
+    """Human-readable list of set-aside rows: file:line field: reason."""
     return "; ".join(f"{q.source}:{q.line} [{q.field or 'row'}] {q.reason}" for q in rows)
 
 
-def dataset_card(
-    name: str,
-    digest: str,
-    train: list[dict[str, str]],
-    evals: list[dict[str, str]],
-    result: PrepResult,
-    source_digests: dict[str, str],
-) -> str:
-    """A markdown card: what is in the snapshot and what was set aside."""
+def dataset_card(name: str, digest: str, result: PrepResult, source_digests: dict[str, str]) -> str:
+    """A markdown card: what is in the snapshot, what was set aside and why, and that it adds up."""
+    c = result.counts
+    identity = " + ".join(f"{c[o]} {o}" for o in OUTCOMES)
     lines = [
         f"# Dataset `{name}`",
         "",
         f"- digest: `{digest}`",
-        f"- train rows: {len(train)}",
-        f"- eval rows: {len(evals)}",
-        f"- quarantined: {len(result.quarantined)}",
-        f"- exact duplicates dropped: {len(result.duplicates)}",
-        f"- e-mail addresses redacted: {result.redacted}",
+        f"- record shape: {result.shape}",
+        f"- train rows: {c['train']}",
+        f"- eval rows: {c['eval']}",
+        "",
+        "## Every input record, by outcome",
+        "",
+        "| outcome | rows |",
+        "|---|---|",
+        *[f"| {o} | {c[o]} |" for o in OUTCOMES],
+        f"| **input** | **{result.n_input}** |",
+        "",
+        f"input {result.n_input} = {identity}: {'holds' if result.balanced() else 'DOES NOT HOLD'}",
+        "",
+        "## PII and secrets found",
+        "",
+        "| kind | matches |",
+        "|---|---|",
+        *[f"| {k} | {result.pii_found[k]} |" for k in KINDS],
         "",
         "## Sources",
         "",
+        *[f"- `{src}` `{d}`" for src, d in source_digests.items()],
     ]
-    lines += [f"- `{src}` `{d}`" for src, d in source_digests.items()]
-    if result.quarantined or result.duplicates:
-        lines += ["", "## Set aside", "", "| source | line | field | reason |", "|---|---|---|---|"]
+    if result.reasons:
+        lines += ["", "## Reasons", "", "| outcome | reason | rows |", "|---|---|---|"]
+        for outcome in OUTCOMES:
+            for reason, n in result.reasons.get(outcome, Counter()).most_common(20):
+                lines.append(f"| {outcome} | {_cell(reason)} | {n} |")
+    if result.first_set_aside:
+        lines += ["", "## Set aside", "", "| source | line | outcome | field | reason |", "|---|---|---|---|---|"]
         lines += [
-            f"| {q.source} | {q.line} | {q.field or ''} | {q.reason} |" for q in result.quarantined + result.duplicates
+            f"| {q.source} | {q.line} | {q.outcome} | {q.field or ''} | {_cell(q.reason)} |"
+            for q in result.first_set_aside
         ]
+        if result.n_set_aside > len(result.first_set_aside):
+            lines.append(f"\n… and {result.n_set_aside - len(result.first_set_aside)} more in quarantine.jsonl")
     return "\n".join(lines) + "\n"
 
 
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def load_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ class QuarantinedRow(BaseModel):
     field: str | None
     reason: str
     raw: str
+    outcome: str = "quarantined"  # or filtered, duplicate, near_duplicate, leaked
 
 
 class DatasetSnapshot(Record):
@@ -48,6 +49,10 @@ class DatasetSnapshot(Record):
     n_duplicates: int
     n_redacted: int
     source_digests: dict[str, str]
+    shape: str = "qa"
+    n_input: int = 0
+    counts: dict[str, int] = {}  # outcome -> rows; they add up to n_input
+    pii_found: dict[str, int] = {}  # kind -> matches redacted or dropped
 
 
 class BaseModelArtifact(Record):

@@ -1,18 +1,36 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
 
 from lockgate.errors import DataError
-from lockgate.prep import load_jsonl, prepare_rows, snapshot_dataset, split_of
+from lockgate.prep import load_jsonl, prepare, snapshot_dataset, split_of
 from lockgate.settings import DataSettings
+from lockgate.store import LocalArtifactStore
 from tests.conftest import EXAMPLES, write_jsonl
 
 
 def row(q: str, a: str, ctx: str = "some context") -> str:
     return json.dumps({"instruction": q, "output": a, "context": ctx})
+
+
+def facts(n: int, start: int = 0) -> list[str]:
+    """Rows about distinct things, unlike each other."""
+    rnd = random.Random(start)
+    words = ["amber", "basalt", "cobalt", "dune", "ember", "fjord", "garnet", "harbor", "iris", "jade", "kelp"]
+    out = []
+    for i in range(start, start + n):
+        a, b, c = rnd.sample(words, 3)
+        out.append(row(f"Which {a} setting does unit {i} use with {b}?", f"Unit {i} uses {c} {i * 7919 % 10007}."))
+    return out
+
+
+def run(tmp_path: Path, sources: list[Path], settings: DataSettings | None = None):  # type: ignore[no-untyped-def]
+    work = tmp_path / f"work{len(list(tmp_path.glob('work*')))}"
+    return prepare([str(s) for s in sources], settings or DataSettings(), work)
 
 
 def test_bad_rows_are_quarantined_with_file_line_and_field(tmp_path: Path) -> None:
@@ -26,26 +44,160 @@ def test_bad_rows_are_quarantined_with_file_line_and_field(tmp_path: Path) -> No
             row("What is B?", "B is two."),
         ],
     )
-    result = prepare_rows([src], DataSettings())
-    assert [r["instruction"] for r in result.rows] == ["What is A?", "What is B?"]
-    found = {(q.line, q.field) for q in result.quarantined}
-    assert found == {(2, None), (3, "output"), (4, "instruction")}
-    assert all(q.source == str(src) for q in result.quarantined)
-    assert "invalid JSON" in next(q.reason for q in result.quarantined if q.line == 2)
+    result = run(tmp_path, [src])
+    kept = load_jsonl(result.train_path) + load_jsonl(result.eval_path)
+    assert sorted(r["instruction"] for r in kept) == ["What is A?", "What is B?"]
+    bad = [json.loads(x) for x in result.quarantine_path.read_text().splitlines()]
+    assert {(q["line"], q["field"]) for q in bad} == {(2, None), (3, "output"), (4, "instruction")}
+    assert all(q["source"] == str(src) and q["outcome"] == "quarantined" for q in bad)
+    assert "invalid JSON" in next(q["reason"] for q in bad if q["line"] == 2)
+    assert next(q["reason"] for q in bad if q["line"] == 4) == "expected a string, got int"
+    assert result.balanced() and result.n_input == 5
 
 
-def test_exact_duplicates_dropped_and_recorded(tmp_path: Path) -> None:
-    src = write_jsonl(tmp_path / "qa.jsonl", [row("Q one?", "Answer one."), row("Q  one?", "Answer one.")])
-    result = prepare_rows([src], DataSettings())
-    assert len(result.rows) == 1
-    assert len(result.duplicates) == 1 and f"{src}:1" in result.duplicates[0].reason
+def test_exact_and_near_duplicates_keep_one_row_whatever_the_order(tmp_path: Path) -> None:
+    dup = [
+        row("How many seats does tenant 3 have?", "Tenant 3 has 40 seats."),
+        row("How many seats does tenant 3 have ?", "Tenant 3 has 40 seats."),
+        row("how many  seats does Tenant 3 have?", "Tenant 3 has 40 seats."),
+        row("How many seat does tenant 3 have?", "Tenant 3 has 40 seats."),
+    ]
+    kept = []
+    for order in (dup, dup[::-1], [dup[2], dup[0], dup[3], dup[1]]):
+        src = write_jsonl(tmp_path / "qa.jsonl", [*facts(20), *order])
+        result = run(tmp_path, [src])
+        assert result.counts["duplicate"] == 2 and result.counts["near_duplicate"] == 1
+        rows = load_jsonl(result.train_path) + load_jsonl(result.eval_path)
+        kept.append([r for r in rows if "tenant 3" in r["instruction"].lower()])
+    assert len(kept[0]) == 1 and kept[0] == kept[1] == kept[2]
+    reasons = result.quarantine_path.read_text()
+    assert "exact duplicate of" in reasons and "near duplicate of" in reasons
 
 
-def test_emails_redacted(tmp_path: Path) -> None:
-    src = write_jsonl(tmp_path / "qa.jsonl", [row("Who to mail?", "Write to jane.doe@example.com now.")])
-    result = prepare_rows([src], DataSettings())
-    assert result.rows[0]["output"] == "Write to [EMAIL] now."
-    assert result.redacted == 1
+def test_paraphrases_with_other_words_are_kept(tmp_path: Path) -> None:
+    ctx = "The Quillstone Relay forwards pick orders from the planner to the floor robots."
+    src = write_jsonl(
+        tmp_path / "qa.jsonl",
+        [*facts(20), row("What does the Relay do?", ctx, ctx), row("What is the Quillstone Relay for?", ctx, ctx)],
+    )
+    result = run(tmp_path, [src])
+    assert result.counts["near_duplicate"] == 0 and result.counts["train"] + result.counts["eval"] == 22
+
+
+def test_eval_question_copied_into_train_with_one_word_changed_is_removed(tmp_path: Path) -> None:
+    settings = DataSettings(eval_fraction=0.3)
+    base = [
+        json.dumps(
+            {
+                "instruction": f"Which maintenance window does the warehouse in district {i} use for its belts?",
+                "output": f"District {i} services its conveyor belts every {i % 6 + 2} weeks on a Sunday night.",
+            }
+        )
+        for i in range(40)
+    ]
+    first = run(tmp_path, [write_jsonl(tmp_path / "a.jsonl", base)], settings)
+    evals = load_jsonl(first.eval_path)
+    assert evals and first.counts["leaked"] == 0
+    target = evals[0]
+    # Copied with one word changed, and a different answer source so the split puts it in train.
+    for n in range(50):
+        leak = {
+            "instruction": target["instruction"].replace("Which", "What"),
+            "output": target["output"],
+            "context": f"copied from the eval set, take {n}",
+        }
+        if split_of(leak, settings.eval_fraction) == "train":
+            break
+    else:
+        pytest.fail("no variant landed in train")
+    second = run(tmp_path, [write_jsonl(tmp_path / "b.jsonl", [*base, json.dumps(leak)])], settings)
+    assert second.counts["leaked"] == 1
+    assert leak["instruction"] not in {r["instruction"] for r in load_jsonl(second.train_path)}
+    assert load_jsonl(second.eval_path) == evals, "the eval row stays"
+    assert "near copy of eval row" in second.quarantine_path.read_text()
+
+
+def test_pii_redacted_in_rows_and_quarantine_copies(tmp_path: Path) -> None:
+    secrets = (
+        "mail jane.doe@example.com, call +1 415-555-0132, card 4111 1111 1111 1111, "
+        "key sk-live-4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c, host 10.0.3.17"
+    )
+    src = write_jsonl(
+        tmp_path / "qa.jsonl",
+        [*facts(20), row("Who to contact?", secrets), json.dumps({"instruction": secrets})],
+    )
+    result = run(tmp_path, [src])
+    everything = "".join(p.read_text() for p in (result.train_path, result.eval_path, result.quarantine_path))
+    for secret in ("jane.doe", "415-555-0132", "4111 1111", "sk-live", "10.0.3.17"):
+        assert secret not in everything
+    assert "[EMAIL], call [PHONE], card [CARD], key [SECRET], host [IP]" in everything
+    assert dict(result.pii_found) == {"email": 1, "phone": 1, "card": 1, "secret": 1, "ip": 1}
+
+
+def test_pii_drop_policy_filters_the_row(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "qa.jsonl", [*facts(20), row("Who?", "Call +1 415-555-0132 today.")])
+    result = run(tmp_path, [src], DataSettings(pii_phone="drop"))
+    assert result.counts["filtered"] == 1 and result.balanced()
+    line = json.loads(result.quarantine_path.read_text())
+    assert line["outcome"] == "filtered" and "phone" in line["reason"] and "415" not in line["raw"]
+
+
+def test_alpaca_keeps_its_input(tmp_path: Path) -> None:
+    src = write_jsonl(
+        tmp_path / "alpaca.jsonl",
+        [
+            json.dumps(
+                {"instruction": f"Translate item {i} to French.", "input": f"red door {i}", "output": f"porte {i}"}
+            )
+            for i in range(30)
+        ]
+        + [json.dumps({"instruction": "Say hello.", "output": "Hello!"})],
+    )
+    result = run(tmp_path, [src], DataSettings(eval_fraction=0.3))
+    rows = load_jsonl(result.train_path) + load_jsonl(result.eval_path)
+    assert result.shape == "alpaca" and len(rows) == 31
+    seven = next(r for r in rows if r["instruction"] == "Translate item 7 to French.")
+    assert seven["input"] == "red door 7" and seven["context"] == "red door 7"
+    assert next(r for r in rows if r["instruction"] == "Say hello.")["input"] == ""
+
+
+def test_chat_rows(tmp_path: Path) -> None:
+    def convo(i: int) -> dict[str, object]:
+        return {
+            "messages": [
+                {"role": "system", "content": "You answer about the warehouse."},
+                {"role": "user", "content": f"Where is shelf {i}?"},
+                {"role": "assistant", "content": f"Shelf {i} is in aisle {i % 7}."},
+            ]
+        }
+
+    bad = {"messages": [{"role": "user", "content": "Hi?"}, {"role": "robot", "content": "beep"}]}
+    src = write_jsonl(
+        tmp_path / "chat.jsonl", [json.dumps(convo(i)) for i in range(30)] + [json.dumps(bad), '{"messages": "x"}']
+    )
+    result = run(tmp_path, [src], DataSettings(eval_fraction=0.3))
+    rows = load_jsonl(result.train_path) + load_jsonl(result.eval_path)
+    assert result.shape == "chat" and len(rows) == 30 and result.counts["quarantined"] == 2
+    three = next(r for r in rows if r["instruction"] == "Where is shelf 3?")
+    assert three["messages"] == convo(3)["messages"] and three["output"] == "Shelf 3 is in aisle 3."
+    fields = {json.loads(x)["field"] for x in result.quarantine_path.read_text().splitlines()}
+    assert fields == {"messages.1.role", "messages"}
+
+
+def test_a_file_mixing_shapes_is_refused(tmp_path: Path) -> None:
+    src = write_jsonl(
+        tmp_path / "mixed.jsonl",
+        [
+            json.dumps({"instruction": "Do it.", "input": "x", "output": "Done."}),
+            json.dumps({"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}),
+        ],
+    )
+    with pytest.raises(
+        DataError, match=r"mixed\.jsonl: the file mixes record shapes: line 1 is alpaca, line 2 is chat"
+    ):
+        run(tmp_path, [src])
+    forced = run(tmp_path, [src], DataSettings(shape="alpaca"))
+    assert forced.counts["quarantined"] == 1, "with the shape set, the odd row is just a bad row"
 
 
 def test_split_is_stable_when_rows_are_added() -> None:
@@ -58,55 +210,88 @@ def test_split_is_stable_when_rows_are_added() -> None:
     assert 0.1 < share < 0.3
 
 
-def test_paraphrases_of_one_fact_stay_on_one_side() -> None:
-    a = {"instruction": "Which port?", "output": "Port 1.", "context": "c"}
-    b = {"instruction": "What port is it?", "output": "Port 1.", "context": "c"}
-    assert split_of(a, 0.5) == split_of(b, 0.5)
+def test_appending_rows_moves_no_old_row_and_order_does_not_matter(tmp_path: Path, store: LocalArtifactStore) -> None:
+    settings = DataSettings(eval_fraction=0.3)
+    base = facts(200)
+    a = write_jsonl(tmp_path / "a.jsonl", base[:120])
+    b = write_jsonl(tmp_path / "b.jsonl", base[120:])
+    first = snapshot_dataset([a, b], settings, store)
+    shuffled = base[:]
+    random.Random(1).shuffle(shuffled)
+    c = write_jsonl(tmp_path / "c.jsonl", shuffled[:80])
+    d = write_jsonl(tmp_path / "d.jsonl", shuffled[80:])
+    assert snapshot_dataset([d, c], settings, store).digest == first.digest, "files and rows shuffled"
+
+    grown = snapshot_dataset([a, b, write_jsonl(tmp_path / "e.jsonl", facts(20, start=1000))], settings, store)
+    old_train = {r["instruction"] for r in load_jsonl(Path(first.train_path))}
+    old_eval = {r["instruction"] for r in load_jsonl(Path(first.eval_path))}
+    new_train = {r["instruction"] for r in load_jsonl(Path(grown.train_path))}
+    new_eval = {r["instruction"] for r in load_jsonl(Path(grown.eval_path))}
+    assert old_train <= new_train and old_eval <= new_eval and grown.n_train + grown.n_eval == 220
+
+    edited = base[:]
+    edited[5] = edited[5].replace("Unit 5", "Unit 5.")
+    changed = snapshot_dataset([write_jsonl(tmp_path / "f.jsonl", edited)], settings, store)
+    assert changed.digest != first.digest, "one character changed"
 
 
-def test_same_input_same_digest_and_snapshot_contents(tmp_path: Path, store) -> None:  # type: ignore[no-untyped-def]
+def test_sample_data_snapshot_and_card(store: LocalArtifactStore) -> None:
     sources = [EXAMPLES / "data" / "qa.jsonl", EXAMPLES / "data" / "qa_contrib.jsonl"]
     first = snapshot_dataset(sources, DataSettings(), store)
     second = snapshot_dataset(sources, DataSettings(), store)
     assert first.digest == second.digest and first.path == second.path
-    assert first.n_quarantined == 3 and first.n_duplicates == 1 and first.n_redacted == 1
+    assert first.n_quarantined == 3 and first.counts["duplicate"] == 1 and first.pii_found["email"] == 1
+    assert first.n_input == 425 and sum(first.counts.values()) == 425
     train, evals = load_jsonl(Path(first.train_path)), load_jsonl(Path(first.eval_path))
     assert len(train) == first.n_train and len(evals) == first.n_eval
     assert not {r["instruction"] for r in train} & {r["instruction"] for r in evals}
-    assert "qa_contrib.jsonl" in Path(first.card_path).read_text()
+    card = Path(first.card_path).read_text()
+    assert "qa_contrib.jsonl" in card and "input 425 = " in card and ": holds" in card
+    assert "| leaked |" in card and "| email | 1 |" in card
 
 
-def test_changed_input_changes_digest(tmp_path: Path, store) -> None:  # type: ignore[no-untyped-def]
-    a = write_jsonl(tmp_path / "a.jsonl", [row(f"Question {i}?", f"Answer {i}.") for i in range(40)])
-    b = write_jsonl(tmp_path / "b.jsonl", [row(f"Question {i}?", f"Answer {i}.") for i in range(41)])
+def test_changed_input_changes_digest(tmp_path: Path, store: LocalArtifactStore) -> None:
+    a = write_jsonl(tmp_path / "a.jsonl", facts(40))
+    b = write_jsonl(tmp_path / "b.jsonl", facts(41))
     settings = DataSettings(eval_fraction=0.3)
     assert snapshot_dataset([a], settings, store).digest != snapshot_dataset([b], settings, store).digest
 
 
-def test_too_many_bad_rows_fail_with_a_clear_message(tmp_path: Path, store) -> None:  # type: ignore[no-untyped-def]
+def test_too_many_bad_rows_fail_with_a_clear_message(tmp_path: Path, store: LocalArtifactStore) -> None:
     src = write_jsonl(tmp_path / "bad.jsonl", ["not json"] * 5 + [row("Fine?", "Yes it is.")])
     with pytest.raises(DataError, match=r"bad\.jsonl:1 \[row\] invalid JSON"):
         snapshot_dataset([src], DataSettings(), store)
+    assert not list((store.root / ".staging").iterdir()), "no staging debris"
+
+
+def test_empty_and_blank_sources(tmp_path: Path, store: LocalArtifactStore) -> None:
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "blank.jsonl").write_text("\n\n  \n")
+    with pytest.raises(DataError, match="no rows found"):
+        snapshot_dataset([tmp_path / "empty.jsonl", tmp_path / "blank.jsonl"], DataSettings(), store)
 
 
 def test_missing_and_unsupported_sources(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
-        prepare_rows([tmp_path / "nope.jsonl"], DataSettings())
+        run(tmp_path, [tmp_path / "nope.jsonl"])
     (tmp_path / "x.xml").write_text("<a/>")
     with pytest.raises(DataError, match="unsupported source format"):
-        prepare_rows([tmp_path / "x.xml"], DataSettings())
+        run(tmp_path, [tmp_path / "x.xml"])
 
 
 def test_csv_source(tmp_path: Path) -> None:
     src = tmp_path / "qa.csv"
     src.write_text('instruction,output,context\n"What is C?","C is three.",ctx\n"",missing,ctx\n')
-    result = prepare_rows([src], DataSettings())
-    assert len(result.rows) == 1
-    assert result.quarantined[0].line == 3 and result.quarantined[0].field == "instruction"
+    result = run(tmp_path, [src])
+    assert result.counts["train"] + result.counts["eval"] == 1
+    bad = json.loads(result.quarantine_path.read_text())
+    assert bad["line"] == 3 and bad["field"] == "instruction"
 
 
-def test_other_quarantined_rows_get_their_own_card_with_the_same_digest(tmp_path: Path, store) -> None:  # type: ignore[no-untyped-def]
-    good = [row(f"Question {i}?", f"Answer {i}.") for i in range(40)]
+def test_other_quarantined_rows_get_their_own_card_with_the_same_digest(
+    tmp_path: Path, store: LocalArtifactStore
+) -> None:
+    good = facts(40)
     a = write_jsonl(tmp_path / "a.jsonl", [*good, "broken one"])
     first = snapshot_dataset([a], DataSettings(eval_fraction=0.3), store)
     b = write_jsonl(tmp_path / "a.jsonl", [*good, '{"instruction": 7, "output": "x"}'])

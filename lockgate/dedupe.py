@@ -1,0 +1,250 @@
+"""Exact and near-duplicate removal and train/eval leakage, with bounded memory.
+
+Rows go into a scratch SQLite file as they are read (the row, its content digest, a
+normalised key and three MinHash signatures: everything trained on, the question, the
+answer). Candidate pairs come from LSH bands (rows sharing a band), every candidate is
+confirmed by its estimated Jaccard similarity, and the row kept is always the one with the
+smallest content digest, so the result does not depend on file or row order.
+
+- near-duplicate: the whole row *and* the question are similar. Paraphrases of one fact
+  (other words, same passage and answer) are kept: they teach the model, and the split
+  keeps them on one side.
+- leaked: a training row whose question and answer are both near copies of an eval row's.
+  Templated questions about different things ("port of the Relay" / "port of the Kiln")
+  have different answers, so they are not leaks.
+
+Rows whose numbers differ ("shelf 1" / "shelf 11", "port 7095" / "port 7096") state different
+facts however alike their words, so a near-duplicate or a leak must carry the same numbers.
+Memory stays flat in the number of rows: SQLite keeps what does not fit its page cache on
+disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasketch import MinHash
+
+SHINGLE = 3  # characters per shingle: short enough for one-line questions
+_WORD = re.compile(r"\w+")
+_NUMBER = re.compile(r"\d+")
+# Kinds of signature: what is trained on (near-duplicates), and the question alone (leakage).
+FULL, QUESTION = 0, 1
+
+
+def normalise(text: str) -> str:
+    """Case-folded words joined by single spaces: punctuation and spacing do not make a row new."""
+    return " ".join(_WORD.findall(text.casefold()))
+
+
+def shingles(text: str) -> list[bytes]:
+    """Overlapping character n-grams of the normalised text."""
+    norm = normalise(text)
+    if len(norm) <= SHINGLE:
+        return [norm.encode()]
+    return [norm[i : i + SHINGLE].encode() for i in range(len(norm) - SHINGLE + 1)]
+
+
+def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows per band) that best separate pairs above and below ``threshold``.
+
+    Weighs missed pairs three times as much as extra candidates, since every candidate is
+    checked anyway.
+    """
+    s = np.linspace(0.0, 1.0, 401)
+    best, best_err = (1, num_perm), float("inf")
+    for b in range(1, num_perm + 1):
+        r = num_perm // b
+        p = 1 - (1 - s**r) ** b
+        fp = np.trapezoid(np.where(s < threshold, p, 0.0), s)
+        fn = np.trapezoid(np.where(s >= threshold, 1 - p, 0.0), s)
+        err = fp + 3 * fn
+        if err < best_err:
+            best, best_err = (b, r), float(err)
+    return best
+
+
+class Signer:
+    """MinHash signatures that share one set of permutations (so they can be compared)."""
+
+    def __init__(self, num_perm: int, seed: int = 1) -> None:
+        self._template = MinHash(num_perm=num_perm, seed=seed, scheme="affine32")
+        self.num_perm = num_perm
+
+    def sign(self, text: str) -> np.ndarray[Any, np.dtype[np.uint64]]:
+        mh = MinHash(num_perm=self.num_perm, permutations=self._template.permutations, scheme=self._template.scheme)
+        mh.update_batch(shingles(text))
+        return np.asarray(mh.hashvalues, dtype=np.uint64)
+
+
+def similarity(a: bytes, b: bytes) -> float:
+    """Estimated Jaccard similarity of two stored signatures."""
+    x, y = np.frombuffer(a, dtype=np.uint64), np.frombuffer(b, dtype=np.uint64)
+    return float(np.mean(x == y))
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """A row removed by dedupe or leakage, and the row it duplicates."""
+
+    source: str
+    line: int
+    outcome: str
+    reason: str
+    raw: str
+
+
+class DedupeIndex:
+    """The scratch store of kept-so-far rows, queried for duplicates and leakage."""
+
+    def __init__(self, path: Path, num_perm: int, threshold: float, leakage_threshold: float) -> None:
+        self.db = sqlite3.connect(path)
+        self.db.executescript(
+            """
+            PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA temp_store=FILE;
+            PRAGMA cache_size=-16000;
+            CREATE TABLE rows (id INTEGER PRIMARY KEY, digest TEXT, norm TEXT, split TEXT, source TEXT,
+                               line INT, raw TEXT, body TEXT, nums TEXT, sig BLOB, qsig BLOB, asig BLOB,
+                               outcome TEXT DEFAULT 'kept', reason TEXT);
+            CREATE TABLE bands (kind INT, band INT, h INT, id INT);
+            """
+        )
+        self.signer = Signer(num_perm)
+        self.threshold = threshold
+        self.leakage_threshold = leakage_threshold
+        self.full_bands = lsh_bands(threshold, num_perm)
+        self.question_bands = lsh_bands(leakage_threshold, num_perm)
+        rng = np.random.default_rng(7)
+        self._mult = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) | np.uint64(1)
+        self._pending_rows: list[tuple[Any, ...]] = []
+        self._pending_bands: list[tuple[int, int, int, int]] = []
+        self._next_id = 0
+
+    def _band_hashes(self, sig: np.ndarray[Any, np.dtype[np.uint64]], bands: tuple[int, int]) -> list[int]:
+        b, r = bands
+        with np.errstate(over="ignore"):
+            mixed = (sig[: b * r] * self._mult[: b * r]).reshape(b, r).sum(axis=1, dtype=np.uint64)
+        return [int(v) for v in mixed.view(np.int64)]
+
+    def add(
+        self, row: dict[str, Any], split: str, source: str, line: int, raw: str, texts: tuple[str, str, str]
+    ) -> None:
+        """Store one valid row and the signatures of its (full, question, answer) texts."""
+        full, question, answer = texts
+        body = json.dumps(row, ensure_ascii=False, sort_keys=True)
+        digest = hashlib.sha256(body.encode()).hexdigest()
+        norm = hashlib.sha256(normalise(full).encode()).hexdigest()
+        nums = " ".join(sorted(_NUMBER.findall(f"{question}\n{answer}")))
+        sig = self.signer.sign(full)
+        qsig = self.signer.sign(question)
+        asig = self.signer.sign(answer)
+        self._next_id += 1
+        rid = self._next_id
+        self._pending_rows.append(
+            (rid, digest, norm, split, source, line, raw, body, nums, sig.tobytes(), qsig.tobytes(), asig.tobytes())
+        )
+        for i, h in enumerate(self._band_hashes(sig, self.full_bands)):
+            self._pending_bands.append((FULL, i, h, rid))
+        for i, h in enumerate(self._band_hashes(qsig, self.question_bands)):
+            self._pending_bands.append((QUESTION, i, h, rid))
+        if len(self._pending_rows) >= 2000:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.db.executemany(
+            "INSERT INTO rows (id, digest, norm, split, source, line, raw, body, nums, sig, qsig, asig) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            self._pending_rows,
+        )
+        self.db.executemany("INSERT INTO bands VALUES (?,?,?,?)", self._pending_bands)
+        self._pending_rows.clear()
+        self._pending_bands.clear()
+
+    def resolve(self) -> None:
+        """Mark exact duplicates, then near-duplicates, then training rows leaked from eval."""
+        self._flush()
+        db = self.db
+        db.execute("CREATE INDEX rows_norm ON rows (norm, digest, id)")
+        db.execute("CREATE INDEX bands_key ON bands (kind, band, h, id)")
+        # Exact (normalised): the smallest digest of each group stays.
+        db.execute(
+            """
+            UPDATE rows SET outcome = 'duplicate', reason = (
+                SELECT 'exact duplicate of ' || k.source || ':' || k.line FROM rows k
+                WHERE k.norm = rows.norm ORDER BY k.digest, k.id LIMIT 1)
+            WHERE id != (SELECT k.id FROM rows k WHERE k.norm = rows.norm ORDER BY k.digest, k.id LIMIT 1)
+            """
+        )
+        self._mark_pairs(FULL, "near_duplicate", self.threshold)
+        self._mark_pairs(QUESTION, "leaked", self.leakage_threshold)
+        db.commit()
+
+    def _mark_pairs(self, kind: int, outcome: str, threshold: float) -> None:
+        db = self.db
+        db.execute("DROP TABLE IF EXISTS pairs")
+        cross_split = "AND ra.split != rb.split" if outcome == "leaked" else ""
+        db.execute(
+            f"""
+            CREATE TEMP TABLE pairs AS SELECT DISTINCT a.id AS x, b.id AS y FROM bands a
+            JOIN bands b ON b.kind = a.kind AND b.band = a.band AND b.h = a.h AND b.id > a.id
+            JOIN rows ra ON ra.id = a.id JOIN rows rb ON rb.id = b.id
+            WHERE a.kind = ? AND ra.outcome = 'kept' AND rb.outcome = 'kept' AND ra.nums = rb.nums {cross_split}
+            """,
+            (kind,),
+        )
+        # Near-duplicates must match on the whole row and the question; leaks on question and answer.
+        first, second = ("sig", "qsig") if kind == FULL else ("qsig", "asig")
+        marks: dict[int, str] = {}
+        query = (
+            f"SELECT ra.id, ra.digest, ra.split, ra.source, ra.line, ra.{first}, ra.{second}, "
+            f"rb.id, rb.digest, rb.split, rb.source, rb.line, rb.{first}, rb.{second} "
+            "FROM pairs JOIN rows ra ON ra.id = pairs.x JOIN rows rb ON rb.id = pairs.y"
+        )
+        for aid, adig, asplit, asrc, aline, a1, a2, bid, bdig, _bsplit, bsrc, bline, b1, b2 in db.execute(query):
+            sim = min(similarity(a1, b1), similarity(a2, b2))
+            if sim < threshold:
+                continue
+            if outcome == "leaked":
+                # The training copy goes; the eval row stays, so eval still measures what it did.
+                loser, other = (aid, f"{bsrc}:{bline}") if asplit == "train" else (bid, f"{asrc}:{aline}")
+                reason = f"near copy of eval row {other} (similarity {sim:.2f})"
+            else:
+                a_first = (adig, aid) < (bdig, bid)
+                loser, other = (bid, f"{asrc}:{aline}") if a_first else (aid, f"{bsrc}:{bline}")
+                reason = f"near duplicate of {other} (similarity {sim:.2f})"
+            marks.setdefault(loser, reason)
+        db.executemany(
+            "UPDATE rows SET outcome = ?, reason = ? WHERE id = ?", [(outcome, r, i) for i, r in marks.items()]
+        )
+        db.execute("DROP TABLE pairs")
+
+    def kept(self, split: str) -> Iterator[dict[str, Any]]:
+        """Kept rows of one split, in digest order (so file and row order never matter)."""
+        cur = self.db.execute("SELECT body FROM rows WHERE outcome = 'kept' AND split = ? ORDER BY digest", (split,))
+        for (body,) in cur:
+            yield json.loads(body)
+
+    def set_aside(self) -> Iterator[SetAside]:
+        """Rows removed as duplicates, near-duplicates or leaks, in input order."""
+        cur = self.db.execute("SELECT source, line, outcome, reason, raw FROM rows WHERE outcome != 'kept' ORDER BY id")
+        for source, line, outcome, reason, raw in cur:
+            yield SetAside(source, line, outcome, reason, raw)
+
+    def counts(self) -> dict[str, int]:
+        """Rows per outcome ('kept' split into 'train' and 'eval')."""
+        out: dict[str, int] = {}
+        for outcome, split, n in self.db.execute("SELECT outcome, split, COUNT(*) FROM rows GROUP BY outcome, split"):
+            key = split if outcome == "kept" else outcome
+            out[key] = out.get(key, 0) + n
+        return out
+
+    def close(self) -> None:
+        self.db.close()

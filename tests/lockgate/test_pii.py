@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import pytest
+
+from lockgate.pii import KINDS, PiiRules, luhn_ok, redact_text, scrub
+
+ALL = PiiRules(policies=dict.fromkeys(KINDS, "redact"))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "kind"),
+    [
+        ("write to jane.doe@example.com today", "write to [EMAIL] today", "email"),
+        ("call +1 415-555-0132 now", "call [PHONE] now", "phone"),
+        ("call (415) 555-2671", "call [PHONE]", "phone"),
+        ("or +44 20 7946 0958", "or [PHONE]", "phone"),
+        ("card 4111 1111 1111 1111 ok", "card [CARD] ok", "card"),
+        ("card 5500-0000-0000-0004.", "card [CARD].", "card"),
+        ("host 10.0.3.17 down", "host [IP] down", "ip"),
+        ("v6 2001:db8::1 and fe80::1ff:fe23:4567:890a", "v6 [IP] and [IP]", "ip"),
+        ("key sk-live-4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c!", "key [SECRET]!", "secret"),
+        ("aws AKIAIOSFODNN7EXAMPLE", "aws [SECRET]", "secret"),
+        ("gh ghp_abcdefghijklmnopqrstuvwxyz0123456789", "gh [SECRET]", "secret"),
+        ("token Zx9Qp2Lm7Rt4Vb8Nc3Kd6Hf1", "token [SECRET]", "secret"),
+    ],
+)
+def test_each_kind_is_found_and_replaced(text: str, expected: str, kind: str) -> None:
+    result = scrub(text, ALL)
+    assert result.text == expected
+    assert set(result.found) == {kind}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The Relay listens on port 7095 by default for 45 seconds.",
+        "order 1234567 shipped at 10:30:00 on 2026-11-29",
+        "card-like 4111 1111 1111 1112 fails Luhn",
+        "version 3.11 of the Quillstone planner",
+        "digest sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        "a long word: internationalisation_and_localisation_settings",
+        "999.1.1.1 is not an address",
+    ],
+)
+def test_ordinary_text_is_left_alone(text: str) -> None:
+    assert scrub(text, ALL).text == text
+
+
+def test_policies_off_and_drop() -> None:
+    text = "mail a@b.io or call +1 415-555-0132"
+    off = PiiRules(policies={"email": "off", "phone": "redact"})
+    assert scrub(text, off).text == "mail a@b.io or call [PHONE]"
+    drop = scrub(text, PiiRules(policies={"email": "drop", "phone": "redact"}))
+    assert drop.drop == ["email"]
+    assert drop.text == "mail [EMAIL] or call [PHONE]", "a dropped row's copy is redacted too"
+    assert redact_text(text, PiiRules(policies={})) == text
+
+
+def test_luhn() -> None:
+    assert luhn_ok("4111111111111111") and luhn_ok("79927398713")
+    assert not luhn_ok("4111111111111112")
