@@ -7,7 +7,8 @@ from prefect.events import emit_event
 
 from flows.params import StageParams
 from lockgate import events
-from lockgate.watch import check_for_change
+from lockgate.readers import is_url
+from lockgate.watch import look_for_change, record_change
 
 
 @flow(name="data-watch")
@@ -19,17 +20,20 @@ def data_watch(params: StageParams = StageParams()) -> bool:  # noqa: B008 (the 
     """
     logger = get_run_logger()
     settings = params.settings()
-    change = check_for_change(
-        [settings.resolve(s) for s in settings.data.sources],
-        settings.resolve(settings.data.corpus_dir),
-        settings.home_path / "watch" / f"{settings.data.name}.json",
-    )
+    state_file = settings.home_path / "watch" / f"{settings.data.name}.json"
+    sources = [s if is_url(s) else str(settings.resolve(s)) for s in settings.data.sources]
+    change = look_for_change(sources, settings.resolve(settings.data.corpus_dir), state_file)
     if change.changed:
-        emit_event(
+        sent = emit_event(
             event=events.DATASET_CHANGED,
             resource=events.dataset_resource(settings.data.name),
             payload={"digest": change.digest, "previous": change.previous, "files": len(change.files)},
         )
+        # Recorded only once the event is out: if emitting failed, the next tick announces it again.
+        if sent is None:
+            logger.warning("data changed but the event could not be emitted; the next look announces it again")
+            return True
+        record_change(change, state_file)
         logger.info("data changed: %s -> %s", (change.previous or "none")[:19], change.digest[:19])
     else:
         logger.info("no change (%s)", change.digest[:19])

@@ -1,16 +1,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from lockgate.watch import check_for_change
+import pytest
+
+from lockgate.watch import check_for_change, look_for_change, record_change
 
 
-def test_change_detected_once_then_quiet(tmp_path: Path) -> None:
+def _data(tmp_path: Path) -> tuple[Path, Path]:
     src = tmp_path / "qa.jsonl"
     src.write_text('{"instruction": "q", "output": "a"}\n')
     corpus = tmp_path / "docs"
     corpus.mkdir()
     (corpus / "a.md").write_text("# A\n\ntext\n")
+    return src, corpus
+
+
+def test_change_detected_once_then_quiet(tmp_path: Path) -> None:
+    src, corpus = _data(tmp_path)
     state = tmp_path / "watch" / "qa.json"
 
     first = check_for_change([src], corpus, state)
@@ -23,3 +31,54 @@ def test_change_detected_once_then_quiet(tmp_path: Path) -> None:
 
     (corpus / "notes.bin").write_bytes(b"\x00")
     assert not check_for_change([src], corpus, state).changed, "non-document files are ignored"
+
+
+def test_a_change_is_reported_until_it_is_recorded(tmp_path: Path) -> None:
+    src, corpus = _data(tmp_path)
+    state = tmp_path / "watch" / "qa.json"
+    seen = look_for_change([src], corpus, state)
+    assert seen.changed and not state.exists(), "looking records nothing"
+    again = look_for_change([src], corpus, state)
+    assert again.changed and again.digest == seen.digest, "an unannounced change is seen again"
+    record_change(again, state)
+    assert not look_for_change([src], corpus, state).changed
+
+
+def test_fsspec_sources_are_fingerprinted(tmp_path: Path) -> None:
+    import fsspec
+
+    _, corpus = _data(tmp_path)
+    url = "memory://lockgate-watch/qa.jsonl"
+    with fsspec.open(url, "wb") as fh:
+        fh.write(b'{"instruction": "q", "output": "a"}\n')
+    state = tmp_path / "state.json"
+    assert url in check_for_change([url], corpus, state).files
+    with fsspec.open(url, "wb") as fh:
+        fh.write(b'{"instruction": "q", "output": "b"}\n')
+    assert check_for_change([url], corpus, state).changed
+
+
+@pytest.mark.slow
+def test_data_watch_flow_announces_a_lost_event_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.testing.utilities import prefect_test_harness
+
+    import flows.data_watch as watch_flow
+    from flows.params import StageParams
+
+    src, corpus = _data(tmp_path)
+    monkeypatch.setenv("LOCKGATE_DATA__SOURCES", f'["{src}"]')
+    monkeypatch.setenv("LOCKGATE_DATA__CORPUS_DIR", str(corpus))
+    emitted: list[dict[str, Any]] = []
+    answers = iter([None, object(), object()])  # the first event is lost
+
+    def fake_emit(**kw: Any) -> object:
+        emitted.append(kw)
+        return next(answers)
+
+    monkeypatch.setattr(watch_flow, "emit_event", fake_emit)
+    params = StageParams(home=str(tmp_path / "home"))
+    with prefect_test_harness(server_startup_timeout=120):
+        assert watch_flow.data_watch(params) is True
+        assert watch_flow.data_watch(params) is True, "the lost event is emitted again"
+        assert watch_flow.data_watch(params) is False
+    assert len(emitted) == 2 and emitted[0]["payload"] == emitted[1]["payload"]
