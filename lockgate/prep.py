@@ -172,6 +172,8 @@ def prepare(sources: Iterable[str | Path], settings: DataSettings, work: Path) -
         with result.quarantine_path.open("w", encoding="utf-8") as quarantine:
 
             def set_aside(q: QuarantinedRow) -> None:
+                # A reason may quote the row (an exception's message): it is redacted like the row.
+                q = q.model_copy(update={"reason": redact_text(q.reason, rules)})
                 result.counts[q.outcome] += 1
                 result.reasons.setdefault(q.outcome, Counter())[_reason_class(q)] += 1
                 if len(result.first_set_aside) < CARD_ROWS:

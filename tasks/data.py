@@ -2,47 +2,58 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from lockgate.basemodel import ensure_base_model
-from lockgate.prep import load_jsonl, snapshot_dataset
+from lockgate.digest import short
+from lockgate.prep import snapshot_dataset
 from lockgate.records import BaseModelArtifact, DatasetSnapshot
 from lockgate.settings import BaseModelSettings, DataSettings
 from lockgate.store import LocalArtifactStore
 from tasks.common import artifact_key, retry_transient
 
+QUARANTINE_TABLE_ROWS = 500
+
 
 @task(name="prep-dataset", retries=1, retry_condition_fn=retry_transient)
 def prepare_dataset(sources: list[str], data: DataSettings, artifacts_root: str) -> DatasetSnapshot:
-    """Validate, clean, redact, dedupe and split the sources into a versioned snapshot."""
+    """Read, validate, clean, redact, dedupe and split the sources into a versioned snapshot."""
     logger = get_run_logger()
-    snapshot = snapshot_dataset([Path(s) for s in sources], data, LocalArtifactStore(Path(artifacts_root)))
+    snapshot = snapshot_dataset(sources, data, LocalArtifactStore(Path(artifacts_root)))
+    outcomes = ", ".join(f"{n} {outcome}" for outcome, n in snapshot.counts.items() if n)
+    pii = ", ".join(f"{n} {kind}" for kind, n in snapshot.pii_found.items() if n) or "none"
     logger.info(
-        "dataset %s: %d train, %d eval, %d quarantined, %d duplicates, %d redactions",
-        snapshot.digest[:19],
-        snapshot.n_train,
-        snapshot.n_eval,
-        snapshot.n_quarantined,
-        snapshot.n_duplicates,
-        snapshot.n_redacted,
+        "dataset %s (%s): %d input = %s; PII and secrets: %s",
+        short(snapshot.digest, 16),
+        snapshot.shape,
+        snapshot.n_input,
+        outcomes,
+        pii,
     )
     create_markdown_artifact(
         key=artifact_key(f"dataset-{data.name}"),
         markdown=Path(snapshot.card_path).read_text(encoding="utf-8"),
-        description="Dataset card: counts, sources and rows set aside",
+        description="Dataset card: every input record's outcome, PII found, sources, rows set aside",
     )
-    quarantined = load_jsonl(Path(snapshot.quarantine_path))
-    if quarantined:
-        for q in quarantined:
-            if not q["reason"].startswith("exact duplicate"):
+    # Rows are listed without their text: the quarantine file keeps a redacted copy, and an
+    # artifact is no place for row contents.
+    table: list[dict[str, object]] = []
+    with Path(snapshot.quarantine_path).open(encoding="utf-8") as fh:
+        for line in fh:
+            q = json.loads(line)
+            if q["outcome"] == "quarantined" and len(table) < 20:
                 logger.warning("quarantined %s:%s [%s] %s", q["source"], q["line"], q["field"] or "row", q["reason"])
+            if len(table) < QUARANTINE_TABLE_ROWS:
+                table.append({k: q[k] for k in ("source", "line", "outcome", "field", "reason")})
+    if table:
         create_table_artifact(
             key=artifact_key(f"quarantine-{data.name}"),
-            table=[{k: q[k] for k in ("source", "line", "field", "reason")} for q in quarantined],
-            description="Rows set aside by prep, with the reason",
+            table=table,
+            description=f"Rows set aside by prep, with the reason (first {QUARANTINE_TABLE_ROWS})",
         )
     return snapshot
 
