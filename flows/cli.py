@@ -96,6 +96,29 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prep(args: argparse.Namespace) -> int:
+    from flows.params import StageParams
+    from lockgate.prep import snapshot_dataset
+    from lockgate.readers import is_url
+    from lockgate.store import LocalArtifactStore
+
+    settings = StageParams(profile=args.profile, home=args.home).settings()
+    if args.files:
+        sources = [f if is_url(f) else str(Path(f).resolve()) for f in args.files]
+    else:
+        sources = [s if is_url(s) else str(settings.resolve(s)) for s in settings.data.sources]
+    snapshot = snapshot_dataset(sources, settings.data, LocalArtifactStore(Path(settings.artifacts_dir)))
+    if args.json:
+        fields = ("digest", "shape", "n_input", "counts", "pii_found", "train_path", "eval_path", "quarantine_path")
+        out = {k: getattr(snapshot, k) for k in fields}
+        out.update(snapshot_path=snapshot.path, card_path=snapshot.card_path, sources=sources)
+        print(json.dumps(out, indent=2))
+        return 0
+    print(Path(snapshot.card_path).read_text(encoding="utf-8"))
+    print(f"snapshot: {snapshot.path}")
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     from flows.params import StageParams
     from lockgate.settings import list_profiles
@@ -142,6 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--alias", default="production", choices=["candidate", "canary", "production"])
     rb.add_argument("--reason", default="manual rollback", help="recorded in the history")
     rb.set_defaults(func=cmd_rollback)
+
+    pr = sub.add_parser(
+        "prep",
+        help="run the dataset prep stage alone and print its card",
+        description="Read, validate, redact, dedupe and split the given files (default: the profile's "
+        "data.sources) into a dataset snapshot under the state folder, and print its card: every "
+        "input record's outcome, and that they add up. Exit 0 when a snapshot was written, 2 when "
+        "the input leaves nothing usable.",
+    )
+    pr.add_argument("files", nargs="*", help="JSONL, CSV or Parquet files, local or fsspec URLs (s3://, gs://...)")
+    pr.add_argument("--json", action="store_true", help="print one JSON object: paths, digest and counts per outcome")
+    pr.set_defaults(func=cmd_prep)
 
     se = sub.add_parser("settings", help="print the resolved settings of a profile")
     se.add_argument("--list", action="store_true", help="list the profiles instead")

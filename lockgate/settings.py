@@ -70,14 +70,14 @@ class DataSettings(_Area):
         "at or above which two rows are near-duplicates; the one with the smaller content digest is kept.",
     )
     leakage_threshold: float = Field(
-        default=0.8,
+        default=0.85,
         gt=0.3,
         le=1.0,
         description="Similarity of question and of answer at or above which a "
         "training row counts as a copy of an eval row and is removed from train.",
     )
     minhash_permutations: int = Field(
-        default=64, ge=16, le=512, description="MinHash signature length: more is more exact and slower."
+        default=128, ge=16, le=512, description="MinHash signature length: more is more exact and slower."
     )
     pii_email: Literal["redact", "drop", "off"] = Field(
         default="redact", description="E-mail addresses: replace with [EMAIL], drop the row, or leave."

@@ -89,7 +89,7 @@ def test_eval_question_copied_into_train_with_one_word_changed_is_removed(tmp_pa
     base = [
         json.dumps(
             {
-                "instruction": f"Which maintenance window does the warehouse in district {i} use for its belts?",
+                "instruction": f"Which maintenance window does the warehouse in district {i} use for cleaning its conveyor belts?",
                 "output": f"District {i} services its conveyor belts every {i % 6 + 2} weeks on a Sunday night.",
             }
         )
