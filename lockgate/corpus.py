@@ -8,8 +8,11 @@ from pathlib import Path
 
 from lockgate.digest import digest_bytes, digest_json, short
 from lockgate.errors import DataError
+from lockgate.pii import KINDS, PiiRules, redact_text
 
 DOC_SUFFIXES = (".md", ".markdown", ".txt")
+# Documents are redacted before chunking, so no address or key reaches the embedder or the index.
+REDACT_ALL = PiiRules(policies=dict.fromkeys(KINDS, "redact"))
 _HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 
 
@@ -78,8 +81,8 @@ def _cut(paragraph: str, max_chars: int) -> list[str]:
     return pieces
 
 
-def load_corpus(root: Path, max_chars: int) -> list[Chunk]:
-    """Every chunk of every document under ``root``, in a stable order.
+def load_corpus(root: Path, max_chars: int, pii: PiiRules = REDACT_ALL) -> list[Chunk]:
+    """Every chunk of every document under ``root``, in a stable order, with PII and secrets redacted.
 
     Raises:
         DataError: if the folder is missing, holds no documents, or a file is not UTF-8.
@@ -95,5 +98,5 @@ def load_corpus(root: Path, max_chars: int) -> list[Chunk]:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-        chunks.extend(split_markdown(path.relative_to(root).as_posix(), text, max_chars))
+        chunks.extend(split_markdown(path.relative_to(root).as_posix(), redact_text(text, pii), max_chars))
     return chunks

@@ -15,6 +15,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import phonenumbers
@@ -49,7 +50,7 @@ _KNOWN_KEYS = re.compile(
 )
 _TOKEN = re.compile(r"[A-Za-z0-9+/=_\-]{16,}")
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
-_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\d|\.\d)")
 _IPV6 = re.compile(r"(?<![0-9A-Fa-f:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:%\w+)?(?![0-9A-Fa-f:])")
 
 
@@ -164,3 +165,14 @@ def scrub(text: str, rules: PiiRules) -> Scrubbed:
 def redact_text(text: str, rules: PiiRules) -> str:
     """The text with every detected kind not switched off replaced (quarantine copies, corpus)."""
     return scrub(text, rules).text
+
+
+def redacted_copies(paths: list[Path], dest: Path, rules: PiiRules) -> list[Path]:
+    """Redacted copies of text files under ``dest`` (same names), for readers that take files."""
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, path in enumerate(paths):
+        copy = dest / f"{i:04d}-{path.name}"
+        copy.write_text(redact_text(path.read_text(encoding="utf-8"), rules), encoding="utf-8")
+        out.append(copy)
+    return out

@@ -9,7 +9,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from lockgate.basemodel import ensure_base_model
+from lockgate.corpus import REDACT_ALL
 from lockgate.digest import short
+from lockgate.pii import redacted_copies
 from lockgate.prep import snapshot_dataset
 from lockgate.records import BaseModelArtifact, DatasetSnapshot
 from lockgate.settings import BaseModelSettings, DataSettings
@@ -65,7 +67,9 @@ def resolve_base_model(
     """The base model to fine-tune: built locally for the demo, pinned to a revision otherwise."""
     # The demo tokenizer learns its vocabulary from the corpus and the prepared training split:
     # never from raw sources, whose quarantined rows and unredacted addresses must not leak in.
-    text_files = [*sorted(Path(corpus_dir).glob("*.md")), Path(train_path)]
-    base = ensure_base_model(base_model, shape, text_files, LocalArtifactStore(Path(artifacts_root)))
+    # The corpus is redacted on the way, as it is for the index.
+    store = LocalArtifactStore(Path(artifacts_root))
+    docs = redacted_copies(sorted(Path(corpus_dir).glob("*.md")), store.scratch("tokenizer-text"), REDACT_ALL)
+    base = ensure_base_model(base_model, shape, [*docs, Path(train_path)], store)
     get_run_logger().info("base model %s at %s (%s)", base.name, base.path, base.digest[:19])
     return base

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from lockgate.pii import KINDS, PiiRules, luhn_ok, redact_text, scrub
+from lockgate.corpus import load_corpus
+from lockgate.pii import KINDS, PiiRules, luhn_ok, redact_text, redacted_copies, scrub
 
 ALL = PiiRules(policies=dict.fromkeys(KINDS, "redact"))
 
@@ -59,3 +62,16 @@ def test_policies_off_and_drop() -> None:
 def test_luhn() -> None:
     assert luhn_ok("4111111111111111") and luhn_ok("79927398713")
     assert not luhn_ok("4111111111111112")
+
+
+def test_corpus_is_redacted_before_chunking(tmp_path: Path) -> None:
+    (tmp_path / "ops.md").write_text("# Ops\n\nPage ops@quillstone.example or +1 415-555-0132; host 10.0.3.17.\n")
+    chunks = load_corpus(tmp_path, 600)
+    assert [c.text for c in chunks] == ["Page [EMAIL] or [PHONE]; host [IP]."]
+
+
+def test_redacted_copies(tmp_path: Path) -> None:
+    src = tmp_path / "a.md"
+    src.write_text("key AKIAIOSFODNN7EXAMPLE here\n")
+    (copy,) = redacted_copies([src], tmp_path / "out", ALL)
+    assert copy.suffix == ".md" and copy.read_text() == "key [SECRET] here\n"
