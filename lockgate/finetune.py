@@ -54,27 +54,18 @@ def render_axolotl_config(
     output_dir: Path,
     prompt: PromptTemplate = GROUNDED_QA,
     cpu: bool = True,
+    shape: str = "qa",
 ) -> dict[str, Any]:
     """The Axolotl YAML (as a dict) for one LoRA run.
 
     Args:
         cpu: switch off Axolotl's CUDA-only LoRA kernels and mixed precision.
+        shape: the snapshot's record shape; picks the Axolotl dataset type that reads it.
     """
     cfg: dict[str, Any] = {
         "base_model": base.path,
-        "datasets": [
-            {
-                "path": str(train_path),
-                "ds_type": "json",
-                "type": {
-                    "field_instruction": "instruction",
-                    "field_input": "context",
-                    "field_output": "output",
-                    "format": prompt.with_context,
-                    "no_input_format": prompt.without_context,
-                },
-            }
-        ],
+        "datasets": [axolotl_dataset(shape, train_path, prompt)],
+        "chat_template": "chatml" if shape == "chat" else None,
         "dataset_prepared_path": str(output_dir / "prepared"),
         "val_set_size": 0,
         "output_dir": str(output_dir),
@@ -162,6 +153,85 @@ def check_rows_fit(
     return kept
 
 
+def axolotl_dataset(shape: str, train_path: Path, prompt: PromptTemplate = GROUNDED_QA) -> dict[str, Any]:
+    """The Axolotl ``datasets`` entry that trains on one record shape (qa, alpaca or chat)."""
+    if shape == "alpaca":
+        return {"path": str(train_path), "ds_type": "json", "type": "alpaca"}
+    if shape == "chat":
+        return {
+            "path": str(train_path),
+            "ds_type": "json",
+            "type": "chat_template",
+            "field_messages": "messages",
+            "message_property_mappings": {"role": "role", "content": "content"},
+            "roles_to_train": ["assistant"],
+        }
+    if shape != "qa":
+        raise ConfigError(f"unknown record shape {shape!r}; expected qa, alpaca or chat")
+    return {
+        "path": str(train_path),
+        "ds_type": "json",
+        "type": {
+            "field_instruction": "instruction",
+            "field_input": "context",
+            "field_output": "output",
+            "format": prompt.with_context,
+            "no_input_format": prompt.without_context,
+        },
+    }
+
+
+# Axolotl's alpaca prompt, counted so a row's length is what the trainer will see.
+_ALPACA_PROMPT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n"
+    "### Input:\n{input}\n\n### Response:\n"
+)
+_CHATML_TURN = "<|im_start|>{role}\n{content}<|im_end|>\n"
+
+
+def training_text(row: dict[str, Any], prompt: PromptTemplate = GROUNDED_QA) -> str:
+    """The text the trainer tokenizes for one row of the snapshot, whatever its shape."""
+    if "messages" in row:
+        return "".join(_CHATML_TURN.format(**m) for m in row["messages"])
+    if "input" in row:
+        return _ALPACA_PROMPT.format(instruction=row["instruction"], input=row["input"]) + str(row["output"])
+    return prompt.render(row["instruction"], row.get("context", "")) + " " + str(row["output"])
+
+
+def filter_rows_that_fit(
+    train_path: Path, tokenizer_path: str, sequence_len: int, prompt: PromptTemplate = GROUNDED_QA
+) -> tuple[int, int]:
+    """Drop training rows longer than ``sequence_len`` tokens, counted by the base model's own tokenizer.
+
+    Axolotl would drop them silently (and crash on an empty data set); here they are counted.
+    Rewrites ``train_path`` in place and returns ``(kept, dropped)``.
+
+    Raises:
+        DataError: when fewer than half of the rows fit.
+    """
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_path)
+    kept: list[dict[str, Any]] = []
+    total, longest = 0, 0
+    for row in load_jsonl(train_path):
+        total += 1
+        n = len(tok(training_text(row, prompt)).input_ids) + 1
+        longest = max(longest, n)
+        if n <= sequence_len:
+            kept.append(row)
+    if not kept or len(kept) < total / 2:
+        raise DataError(
+            f"{train_path}: only {len(kept)} of {total} rows fit training.sequence_len="
+            f"{sequence_len} (longest {longest} tokens); raise sequence_len or shorten rows"
+        )
+    with train_path.open("w", encoding="utf-8") as fh:
+        for row in kept:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return len(kept), total - len(kept)
+
+
 def write_training_data(snapshot: DatasetSnapshot, out: Path, shuffle_labels: bool = False, seed: int = 0) -> Path:
     """The training file Axolotl reads: the snapshot's train split, optionally sabotaged.
 
@@ -172,12 +242,19 @@ def write_training_data(snapshot: DatasetSnapshot, out: Path, shuffle_labels: bo
     if shuffle_labels:
         outputs = [r["output"] for r in rows]
         random.Random(seed).shuffle(outputs)
-        rows = [{**r, "output": o} for r, o in zip(rows, outputs, strict=True)]
+        rows = [_with_answer(r, o) for r, o in zip(rows, outputs, strict=True)]
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as fh:
         for r in rows:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")
     return out
+
+
+def _with_answer(row: dict[str, Any], answer: str) -> dict[str, Any]:
+    if "messages" in row:
+        *turns, last = row["messages"]
+        return {**row, "output": answer, "messages": [*turns, {**last, "content": answer}]}
+    return {**row, "output": answer}
 
 
 @dataclass(frozen=True)
@@ -325,10 +402,19 @@ def finetune(
     work_key = digest_json([snapshot.digest, base.digest, settings.model_dump(), shuffle_labels])
     work = store.scratch(f"finetune-{short(work_key, 16)}")
     train_path = write_training_data(snapshot, work / "train.jsonl", shuffle_labels, settings.seed)
-    check_rows_fit(train_path, base.path, settings.sequence_len)
+    kept, too_long = filter_rows_that_fit(train_path, base.path, settings.sequence_len)
+    if too_long:
+        log.warning(
+            "%d of %d training rows are longer than sequence_len=%d: left out",
+            too_long,
+            kept + too_long,
+            settings.sequence_len,
+        )
     output_dir = work / "out"
     output_dir.mkdir(exist_ok=True)
-    cfg = render_axolotl_config(settings, base, train_path, output_dir, cpu=settings.device == "cpu")
+    cfg = render_axolotl_config(
+        settings, base, train_path, output_dir, cpu=settings.device == "cpu", shape=snapshot.shape
+    )
     config_path = work / "axolotl.yaml"
     config_path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     run = launcher.train(config_path, output_dir, settings.timeout_s)
@@ -345,6 +431,8 @@ def finetune(
         "config_digest": training_config_digest(cfg),
         "steps": run.steps,
         "train_loss": run.train_loss,
+        "rows_trained": kept,
+        "rows_too_long": too_long,
     }
     (staged / "lockgate-adapter.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     _, path = store.commit("adapters", staged, digest)
