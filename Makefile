@@ -50,3 +50,4 @@ clean:  ## forget all demo state (artifacts, registry, index, Prefect DB)
 
 bench: setup  ## benchmarks, printed as ratios against a baseline measured in the same run
 	$(PY) -m benchmarks.bench_refresh
+	$(PY) -m benchmarks.bench_gate

@@ -52,11 +52,20 @@ def cmd_release(args: argparse.Namespace) -> int:
     from lockgate.errors import ConfigError, GateRejected
 
     try:
-        params = ReleaseParams(profile=args.profile, scenario=args.scenario, max_steps=args.max_steps, home=args.home)
+        params = ReleaseParams(
+            profile=args.profile,
+            scenario=args.scenario,
+            max_steps=args.max_steps,
+            home=args.home,
+            decision_mode=args.decision_mode,
+        )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid arguments: {problems}") from None
     settings = params.settings()  # fail fast on bad config
+    from lockgate.policy import load_policy
+
+    load_policy(settings.policy_path)  # and on a bad gate policy
     _prefect_defaults(settings.home_path)
     from flows.pipeline import release, summary_markdown
 
@@ -72,10 +81,10 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from flows.params import StageParams
-    from lockgate.registry import LocalRegistry, describe_state
+    from lockgate.registry import describe_state, open_registry
 
     settings = StageParams(profile=args.profile, home=args.home).settings()
-    state = LocalRegistry(Path(settings.registry_dir)).snapshot()
+    state = open_registry(settings.registry, Path(settings.registry_dir)).snapshot()
     if args.json:
         print(state.model_dump_json(indent=2))
         return 0
@@ -88,11 +97,42 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from flows.params import StageParams
-    from lockgate.registry import LocalRegistry
+    from lockgate.digest import short
+    from lockgate.registry import open_registry
 
     settings = StageParams(profile=args.profile, home=args.home).settings()
-    move = LocalRegistry(Path(settings.registry_dir)).rollback(args.alias, reason=args.reason)
-    print(f"{move.alias}: {(move.previous or '-')[:19]} -> {(move.current or '-')[:19]}")
+    move = open_registry(settings.registry, Path(settings.registry_dir)).rollback(args.alias, reason=args.reason)
+    print(f"{move.alias}: {short(move.previous or '-')} -> {short(move.current or '-')}")
+    _emit_rollback(settings.home_path, move.alias, move.previous, move.current, move.reason)
+    return 0
+
+
+def _emit_rollback(home: Path, alias: str, previous: str | None, current: str | None, reason: str) -> None:
+    """``lockgate.model.rolled_back``, so automations (and the serving layer) hear of it."""
+    _prefect_defaults(home)
+    from prefect.events import emit_event
+
+    from lockgate import events
+
+    emit_event(
+        event=events.MODEL_ROLLED_BACK,
+        resource=events.model_resource(previous or "none"),
+        payload={"alias": alias, "previous": previous, "current": current, "reason": reason},
+    )
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from flows.params import StageParams
+    from lockgate.policy import explain, load_policy
+
+    settings = StageParams(profile=args.profile, home=args.home).settings()
+    path = Path(args.policy) if args.policy else settings.policy_path
+    policy = load_policy(path)
+    if args.json:
+        print(json.dumps({"path": str(path), "digest": policy.digest, "policy": policy.model_dump(mode="json")}))
+    else:
+        print(f"{path}\n")
+        print(explain(policy))
     return 0
 
 
@@ -155,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="'normal' trains for real; the others sabotage the candidate so the gate rejects it",
     )
     rel.add_argument("--max-steps", type=int, default=None, help="override training.max_steps")
+    rel.add_argument(
+        "--decision-mode",
+        default=None,
+        choices=["auto", "manual", "dry_run"],
+        help="override gates.decision_mode: manual waits for approval in the Prefect UI; dry_run moves nothing",
+    )
     rel.set_defaults(func=cmd_release)
 
     st = sub.add_parser("status", help="show registry aliases and recent history")
@@ -165,6 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--alias", default="production", choices=["candidate", "canary", "production"])
     rb.add_argument("--reason", default="manual rollback", help="recorded in the history")
     rb.set_defaults(func=cmd_rollback)
+
+    ga = sub.add_parser(
+        "gate",
+        help="the gate policy: 'explain' prints it in words",
+        description="Print the gate policy (gates.policy of the profile, or --policy FILE) in words, "
+        "after validating it. A bad policy is one line naming the file and every bad field, exit 2.",
+    )
+    ga.add_argument("action", choices=["explain"], help="what to do with the policy")
+    ga.add_argument("--policy", default=None, help="a policy file instead of the profile's gates.policy")
+    ga.add_argument("--json", action="store_true", help="print the validated policy and its digest as JSON")
+    ga.set_defaults(func=cmd_gate)
 
     pr = sub.add_parser(
         "prep",

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lockgate.settings import LockgateSettings, load_settings
 
 Scenario = Literal["normal", "no-training", "shuffled-labels"]
+DecisionMode = Literal["auto", "manual", "dry_run"]
 
 
 class StageParams(BaseModel):
@@ -45,9 +46,16 @@ class ReleaseParams(StageParams):
         default=None,
         description="Set by data-change events: the data fingerprint that triggered this run (kept in the summary).",
     )
+    decision_mode: DecisionMode | None = Field(
+        default=None,
+        description="Override gates.decision_mode: 'auto' promotes on pass, 'manual' waits for your approval "
+        "in this UI, 'dry_run' decides and reports but moves nothing.",
+    )
 
     def overrides(self) -> dict[str, Any]:
         out = super().overrides()
+        if self.decision_mode is not None:
+            out["gates"] = {"decision_mode": self.decision_mode}
         training: dict[str, Any] = {}
         if self.max_steps is not None:
             training["max_steps"] = self.max_steps
@@ -70,6 +78,10 @@ class ReleaseSummary(BaseModel):
     dataset: str
     metrics: dict[str, float]
     baseline: dict[str, float]
+    paired: dict[str, str] = Field(default={}, description="Paired gain with its interval, per gated metric.")
+    decision: str = Field(default="", description="Digest of the gate decision.")
+    policy: str = Field(default="", description="Digest of the gate policy.")
+    checks: list[str] = Field(default=[], description="Every check of the decision, one line each.")
     trigger: str | None = Field(default=None, description="The data fingerprint of the event that started the run.")
     timings_s: dict[str, float]
     cached: list[str] = Field(default=[], description="Stages served from Prefect's cache.")

@@ -9,13 +9,17 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.params import ReleaseParams, ReleaseSummary
 from lockgate.errors import GateRejected
-from tasks.common import StageLog
+from lockgate.policy import load_policy
+from lockgate.prompts import GROUNDED_QA
+from lockgate.records import ReleaseLineage
+from lockgate.store import LocalArtifactStore
+from tasks.common import StageLog, fingerprints
 from tasks.data import prepare_dataset, resolve_base_model
 from tasks.drift import check_drift, drift_inputs
 from tasks.evaluation import evaluate_candidate, find_champion
 from tasks.index import refresh_index
 from tasks.quantization import quantize_model
-from tasks.release import gate, promote
+from tasks.release import await_approval, emit_verdict, gate, promote
 from tasks.training import finetune_adapter
 
 
@@ -24,12 +28,15 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
     """Prepare the data, fine-tune with Axolotl, quantize, refresh the index, evaluate against the
     champion with Ragas, check drift with Evidently, and promote the candidate only if every gate passes.
 
-    Unchanged inputs are served from cache, so a re-run without new data is quick.
+    Unchanged inputs are served from cache, so a re-run without new data is quick. With
+    decision mode 'manual' the run pauses after the gate until you approve or reject it here.
     """
     logger = get_run_logger()
     settings = params.settings()
+    policy = load_policy(settings.policy_path)
     artifacts_root = settings.artifacts_dir
-    stages = StageLog()
+    stages = StageLog(artifacts=LocalArtifactStore(Path(artifacts_root)))
+    prints = fingerprints(settings)
 
     with stages.timed("prep"):
         sources = [str(settings.resolve(s)) for s in settings.data.sources]
@@ -43,7 +50,15 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
         axolotl_bin = str(settings.resolve(settings.training.axolotl_bin))
         shuffle_labels = params.scenario == "shuffled-labels"
         adapter = stages.run_cached(
-            "finetune", finetune_adapter, snapshot, base, settings.training, axolotl_bin, artifacts_root, shuffle_labels
+            "finetune",
+            finetune_adapter,
+            snapshot,
+            base,
+            settings.training,
+            axolotl_bin,
+            artifacts_root,
+            prints.trainer_env,
+            shuffle_labels,
         )
     with stages.timed("quantize"):
         quantized, quant_check = stages.run_cached(
@@ -54,7 +69,7 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
             str(corpus_dir), settings.embeddings, settings.vector_store, settings.vector_uri, artifacts_root
         )
     with stages.timed("evaluate"):
-        champion = find_champion(settings.registry_dir, base, quantized.digest)
+        champion = find_champion(settings.registry, settings.registry_dir, base, quantized.digest)
         evaluation = stages.run_cached(
             "evaluate",
             evaluate_candidate,
@@ -67,9 +82,11 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
             settings.embeddings,
             settings.vector_store,
             artifacts_root,
+            prints.embedder_weights,
+            GROUNDED_QA.version,
         )
     with stages.timed("drift"):
-        reference, current = drift_inputs(settings.registry_dir, snapshot)
+        reference, current = drift_inputs(settings.registry, settings.registry_dir, snapshot)
         drift = stages.run_cached(
             "drift",
             check_drift,
@@ -77,26 +94,49 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
             current,
             settings.drift,
             settings.embeddings,
-            settings.reports_dir,
+            artifacts_root,
             settings.data.name,
+            snapshot.digest,
+            prints.embedder_weights,
         )
     with stages.timed("gate"):
-        decision = gate(
-            evaluation, quant_check, drift, settings.gates, quantized.digest, settings.data.name, settings.registry_dir
+        expected = ReleaseLineage(
+            candidate=quantized.digest,
+            champion=champion.digest,
+            dataset=snapshot.digest,
+            index=index.digest,
+            prompt_version=GROUNDED_QA.version,
         )
+        decision = gate(evaluation, quant_check, drift, policy, expected, settings.registry, settings.registry_dir)
+    if settings.gates.decision_mode == "manual":
+        with stages.timed("approval"):
+            decision = await_approval(decision, settings.gates.approval_timeout_s)
+    emit_verdict(decision, settings.data.name)
     with stages.timed("promote"):
-        expected = champion.digest if champion.registered else None
-        promotion = promote(decision, quantized, adapter, snapshot, expected, settings.registry_dir)
+        promotion = promote(
+            decision,
+            quantized,
+            adapter,
+            snapshot,
+            champion.digest if champion.registered else None,
+            settings.registry,
+            settings.registry_dir,
+            dry_run=settings.gates.decision_mode == "dry_run",
+        )
 
     summary = ReleaseSummary(
         passed=decision.passed,
         action=promotion.action,
-        reasons=list(decision.reasons),
+        reasons=list(promotion.reasons if promotion.action == "dry_run" else decision.reasons),
         production=promotion.model_digest,
         candidate=quantized.digest,
         dataset=snapshot.digest,
         metrics=decision.metrics,
         baseline=decision.baseline,
+        paired={m: d.describe() for m, d in decision.paired.items()},
+        decision=decision.digest,
+        policy=decision.policy_digest,
+        checks=[f"{'pass' if c.passed else 'FAIL'} {c.name}: {c.detail}" for c in decision.checks],
         trigger=params.dataset_digest,
         timings_s={k: round(v, 2) for k, v in stages.seconds.items()},
         cached=stages.cached,
@@ -115,20 +155,21 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
         markdown=summary_markdown(summary),
         description="What ran, what was produced, and the gate decision",
     )
-    if not summary.passed:
+    if not summary.passed and promotion.action != "dry_run":
         # A rejected candidate fails the run: a red run in the UI, not a green one that says "rejected".
         raise GateRejected("gate rejected the candidate: " + "; ".join(summary.reasons), details=summary)
-    logger.info("release PASSED: %s", "; ".join(summary.reasons))
+    logger.info("release %s: %s", "PASSED" if summary.passed else "REJECTED (dry run)", "; ".join(summary.reasons))
     return summary
 
 
 def summary_markdown(summary: ReleaseSummary) -> str:
     """The end-of-run report shown in the UI and printed by the CLI."""
-    verdict = (
-        "PASSED, promoted to production"
-        if summary.action == "promoted"
-        else ("PASSED (already in production)" if summary.passed else "REJECTED, production unchanged")
-    )
+    if summary.action == "dry_run":
+        verdict = f"DRY RUN ({'would pass' if summary.passed else 'would be rejected'}), nothing moved"
+    elif summary.action == "promoted":
+        verdict = "PASSED, promoted to production"
+    else:
+        verdict = "PASSED (already in production)" if summary.passed else "REJECTED, production unchanged"
     lines = [
         f"# Release: {verdict}",
         "",
@@ -142,6 +183,12 @@ def summary_markdown(summary: ReleaseSummary) -> str:
         "|---|---|---|",
     ]
     lines += [f"| {m} | {v:.3f} | {summary.baseline.get(m, float('nan')):.3f} |" for m, v in summary.metrics.items()]
+    if summary.paired:
+        lines += ["", "## Paired gain (same questions, challenger minus champion)", ""]
+        lines += [f"- {m}: {d}" for m, d in summary.paired.items()]
+    if summary.checks:
+        lines += ["", "## Gate checks", ""] + [f"- {c}" for c in summary.checks]
+        lines += ["", f"Decision `{summary.decision}` under policy `{summary.policy}`."]
     lines += ["", "## Stage timings", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f}{' (cached)' if k in summary.cached else ''} |" for k, v in summary.timings_s.items()]
     lines += ["", "## Outputs", ""] + [f"- {k}: `{v}`" for k, v in summary.outputs.items() if v]

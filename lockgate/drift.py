@@ -10,6 +10,7 @@ import numpy as np
 from lockgate.digest import digest_json
 from lockgate.records import DriftReport
 from lockgate.settings import DriftSettings
+from lockgate.store import LocalArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,17 @@ def detect_drift(
     reference: np.ndarray,
     current: np.ndarray,
     settings: DriftSettings,
-    html_path: Path | None = None,
-    parents: tuple[str, ...] = (),
+    store: LocalArtifactStore | None = None,
+    dataset_digest: str | None = None,
+    texts: tuple[list[str], list[str]] | None = None,
 ) -> DriftReport:
-    """Score drift of ``current`` against ``reference`` embeddings; optionally write the HTML report."""
+    """Score drift of ``current`` against ``reference`` embeddings.
+
+    Args:
+        store: where to write Evidently's HTML report (content-addressed); None skips it.
+        dataset_digest: the snapshot the current side comes from, recorded for the gate.
+        texts: the reference and current texts, whose digests become the report's parents.
+    """
     if len(reference) < 2 or len(current) < 2:
         raise ValueError(f"drift needs at least 2 rows per side, got reference={len(reference)} current={len(current)}")
     ref = _sample(reference, settings.max_rows)
@@ -56,19 +64,25 @@ def detect_drift(
     # ModelDriftMethod adds a target column to the frames it gets: hand it copies.
     score, drifted, _ = method(_frame(cur), _frame(ref))
     score = float(score)
-    written = None
-    if html_path is not None:
-        written = str(write_html(ref, cur, settings, html_path))
     digest = digest_json(
         {
             "ref": digest_json(ref.round(5).tolist()),
             "cur": digest_json(cur.round(5).tolist()),
             "settings": settings.model_dump(exclude={"html_report"}),
+            "dataset": dataset_digest,
         }
     )
+    written = None
+    if store is not None:
+        staged = store.staging("drift")
+        write_html(ref, cur, settings, staged / "report.html")
+        _, folder = store.commit("drift", staged, digest)
+        written = str(folder / "report.html")
+    parents = tuple(digest_json(side) for side in texts) if texts is not None else ()
     return DriftReport(
         digest=digest,
         parents=parents,
+        dataset_digest=dataset_digest,
         method=settings.method,
         score=score,
         threshold=settings.threshold,

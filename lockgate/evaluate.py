@@ -8,7 +8,6 @@ per question type.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -20,12 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from lockgate._io import write_jsonl
 from lockgate.digest import digest_json
 from lockgate.embeddings import Embedder, resolve_model_path
 from lockgate.errors import StageError
 from lockgate.metrics import ANSWER_METRICS, RETRIEVAL_METRICS
 from lockgate.prompts import GROUNDED_QA, PromptTemplate
-from lockgate.records import EvalReport, MetricSummary, ModelScores
+from lockgate.records import BaseModelArtifact, EvalReport, MetricSummary, ModelScores, PairedScores
+from lockgate.registry import ModelVersion
 from lockgate.settings import EvaluationSettings
 from lockgate.store import LocalArtifactStore
 from lockgate.vectorstore import VectorStore
@@ -44,12 +45,37 @@ class ModelUnderTest:
 
 
 @dataclass(frozen=True)
+class EvalJob:
+    """What one evaluation compares, on which data, index and prompt."""
+
+    challenger: ModelUnderTest
+    champion: ModelUnderTest
+    eval_rows: list[dict[str, str]]
+    dataset_digest: str
+    index_digest: str
+    prompt: PromptTemplate = GROUNDED_QA
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """The engines evaluation retrieves context with."""
+
+    store: VectorStore
+    embedder: Embedder
+    embedding_model: str
+
+
+@dataclass(frozen=True)
 class Retrieved:
     question: str
     reference: str
     reference_context: str
     contexts: list[str]
-    question_type: str
+    labels: dict[str, str]
+
+    @property
+    def question_type(self) -> str:
+        return self.labels.get("question_type") or question_type(self.question)
 
 
 def question_type(question: str) -> str:
@@ -58,14 +84,38 @@ def question_type(question: str) -> str:
     return first or "other"
 
 
-def retrieve(rows: list[dict[str, str]], store: VectorStore, embedder: Embedder, top_k: int) -> list[Retrieved]:
+def slice_labels(row: dict[str, str], fields: list[str]) -> dict[str, str]:
+    """The slice each question belongs to, per field ('question_type' is derived, others are row fields)."""
+    labels = {}
+    for name in fields:
+        value = question_type(row["instruction"]) if name == "question_type" else row.get(name)
+        labels[name] = str(value) if value not in (None, "") else "(none)"
+    return labels
+
+
+def choose_champion(production: ModelVersion | None, base: BaseModelArtifact) -> ModelUnderTest:
+    """The model to beat: production (or what it replaced, if the candidate is production), else the base."""
+    if production is not None:
+        return ModelUnderTest(
+            label="champion (production)", digest=production.digest, path=production.path, registered=True
+        )
+    return ModelUnderTest(label="champion (base model)", digest=base.digest, path=base.path)
+
+
+def retrieve(
+    rows: list[dict[str, str]], store: VectorStore, embedder: Embedder, top_k: int, fields: list[str] | None = None
+) -> list[Retrieved]:
     """Top-k chunks from the index for every eval question."""
     hits = store.search(embedder.encode([r["instruction"] for r in rows]), top_k)
     if len(hits) != len(rows) or any(not h for h in hits):
         raise StageError("the index returned no results for some questions; is it empty? run the refresh stage")
     return [
         Retrieved(
-            r["instruction"], r["output"], r.get("context", ""), [h.text for h in hs], question_type(r["instruction"])
+            r["instruction"],
+            r["output"],
+            r.get("context", ""),
+            [h.text for h in hs],
+            slice_labels(r, fields or ["question_type"]),
         )
         for r, hs in zip(rows, hits, strict=True)
     ]
@@ -81,7 +131,7 @@ def generate_answers(
     """Greedy answers of one model to every question, given its retrieved context."""
     import torch
 
-    from lockgate.quantize import load_causal_lm
+    from lockgate.hf import load_causal_lm
 
     model, tok = load_causal_lm(model_path)
     answers = []
@@ -195,32 +245,26 @@ def score_model(
 
 
 def evaluate_models(
-    challenger: ModelUnderTest,
-    champion: ModelUnderTest,
-    eval_rows: list[dict[str, str]],
-    store: VectorStore,
-    embedder: Embedder,
-    embedding_model: str,
-    index_digest: str,
-    dataset_digest: str,
+    job: EvalJob,
+    retrieval: Retrieval,
     settings: EvaluationSettings,
     artifacts: LocalArtifactStore,
-    prompt: PromptTemplate = GROUNDED_QA,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> EvalReport:
     """Answer the eval set with both models and score them on identical inputs."""
-    if not eval_rows:
+    if not job.eval_rows:
         raise StageError("the eval split is empty")
-    items = retrieve(eval_rows, store, embedder, settings.top_k)
-    metrics = _ragas_metrics(embedding_model)
+    challenger, champion = job.challenger, job.champion
+    items = retrieve(job.eval_rows, retrieval.store, retrieval.embedder, settings.top_k, settings.slice_fields)
+    metrics = _ragas_metrics(retrieval.embedding_model)
     answers = {}
     for model in (challenger, champion):
         cb = (lambda done, total, label=model.label: progress(label, done, total)) if progress else None
-        answers[model.label] = generate_answers(model.path, items, settings.max_new_tokens, prompt, cb)
+        answers[model.label] = generate_answers(model.path, items, settings.max_new_tokens, job.prompt, cb)
     chall_scores, chall_rows = score_model(challenger, items, answers[challenger.label], metrics, settings)
     champ_scores, champ_rows = score_model(champion, items, answers[champion.label], metrics, settings)
     retrieval_rows = ragas_scores(items, answers[challenger.label], metrics, RETRIEVAL_METRICS)
-    retrieval = {m: summarize(v, settings.bootstrap_samples, settings.seed) for m, v in retrieval_rows.items()}
+    retrieval_summary = {m: summarize(v, settings.bootstrap_samples, settings.seed) for m, v in retrieval_rows.items()}
 
     rows = []
     for k, item in enumerate(items):
@@ -228,6 +272,7 @@ def evaluate_models(
             {
                 "question": item.question,
                 "type": item.question_type,
+                **{f"slice_{name}": label for name, label in item.labels.items()},
                 "reference": item.reference,
                 "context": item.contexts,
                 "challenger": answers[challenger.label][k],
@@ -241,24 +286,28 @@ def evaluate_models(
         {
             "challenger": challenger.digest,
             "champion": champion.digest,
-            "data": dataset_digest,
-            "index": index_digest,
-            "prompt": prompt.version,
+            "data": job.dataset_digest,
+            "index": job.index_digest,
+            "prompt": job.prompt.version,
             "settings": settings.model_dump(),
         }
     )
     staged = artifacts.staging("eval")
-    with (staged / "rows.jsonl").open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_jsonl(staged / "rows.jsonl", rows)
     _, path = artifacts.commit("evals", staged, digest)
     return EvalReport(
         digest=digest,
-        parents=(challenger.digest, champion.digest, dataset_digest, index_digest),
-        prompt_version=prompt.version,
+        parents=(challenger.digest, champion.digest, job.dataset_digest, job.index_digest),
+        prompt_version=job.prompt.version,
+        dataset_digest=job.dataset_digest,
+        index_digest=job.index_digest,
         challenger=chall_scores,
         champion=champ_scores,
-        retrieval=retrieval,
+        retrieval=retrieval_summary,
+        per_question={
+            m: PairedScores(challenger=tuple(chall_rows[m]), champion=tuple(champ_rows[m])) for m in ANSWER_METRICS
+        },
+        slice_labels={name: tuple(i.labels[name] for i in items) for name in settings.slice_fields},
         rows_path=str(Path(path) / "rows.jsonl"),
         n_questions=len(items),
     )

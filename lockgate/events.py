@@ -10,6 +10,7 @@ DRIFT_DETECTED = "lockgate.drift.detected"
 GATE_PASSED = "lockgate.gate.passed"
 GATE_REJECTED = "lockgate.gate.rejected"
 MODEL_PROMOTED = "lockgate.model.promoted"
+MODEL_ROLLED_BACK = "lockgate.model.rolled_back"
 
 
 def dataset_resource(name: str) -> dict[str, str]:

@@ -1,44 +1,55 @@
 """Promotion gates: a policy over the stage reports that returns a typed decision.
 
-The gate fails closed: a missing report, a NaN, or a metric it cannot find is a failed
-check, never a pass by default.
+The gate fails closed: a missing report, a NaN, a report about another model, dataset,
+index or prompt, or a metric it cannot find is a failed check, never a pass by default.
+The comparison is paired (the same questions answered by both models) and judged by the
+confidence interval of the mean difference, not by the difference of two means.
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 
-from lockgate.digest import digest_json
-from lockgate.records import DriftReport, EvalReport, GateCheck, GateDecision, QuantCheck
-from lockgate.settings import GateSettings
+from pydantic import BaseModel, ConfigDict, Field
 
-
-def _finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
+from lockgate.digest import digest_json, short
+from lockgate.policy import GatePolicy, SlicePolicy
+from lockgate.records import (
+    DriftReport,
+    EvalReport,
+    GateCheck,
+    GateDecision,
+    Promotion,
+    QuantCheck,
+    ReleaseLineage,
+)
+from lockgate.stats import PairedDifference, paired_difference
 
 
 def decide(
     evaluation: EvalReport | None,
     quant: QuantCheck | None,
     drift: DriftReport | None,
-    policy: GateSettings,
-    candidate_digest: str | None,
+    policy: GatePolicy,
+    expected: ReleaseLineage,
     revoked: str | None = None,
 ) -> GateDecision:
     """Apply the policy; ``passed`` only if every check passed and none was skipped for lack of input.
 
     Args:
+        expected: what the reports must be about (candidate, champion, dataset, index, prompt).
         revoked: why the candidate was taken out of production before (a rollback), if it was;
             such a model is never promoted again automatically.
     """
     checks: list[GateCheck] = []
     metrics: dict[str, float] = {}
     baseline: dict[str, float] = {}
+    paired: dict[str, PairedDifference] = {}
 
-    if candidate_digest is None:
+    if expected.candidate is None:
         checks.append(GateCheck(name="candidate", passed=False, detail="no candidate model"))
-    else:
-        checks.extend(_about_the_candidate(candidate_digest, evaluation, quant))
+    checks.extend(lineage_checks(expected, evaluation, quant, drift))
     if revoked is not None:
         checks.append(GateCheck(name="not-revoked", passed=False, detail=f"candidate was rolled back: {revoked}"))
 
@@ -47,74 +58,25 @@ def decide(
     else:
         metrics = {m: s.mean for m, s in evaluation.challenger.metrics.items()}
         baseline = {m: s.mean for m, s in evaluation.champion.metrics.items()}
-        name = policy.primary_metric
-        chall = evaluation.challenger.metrics.get(name)
-        champ = evaluation.champion.metrics.get(name)
-        if chall is None or champ is None:
-            checks.append(GateCheck(name=f"improves:{name}", passed=False, detail=f"metric {name} missing"))
-        elif not (chall.is_valid and champ.is_valid):
-            checks.append(
-                GateCheck(
-                    name=f"improves:{name}",
-                    passed=False,
-                    detail=f"{name} is not a number (challenger {chall.mean}, champion {champ.mean})",
-                )
-            )
-        else:
-            gain = chall.mean - champ.mean
-            ok = gain >= policy.min_improvement
-            checks.append(
-                GateCheck(
-                    name=f"improves:{name}",
-                    passed=ok,
-                    detail=(
-                        f"{name} {chall.mean:.3f} [{chall.ci_low:.3f}, {chall.ci_high:.3f}] vs champion "
-                        f"{champ.mean:.3f}: gain {gain:+.3f} {'>=' if ok else '<'} required {policy.min_improvement}"
-                    ),
-                )
-            )
-        for metric, floor in sorted(policy.min_scores.items()):
-            summary = evaluation.challenger.metrics.get(metric)
-            value = summary.mean if summary is not None else None
-            ok = summary is not None and summary.is_valid and _finite(value) and value is not None and value >= floor
-            checks.append(
-                GateCheck(
-                    name=f"floor:{metric}",
-                    passed=ok,
-                    detail=f"{metric} {value if value is None else round(value, 3)} "
-                    f"{'>=' if ok else 'below or invalid vs'} floor {floor}",
-                )
-            )
+        primary, primary_checks = _primary_checks(evaluation, policy)
+        checks.extend(primary_checks)
+        if primary is not None:
+            paired[policy.primary_metric] = primary
+        if policy.slices is not None:
+            checks.extend(_slice_checks(evaluation, policy, policy.slices))
+        checks.extend(_floor_checks(evaluation, policy))
 
     if policy.require_quant_check:
-        if quant is None:
-            checks.append(GateCheck(name="quantization", passed=False, detail="no quantization check"))
-        else:
-            detail = (
-                f"size ratio {quant.size_ratio:.2f}, loss {quant.merged_eval_loss:.3f} -> "
-                f"{quant.quantized_eval_loss:.3f}"
-            )
-            if not quant.passed:
-                detail += "; " + "; ".join(quant.reasons)
-            checks.append(GateCheck(name="quantization", passed=quant.passed, detail=detail))
-
+        checks.append(_quant_check(quant))
     if policy.block_on_drift:
-        if drift is None:
-            checks.append(GateCheck(name="drift", passed=False, detail="no drift report"))
-        else:
-            ok = not drift.drifted and math.isfinite(drift.score)
-            checks.append(
-                GateCheck(
-                    name="drift",
-                    passed=ok,
-                    detail=f"{drift.method} score {drift.score:.4f} {'<=' if ok else '>'} threshold {drift.threshold}",
-                )
-            )
+        checks.append(_drift_check(drift))
 
     passed = bool(checks) and all(c.passed for c in checks)
     reasons = tuple(c.detail for c in checks if not c.passed) or ("all checks passed",)
     parents = tuple(r.digest for r in (evaluation, quant, drift) if r is not None)
-    digest = digest_json({"parents": parents, "policy": policy.model_dump(), "candidate": candidate_digest})
+    digest = digest_json(
+        {"parents": parents, "policy": policy.digest, "lineage": expected.model_dump(), "revoked": revoked}
+    )
     return GateDecision(
         digest=digest,
         parents=parents,
@@ -123,27 +85,210 @@ def decide(
         checks=tuple(checks),
         metrics=metrics,
         baseline=baseline,
-        candidate_digest=candidate_digest,
+        candidate_digest=expected.candidate,
+        policy_digest=policy.digest,
+        lineage=expected,
+        paired=paired,
     )
 
 
-def _about_the_candidate(candidate: str, evaluation: EvalReport | None, quant: QuantCheck | None) -> list[GateCheck]:
-    """Reports about some other model must not decide this one."""
-    checks = []
-    if evaluation is not None and evaluation.challenger.model_id != candidate:
-        checks.append(
-            GateCheck(
-                name="evaluation-subject",
-                passed=False,
-                detail=f"evaluation scored {evaluation.challenger.model_id[:19]}, not the candidate",
+def lineage_checks(
+    expected: ReleaseLineage, evaluation: EvalReport | None, quant: QuantCheck | None, drift: DriftReport | None
+) -> list[GateCheck]:
+    """Reports about some other model, champion, dataset, index or prompt must not decide this release."""
+    checks: list[GateCheck] = []
+
+    def same(name: str, what: str, seen: str | None, wanted: str | None) -> None:
+        if seen != wanted:
+            checks.append(
+                GateCheck(
+                    name=name,
+                    passed=False,
+                    detail=f"{what} is {_show(seen)}, but this release's is {_show(wanted)}",
+                )
             )
+
+    if evaluation is not None:
+        same("evaluation-subject", "the evaluated challenger", evaluation.challenger.model_id, expected.candidate)
+        same("evaluation-champion", "the evaluated champion", evaluation.champion.model_id, expected.champion)
+        same("evaluation-dataset", "the evaluation's dataset", evaluation.dataset_digest, expected.dataset)
+        same("evaluation-index", "the evaluation's index build", evaluation.index_digest, expected.index)
+        same("evaluation-prompt", "the evaluation's prompt version", evaluation.prompt_version, expected.prompt_version)
+    if quant is not None:
+        checked = quant.parents[0] if quant.parents else None
+        same("quantization-subject", "the quantization check's model", checked, expected.candidate)
+    if drift is not None:
+        same("drift-dataset", "the drift report's dataset", drift.dataset_digest, expected.dataset)
+    return checks
+
+
+def _show(digest: str | None) -> str:
+    if digest is None:
+        return "unknown"
+    return short(digest) if digest.startswith("sha256:") else digest
+
+
+def _primary_checks(evaluation: EvalReport, policy: GatePolicy) -> tuple[PairedDifference | None, list[GateCheck]]:
+    name = policy.primary_metric
+    scores = evaluation.per_question.get(name)
+    if scores is None:
+        return None, [GateCheck(name=f"{policy.mode}:{name}", passed=False, detail=f"metric {name} missing")]
+    diff = paired_difference(
+        scores.challenger, scores.champion, policy.confidence, policy.bootstrap_samples, policy.seed
+    )
+    checks = [
+        GateCheck(
+            name="min-questions",
+            passed=diff.n >= policy.min_questions,
+            detail=f"{diff.n} paired questions {'>=' if diff.n >= policy.min_questions else '<'} "
+            f"the {policy.min_questions} the policy requires",
         )
-    if quant is not None and quant.parents[:1] != (candidate,):
+    ]
+    if not diff.is_valid:
+        checks.append(
+            GateCheck(name=f"{policy.mode}:{name}", passed=False, detail=f"{name} difference is {diff.describe()}")
+        )
+        return diff, checks
+    if policy.mode == "superiority":
+        ok = diff.ci_low >= policy.min_improvement and diff.mean > 0
+        rule = f"lower end {'>=' if diff.ci_low >= policy.min_improvement else '<'} {policy.min_improvement:+.3f}"
+        if diff.ci_low >= policy.min_improvement and diff.mean <= 0:
+            rule += ", but no gain at all"
+    else:
+        ok = diff.ci_low >= -policy.max_regression
+        rule = f"lower end {'>=' if ok else '<'} {0.0 - policy.max_regression:+.3f}"
+    checks.append(
+        GateCheck(name=f"{policy.mode}:{name}", passed=ok, detail=f"{name} paired gain {diff.describe()}: {rule}")
+    )
+    return diff, checks
+
+
+def _slice_checks(evaluation: EvalReport, policy: GatePolicy, slices: SlicePolicy) -> list[GateCheck]:
+    labels = evaluation.slice_labels.get(slices.field)
+    scores = evaluation.per_question.get(policy.primary_metric)
+    if labels is None or scores is None or len(labels) != len(scores.challenger):
+        known = sorted(evaluation.slice_labels)
+        return [
+            GateCheck(
+                name=f"slices:{slices.field}",
+                passed=False,
+                detail=f"the evaluation has no slice labels '{slices.field}' for its questions (has {known})",
+            )
+        ]
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, label in enumerate(labels):
+        members[label].append(i)
+    checks = []
+    for k, (label, idx) in enumerate(sorted(members.items())):
+        if len(idx) < slices.min_size:
+            continue
+        diff = paired_difference(
+            [scores.challenger[i] for i in idx],
+            [scores.champion[i] for i in idx],
+            slices.confidence,
+            policy.bootstrap_samples,
+            policy.seed + 1 + k,
+        )
+        vetoed = not diff.is_valid or diff.ci_high < -slices.max_regression
         checks.append(
             GateCheck(
-                name="quantization-subject",
-                passed=False,
-                detail="quantization check is of another model than the candidate",
+                name=f"slice:{slices.field}={label}",
+                passed=not vetoed,
+                detail=f"slice {slices.field}={label}: {policy.primary_metric} paired gain {diff.describe()}"
+                + (f", significantly below {0.0 - slices.max_regression:+.3f}: veto" if vetoed else ""),
             )
         )
     return checks
+
+
+def _floor_checks(evaluation: EvalReport, policy: GatePolicy) -> list[GateCheck]:
+    checks = []
+    for metric, floor in sorted(policy.min_scores.items()):
+        summary = evaluation.challenger.metrics.get(metric)
+        value = summary.mean if summary is not None and summary.is_valid else None
+        ok = value is not None and math.isfinite(value) and value >= floor
+        shown = "missing or not a number" if value is None else f"{value:.3f}"
+        checks.append(
+            GateCheck(
+                name=f"floor:{metric}",
+                passed=ok,
+                detail=f"{metric} {shown} {'>=' if ok else 'below or invalid vs'} floor {floor}",
+            )
+        )
+    return checks
+
+
+def _quant_check(quant: QuantCheck | None) -> GateCheck:
+    if quant is None:
+        return GateCheck(name="quantization", passed=False, detail="no quantization check")
+    detail = f"size ratio {quant.size_ratio:.2f}, loss {quant.merged_eval_loss:.3f} -> {quant.quantized_eval_loss:.3f}"
+    if not quant.passed:
+        detail += "; " + "; ".join(quant.reasons)
+    return GateCheck(name="quantization", passed=quant.passed, detail=detail)
+
+
+def _drift_check(drift: DriftReport | None) -> GateCheck:
+    if drift is None:
+        return GateCheck(name="drift", passed=False, detail="no drift report")
+    ok = not drift.drifted and math.isfinite(drift.score)
+    return GateCheck(
+        name="drift",
+        passed=ok,
+        detail=f"{drift.method} score {drift.score:.4f} {'<=' if ok else '>'} threshold {drift.threshold}",
+    )
+
+
+class Approval(BaseModel):
+    """A person's answer to a gate that passed in manual mode."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    approve: bool
+    reviewer: str = Field(min_length=1, max_length=200)
+    comment: str = Field(default="", max_length=2000)
+
+
+def with_approval(decision: GateDecision, approval: Approval | None, timeout_s: int) -> GateDecision:
+    """The decision with a person's verdict added as one more check.
+
+    No answer (``approval`` None, the wait timed out) is a rejection: manual mode never
+    promotes by default.
+    """
+    if approval is None:
+        check = GateCheck(name="approval", passed=False, detail=f"no approval within {timeout_s} s: rejected")
+    else:
+        said = "approved" if approval.approve else "rejected"
+        note = f": {approval.comment}" if approval.comment else ""
+        check = GateCheck(name="approval", passed=approval.approve, detail=f"{said} by {approval.reviewer}{note}")
+    checks = (*decision.checks, check)
+    passed = decision.passed and check.passed
+    reasons = tuple(c.detail for c in checks if not c.passed) or ("all checks passed",)
+    digest = digest_json({"decision": decision.digest, "approval": approval.model_dump() if approval else None})
+    return decision.model_copy(update={"digest": digest, "checks": checks, "passed": passed, "reasons": reasons})
+
+
+def promotion_outcome(
+    decision: GateDecision, action: str, previous: str | None, candidate: str, dry_run: bool = False
+) -> Promotion:
+    """What a release did to ``production``, given what the registry answered."""
+    if dry_run:
+        verdict = "would promote" if decision.passed else "would keep production"
+        return Promotion(
+            action="dry_run",
+            alias="production",
+            model_digest=previous,
+            previous_digest=previous,
+            reasons=(f"dry run: {verdict}; nothing moved", *decision.reasons),
+        )
+    if action == "promoted":
+        return Promotion(
+            action="promoted",
+            alias="production",
+            model_digest=candidate,
+            previous_digest=previous,
+            reasons=decision.reasons,
+        )
+    reasons = decision.reasons if not decision.passed else ("already in production",)
+    return Promotion(
+        action="kept", alias="production", model_digest=previous, previous_digest=previous, reasons=reasons
+    )

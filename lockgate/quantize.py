@@ -16,6 +16,7 @@ from typing import Any
 
 from lockgate.digest import digest_json, digest_tree
 from lockgate.errors import StageError
+from lockgate.hf import load_causal_lm
 from lockgate.prep import load_jsonl
 from lockgate.prompts import GROUNDED_QA, PromptTemplate
 from lockgate.records import AdapterArtifact, BaseModelArtifact, QuantCheck, QuantizedModel
@@ -23,20 +24,6 @@ from lockgate.settings import QuantizationSettings
 from lockgate.store import LocalArtifactStore
 
 log = logging.getLogger(__name__)
-
-
-def load_causal_lm(path: str, revision: str | None = None) -> tuple[Any, Any]:
-    """Model and tokenizer from a folder or hub id (pinned to ``revision``), on CPU in float32, in eval mode."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(path, revision=revision)
-        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch.float32)
-    except OSError as exc:
-        raise StageError(f"cannot load model from {path}: {exc}") from None
-    model.eval()  # type: ignore[no-untyped-call]
-    return model, tok
 
 
 def merge_adapter(base: BaseModelArtifact, adapter: AdapterArtifact, out: Path) -> Path:

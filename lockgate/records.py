@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lockgate.stats import PairedDifference
+
 
 class Record(BaseModel):
     """Base of every stage output."""
@@ -145,20 +147,42 @@ class ModelScores(BaseModel):
     slices: dict[str, dict[str, MetricSummary]] = {}
 
 
+class PairedScores(BaseModel):
+    """One metric's per-question scores of both models, in the same question order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    challenger: tuple[float, ...]
+    champion: tuple[float, ...]
+
+
 class EvalReport(Record):
-    """Challenger against champion on the same questions, retriever and prompt."""
+    """Challenger against champion on the same questions, retriever and prompt.
+
+    ``per_question`` keeps every paired score, so the gate computes its own statistics
+    with its own policy; ``slice_labels`` names each question's slice per field.
+    """
 
     prompt_version: str
+    dataset_digest: str
+    index_digest: str
     challenger: ModelScores
     champion: ModelScores
     retrieval: dict[str, MetricSummary]
+    per_question: dict[str, PairedScores]
+    slice_labels: dict[str, tuple[str, ...]]
     rows_path: str
     n_questions: int
 
 
 class DriftReport(Record):
-    """Embedding drift of current against reference."""
+    """Embedding drift of current against reference.
 
+    ``dataset_digest`` is the snapshot whose questions were the current side; ``parents``
+    hold the digests of the reference and current texts.
+    """
+
+    dataset_digest: str | None = None
     method: str
     score: float
     threshold: float
@@ -178,6 +202,18 @@ class GateCheck(BaseModel):
     detail: str
 
 
+class ReleaseLineage(BaseModel):
+    """What a decision must be about: the gate checks every report against these digests."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    candidate: str | None
+    champion: str | None
+    dataset: str | None
+    index: str | None
+    prompt_version: str | None
+
+
 class GateDecision(Record):
     """The verdict on a challenger. ``passed`` is False unless every check passed."""
 
@@ -187,6 +223,9 @@ class GateDecision(Record):
     metrics: dict[str, float]
     baseline: dict[str, float]
     candidate_digest: str | None
+    policy_digest: str
+    lineage: ReleaseLineage
+    paired: dict[str, PairedDifference] = {}
 
 
 class Promotion(BaseModel):
@@ -194,7 +233,7 @@ class Promotion(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    action: Literal["promoted", "kept", "rolled_back"]
+    action: Literal["promoted", "kept", "rolled_back", "dry_run"]
     alias: str
     model_digest: str | None
     previous_digest: str | None

@@ -9,6 +9,7 @@ value at once, each naming its field.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lockgate._io import load_yaml
 from lockgate.errors import ConfigError
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
@@ -23,7 +25,8 @@ BUILTIN_TINY_MODEL = "builtin:tiny-llama"
 
 
 class _Area(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No infinities or NaNs anywhere: an infinite threshold silently switches a check off.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataSettings(_Area):
@@ -203,6 +206,11 @@ class EvaluationSettings(_Area):
     max_new_tokens: int = Field(default=40, ge=1, le=512, description="Longest generated answer.")
     bootstrap_samples: int = Field(default=1000, ge=100, description="Resamples for confidence intervals.")
     seed: int = Field(default=7, description="Seed for bootstrap and generation.")
+    slice_fields: list[str] = Field(
+        default=["question_type", "source_doc"],
+        description="Eval-row fields recorded per question for slice vetoes ('question_type' is derived from the "
+        "question's first word; any other name is a field of the eval rows).",
+    )
 
 
 class DriftSettings(_Area):
@@ -217,21 +225,43 @@ class DriftSettings(_Area):
 
 
 class GateSettings(_Area):
-    """The promotion policy: what a challenger must show before it may replace the champion."""
+    """How the gate is run: which policy file, and who has the last word."""
 
-    primary_metric: str = Field(default="rouge_l", description="Metric the challenger must improve.")
-    min_improvement: float = Field(
-        default=0.05, ge=0.0, description="Required gain of the primary metric's mean over the champion."
+    policy: str = Field(
+        default="policies/release.yaml",
+        description="The gate policy (YAML, see lockgate/policy.py); relative to the project root.",
     )
-    min_scores: dict[str, float] = Field(default={"rouge_l": 0.3}, description="Absolute floors per metric.")
-    block_on_drift: bool = Field(default=True, description="Reject while drift is detected.")
-    require_quant_check: bool = Field(default=True, description="Reject if the quantization check failed.")
+    decision_mode: Literal["auto", "manual", "dry_run"] = Field(
+        default="auto",
+        description="'auto' promotes on pass; 'manual' pauses the run for an approval from the Prefect UI; "
+        "'dry_run' decides and reports but moves no alias.",
+    )
+    approval_timeout_s: int = Field(
+        default=3600, ge=10, le=7 * 24 * 3600, description="manual: no answer within this many seconds rejects."
+    )
+
+
+class RegistrySettings(_Area):
+    """Where model versions and aliases live."""
+
+    backend: Literal["local", "wandb"] = Field(
+        default="local",
+        description="'local': one JSON state file under a lock. 'wandb': the same, mirrored to W&B Artifacts "
+        "(each promoted model an artifact version, registry aliases as W&B aliases).",
+    )
+    wandb_project: str = Field(default="lockgate", description="W&B project of the mirror.", min_length=1)
+    wandb_entity: str | None = Field(default=None, description="W&B entity (team); default: the key's own.")
+    wandb_mode: Literal["offline", "online"] = Field(
+        default="offline", description="'offline' stages runs under <home>/wandb for `wandb sync` later."
+    )
 
 
 class LockgateSettings(BaseSettings):
     """Everything Lockgate can be told, in one validated tree."""
 
-    model_config = SettingsConfigDict(env_prefix="LOCKGATE_", env_nested_delimiter="__", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="LOCKGATE_", env_nested_delimiter="__", extra="forbid", frozen=True, allow_inf_nan=False
+    )
 
     profile: str = Field(default="embedded", description="Name of the profile these settings came from.")
     home: str = Field(default=".lockgate", description="State folder: artifacts, registry, index, logs.")
@@ -248,15 +278,15 @@ class LockgateSettings(BaseSettings):
     evaluation: EvaluationSettings = EvaluationSettings()
     drift: DriftSettings = DriftSettings()
     gates: GateSettings = GateSettings()
+    registry: RegistrySettings = RegistrySettings()
 
-    @model_validator(mode="after")
-    def _gate_metric_known(self) -> LockgateSettings:
-        from lockgate.metrics import ANSWER_METRICS
-
-        unknown = {self.gates.primary_metric, *self.gates.min_scores} - set(ANSWER_METRICS)
-        if unknown:
-            raise ValueError(f"gates name unknown metrics {sorted(unknown)}; known: {list(ANSWER_METRICS)}")
-        return self
+    @classmethod
+    def settings_customise_sources(  # type: ignore[override]
+        cls, settings_cls: type[BaseSettings], init_settings: Any, *args: Any, **kwargs: Any
+    ) -> tuple[Any, ...]:
+        # load_settings merges profile, environment and overrides itself (with strict parsing
+        # of environment values); pydantic-settings must not read the environment a second time.
+        return (init_settings,)
 
     def resolve(self, path: str) -> Path:
         """A settings path made absolute against the project root."""
@@ -283,16 +313,22 @@ class LockgateSettings(BaseSettings):
         return str(self.home_path / "reports")
 
     @property
+    def policy_path(self) -> Path:
+        """The gate policy file."""
+        return self.resolve(self.gates.policy)
+
+    @property
     def vector_uri(self) -> str:
         return self.vector_store.uri or str(self.home_path / "index" / "milvus.db")
 
 
 def _format_errors(source: str, exc: ValidationError) -> str:
-    lines = [f"invalid settings ({source}): {exc.error_count()} problem(s)"]
+    """Every problem at once, on one line, each naming its field."""
+    problems = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(root)"
-        lines.append(f"  - {where}: {err['msg']} (got {err.get('input')!r})")
-    return "\n".join(lines)
+        problems.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+    return f"invalid settings ({source}): {exc.error_count()} problem(s): " + "; ".join(problems)
 
 
 def profile_path(name: str) -> Path:
@@ -322,7 +358,7 @@ def load_settings(
     if not path.is_file():
         raise ConfigError(f"profile {profile!r} not found at {path}; known profiles: {list_profiles()}")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        values = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(values, dict):
@@ -360,15 +396,33 @@ def _env_values() -> dict[str, Any]:
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = _parse_env_value(raw)
+        node[parts[-1]] = _parse_env_value(key, raw)
     return out
 
 
-def _parse_env_value(raw: str) -> Any:
-    try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError:
+def _parse_env_value(key: str, raw: str) -> Any:
+    """A value from the environment: JSON, a YAML flow mapping or list, or a plain string.
+
+    Scalars are left as strings for the settings model to parse, so YAML 1.1's surprises
+    never apply: ``0300`` is three hundred (not octal 192), ``1:30`` is not 90, ``no`` is not
+    False unless the field is a bool.
+
+    Raises:
+        ConfigError: a mapping or list that does not parse, naming the variable.
+    """
+    text = raw.strip()
+    if not text.startswith(("{", "[")):
         return raw
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        value = load_yaml(text)
+    except yaml.YAMLError as exc:
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"environment variable {key}: not a valid mapping or list ({problem}): {raw!r}") from None
+    return value
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

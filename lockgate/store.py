@@ -8,11 +8,18 @@ copy; a crash mid-write leaves only staging debris, never a half artifact.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel
 
 from lockgate.digest import digest_tree, short
+
+_R = TypeVar("_R", bound=BaseModel)
+_ADDRESS = re.compile(r"^[0-9a-f]{16}$")
 
 
 class LocalArtifactStore:
@@ -60,3 +67,26 @@ class LocalArtifactStore:
         path = self.root / "work" / name
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def locate(self, path: str) -> str:
+        """Where an artifact path recorded under another store root (a moved checkout) is in this one.
+
+        Paths of this store, paths outside any store, and artifacts this store does not hold
+        come back unchanged.
+        """
+        parts = Path(path).parts
+        for i in range(len(parts) - 1, 0, -1):
+            if _ADDRESS.match(parts[i]) and (self.root / parts[i - 1] / parts[i]).is_dir():
+                return str(self.root.joinpath(*parts[i - 1 :]))
+        return path
+
+    def relocate(self, record: _R) -> _R:
+        """A copy of ``record`` whose ``*path`` fields point into this store."""
+        fields = type(record).model_fields
+        update = {
+            name: self.locate(value)
+            for name in fields
+            if name == "path" or name.endswith("_path")
+            if isinstance(value := getattr(record, name), str) and value
+        }
+        return record.model_copy(update=update)

@@ -10,8 +10,52 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from lockgate.embeddings import Embedder, SentenceTransformerEmbedder
+from prefect import task
+from prefect.cache_policies import CachePolicy
+from prefect.context import TaskRunContext
+
+from lockgate.embeddings import Embedder, SentenceTransformerEmbedder, resolve_model_path
 from lockgate.errors import TransientError
+from lockgate.fingerprint import lock_digest, stage_cache_key, trainer_environment_digest, weights_digest
+from lockgate.records import Record
+from lockgate.settings import LockgateSettings
+from lockgate.store import LocalArtifactStore
+
+
+@dataclass(kw_only=True)  # CachePolicy's own fields come first: positional arguments would fill those
+class StageCache(CachePolicy):
+    """Cache key = the stage's semantic inputs + the library source it runs + its environment.
+
+    See ``lockgate.fingerprint``: records enter by digest, no absolute path enters at all.
+    """
+
+    stage: str = ""
+    modules: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+
+    def compute_key(
+        self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
+    ) -> str | None:
+        return stage_cache_key(self.stage, self.modules, inputs, self.ignore).split(":", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Fingerprints:
+    """What stages name by path but depend on by content."""
+
+    trainer_env: str
+    embedder_weights: str
+    locks: str
+
+
+@task(name="fingerprints")
+def fingerprints(settings: LockgateSettings) -> Fingerprints:
+    """Digest the trainer environment, the embedder's weights and the lock files (for cache keys)."""
+    return Fingerprints(
+        trainer_env=trainer_environment_digest(settings.resolve(settings.training.axolotl_bin)),
+        embedder_weights=weights_digest(resolve_model_path(settings.embeddings.model)),
+        locks=lock_digest(settings.resolve(".")),
+    )
 
 
 # Retry only what may pass on retry; a DataError retried is the same DataError.
@@ -49,8 +93,13 @@ def outputs_exist(result: Any) -> bool:
 
 @dataclass
 class StageLog:
-    """Wall time per stage, in the order they ran, and which stages came from cache."""
+    """Wall time per stage, in the order they ran, and which stages came from cache.
 
+    A cached result made in another folder (a moved checkout) is relocated into this run's
+    artifact store before its files are checked.
+    """
+
+    artifacts: LocalArtifactStore | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     cached: list[str] = field(default_factory=list)
 
@@ -68,7 +117,15 @@ class StageLog:
         result = state.result()
         if state.name != "Cached":
             return result
+        if self.artifacts is not None:
+            result = _relocate(result, self.artifacts)
         if outputs_exist(result):
             self.cached.append(stage)
             return result
         return task.with_options(refresh_cache=True)(*args, **kwargs)
+
+
+def _relocate(result: Any, artifacts: LocalArtifactStore) -> Any:
+    if isinstance(result, tuple | list):
+        return tuple(_relocate(r, artifacts) for r in result)
+    return artifacts.relocate(result) if isinstance(result, Record) else result

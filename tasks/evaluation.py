@@ -6,33 +6,38 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 
-from lockgate.evaluate import ModelUnderTest, evaluate_models
+from lockgate.evaluate import EvalJob, ModelUnderTest, Retrieval, choose_champion, evaluate_models
 from lockgate.metrics import ANSWER_METRICS
 from lockgate.prep import load_jsonl
+from lockgate.prompts import GROUNDED_QA
 from lockgate.records import BaseModelArtifact, DatasetSnapshot, EvalReport, IndexBuild, QuantizedModel
-from lockgate.registry import LocalRegistry
-from lockgate.settings import EmbeddingSettings, EvaluationSettings, VectorStoreSettings
+from lockgate.registry import open_registry
+from lockgate.settings import EmbeddingSettings, EvaluationSettings, RegistrySettings, VectorStoreSettings
+from lockgate.stats import paired_difference
 from lockgate.store import LocalArtifactStore
 from lockgate.vectorstore import open_store
-from tasks.common import embedder_for
+from tasks.common import StageCache, embedder_for
 
 
 @task(name="find-champion")
-def find_champion(registry_root: str, base: BaseModelArtifact, candidate_digest: str) -> ModelUnderTest:
+def find_champion(
+    registry: RegistrySettings, registry_root: str, base: BaseModelArtifact, candidate_digest: str
+) -> ModelUnderTest:
     """The model to beat: production (or what it replaced, if the candidate is production), else the base."""
-    champion = LocalRegistry(Path(registry_root)).champion_for(candidate_digest)
-    if champion is not None:
-        return ModelUnderTest(
-            label="champion (production)", digest=champion.digest, path=champion.path, registered=True
-        )
-    return ModelUnderTest(label="champion (base model)", digest=base.digest, path=base.path)
+    production = open_registry(registry, Path(registry_root)).champion_for(candidate_digest)
+    return choose_champion(production, base)
 
 
 # The index enters the cache key by its content digest only: the counts of the refresh that
-# produced it (added/unchanged...) differ between a first build and a no-op re-run.
-@task(name="evaluate", cache_policy=(INPUTS - "index") + TASK_SOURCE, persist_result=True)
+# produced it (added/unchanged...) differ between a first build and a no-op re-run. The
+# embedder enters by its weights, the prompt by its version (a digest of its text).
+@task(
+    name="evaluate",
+    cache_policy=StageCache(stage="evaluate", modules=("lockgate.evaluate",), ignore=("index", "artifacts_root")),
+    persist_result=True,
+    result_serializer="json",
+)
 def evaluate_candidate(
     candidate: QuantizedModel,
     champion: ModelUnderTest,
@@ -43,8 +48,14 @@ def evaluate_candidate(
     embeddings: EmbeddingSettings,
     vector_store: VectorStoreSettings,
     artifacts_root: str,
+    embedder_weights: str,
+    prompt_version: str,
 ) -> EvalReport:
-    """Answer the eval questions with retrieval and both models; score with Ragas (no LLM judge)."""
+    """Answer the eval questions with retrieval and both models; score with Ragas (no LLM judge).
+
+    ``embedder_weights`` and ``prompt_version`` are the content digests of the embedder and
+    the prompt template: they are here so that the cache key changes when either does.
+    """
     logger = get_run_logger()
     challenger = ModelUnderTest(label="challenger", digest=candidate.digest, path=candidate.path)
 
@@ -52,19 +63,20 @@ def evaluate_candidate(
         if done == total or done % 20 == 0:
             logger.info("%s: answered %d/%d", label, done, total)
 
-    report = evaluate_models(
-        challenger,
-        champion,
-        load_jsonl(Path(snapshot.eval_path)),
-        open_store(vector_store.backend, index.uri, index.collection),
-        embedder_for(embeddings.model, embeddings.batch_size),
-        embeddings.model,
-        index_digest,
-        snapshot.digest,
-        evaluation,
-        LocalArtifactStore(Path(artifacts_root)),
-        progress=progress,
+    job = EvalJob(
+        challenger=challenger,
+        champion=champion,
+        eval_rows=load_jsonl(Path(snapshot.eval_path)),
+        dataset_digest=snapshot.digest,
+        index_digest=index_digest,
+        prompt=GROUNDED_QA,
     )
+    engines = Retrieval(
+        store=open_store(vector_store.backend, index.uri, index.collection),
+        embedder=embedder_for(embeddings.model, embeddings.batch_size),
+        embedding_model=embeddings.model,
+    )
+    report = evaluate_models(job, engines, evaluation, LocalArtifactStore(Path(artifacts_root)), progress=progress)
     rows = []
     for metric in ANSWER_METRICS:
         c, b = report.challenger.metrics[metric], report.champion.metrics[metric]
@@ -75,7 +87,7 @@ def evaluate_candidate(
                 "challenger 95% CI": f"[{c.ci_low:.3f}, {c.ci_high:.3f}]",
                 "champion": round(b.mean, 4),
                 "champion 95% CI": f"[{b.ci_low:.3f}, {b.ci_high:.3f}]",
-                "delta": round(c.mean - b.mean, 4),
+                "paired gain 95% CI": _paired(report, metric, evaluation),
             }
         )
     for metric, s in report.retrieval.items():
@@ -86,7 +98,7 @@ def evaluate_candidate(
                 "challenger 95% CI": f"[{s.ci_low:.3f}, {s.ci_high:.3f}]",
                 "champion": "same retriever",
                 "champion 95% CI": "",
-                "delta": "",
+                "paired gain 95% CI": "",
             }
         )
     create_table_artifact(
@@ -115,3 +127,9 @@ def evaluate_candidate(
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")[:160]
+
+
+def _paired(report: EvalReport, metric: str, evaluation: EvaluationSettings) -> str:
+    scores = report.per_question[metric]
+    diff = paired_difference(scores.challenger, scores.champion, 0.95, evaluation.bootstrap_samples, evaluation.seed)
+    return diff.describe()

@@ -6,16 +6,21 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from lockgate.prep import load_jsonl
 from lockgate.quantize import check_quantized, quantize_adapter
 from lockgate.records import AdapterArtifact, BaseModelArtifact, DatasetSnapshot, QuantCheck, QuantizedModel
 from lockgate.settings import QuantizationSettings
 from lockgate.store import LocalArtifactStore
+from tasks.common import StageCache
 
 
-@task(name="quantize", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
+@task(
+    name="quantize",
+    cache_policy=StageCache(stage="quantize", modules=("lockgate.quantize",), ignore=("artifacts_root",)),
+    persist_result=True,
+    result_serializer="json",
+)
 def quantize_model(
     base: BaseModelArtifact,
     adapter: AdapterArtifact,

@@ -1,15 +1,19 @@
-"""Gate and promotion tasks, and the end-of-run summary."""
+"""Gate, approval and promotion tasks."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger, pause_flow_run, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
+from prefect.exceptions import FlowPauseTimeout
+from prefect.input import RunInput
+from pydantic import Field
 
 from lockgate import events
-from lockgate.gates import decide
+from lockgate.gates import Approval, decide, promotion_outcome, with_approval
+from lockgate.policy import GatePolicy
 from lockgate.records import (
     AdapterArtifact,
     DatasetSnapshot,
@@ -19,9 +23,10 @@ from lockgate.records import (
     Promotion,
     QuantCheck,
     QuantizedModel,
+    ReleaseLineage,
 )
-from lockgate.registry import LocalRegistry, describe_state
-from lockgate.settings import GateSettings
+from lockgate.registry import describe_state, open_registry
+from lockgate.settings import RegistrySettings
 
 
 @task(name="gate")
@@ -29,28 +34,73 @@ def gate(
     evaluation: EvalReport | None,
     quant: QuantCheck | None,
     drift: DriftReport | None,
-    policy: GateSettings,
-    candidate_digest: str | None,
-    dataset_name: str,
+    policy: GatePolicy,
+    expected: ReleaseLineage,
+    registry: RegistrySettings,
     registry_root: str,
 ) -> GateDecision:
     """Apply the promotion policy; the result is a typed decision that fails closed."""
     logger = get_run_logger()
-    revoked = LocalRegistry(Path(registry_root)).revoked_reason(candidate_digest) if candidate_digest else None
-    decision = decide(evaluation, quant, drift, policy, candidate_digest, revoked=revoked)
+    candidate = expected.candidate
+    revoked = open_registry(registry, Path(registry_root)).revoked_reason(candidate) if candidate else None
+    decision = decide(evaluation, quant, drift, policy, expected, revoked=revoked)
+    publish_decision(decision)
+    for check in decision.checks:
+        (logger.info if check.passed else logger.warning)("gate %s: %s", check.name, check.detail)
+    return decision
+
+
+def publish_decision(decision: GateDecision) -> None:
+    """The checks as a table artifact in the UI."""
     create_table_artifact(
         key="gate-decision",
         table=[{"check": c.name, "passed": c.passed, "detail": c.detail} for c in decision.checks],
-        description=f"Gate {'PASSED' if decision.passed else 'REJECTED'}",
+        description=f"Gate {'PASSED' if decision.passed else 'REJECTED'} (policy {decision.policy_digest[7:19]})",
     )
-    for check in decision.checks:
-        (logger.info if check.passed else logger.warning)("gate %s: %s", check.name, check.detail)
+
+
+def emit_verdict(decision: GateDecision, dataset_name: str) -> None:
+    """``lockgate.gate.passed`` or ``lockgate.gate.rejected``, with the decision's digest and reasons."""
     emit_event(
         event=events.GATE_PASSED if decision.passed else events.GATE_REJECTED,
         resource=events.dataset_resource(dataset_name),
-        payload={"candidate": candidate_digest, "reasons": list(decision.reasons), "metrics": decision.metrics},
+        payload={
+            "decision": decision.digest,
+            "candidate": decision.candidate_digest,
+            "policy": decision.policy_digest,
+            "reasons": list(decision.reasons),
+            "metrics": decision.metrics,
+        },
     )
-    return decision
+
+
+class ApprovalInput(RunInput):
+    """What the Prefect UI asks a reviewer when a release waits for approval."""
+
+    approve: bool = Field(description="Promote this candidate to production?")
+    reviewer: str = Field(min_length=1, max_length=200, description="Who decides (recorded in the history).")
+    comment: str = Field(default="", max_length=2000, description="Why (recorded in the history).")
+
+
+def await_approval(decision: GateDecision, timeout_s: int) -> GateDecision:
+    """Pause the flow run until a reviewer answers in the UI (or the API); no answer in time rejects.
+
+    Only a decision that passed every automatic check is put to a person.
+    """
+    if not decision.passed:
+        return decision
+    logger = get_run_logger()
+    logger.info("gate passed; waiting up to %d s for approval in the Prefect UI", timeout_s)
+    try:
+        answer = pause_flow_run(wait_for_input=ApprovalInput, timeout=timeout_s)
+    except FlowPauseTimeout:
+        approval = None
+    else:
+        approval = Approval(approve=answer.approve, reviewer=answer.reviewer, comment=answer.comment)
+    decided = with_approval(decision, approval, timeout_s)
+    logger.info("approval: %s", decided.checks[-1].detail)
+    publish_decision(decided)
+    return decided
 
 
 @task(name="promote")
@@ -60,15 +110,23 @@ def promote(
     adapter: AdapterArtifact,
     snapshot: DatasetSnapshot,
     expected_production: str | None,
+    registry: RegistrySettings,
     registry_root: str,
+    dry_run: bool = False,
 ) -> Promotion:
     """Register the candidate and, only if the gate passed, make it production, in one atomic write.
 
     ``expected_production`` is the production model the candidate was judged against; if
-    production moved since (another run promoted meanwhile), nothing moves.
+    production moved since (another run promoted meanwhile), nothing moves. In a dry run
+    nothing is written at all.
     """
     logger = get_run_logger()
-    registry = LocalRegistry(Path(registry_root))
+    models = open_registry(registry, Path(registry_root))
+    if dry_run:
+        current = models.get("production")
+        result = promotion_outcome(decision, "kept", current.digest if current else None, candidate.digest, True)
+        logger.info("dry run: %s", result.reasons[0])
+        return result
     # Build lineage only: it is the same for every run that makes this digest.
     lineage = {
         "quantized": candidate.digest,
@@ -78,29 +136,28 @@ def promote(
         "dataset_train": snapshot.train_path,
         "training_config": adapter.config_digest,
     }
-    evidence = {"gate": decision.digest, "passed": decision.passed, "metrics": decision.metrics}
-    action, previous = registry.record_release(
+    evidence = {
+        "gate": decision.digest,
+        "policy": decision.policy_digest,
+        "passed": decision.passed,
+        "metrics": decision.metrics,
+        "lineage": decision.lineage.model_dump(),
+        "approval": next((c.detail for c in decision.checks if c.name == "approval"), None),
+    }
+    action, previous = models.record_release(
         candidate.digest, candidate.path, lineage, evidence, decision.passed, expected_production
     )
-    production = candidate.digest if action == "promoted" else previous
-    reasons = decision.reasons if action == "promoted" or not decision.passed else ("already in production",)
-    result = Promotion(
-        action="promoted" if action == "promoted" else "kept",
-        alias="production",
-        model_digest=production,
-        previous_digest=previous,
-        reasons=reasons,
-    )
-    if action == "promoted":
+    result = promotion_outcome(decision, action, previous, candidate.digest)
+    if result.action == "promoted":
         emit_event(
             event=events.MODEL_PROMOTED,
             resource=events.model_resource(candidate.digest),
-            payload={"alias": "production", "previous": previous},
+            payload={"alias": "production", "previous": previous, "decision": decision.digest},
         )
-    logger.info("promotion: %s (production = %s)", result.action, (result.model_digest or "none")[:19])
+    logger.info("promotion: %s (production = %s)", result.action, (result.model_digest or "none")[7:19])
     create_markdown_artifact(
         key="registry",
-        markdown="# Registry\n\n" + describe_state(registry.snapshot()),
+        markdown="# Registry\n\n" + describe_state(models.snapshot()),
         description="Aliases after this run",
     )
     return result

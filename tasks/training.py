@@ -6,19 +6,20 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from lockgate.finetune import LocalAxolotlLauncher, finetune
 from lockgate.records import AdapterArtifact, BaseModelArtifact, DatasetSnapshot
 from lockgate.settings import TrainingSettings
 from lockgate.store import LocalArtifactStore
-from tasks.common import retry_transient
+from tasks.common import StageCache, retry_transient
 
 
 @task(
     name="finetune",
-    cache_policy=INPUTS + TASK_SOURCE,
+    # The trainer executable enters the key by its environment's content (trainer_env), not its path.
+    cache_policy=StageCache(stage="finetune", modules=("lockgate.finetune",), ignore=("axolotl_bin", "artifacts_root")),
     persist_result=True,
+    result_serializer="json",
     retries=2,
     retry_delay_seconds=2,
     retry_condition_fn=retry_transient,
@@ -29,9 +30,13 @@ def finetune_adapter(
     training: TrainingSettings,
     axolotl_bin: str,
     artifacts_root: str,
+    trainer_env: str,
     shuffle_labels: bool = False,
 ) -> AdapterArtifact:
-    """Train a LoRA adapter with Axolotl; a retry after preemption resumes from the last checkpoint."""
+    """Train a LoRA adapter with Axolotl; a retry after preemption resumes from the last checkpoint.
+
+    ``trainer_env`` is the digest of the environment behind ``axolotl_bin`` (for the cache key).
+    """
     logger = get_run_logger()
     logger.info(
         "training %s steps of %s on %s (%d rows)", training.max_steps, training.adapter, base.name, snapshot.n_train

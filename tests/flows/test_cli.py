@@ -59,3 +59,21 @@ def test_bad_argument_is_bad_input_not_a_crash(tmp_path: Path) -> None:
     out = run_cli("--home", str(tmp_path), "release", "--max-steps", "0")
     assert out.returncode == 2
     assert "max_steps" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_gate_explain_prints_the_policy_in_words() -> None:
+    out = run_cli("gate", "explain")
+    assert out.returncode == 0, out.stderr
+    assert "paired-bootstrap interval" in out.stdout and "release.yaml" in out.stdout
+
+
+def test_malformed_settings_from_the_environment_are_one_line_exit_2(tmp_path: Path) -> None:
+    for name, value, field in [
+        ("LOCKGATE_EVALUATION__SLICE_FIELDS", "[a, b", "LOCKGATE_EVALUATION__SLICE_FIELDS"),
+        ("LOCKGATE_DRIFT__THRESHOLD", ".inf", "drift.threshold"),
+        ("LOCKGATE_GATES__POLICY", str(tmp_path / "missing.yaml"), "gates.policy"),
+    ]:
+        out = run_cli("--home", str(tmp_path), "release", env={name: value})
+        assert out.returncode == 2, out.stderr
+        assert field in out.stderr and "Traceback" not in out.stderr + out.stdout
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr

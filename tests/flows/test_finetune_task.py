@@ -6,6 +6,7 @@ import stat
 from pathlib import Path
 
 from lockgate.basemodel import ensure_base_model
+from lockgate.fingerprint import trainer_environment_digest
 from lockgate.prep import snapshot_dataset
 from lockgate.settings import BaseModelSettings, DataSettings, TrainingSettings
 from lockgate.store import LocalArtifactStore
@@ -35,7 +36,13 @@ def test_preempted_training_is_retried_and_resumes(prefect_harness: None, tmp_pa
     trainer.chmod(trainer.stat().st_mode | stat.S_IEXEC)
 
     state = finetune_adapter(
-        snapshot, base, TrainingSettings(max_steps=10), str(trainer), str(store.root), return_state=True
+        snapshot,
+        base,
+        TrainingSettings(max_steps=10),
+        str(trainer),
+        str(store.root),
+        trainer_environment_digest(trainer),
+        return_state=True,
     )
     assert state.is_completed(), state
     adapter = state.result()

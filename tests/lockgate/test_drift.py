@@ -11,6 +11,7 @@ from lockgate.drift import detect_drift
 from lockgate.embeddings import SentenceTransformerEmbedder
 from lockgate.prep import load_jsonl
 from lockgate.settings import DriftSettings
+from lockgate.store import LocalArtifactStore
 from tests.conftest import EXAMPLES
 
 OFF_DOMAIN = [
@@ -49,7 +50,8 @@ def test_no_alarm_on_same_distribution(questions) -> None:  # type: ignore[no-un
 def test_alarm_on_a_real_shift(questions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     reference, current, off = questions
     shifted = np.vstack([current[:30], off[:30]])
-    report = detect_drift(reference, shifted, DriftSettings(), html_path=tmp_path / "d.html")
+    report = detect_drift(reference, shifted, DriftSettings(), store=LocalArtifactStore(tmp_path), dataset_digest="d1")
+    assert report.dataset_digest == "d1" and Path(report.html_path or "").parent.parent == tmp_path / "drift"
     assert report.drifted and report.score > report.threshold
     assert report.html_path and "Drift in embeddings" in Path(report.html_path).read_text()
 

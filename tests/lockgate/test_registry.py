@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import shutil
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from lockgate.errors import LockgateError
-from lockgate.registry import LocalRegistry, StaleChampion
+from lockgate.registry import LocalRegistry, RevokedModel, StaleChampion
 
 
 def test_aliases_history_and_rollback(tmp_path: Path) -> None:
@@ -66,17 +69,87 @@ def test_failed_write_leaves_previous_state(tmp_path: Path, monkeypatch: pytest.
     def boom(*_a: object, **_k: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("lockgate.registry.os.replace", boom)
+    monkeypatch.setattr("lockgate._io.os.replace", boom)
     with pytest.raises(OSError):
         reg.set_alias("production", "sha256:b", "y")
     monkeypatch.undo()
     assert LocalRegistry(tmp_path).get("production").digest == "sha256:a"  # type: ignore[union-attr]
 
 
-def test_corrupt_state_is_a_clear_error(tmp_path: Path) -> None:
+def test_corrupt_state_is_a_clear_error_that_says_how_to_restore(tmp_path: Path) -> None:
+    reg = LocalRegistry(tmp_path)
+    reg.register("sha256:a", "/m/a", {})
+    reg.set_alias("production", "sha256:a", "x")  # the write before this one is kept as state.json.bak
     (tmp_path / "state.json").write_text("{not json")
-    with pytest.raises(LockgateError, match=r"state\.json: registry state is corrupt"):
+    with pytest.raises(LockgateError, match=r"state\.json: registry state is corrupt") as err:
         LocalRegistry(tmp_path).get("production")
+    assert "cp " in str(err.value) and "state.json.bak" in str(err.value)
+    shutil.copy(tmp_path / "state.json.bak", tmp_path / "state.json")
+    assert LocalRegistry(tmp_path).snapshot().versions, "the backup is a valid earlier state"
+
+
+def test_revoked_model_is_refused_inside_the_lock(tmp_path: Path) -> None:
+    reg = LocalRegistry(tmp_path)
+    reg.record_release("sha256:a", "/m/a", {}, {}, True, None)
+    reg.record_release("sha256:b", "/m/b", {}, {}, True, "sha256:a")
+    reg.rollback("production", "bad canary")  # b revoked, a production
+    # A gate that looked before the rollback and passed b must not bring it back.
+    with pytest.raises(RevokedModel, match="bad canary"):
+        reg.record_release("sha256:b", "/m/b", {}, {}, True, "sha256:a")
+    with pytest.raises(RevokedModel):
+        reg.set_alias("production", "sha256:b", "by hand")
+    assert reg.get("production").digest == "sha256:a"  # type: ignore[union-attr]
+
+
+def _churn(root: str, tag: str, rounds: int) -> dict[str, int]:
+    """One process's share of the race: promotions and rollbacks against a shared registry."""
+    reg = LocalRegistry(Path(root))
+    done = {"promoted": 0, "rolled_back": 0}
+    for i in range(rounds):
+        digest = f"sha256:{tag}{i}"
+        current = reg.get("production")
+        try:
+            action, _ = reg.record_release(
+                digest, f"/m/{tag}{i}", {}, {"by": tag}, True, current.digest if current else None
+            )
+            done["promoted"] += action == "promoted"
+        except (StaleChampion, RevokedModel):
+            pass
+        if i % 2:
+            try:
+                reg.rollback("production", f"rollback by {tag}")
+                done["rolled_back"] += 1
+            except LockgateError:
+                pass
+    return done
+
+
+def test_two_processes_promoting_and_rolling_back_keep_the_state_valid(tmp_path: Path) -> None:
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(_churn, [str(tmp_path)] * 2, ["a", "b"], [50, 50]))
+    state = LocalRegistry(tmp_path).snapshot()  # parses: the state is valid
+    promotions = [m for m in state.history if m.alias == "production" and m.kind == "move"]
+    rollbacks = [m for m in state.history if m.alias == "production" and m.kind == "rollback"]
+    assert len(promotions) == sum(r["promoted"] for r in results) > 0
+    assert len(rollbacks) == sum(r["rolled_back"] for r in results) > 0
+    assert len([m for m in state.history if m.alias == "candidate"]) >= 1
+    production = state.aliases.get("production")
+    assert production is None or production not in state.revoked
+    # Replaying the history gives the final aliases: no move was lost or interleaved.
+    replay: dict[str, str | None] = {}
+    for move in state.history:
+        assert replay.get(move.alias) == move.previous, move
+        replay[move.alias] = move.current
+    assert {k: v for k, v in replay.items() if v} == state.aliases
+    # At no point in the history did production move onto a model rolled back before.
+    revoked: set[str] = set()
+    for move in state.history:
+        if move.alias != "production":
+            continue
+        assert move.current not in revoked, f"{move.current} became production after being rolled back"
+        if move.kind == "rollback" and move.previous:
+            revoked.add(move.previous)
+    assert revoked == set(state.revoked)
 
 
 def test_champion_is_production_or_what_the_candidate_replaced(tmp_path: Path) -> None:

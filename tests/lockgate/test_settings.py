@@ -37,9 +37,53 @@ def test_unknown_key_is_an_error(tmp_path: Path) -> None:
         load_settings(profile_file=bad)
 
 
-def test_unknown_gate_metric_is_an_error() -> None:
-    with pytest.raises(ConfigError, match="unknown metrics"):
+def test_gate_rules_live_in_the_policy_file_not_the_settings() -> None:
+    with pytest.raises(ConfigError, match=r"gates\.primary_metric: Extra inputs"):
         load_settings(overrides={"gates": {"primary_metric": "accuracy"}})
+    assert load_settings().policy_path.name == "release.yaml"
+
+
+@pytest.mark.parametrize("value", [".inf", "inf", "-Infinity", "nan", "1e999"])
+def test_infinite_or_nan_thresholds_are_refused_naming_the_field(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("LOCKGATE_DRIFT__THRESHOLD", value)
+    with pytest.raises(ConfigError, match=r"drift\.threshold: Input should be a (finite|valid) number") as err:
+        load_settings()
+    assert "\n" not in str(err.value)
+
+
+def test_infinite_values_in_a_profile_are_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "p.yaml"
+    bad.write_text("quantization:\n  max_loss_increase: .inf\nevaluation:\n  seed: 1\n")
+    with pytest.raises(ConfigError, match=r"quantization\.max_loss_increase: Input should be a finite number"):
+        load_settings(profile_file=bad)
+
+
+def test_leading_zero_is_decimal_never_octal(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LOCKGATE_TRAINING__MAX_STEPS", "0300")
+    assert load_settings().training.max_steps == 300
+    monkeypatch.delenv("LOCKGATE_TRAINING__MAX_STEPS")
+    profile = tmp_path / "p.yaml"
+    profile.write_text("training:\n  max_steps: 0300\n  save_steps: 010\n")
+    loaded = load_settings(profile_file=profile)
+    assert (loaded.training.max_steps, loaded.training.save_steps) == (300, 10)
+
+
+def test_yaml_1_1_surprises_do_not_apply(tmp_path: Path) -> None:
+    profile = tmp_path / "p.yaml"
+    profile.write_text("data:\n  name: no\n")  # YAML 1.1 would make this False
+    assert load_settings(profile_file=profile).data.name == "no"
+
+
+def test_malformed_mapping_in_the_environment_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCKGATE_EVALUATION__SLICE_FIELDS", "[question_type, source_doc")
+    with pytest.raises(ConfigError, match="LOCKGATE_EVALUATION__SLICE_FIELDS: not a valid mapping or list") as err:
+        load_settings()
+    assert "\n" not in str(err.value)
+    monkeypatch.setenv("LOCKGATE_EVALUATION__SLICE_FIELDS", '{"a": 1}')
+    with pytest.raises(ConfigError, match=r"evaluation\.slice_fields"):
+        load_settings()
+    monkeypatch.setenv("LOCKGATE_EVALUATION__SLICE_FIELDS", "[question_type, source_doc]")
+    assert load_settings().evaluation.slice_fields == ["question_type", "source_doc"]
 
 
 def test_env_overrides_profile_and_overrides_win(monkeypatch: pytest.MonkeyPatch) -> None:

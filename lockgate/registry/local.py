@@ -1,24 +1,25 @@
-"""The model registry: versions by digest, aliases that move, and a history to roll back with.
+"""The local registry: versions by digest, aliases that move, and a history to roll back with.
 
-The local registry is one JSON state file under a lock, replaced atomically on every
-change, so a crash leaves either the old or the new state, never a mix. W&B Artifacts
-(aliases) is the production counterpart; it mirrors this state rather than replacing it,
-because aliases cannot be read back offline.
+One JSON state file under a lock, replaced atomically on every change (data and folder
+fsynced, the previous state kept as ``state.json.bak``), so a crash leaves either the old
+or the new state, never a mix. Every rule that must hold across processes (a revoked model
+never becomes production, production moved since the decision) is checked inside the
+same lock as the write it guards.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from lockgate._io import atomic_write_text
+from lockgate.digest import short
 from lockgate.errors import DataError, LockgateError
 
 ALIASES = ("candidate", "canary", "production")
@@ -60,32 +61,8 @@ class StaleChampion(LockgateError):
     """Production moved between evaluation and promotion: the decision is about a stale champion."""
 
 
-class ModelRegistry(Protocol):
-    """What the promote stage needs from a registry."""
-
-    def register(self, digest: str, path: str, lineage: dict[str, Any]) -> ModelVersion: ...
-
-    def get(self, alias: str) -> ModelVersion | None: ...
-
-    def set_alias(self, alias: str, digest: str, reason: str) -> AliasMove: ...
-
-    def rollback(self, alias: str, reason: str) -> AliasMove: ...
-
-    def record_release(
-        self,
-        digest: str,
-        path: str,
-        lineage: dict[str, Any],
-        evidence: dict[str, Any],
-        promote: bool,
-        expected_production: str | None,
-    ) -> tuple[str, str | None]: ...
-
-    def champion_for(self, candidate: str) -> ModelVersion | None: ...
-
-    def revoked_reason(self, digest: str) -> str | None: ...
-
-    def history(self) -> list[AliasMove]: ...
+class RevokedModel(LockgateError):
+    """The model was rolled back out of production; it may not become production again by itself."""
 
 
 def _now() -> str:
@@ -118,15 +95,17 @@ class LocalRegistry:
         try:
             return RegistryState.model_validate_json(self._state_path.read_text(encoding="utf-8"))
         except ValueError as exc:
-            raise DataError(f"{self._state_path}: registry state is corrupt: {exc}") from None
+            first = " ".join(str(exc).split())[:200]
+            backup = self._state_path.with_name("state.json.bak")
+            how = (
+                f"restore the previous state with `cp {backup} {self._state_path}`"
+                if backup.exists()
+                else f"no backup exists; move {self._state_path} aside to start an empty registry"
+            )
+            raise DataError(f"{self._state_path}: registry state is corrupt ({first}); {how}") from None
 
     def _write(self, state: RegistryState) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".state-", dir=self.root)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(state.model_dump_json(indent=2))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._state_path)
+        atomic_write_text(self._state_path, state.model_dump_json(indent=2), backup=True)
 
     def snapshot(self) -> RegistryState:
         """The whole state as it is now."""
@@ -152,6 +131,9 @@ class LocalRegistry:
         with self._locked() as state:
             if digest not in state.versions:
                 raise LockgateError(f"cannot point {alias!r} at unregistered model {digest}")
+            if alias == "production" and digest in state.revoked:
+                why = state.revoked[digest]
+                raise RevokedModel(f"{short(digest)} was rolled back ({why}); it cannot be production")
             previous = state.aliases.get(alias)
             self._move(state, alias, digest, reason, {})
             return AliasMove(at=_now(), alias=alias, previous=previous, current=digest, reason=reason)
@@ -170,6 +152,11 @@ class LocalRegistry:
             )
             if arrival is None:
                 raise LockgateError(f"alias {alias!r} has no history to roll back")
+            if alias == "production" and arrival.previous in state.revoked:
+                raise RevokedModel(
+                    f"rolling production back would restore {short(arrival.previous or '')}, which was itself "
+                    f"rolled back ({state.revoked[arrival.previous or '']}); point it at a good version instead"
+                )
             move = AliasMove(
                 at=_now(), alias=alias, previous=current, current=arrival.previous, reason=reason, kind="rollback"
             )
@@ -207,6 +194,7 @@ class LocalRegistry:
 
         Raises:
             StaleChampion: production is no longer ``expected_production``.
+            RevokedModel: the candidate was rolled back, possibly after the gate looked.
         """
         with self._locked() as state:
             if digest not in state.versions:
@@ -215,6 +203,8 @@ class LocalRegistry:
             self._move(state, "candidate", digest, "built", evidence)
             if not promote or current == digest:
                 return "kept", current
+            if digest in state.revoked:
+                raise RevokedModel(f"{short(digest)} was rolled back ({state.revoked[digest]}); not promoting it")
             if current != expected_production:
                 raise StaleChampion(
                     f"production is {current} but the candidate was judged against {expected_production}; re-run"
@@ -264,5 +254,5 @@ def describe_state(state: RegistryState) -> str:
     for alias in ALIASES:
         digest = state.aliases.get(alias)
         version = state.versions.get(digest) if digest else None
-        lines.append(f"| {alias} | `{digest[:19] if digest else '-'}` | {version.path if version else '-'} |")
+        lines.append(f"| {alias} | `{short(digest) if digest else '-'}` | {version.path if version else '-'} |")
     return "\n".join(lines)
