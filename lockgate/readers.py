@@ -120,7 +120,10 @@ def read_source(source: str, encoding: str = "utf-8", max_record_lines: int = 20
 
 def _lines(fh: IO[bytes]) -> Iterator[tuple[int, bytes]]:
     for lineno, line in enumerate(fh, start=1):
-        if lineno == 1 and line.startswith(BOM):
+        # A BOM opens the file, or a file concatenated into it: never part of a record.
+        if line == BOM:  # a file holding only its BOM holds no record
+            return
+        if line.startswith(BOM):
             line = line[len(BOM) :]
         yield lineno, line.rstrip(b"\r\n")
 
