@@ -45,12 +45,27 @@ def normalise(text: str) -> str:
     return " ".join(_WORD.findall(text.casefold()))
 
 
-def shingles(text: str) -> list[bytes]:
-    """Overlapping character n-grams of the normalised text."""
-    norm = normalise(text)
-    if len(norm) <= SHINGLE:
-        return [norm.encode()]
-    return [norm[i : i + SHINGLE].encode() for i in range(len(norm) - SHINGLE + 1)]
+def shingles(text: str) -> list[int]:
+    """Overlapping character n-grams of the normalised text, each as a 32-bit hash.
+
+    Computed for the whole text at once with numpy: hashing shingle by shingle in Python is
+    most of the cost of prep at scale.
+    """
+    codes = np.frombuffer(normalise(text).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    if len(codes) < SHINGLE:
+        codes = np.concatenate([codes, np.zeros(SHINGLE - len(codes), dtype=np.uint64)])
+    # Code points are below 2**21, so three of them pack into one 63-bit integer exactly.
+    n = len(codes) - SHINGLE + 1
+    packed = np.zeros(n, dtype=np.uint64)
+    for i in range(SHINGLE):
+        packed = (packed << np.uint64(21)) | codes[i : n + i]
+    with np.errstate(over="ignore"):
+        mixed = (packed * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)
+    return [int(v) for v in np.unique(mixed).tolist()]
+
+
+def _same(value: int) -> int:
+    return value
 
 
 def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
@@ -80,7 +95,12 @@ class Signer:
         self.num_perm = num_perm
 
     def sign(self, text: str) -> np.ndarray[Any, np.dtype[np.uint64]]:
-        mh = MinHash(num_perm=self.num_perm, permutations=self._template.permutations, scheme=self._template.scheme)
+        mh = MinHash(
+            num_perm=self.num_perm,
+            permutations=self._template.permutations,
+            scheme=self._template.scheme,
+            hashfunc=_same,
+        )
         mh.update_batch(shingles(text))
         return np.asarray(mh.hashvalues, dtype=np.uint64)
 
@@ -93,7 +113,7 @@ def similarity(a: bytes, b: bytes) -> float:
 
 @dataclass(frozen=True)
 class SetAside:
-    """A row removed by dedupe or leakage, and the row it duplicates."""
+    """A row removed by dedupe or leakage, and the row it duplicates; ``raw`` is the cleaned, redacted row."""
 
     source: str
     line: int
@@ -112,7 +132,7 @@ class DedupeIndex:
             PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA temp_store=FILE;
             PRAGMA cache_size=-16000;
             CREATE TABLE rows (id INTEGER PRIMARY KEY, digest TEXT, norm TEXT, split TEXT, source TEXT,
-                               line INT, raw TEXT, body TEXT, nums TEXT, sig BLOB, qsig BLOB, asig BLOB,
+                               line INT, body TEXT, nums TEXT, sig BLOB, qsig BLOB, asig BLOB,
                                outcome TEXT DEFAULT 'kept', reason TEXT);
             CREATE TABLE bands (kind INT, band INT, h INT, id INT);
             """
@@ -134,10 +154,8 @@ class DedupeIndex:
             mixed = (sig[: b * r] * self._mult[: b * r]).reshape(b, r).sum(axis=1, dtype=np.uint64)
         return [int(v) for v in mixed.view(np.int64)]
 
-    def add(
-        self, row: dict[str, Any], split: str, source: str, line: int, raw: str, texts: tuple[str, str, str]
-    ) -> None:
-        """Store one valid row and the signatures of its (full, question, answer) texts."""
+    def add(self, row: dict[str, Any], split: str, source: str, line: int, texts: tuple[str, str, str]) -> None:
+        """Store one valid (cleaned, redacted) row and the signatures of its (full, question, answer) texts."""
         full, question, answer = texts
         body = json.dumps(row, ensure_ascii=False, sort_keys=True)
         digest = hashlib.sha256(body.encode()).hexdigest()
@@ -149,7 +167,7 @@ class DedupeIndex:
         self._next_id += 1
         rid = self._next_id
         self._pending_rows.append(
-            (rid, digest, norm, split, source, line, raw, body, nums, sig.tobytes(), qsig.tobytes(), asig.tobytes())
+            (rid, digest, norm, split, source, line, body, nums, sig.tobytes(), qsig.tobytes(), asig.tobytes())
         )
         for i, h in enumerate(self._band_hashes(sig, self.full_bands)):
             self._pending_bands.append((FULL, i, h, rid))
@@ -160,8 +178,8 @@ class DedupeIndex:
 
     def _flush(self) -> None:
         self.db.executemany(
-            "INSERT INTO rows (id, digest, norm, split, source, line, raw, body, nums, sig, qsig, asig) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO rows (id, digest, norm, split, source, line, body, nums, sig, qsig, asig) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             self._pending_rows,
         )
         self.db.executemany("INSERT INTO bands VALUES (?,?,?,?)", self._pending_bands)
@@ -234,7 +252,9 @@ class DedupeIndex:
 
     def set_aside(self) -> Iterator[SetAside]:
         """Rows removed as duplicates, near-duplicates or leaks, in input order."""
-        cur = self.db.execute("SELECT source, line, outcome, reason, raw FROM rows WHERE outcome != 'kept' ORDER BY id")
+        cur = self.db.execute(
+            "SELECT source, line, outcome, reason, body FROM rows WHERE outcome != 'kept' ORDER BY id"
+        )
         for source, line, outcome, reason, raw in cur:
             yield SetAside(source, line, outcome, reason, raw)
 

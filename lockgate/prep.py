@@ -186,7 +186,8 @@ def prepare(sources: Iterable[str | Path], settings: DataSettings, work: Path) -
                     if record.blank:
                         result.counts["blank"] += 1
                         continue
-                    raw = redact_text(record.raw, rules)
+                    # Only set-aside records keep their text (redacted); kept rows are stored cleaned.
+                    raw = _Redacted(record.raw, rules)
                     if record.error is not None or record.value is None:
                         set_aside(_q(record, raw, None, record.error or "unreadable"))
                         continue
@@ -212,7 +213,6 @@ def prepare(sources: Iterable[str | Path], settings: DataSettings, work: Path) -
                         split_of(row, settings.eval_fraction),
                         record.source,
                         record.line,
-                        raw,
                         (dedupe_text(row), question_text(row), row["output"]),
                     )
             if len(seen_shapes) > 1:
@@ -260,8 +260,20 @@ def _guarded(source: str, settings: DataSettings) -> Iterator[RawRecord]:
         yield record
 
 
-def _q(record: RawRecord, raw: str, fld: str | None, reason: str, outcome: str = "quarantined") -> QuarantinedRow:
-    return QuarantinedRow(source=record.source, line=record.line, field=fld, reason=reason, raw=raw, outcome=outcome)
+class _Redacted:
+    """A record's text, redacted only if it is needed (most records are kept, not copied)."""
+
+    def __init__(self, text: str, rules: PiiRules) -> None:
+        self.text, self.rules = text, rules
+
+    def __str__(self) -> str:
+        return redact_text(self.text, self.rules)
+
+
+def _q(record: RawRecord, raw: _Redacted, fld: str | None, reason: str, outcome: str = "quarantined") -> QuarantinedRow:
+    return QuarantinedRow(
+        source=record.source, line=record.line, field=fld, reason=reason, raw=str(raw), outcome=outcome
+    )
 
 
 def _reason_class(q: QuarantinedRow) -> str:
