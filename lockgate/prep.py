@@ -194,16 +194,16 @@ def prepare(sources: Iterable[str | Path], settings: DataSettings, work: Path) -
                     try:
                         shape = shapes.of(record)
                         row = parse_row(record.value, shape, settings.min_chars, settings.max_chars)
+                        row, found, drop = _scrub_row(row, rules)
                     except RowError as err:
                         set_aside(_q(record, raw, err.field, err.reason))
                         continue
                     except DataError:
                         raise
-                    except Exception as exc:
+                    except Exception as exc:  # one odd row must never stop the stage
                         set_aside(_q(record, raw, None, f"could not validate: {type(exc).__name__}: {exc}"[:300]))
                         continue
                     seen_shapes.setdefault(shape, f"{record.source}:{record.line}")
-                    row, found, drop = _scrub_row(row, rules)
                     result.pii_found.update(found)
                     if drop:
                         set_aside(_q(record, raw, None, f"contains {', '.join(drop)} (policy: drop)", "filtered"))

@@ -89,7 +89,8 @@ def test_eval_question_copied_into_train_with_one_word_changed_is_removed(tmp_pa
     base = [
         json.dumps(
             {
-                "instruction": f"Which maintenance window does the warehouse in district {i} use for cleaning its conveyor belts?",
+                "instruction": f"Which maintenance window does the warehouse in district {i} use for cleaning "
+                "its conveyor belts?",
                 "output": f"District {i} services its conveyor belts every {i % 6 + 2} weeks on a Sunday night.",
             }
         )
@@ -300,3 +301,20 @@ def test_other_quarantined_rows_get_their_own_card_with_the_same_digest(
     assert first.path != second.path
     assert "expected a string" in Path(second.quarantine_path).read_text()
     assert "invalid JSON" in Path(first.quarantine_path).read_text()
+
+
+def test_a_surprise_while_handling_one_row_costs_that_row_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lockgate.prep as prep_module
+
+    real = prep_module._scrub_row
+
+    def flaky(row, rules):  # type: ignore[no-untyped-def]
+        if "boom" in row["instruction"]:
+            raise RuntimeError("detector crashed")
+        return real(row, rules)
+
+    monkeypatch.setattr(prep_module, "_scrub_row", flaky)
+    src = write_jsonl(tmp_path / "qa.jsonl", [*facts(10), row("Does boom work?", "It crashes.")])
+    result = run(tmp_path, [src])
+    assert result.counts["train"] + result.counts["eval"] == 10 and result.counts["quarantined"] == 1
+    assert "could not validate: RuntimeError: detector crashed" in result.quarantine_path.read_text()
