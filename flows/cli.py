@@ -81,6 +81,7 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from flows.params import StageParams
+    from lockgate.digest import short
     from lockgate.registry import describe_state, open_registry
 
     settings = StageParams(profile=args.profile, home=args.home).settings()
@@ -91,7 +92,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(describe_state(state))
     print("\nhistory (newest last):")
     for move in state.history[-10:]:
-        print(f"  {move.at} {move.alias}: {(move.previous or '-')[:19]} -> {(move.current or '-')[:19]}  {move.reason}")
+        print(f"  {move.at} {move.alias}: {short(move.previous or '-')} -> {short(move.current or '-')}  {move.reason}")
     return 0
 
 
@@ -108,7 +109,13 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _emit_rollback(home: Path, alias: str, previous: str | None, current: str | None, reason: str) -> None:
-    """``lockgate.model.rolled_back``, so automations (and the serving layer) hear of it."""
+    """``lockgate.model.rolled_back``, so automations (and the serving layer) hear of it.
+
+    Sent to the Prefect server ``PREFECT_API_URL`` names; without one there is nobody to hear
+    it, and starting a temporary server for it would cost seconds, so it is not sent.
+    """
+    if not os.environ.get("PREFECT_API_URL"):
+        return
     _prefect_defaults(home)
     from prefect.events import emit_event
 
@@ -207,7 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print the whole registry state as JSON")
     st.set_defaults(func=cmd_status)
 
-    rb = sub.add_parser("rollback", help="point an alias back where it was before its last move")
+    rb = sub.add_parser(
+        "rollback",
+        help="point an alias back where it was before its last move",
+        description="Step an alias back; rolling production back revokes the version it leaves (the gate will "
+        "not promote it again). With PREFECT_API_URL set, emits lockgate.model.rolled_back to that server.",
+    )
     rb.add_argument("--alias", default="production", choices=["candidate", "canary", "production"])
     rb.add_argument("--reason", default="manual rollback", help="recorded in the history")
     rb.set_defaults(func=cmd_rollback)

@@ -69,7 +69,7 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
             str(corpus_dir), settings.embeddings, settings.vector_store, settings.vector_uri, artifacts_root
         )
     with stages.timed("evaluate"):
-        champion = find_champion(settings.registry, settings.registry_dir, base, quantized.digest)
+        champion = find_champion(settings.registry, settings.registry_dir, base, quantized.digest, artifacts_root)
         evaluation = stages.run_cached(
             "evaluate",
             evaluate_candidate,
@@ -86,7 +86,7 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
             GROUNDED_QA.version,
         )
     with stages.timed("drift"):
-        reference, current = drift_inputs(settings.registry, settings.registry_dir, snapshot)
+        reference, current = drift_inputs(settings.registry, settings.registry_dir, snapshot, artifacts_root)
         drift = stages.run_cached(
             "drift",
             check_drift,

@@ -88,7 +88,10 @@ def app_environment_digest() -> str:
 
 
 def lock_digest(project_root: Path) -> str:
-    """Digest of the lock files under ``requirements/`` (by name and content)."""
+    """Digest of the lock files under ``requirements/`` (by name and content).
+
+    An installed copy of the library has none; the installed distributions then stand alone.
+    """
     locks = sorted((project_root / "requirements").glob("*.lock"))
     return digest_json([[p.name, digest_file(p)] for p in locks])
 
@@ -163,6 +166,7 @@ def stage_cache_key(stage: str, modules: tuple[str, ...], inputs: Mapping[str, A
         "stage": stage,
         "source": source_digest(*modules),
         "environment": app_environment_digest(),
+        "locks": lock_digest(LIBRARY_ROOT.parent),
         "inputs": {k: canonical(v) for k, v in sorted(inputs.items()) if k not in skip},
     }
     return digest_json(payload)

@@ -16,7 +16,7 @@ from prefect.context import TaskRunContext
 
 from lockgate.embeddings import Embedder, SentenceTransformerEmbedder, resolve_model_path
 from lockgate.errors import TransientError
-from lockgate.fingerprint import lock_digest, stage_cache_key, trainer_environment_digest, weights_digest
+from lockgate.fingerprint import stage_cache_key, trainer_environment_digest, weights_digest
 from lockgate.records import Record
 from lockgate.settings import LockgateSettings
 from lockgate.store import LocalArtifactStore
@@ -45,16 +45,14 @@ class Fingerprints:
 
     trainer_env: str
     embedder_weights: str
-    locks: str
 
 
 @task(name="fingerprints")
 def fingerprints(settings: LockgateSettings) -> Fingerprints:
-    """Digest the trainer environment, the embedder's weights and the lock files (for cache keys)."""
+    """Digest the trainer environment and the embedder's weights (for cache keys)."""
     return Fingerprints(
         trainer_env=trainer_environment_digest(settings.resolve(settings.training.axolotl_bin)),
         embedder_weights=weights_digest(resolve_model_path(settings.embeddings.model)),
-        locks=lock_digest(settings.resolve(".")),
     )
 
 

@@ -19,10 +19,12 @@ from tasks.common import StageCache, embedder_for
 
 @task(name="drift-inputs")
 def drift_inputs(
-    registry: RegistrySettings, registry_root: str, snapshot: DatasetSnapshot
+    registry: RegistrySettings, registry_root: str, snapshot: DatasetSnapshot, artifacts_root: str
 ) -> tuple[list[str], list[str]]:
     """Reference texts (production's training questions) and current texts (the eval questions)."""
     reference = drift_reference(open_registry(registry, Path(registry_root)))
+    if reference is not None:  # recorded under another store root if the state folder moved
+        reference = LocalArtifactStore(Path(artifacts_root)).locate(reference)
     return drift_questions(reference, snapshot.train_path, snapshot.eval_path)
 
 

@@ -22,10 +22,14 @@ from tasks.common import StageCache, embedder_for
 
 @task(name="find-champion")
 def find_champion(
-    registry: RegistrySettings, registry_root: str, base: BaseModelArtifact, candidate_digest: str
+    registry: RegistrySettings, registry_root: str, base: BaseModelArtifact, candidate_digest: str, artifacts_root: str
 ) -> ModelUnderTest:
     """The model to beat: production (or what it replaced, if the candidate is production), else the base."""
     production = open_registry(registry, Path(registry_root)).champion_for(candidate_digest)
+    if production is not None:  # registered under another store root if the state folder moved
+        production = production.model_copy(
+            update={"path": LocalArtifactStore(Path(artifacts_root)).locate(production.path)}
+        )
     return choose_champion(production, base)
 
 

@@ -12,6 +12,7 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from lockgate import events
+from lockgate.digest import short
 from lockgate.gates import Approval, decide, promotion_outcome, with_approval
 from lockgate.policy import GatePolicy
 from lockgate.records import (
@@ -55,7 +56,7 @@ def publish_decision(decision: GateDecision) -> None:
     create_table_artifact(
         key="gate-decision",
         table=[{"check": c.name, "passed": c.passed, "detail": c.detail} for c in decision.checks],
-        description=f"Gate {'PASSED' if decision.passed else 'REJECTED'} (policy {decision.policy_digest[7:19]})",
+        description=f"Gate {'PASSED' if decision.passed else 'REJECTED'} (policy {short(decision.policy_digest)})",
     )
 
 
@@ -154,7 +155,7 @@ def promote(
             resource=events.model_resource(candidate.digest),
             payload={"alias": "production", "previous": previous, "decision": decision.digest},
         )
-    logger.info("promotion: %s (production = %s)", result.action, (result.model_digest or "none")[7:19])
+    logger.info("promotion: %s (production = %s)", result.action, short(result.model_digest or "none"))
     create_markdown_artifact(
         key="registry",
         markdown="# Registry\n\n" + describe_state(models.snapshot()),

@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from lockgate.digest import short
 from lockgate.finetune import LocalAxolotlLauncher, finetune
 from lockgate.records import AdapterArtifact, BaseModelArtifact, DatasetSnapshot
 from lockgate.settings import TrainingSettings
@@ -49,7 +50,7 @@ def finetune_adapter(
         LocalAxolotlLauncher(Path(axolotl_bin)),
         shuffle_labels=shuffle_labels,
     )
-    logger.info("adapter %s: %d steps, final train loss %s", adapter.digest[:19], adapter.steps, adapter.train_loss)
+    logger.info("adapter %s: %d steps, final train loss %s", short(adapter.digest), adapter.steps, adapter.train_loss)
     create_markdown_artifact(
         key="adapter",
         markdown="\n".join(

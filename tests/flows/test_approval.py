@@ -18,56 +18,17 @@ from prefect.flow_runs import resume_flow_run
 from lockgate.calibration import simulated_report
 from lockgate.gates import decide
 from lockgate.policy import GatePolicy
-from lockgate.records import AdapterArtifact, DatasetSnapshot, QuantizedModel, ReleaseLineage
+from lockgate.records import ReleaseLineage
 from lockgate.registry import LocalRegistry
 from lockgate.settings import RegistrySettings
 from tasks.release import await_approval, promote
+from tests.factories import adapter_artifact, dataset_snapshot, quantized_model
 
 pytestmark = pytest.mark.slow
 
 LINEAGE = ReleaseLineage(
     candidate="sha256:cand", champion="sim:champion", dataset="sha256:data", index="sim:index", prompt_version="sim"
 )
-
-
-def records() -> tuple[QuantizedModel, AdapterArtifact, DatasetSnapshot]:
-    qm = QuantizedModel(
-        digest="sha256:cand",
-        path="/m/cand",
-        merged_path="/m/merged",
-        method="gptq",
-        scheme="W4A16",
-        adapter_digest="sha256:ad",
-        size_bytes=1,
-        merged_size_bytes=2,
-    )
-    adapter = AdapterArtifact(
-        digest="sha256:ad",
-        path="/a",
-        base_model="b",
-        base_digest="sha256:b",
-        dataset_digest="sha256:data",
-        config_digest="sha256:cfg",
-        steps=1,
-        train_loss=None,
-        eval_loss=None,
-    )
-    snap = DatasetSnapshot(
-        digest="sha256:data",
-        name="d",
-        path="/d",
-        train_path="/d/train.jsonl",
-        eval_path="/d/eval.jsonl",
-        quarantine_path="/d/q",
-        card_path="/d/c",
-        n_train=1,
-        n_eval=1,
-        n_quarantined=0,
-        n_duplicates=0,
-        n_redacted=0,
-        source_digests={},
-    )
-    return qm, adapter, snap
 
 
 @flow(name="approval-under-test")
@@ -85,8 +46,9 @@ def gated_promotion(registry_root: str, timeout_s: int) -> str:
     decision = decide(report, None, None, policy, LINEAGE)
     assert decision.passed, decision.reasons
     decision = await_approval(decision, timeout_s)
-    qm, adapter, snap = records()
-    return promote(decision, qm, adapter, snap, None, RegistrySettings(), registry_root).action
+    return promote(
+        decision, quantized_model(), adapter_artifact(), dataset_snapshot(), None, RegistrySettings(), registry_root
+    ).action
 
 
 def run_in_background(registry_root: Path, timeout_s: int) -> tuple[threading.Thread, dict[str, Any]]:

@@ -130,3 +130,30 @@ def test_data_change_event_starts_the_release_deployment(server: tuple[str, dict
         assert LocalRegistry(tmp_path / "home" / "registry").get("production") is not None
     finally:
         stop(worker)
+
+
+def test_cli_rollback_emits_rolled_back_event(server: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    url, env = server
+    registry = LocalRegistry(tmp_path / "home" / "registry")
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    registry.record_release(a, "/m/a", {}, {}, True, None)
+    registry.record_release(b, "/m/b", {}, {}, True, a)
+    out = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "-m", "flows", "rollback", "--reason", "canary errors"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert registry.get("production").digest == a  # type: ignore[union-attr]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = api(url, "/events/filter", {"filter": {"event": {"name": ["lockgate.model.rolled_back"]}}})["events"]
+        if found:
+            break
+        time.sleep(1)
+    assert found, "no lockgate.model.rolled_back event reached the server"
+    payload = found[0]["payload"]
+    assert (payload["previous"], payload["current"], payload["reason"]) == (b, a, "canary errors")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,9 @@ import pytest
 from flows.params import ReleaseParams
 from flows.pipeline import release
 from lockgate.errors import GateRejected
+from lockgate.policy import load_policy
 from lockgate.registry import LocalRegistry
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -81,6 +84,41 @@ def test_rerun_with_unchanged_inputs_is_served_from_cache(first_run, home: Path)
     assert sorted((home / "artifacts" / "adapters").iterdir()) == adapters_before
 
 
+def test_decision_names_its_policy_lineage_and_paired_gain(first_run, home: Path) -> None:  # type: ignore[no-untyped-def]
+    assert first_run.policy == load_policy(ROOT / "policies" / "release.yaml").digest
+    assert first_run.paired["rouge_l"].startswith("+") and "n=" in first_run.paired["rouge_l"]
+    assert any(c.startswith("pass superiority:rouge_l") for c in first_run.checks)
+    assert any(c.startswith("pass slice:question_type=") for c in first_run.checks), "slices were judged"
+    promoted = [m for m in LocalRegistry(home / "registry").history() if m.alias == "production"][-1]
+    lineage = promoted.evidence["lineage"]
+    assert lineage["candidate"] == first_run.candidate and lineage["dataset"] == first_run.dataset
+    assert promoted.evidence["policy"] == first_run.policy
+
+
+def test_dry_run_decides_and_moves_nothing(first_run, home: Path) -> None:  # type: ignore[no-untyped-def]
+    state = (home / "registry" / "state.json").read_text()
+    dry = release(ReleaseParams(home=str(home), decision_mode="dry_run"))
+    assert dry.action == "dry_run" and dry.passed and "dry run" in dry.reasons[0]
+    assert (home / "registry" / "state.json").read_text() == state
+
+
+def test_a_moved_checkout_reruns_nothing(
+    first_run, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    checkout = tmp_path / "elsewhere" / "lockgate"
+    for name in ("examples", "profiles", "policies", "requirements"):
+        shutil.copytree(ROOT / name, checkout / name)
+    (checkout / ".venv-trainer").symlink_to((ROOT / ".venv-trainer").resolve())
+    moved = tmp_path / "elsewhere" / "state"
+    shutil.copytree(home, moved, ignore=shutil.ignore_patterns("index"))  # the index is rebuilt, to the same digest
+    monkeypatch.setenv("LOCKGATE_PROJECT_ROOT", str(checkout))
+    again = release(ReleaseParams(home=str(moved)))
+    assert {"finetune", "quantize", "evaluate", "drift"} <= set(again.cached)
+    assert again.candidate == first_run.candidate and again.action == "kept"
+    assert again.outputs["quantized"].startswith(str(moved)), "cached records point into the moved store"
+    assert Path(again.outputs["eval_rows"]).is_file()
+
+
 def test_sabotaged_candidate_is_rejected_and_production_untouched(first_run, home: Path) -> None:  # type: ignore[no-untyped-def]
     registry = LocalRegistry(home / "registry")
     before = registry.snapshot().aliases["production"]
@@ -89,6 +127,7 @@ def test_sabotaged_candidate_is_rejected_and_production_untouched(first_run, hom
     sabotaged = rejected.value.details
     assert not sabotaged.passed and sabotaged.action == "kept"
     assert any("rouge_l" in r for r in sabotaged.reasons)
+    assert any(r.startswith("rouge_l paired gain") for r in sabotaged.reasons), sabotaged.reasons
     assert registry.snapshot().aliases["production"] == before == first_run.candidate
     assert registry.snapshot().aliases["candidate"] == sabotaged.candidate != before
 

@@ -10,27 +10,10 @@ import pytest
 
 from lockgate import fingerprint
 from lockgate.fingerprint import canonical, trainer_environment_digest, weights_digest
-from lockgate.records import BaseModelArtifact, DatasetSnapshot
+from lockgate.records import BaseModelArtifact
 from lockgate.settings import load_settings
 from tests.conftest import ROOT
-
-
-def snapshot(root: str) -> DatasetSnapshot:
-    return DatasetSnapshot(
-        digest="sha256:data",
-        name="d",
-        path=f"{root}/datasets/x",
-        train_path=f"{root}/datasets/x/train.jsonl",
-        eval_path=f"{root}/datasets/x/eval.jsonl",
-        quarantine_path=f"{root}/q",
-        card_path=f"{root}/c",
-        n_train=1,
-        n_eval=1,
-        n_quarantined=0,
-        n_duplicates=0,
-        n_redacted=0,
-        source_digests={},
-    )
+from tests.factories import dataset_snapshot
 
 
 def stage_keys(root: str, trainer_env: str = "sha256:t", weights: str = "sha256:w") -> dict[str, str]:
@@ -47,7 +30,7 @@ def stage_keys(root: str, trainer_env: str = "sha256:t", weights: str = "sha256:
         "finetune": (
             finetune_adapter,
             {
-                "snapshot": snapshot(root),
+                "snapshot": dataset_snapshot(root),
                 "base": base,
                 "training": s.training,
                 "axolotl_bin": f"{root}/.venv-trainer/bin/axolotl",
@@ -58,13 +41,13 @@ def stage_keys(root: str, trainer_env: str = "sha256:t", weights: str = "sha256:
         ),
         "quantize": (
             quantize_model,
-            {"base": base, "snapshot": snapshot(root), "quantization": s.quantization, "artifacts_root": root},
+            {"base": base, "snapshot": dataset_snapshot(root), "quantization": s.quantization, "artifacts_root": root},
         ),
         "evaluate": (
             evaluate_candidate,
             {
                 "champion": ModelUnderTest(label="champion", digest="sha256:champ", path=f"{root}/m"),
-                "snapshot": snapshot(root),
+                "snapshot": dataset_snapshot(root),
                 "index": None,
                 "index_digest": "sha256:index",
                 "evaluation": s.evaluation,
@@ -126,6 +109,14 @@ def test_editing_one_module_reruns_only_its_stage(library_copy: Path) -> None:
     assert changed(before, stage_keys("/x")) == {"drift"}
 
 
+def test_a_changed_lock_file_reruns_every_stage(library_copy: Path) -> None:
+    shutil.copytree(ROOT / "requirements", library_copy.parent / "requirements")
+    before = stage_keys("/x")
+    lock = library_copy.parent / "requirements" / "app.lock"
+    lock.write_text(lock.read_text() + "newpackage==1.0\n")
+    assert changed(before, stage_keys("/x")) == set(before)
+
+
 def test_swapping_embedder_weights_under_the_same_name_reruns_evaluate_and_drift(tmp_path: Path) -> None:
     model = tmp_path / "minilm"
     model.mkdir()
@@ -158,7 +149,7 @@ def test_a_rebuilt_trainer_environment_behind_the_same_path_reruns_finetune(tmp_
 def test_no_absolute_path_can_enter_a_key() -> None:
     with pytest.raises(ValueError, match="absolute path"):
         canonical({"where": "/home/me/data"})
-    assert canonical(snapshot("/anywhere")) == {"record": "DatasetSnapshot", "digest": "sha256:data"}
+    assert canonical(dataset_snapshot("/anywhere")) == {"record": "DatasetSnapshot", "digest": "sha256:data"}
 
 
 def test_task_results_are_stored_as_json_not_pickle() -> None:
