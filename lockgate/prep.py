@@ -22,13 +22,13 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from lockgate.dedupe import DedupeIndex
 from lockgate.digest import digest_file, digest_json
 from lockgate.errors import DataError
 from lockgate.pii import KINDS, PiiRules, redact_text, scrub
-from lockgate.readers import RawRecord, read_source, source_digest
+from lockgate.readers import RawRecord, is_url, read_source, source_digest
 from lockgate.records import DatasetSnapshot, QuarantinedRow
 from lockgate.rows import SHAPES, RowError, Shape, clean_text, dedupe_text, parse_row, question_text, telling_shape
 from lockgate.settings import DataSettings
@@ -37,6 +37,7 @@ from lockgate.store import LocalArtifactStore
 __all__ = ["clean_text", "describe", "load_jsonl", "pii_rules", "prepare", "snapshot_dataset", "split_of"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 OUTCOMES = ("train", "eval", "blank", "quarantined", "filtered", "duplicate", "near_duplicate", "leaked")
 CARD_ROWS = 50  # rows listed by name on the card; the quarantine file has them all
@@ -118,18 +119,30 @@ def _scrub_row(row: dict[str, Any], rules: PiiRules) -> tuple[dict[str, Any], Co
     return out, found, drop
 
 
+def for_source(options: dict[str, T], source: str) -> T | None:
+    """The option set for one source, keyed as written in ``data.sources`` (sources arrive
+    resolved against the project root, so a relative key matches the end of the path)."""
+    if source in options:
+        return options[source]
+    for key, value in options.items():
+        if not is_url(key) and source.endswith("/" + key.removeprefix("./")):
+            return value
+    return None
+
+
 class _Shapes:
     """The record shape of each file, detected from its keys or set in the settings."""
 
-    def __init__(self, setting: str) -> None:
-        self.setting = setting
+    def __init__(self, settings: DataSettings) -> None:
+        self.settings = settings
         self.by_source: dict[str, tuple[Shape, str]] = {}
 
     def of(self, record: RawRecord) -> Shape:
         assert record.value is not None
         told = telling_shape(record.value)
-        if self.setting != "auto":
-            return self.setting  # type: ignore[return-value]
+        chosen = for_source(self.settings.source_shapes, record.source) or self.settings.shape
+        if chosen != "auto":
+            return chosen  # type: ignore[return-value]
         known = self.by_source.get(record.source)
         if told is None:
             return known[0] if known else "qa"
@@ -152,7 +165,7 @@ def prepare(sources: Iterable[str | Path], settings: DataSettings, work: Path) -
             of different shapes.
     """
     rules = pii_rules(settings)
-    shapes = _Shapes(settings.shape)
+    shapes = _Shapes(settings)
     work.mkdir(parents=True, exist_ok=True)
     result = PrepResult(
         shape="qa" if settings.shape == "auto" else settings.shape,  # type: ignore[arg-type]
@@ -243,7 +256,8 @@ def prepare(sources: Iterable[str | Path], settings: DataSettings, work: Path) -
 
 def _guarded(source: str, settings: DataSettings) -> Iterator[RawRecord]:
     """The reader's records, with any surprise inside the reader turned into a bad record."""
-    reader = read_source(source, settings.encoding, settings.max_record_lines)
+    encoding = for_source(settings.source_encodings, source) or settings.encoding
+    reader = read_source(source, encoding, settings.max_record_lines)
     last_line = 0
     while True:
         try:

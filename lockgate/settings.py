@@ -58,6 +58,12 @@ class DataSettings(_Area):
     encoding: str = Field(
         default="utf-8", min_length=1, description="Text encoding of JSONL/CSV sources (a UTF-8 BOM is always skipped)."
     )
+    source_shapes: dict[str, Literal["qa", "alpaca", "chat"]] = Field(
+        default={}, description="Record shape of one source, keyed as written in sources; wins over shape."
+    )
+    source_encodings: dict[str, str] = Field(
+        default={}, description="Text encoding of one source, keyed as written in sources; wins over encoding."
+    )
     max_record_lines: int = Field(
         default=200,
         ge=1,
@@ -108,6 +114,20 @@ class DataSettings(_Area):
         le=8.0,
         description="Bits per character from which a mixed-case, digit-bearing token is a secret.",
     )
+
+    @model_validator(mode="after")
+    def _known_encodings_and_sources(self) -> DataSettings:
+        import codecs
+
+        for name in [self.encoding, *self.source_encodings.values()]:
+            try:
+                codecs.lookup(name)
+            except LookupError:
+                raise ValueError(f"unknown text encoding {name!r}") from None
+        stray = sorted((set(self.source_shapes) | set(self.source_encodings)) - set(self.sources))
+        if stray:
+            raise ValueError(f"source_shapes/source_encodings name sources not in sources: {stray}")
+        return self
 
 
 class BaseModelSettings(_Area):

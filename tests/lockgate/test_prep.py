@@ -318,3 +318,44 @@ def test_a_surprise_while_handling_one_row_costs_that_row_only(tmp_path: Path, m
     result = run(tmp_path, [src])
     assert result.counts["train"] + result.counts["eval"] == 10 and result.counts["quarantined"] == 1
     assert "could not validate: RuntimeError: detector crashed" in result.quarantine_path.read_text()
+
+
+def test_shape_and_encoding_set_per_source(tmp_path: Path) -> None:
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(
+        b"\n".join(
+            json.dumps(
+                {"instruction": f"Où est le quai {i} ?", "output": f"Quai {i} à gauche."}, ensure_ascii=False
+            ).encode("latin-1")
+            for i in range(20)
+        )
+        + b"\n"
+    )
+    names = [str(latin)]
+    plain = prepare(names, DataSettings(sources=names), tmp_path / "a")
+    assert plain.counts["quarantined"] == 20 and "not valid utf-8" in plain.quarantine_path.read_text()
+    declared = DataSettings(
+        sources=names, source_encodings={str(latin): "latin-1"}, source_shapes={str(latin): "alpaca"}
+    )
+    result = prepare(names, declared, tmp_path / "b")
+    rows = load_jsonl(result.train_path) + load_jsonl(result.eval_path)
+    assert result.shape == "alpaca" and len(rows) == 20 and rows[0]["input"] == ""
+    assert {r["instruction"] for r in rows} >= {"Où est le quai 3 ?"}
+
+
+def test_per_source_settings_are_checked() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="unknown text encoding 'klingon'"):
+        DataSettings(source_encodings={"examples/data/qa.jsonl": "klingon"})
+    with pytest.raises(ValidationError, match="not in sources"):
+        DataSettings(source_shapes={"other.jsonl": "chat"})
+
+
+def test_per_source_keys_match_resolved_paths() -> None:
+    from lockgate.prep import for_source
+
+    options = {"examples/data/qa.jsonl": "alpaca", "s3://bucket/chat.jsonl": "chat"}
+    assert for_source(options, "/srv/project/examples/data/qa.jsonl") == "alpaca"
+    assert for_source(options, "s3://bucket/chat.jsonl") == "chat"
+    assert for_source(options, "/srv/project/examples/data/other_qa.jsonl") is None
