@@ -41,6 +41,7 @@ T = TypeVar("T")
 
 OUTCOMES = ("train", "eval", "blank", "quarantined", "filtered", "duplicate", "near_duplicate", "leaked")
 CARD_ROWS = 50  # rows listed by name on the card; the quarantine file has them all
+MAX_REASONS = 100  # distinct reasons counted per outcome
 
 
 def pii_rules(settings: DataSettings) -> PiiRules:
@@ -188,7 +189,10 @@ def prepare(sources: Iterable[str | Path], settings: DataSettings, work: Path) -
                 # A reason may quote the row (an exception's message): it is redacted like the row.
                 q = q.model_copy(update={"reason": redact_text(q.reason, rules)})
                 result.counts[q.outcome] += 1
-                result.reasons.setdefault(q.outcome, Counter())[_reason_class(q)] += 1
+                reasons = result.reasons.setdefault(q.outcome, Counter())
+                reason = _reason_class(q)
+                # Bounded: a reason quoting each row's own error must not grow with the input.
+                reasons[reason if reason in reasons or len(reasons) < MAX_REASONS else "(other reasons)"] += 1
                 if len(result.first_set_aside) < CARD_ROWS:
                     result.first_set_aside.append(q)
                 quarantine.write(q.model_dump_json() + "\n")

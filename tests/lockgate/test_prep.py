@@ -359,3 +359,15 @@ def test_per_source_keys_match_resolved_paths() -> None:
     assert for_source(options, "/srv/project/examples/data/qa.jsonl") == "alpaca"
     assert for_source(options, "s3://bucket/chat.jsonl") == "chat"
     assert for_source(options, "/srv/project/examples/data/other_qa.jsonl") is None
+
+
+def test_reason_counts_stay_bounded(tmp_path: Path) -> None:
+    from lockgate.prep import MAX_REASONS
+
+    src = tmp_path / "ragged.csv"
+    ragged = [",".join(["x"] * (3 + i)) for i in range(MAX_REASONS + 50)]  # each a reason of its own
+    src.write_text("\n".join(["instruction,output", "What is A?,A is one.", *ragged]) + "\n")
+    result = run(tmp_path, [src], DataSettings(max_quarantine_fraction=1.0))
+    reasons = result.reasons["quarantined"]
+    assert len(reasons) == MAX_REASONS + 1 and reasons["(other reasons)"] == 50
+    assert sum(reasons.values()) == result.counts["quarantined"] == MAX_REASONS + 50
