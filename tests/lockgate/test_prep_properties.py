@@ -22,7 +22,12 @@ from lockgate.settings import DataSettings
 
 WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=1, max_size=8)
 SENTENCE = st.lists(WORDS, min_size=2, max_size=8).map(" ".join)
-PROPS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPS = settings(
+    max_examples=25,
+    deadline=None,
+    database=None,  # no example database left in the checkout
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 def canonical(row: dict[str, str]) -> str:
