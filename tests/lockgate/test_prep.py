@@ -371,3 +371,29 @@ def test_reason_counts_stay_bounded(tmp_path: Path) -> None:
     reasons = result.reasons["quarantined"]
     assert len(reasons) == MAX_REASONS + 1 and reasons["(other reasons)"] == 50
     assert sum(reasons.values()) == result.counts["quarantined"] == MAX_REASONS + 50
+
+
+def test_parquet_and_fsspec_sources_through_a_snapshot(tmp_path: Path, store: LocalArtifactStore) -> None:
+    import fsspec
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [json.loads(r) for r in facts(30)]
+    table = pa.table(
+        {
+            "instruction": [r["instruction"] for r in rows] + ["Typed badly?"],
+            "output": [r["output"] for r in rows] + ["fine"],
+            "context": [r["context"] for r in rows] + [None],
+            "source_doc": [None] * 30 + [None],
+        }
+    )
+    pq.write_table(table, tmp_path / "a.parquet")
+    with fsspec.open("memory://lockgate-prep/b.jsonl", "wb") as fh:
+        fh.write(b'{"instruction": ["not", "text"], "output": "x"}\n')
+    snap = snapshot_dataset(
+        [str(tmp_path / "a.parquet"), "memory://lockgate-prep/b.jsonl"], DataSettings(eval_fraction=0.3), store
+    )
+    assert snap.n_train + snap.n_eval == 31 and snap.n_quarantined == 1
+    bad = json.loads(Path(snap.quarantine_path).read_text())
+    assert bad["source"] == "memory://lockgate-prep/b.jsonl" and bad["field"] == "instruction"
+    assert "memory://lockgate-prep/b.jsonl" in snap.source_digests
