@@ -109,7 +109,7 @@ def test_missing_unsupported_and_unreadable_sources(tmp_path: Path) -> None:
         list(read_source("memory://lockgate-test/nope.jsonl"))
     with pytest.raises(DataError, match="unsupported source format"):
         list(read_source(str(tmp_path / "x.xml")))
-    with pytest.raises(DataError, match="cannot open this URL: .*gcsfs"):
+    with pytest.raises(DataError, match=r"cannot open this URL: .*gcsfs"):
         list(read_source("gs://lockgate-test-bucket/data.jsonl"))  # no gcsfs here: refused before any traffic
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
     with pytest.raises(DataError, match="not a readable Parquet file"):
