@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE := offline
 
-.PHONY: help setup demo demo-reject test test-fast lint server status lock clean bench
+.PHONY: help setup demo demo-reject test test-fast lint server status lock clean bench bench-prep
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -51,3 +51,6 @@ clean:  ## forget all demo state (artifacts, registry, index, Prefect DB)
 bench: setup  ## benchmarks, printed as ratios against a baseline measured in the same run
 	$(PY) -m benchmarks.bench_refresh
 	$(PY) -m benchmarks.bench_gate
+
+bench-prep: setup  ## prep of 50k and 200k generated rows: rows/s and peak RSS (about 5 minutes)
+	$(PY) -m benchmarks.bench_prep

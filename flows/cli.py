@@ -150,10 +150,7 @@ def cmd_prep(args: argparse.Namespace) -> int:
     from lockgate.store import LocalArtifactStore
 
     settings = StageParams(profile=args.profile, home=args.home).settings()
-    if args.files:
-        sources = [f if is_url(f) else str(Path(f).resolve()) for f in args.files]
-    else:
-        sources = [s if is_url(s) else str(settings.resolve(s)) for s in settings.data.sources]
+    sources = [f if is_url(f) else str(Path(f).resolve()) for f in args.files] if args.files else settings.sources
     snapshot = snapshot_dataset(sources, settings.data, LocalArtifactStore(Path(settings.artifacts_dir)))
     if args.json:
         fields = ("digest", "shape", "n_input", "counts", "pii_found", "train_path", "eval_path", "quarantine_path")

@@ -7,7 +7,6 @@ from prefect.events import emit_event
 
 from flows.params import StageParams
 from lockgate import events
-from lockgate.readers import is_url
 from lockgate.watch import look_for_change, record_change
 
 
@@ -21,7 +20,7 @@ def data_watch(params: StageParams = StageParams()) -> bool:  # noqa: B008 (the 
     logger = get_run_logger()
     settings = params.settings()
     state_file = settings.home_path / "watch" / f"{settings.data.name}.json"
-    sources = [s if is_url(s) else str(settings.resolve(s)) for s in settings.data.sources]
+    sources = settings.sources
     change = look_for_change(sources, settings.resolve(settings.data.corpus_dir), state_file)
     if change.changed:
         sent = emit_event(

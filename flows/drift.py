@@ -6,6 +6,7 @@ from prefect import flow
 
 from flows.params import StageParams
 from lockgate.records import DriftReport
+from tasks.common import fingerprints
 from tasks.data import prepare_dataset
 from tasks.drift import check_drift, drift_inputs
 
@@ -17,9 +18,15 @@ def drift(params: StageParams = StageParams()) -> DriftReport:  # noqa: B008 (th
     ``lockgate.drift.detected`` when the score crosses the threshold.
     """
     settings = params.settings()
-    sources = [str(settings.resolve(s)) for s in settings.data.sources]
-    snapshot = prepare_dataset(sources, settings.data, settings.artifacts_dir)
-    reference, current = drift_inputs(settings.registry_dir, snapshot)
+    snapshot = prepare_dataset(settings.sources, settings.data, settings.artifacts_dir)
+    reference, current = drift_inputs(settings.registry, settings.registry_dir, snapshot, settings.artifacts_dir)
     return check_drift(
-        reference, current, settings.drift, settings.embeddings, str(settings.home_path / "reports"), settings.data.name
+        reference,
+        current,
+        settings.drift,
+        settings.embeddings,
+        settings.artifacts_dir,
+        settings.data.name,
+        snapshot.digest,
+        fingerprints(settings).embedder_weights,
     )

@@ -6,6 +6,7 @@ from prefect import flow
 
 from flows.params import StageParams
 from lockgate.records import AdapterArtifact
+from tasks.common import fingerprints
 from tasks.data import prepare_dataset, resolve_base_model
 from tasks.training import finetune_adapter
 
@@ -21,12 +22,11 @@ def finetune(params: StageParams = StageParams()) -> AdapterArtifact:  # noqa: B
     """
     settings = params.settings()
     artifacts_root = settings.artifacts_dir
-    sources = [str(settings.resolve(s)) for s in settings.data.sources]
-    snapshot = prepare_dataset(sources, settings.data, artifacts_root)
+    snapshot = prepare_dataset(settings.sources, settings.data, artifacts_root)
     corpus_dir = settings.resolve(settings.data.corpus_dir)
     base = resolve_base_model(
         settings.training.base_model, settings.base, str(corpus_dir), snapshot.train_path, artifacts_root
     )
-    return finetune_adapter(
-        snapshot, base, settings.training, str(settings.resolve(settings.training.axolotl_bin)), artifacts_root
-    )
+    axolotl_bin = str(settings.resolve(settings.training.axolotl_bin))
+    trainer_env = fingerprints(settings).trainer_env
+    return finetune_adapter(snapshot, base, settings.training, axolotl_bin, artifacts_root, trainer_env)

@@ -39,8 +39,7 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
     prints = fingerprints(settings)
 
     with stages.timed("prep"):
-        sources = [str(settings.resolve(s)) for s in settings.data.sources]
-        snapshot = prepare_dataset(sources, settings.data, artifacts_root)
+        snapshot = prepare_dataset(settings.sources, settings.data, artifacts_root)
     with stages.timed("base model"):
         corpus_dir = settings.resolve(settings.data.corpus_dir)
         base = resolve_base_model(
@@ -66,7 +65,12 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
         )
     with stages.timed("refresh"):
         index = refresh_index(
-            str(corpus_dir), settings.embeddings, settings.vector_store, settings.vector_uri, artifacts_root
+            str(corpus_dir),
+            settings.data,
+            settings.embeddings,
+            settings.vector_store,
+            settings.vector_uri,
+            artifacts_root,
         )
     with stages.timed("evaluate"):
         champion = find_champion(settings.registry, settings.registry_dir, base, quantized.digest, artifacts_root)

@@ -18,6 +18,7 @@ def refresh(params: StageParams = StageParams()) -> IndexBuild:  # noqa: B008 (t
     settings = params.settings()
     return refresh_index(
         str(settings.resolve(settings.data.corpus_dir)),
+        settings.data,
         settings.embeddings,
         settings.vector_store,
         settings.vector_uri,

@@ -332,6 +332,15 @@ class LockgateSettings(BaseSettings):
         """HTML reports (drift)."""
         return str(self.home_path / "reports")
 
+    def source(self, location: str) -> str:
+        """A data source as prep reads it: URLs (``s3://``, ``memory://``...) as they are, paths resolved."""
+        return location if "://" in location else str(self.resolve(location))
+
+    @property
+    def sources(self) -> list[str]:
+        """Every configured data source, ready for prep."""
+        return [self.source(s) for s in self.data.sources]
+
     @property
     def policy_path(self) -> Path:
         """The gate policy file."""

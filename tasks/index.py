@@ -8,9 +8,10 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from lockgate.corpus import load_corpus
+from lockgate.prep import pii_rules
 from lockgate.records import IndexBuild
 from lockgate.refresh import apply_refresh
-from lockgate.settings import EmbeddingSettings, VectorStoreSettings
+from lockgate.settings import DataSettings, EmbeddingSettings, VectorStoreSettings
 from lockgate.store import LocalArtifactStore
 from lockgate.vectorstore import open_store
 from tasks.common import embedder_for, retry_transient
@@ -19,6 +20,7 @@ from tasks.common import embedder_for, retry_transient
 @task(name="refresh-index", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)
 def refresh_index(
     corpus_dir: str,
+    data: DataSettings,
     embeddings: EmbeddingSettings,
     vector_store: VectorStoreSettings,
     vector_uri: str,
@@ -26,7 +28,8 @@ def refresh_index(
 ) -> IndexBuild:
     """Chunk the corpus, embed what changed, upsert it and delete what disappeared."""
     logger = get_run_logger()
-    chunks = load_corpus(Path(corpus_dir), embeddings.chunk_chars)
+    # The corpus is redacted with the same rules as the training rows before anything is embedded.
+    chunks = load_corpus(Path(corpus_dir), embeddings.chunk_chars, pii_rules(data))
     embedder = embedder_for(embeddings.model, embeddings.batch_size)
     store = open_store(vector_store.backend, vector_uri, vector_store.collection)
     build = apply_refresh(

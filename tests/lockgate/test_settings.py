@@ -104,3 +104,9 @@ def test_environment_typos_are_reported_and_foreign_variables_ignored(monkeypatc
     monkeypatch.setenv("LOCKGATE_TRAINNG__MAX_STEPS", "3")
     with pytest.raises(ConfigError, match="LOCKGATE_TRAINNG__MAX_STEPS names no setting"):
         load_settings()
+
+
+def test_url_sources_pass_through_and_paths_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCKGATE_DATA__SOURCES", '["s3://bucket/qa.jsonl", "examples/data/qa.jsonl"]')
+    settings = load_settings()
+    assert settings.sources == ["s3://bucket/qa.jsonl", str(settings.resolve("examples/data/qa.jsonl"))]
