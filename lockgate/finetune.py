@@ -9,25 +9,23 @@ started again resumes from the last complete checkpoint.
 
 from __future__ import annotations
 
-import contextlib
+import fcntl
 import json
 import logging
-import os
 import random
-import re
 import shutil
-import signal
-import subprocess
-import threading
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 
+from lockgate.checkpoints import CheckpointStore
 from lockgate.digest import digest_json, digest_tree, short
-from lockgate.errors import ConfigError, DataError, StageError, TransientError
-from lockgate.offline import OFFLINE_DEFAULTS
+from lockgate.errors import ConfigError, DataError
+from lockgate.launchers import TrainerLauncher
+from lockgate.launchers.local import ADAPTER_FILES, OFFLINE_ENV, LocalAxolotlLauncher, latest_checkpoint
 from lockgate.prep import load_jsonl
 from lockgate.prompts import GROUNDED_QA, PromptTemplate
 from lockgate.records import AdapterArtifact, BaseModelArtifact, DatasetSnapshot
@@ -36,15 +34,7 @@ from lockgate.store import LocalArtifactStore
 
 log = logging.getLogger(__name__)
 
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
-# Axolotl and the libraries under it phone home and wait on a dead network for minutes.
-OFFLINE_ENV = {
-    **OFFLINE_DEFAULTS,
-    "AXOLOTL_DO_NOT_TRACK": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "WANDB_MODE": "disabled",
-    "PYTHONUNBUFFERED": "1",
-}
+__all__ = ["OFFLINE_ENV", "LocalAxolotlLauncher", "finetune", "latest_checkpoint", "render_axolotl_config"]
 
 
 def render_axolotl_config(
@@ -257,139 +247,6 @@ def _with_answer(row: dict[str, Any], answer: str) -> dict[str, Any]:
     return {**row, "output": answer}
 
 
-@dataclass(frozen=True)
-class TrainingRun:
-    """What a launcher hands back: where the adapter is and what the trainer reported."""
-
-    adapter_dir: Path
-    steps: int
-    train_loss: float | None
-    resumed_from: str | None
-    log_path: Path
-
-
-class TrainerLauncher(Protocol):
-    """Runs one Axolotl training job to completion."""
-
-    def train(self, config_path: Path, output_dir: Path, timeout_s: int) -> TrainingRun:
-        """Train with the YAML at ``config_path``; the adapter ends up in ``output_dir``."""
-        ...
-
-
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest ``checkpoint-N`` folder that finished writing (has its trainer state)."""
-    done = [p for p in output_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
-
-
-class LocalAxolotlLauncher:
-    """Runs the trainer environment's ``axolotl train`` as a subprocess on this machine."""
-
-    def __init__(self, axolotl_bin: Path) -> None:
-        self.axolotl_bin = axolotl_bin
-
-    def train(self, config_path: Path, output_dir: Path, timeout_s: int) -> TrainingRun:
-        if not self.axolotl_bin.is_file():
-            raise ConfigError(
-                f"training.axolotl_bin: {self.axolotl_bin} not found; run `make setup` to build the trainer environment"
-            )
-        resumed = latest_checkpoint(output_dir)
-        if resumed:
-            log.info("resuming from %s", resumed)
-        log_path = output_dir / "axolotl.log"
-        env = {**os.environ, **OFFLINE_ENV}
-        env.pop("PYTHONPATH", None)  # the trainer env must not see the app env's packages
-        # Axolotl's CLI runs `accelerate launch` unless told not to; one CPU process is enough.
-        cmd = [str(self.axolotl_bin), "train", str(config_path), "--launcher", "python"]
-        with log_path.open("a", encoding="utf-8") as log_fh:
-            # Its own process group, so a kill takes the trainer's children (and their pipes) too.
-            proc = subprocess.Popen(
-                cmd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env=env,
-                cwd=str(output_dir),
-                start_new_session=True,
-            )
-            assert proc.stdout is not None
-            # A watchdog, not a check per output line: a hung trainer may print nothing at all.
-            timed_out = threading.Event()
-
-            def expire() -> None:
-                timed_out.set()
-                _kill_group(proc)
-
-            watchdog = threading.Timer(timeout_s, expire)
-            watchdog.start()
-            tail: list[str] = []
-            try:
-                for line in proc.stdout:
-                    log_fh.write(line)
-                    tail = [*tail, line.rstrip()][-40:]
-                    progress = _progress(line)
-                    if progress:
-                        log.info("axolotl: %s", progress)
-                code = proc.wait()
-            finally:
-                watchdog.cancel()
-                if proc.poll() is None:
-                    _kill_group(proc)
-                    proc.wait()
-        if timed_out.is_set():
-            raise TransientError(
-                f"axolotl train exceeded training.timeout_s={timeout_s}; checkpoints kept in {output_dir}"
-            )
-        if code != 0:
-            raise _training_failure(code, tail, log_path)
-        if not all((output_dir / f).is_file() for f in ADAPTER_FILES):
-            raise StageError(f"axolotl exited 0 but wrote no adapter in {output_dir}; see {log_path}")
-        steps, loss = _final_state(output_dir)
-        return TrainingRun(output_dir, steps, loss, str(resumed) if resumed else None, log_path)
-
-
-def _kill_group(proc: subprocess.Popen[str]) -> None:
-    with contextlib.suppress(ProcessLookupError):  # already gone
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-_LOSS = re.compile(r"'loss': '?([0-9.]+)")
-_EPOCH = re.compile(r"'epoch': '?([0-9.]+)")
-_RUNTIME = re.compile(r"'train_runtime': '?([0-9.]+)")
-
-
-def _progress(line: str) -> str | None:
-    """A one-line progress message from an Axolotl log line, or None if it is not one."""
-    if runtime := _RUNTIME.search(line):
-        return f"training finished in {float(runtime.group(1)):.1f} s"
-    loss, epoch = _LOSS.search(line), _EPOCH.search(line)
-    if loss and epoch:
-        return f"epoch {float(epoch.group(1)):.2f} loss {float(loss.group(1)):.3f}"
-    if "Resuming" in line or "resume_from_checkpoint" in line:
-        return line.strip()[-160:]
-    return None
-
-
-def _training_failure(code: int, tail: list[str], log_path: Path) -> Exception:
-    text = "\n".join(tail)
-    if code < 0 or code in (137, 143):
-        return TransientError(f"axolotl was killed (exit {code}), likely preempted; re-run resumes. Log: {log_path}")
-    hint = ""
-    if "num_samples=0" in text or "Dropped" in text:
-        hint = " (every row was dropped: raise training.sequence_len)"
-    last = next((ln for ln in reversed(tail) if re.search(r"(Error|Exception)", ln)), tail[-1] if tail else "")
-    return StageError(f"axolotl train failed (exit {code}){hint}: {last.strip()} — full log: {log_path}")
-
-
-def _final_state(output_dir: Path) -> tuple[int, float | None]:
-    ckpt = latest_checkpoint(output_dir)
-    if ckpt is None:
-        return 0, None
-    state = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
-    losses = [h["loss"] for h in state.get("log_history", []) if "loss" in h]
-    return int(state.get("global_step", 0)), (float(losses[-1]) if losses else None)
-
-
 def finetune(
     snapshot: DatasetSnapshot,
     base: BaseModelArtifact,
@@ -398,9 +255,45 @@ def finetune(
     launcher: TrainerLauncher,
     shuffle_labels: bool = False,
 ) -> AdapterArtifact:
-    """Train a LoRA adapter on a dataset snapshot and store it with its lineage."""
-    work_key = digest_json([snapshot.digest, base.digest, settings.model_dump(), shuffle_labels])
+    """Train a LoRA adapter on a dataset snapshot and store it with its lineage.
+
+    Training works in a folder keyed by what is trained (not how or where it runs), locked
+    so two runs never train into the same output; checkpoints are copied to the checkpoint
+    store (``training.checkpoint_url``, default ``<artifacts>/checkpoints``) as they appear.
+    """
+    work_key = digest_json([snapshot.digest, base.digest, settings.recipe(), shuffle_labels])
     work = store.scratch(f"finetune-{short(work_key, 16)}")
+    root = settings.checkpoint_url.rstrip("/") if settings.checkpoint_url else str(store.root / "checkpoints")
+    checkpoints = CheckpointStore(f"{root}/{short(work_key, 16)}")
+    with work_lock(work):
+        return _finetune_locked(snapshot, base, settings, store, launcher, shuffle_labels, work, checkpoints)
+
+
+@contextmanager
+def work_lock(work: Path) -> Iterator[None]:
+    """Hold the work folder's lock; a second run of the same inputs waits (and says so)."""
+    with (work / ".lock").open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another run is training the same inputs in %s; waiting for it", work)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _finetune_locked(
+    snapshot: DatasetSnapshot,
+    base: BaseModelArtifact,
+    settings: TrainingSettings,
+    store: LocalArtifactStore,
+    launcher: TrainerLauncher,
+    shuffle_labels: bool,
+    work: Path,
+    checkpoints: CheckpointStore,
+) -> AdapterArtifact:
     train_path = write_training_data(snapshot, work / "train.jsonl", shuffle_labels, settings.seed)
     kept, too_long = filter_rows_that_fit(train_path, base.path, settings.sequence_len)
     if too_long:
@@ -417,7 +310,7 @@ def finetune(
     )
     config_path = work / "axolotl.yaml"
     config_path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    run = launcher.train(config_path, output_dir, settings.timeout_s)
+    run = launcher.train(config_path, output_dir, settings.timeout_s, checkpoints)
 
     staged = store.staging("adapter")
     for name in ADAPTER_FILES:
@@ -433,6 +326,8 @@ def finetune(
         "train_loss": run.train_loss,
         "rows_trained": kept,
         "rows_too_long": too_long,
+        "preemptions": run.preemptions,
+        "steps_redone": run.steps_redone,
     }
     (staged / "lockgate-adapter.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     _, path = store.commit("adapters", staged, digest)
@@ -448,4 +343,7 @@ def finetune(
         train_loss=run.train_loss,
         eval_loss=None,
         resumed_from=run.resumed_from,
+        preemptions=run.preemptions,
+        steps_redone=run.steps_redone,
+        checkpoints=checkpoints.url if "://" in checkpoints.url else None,
     )

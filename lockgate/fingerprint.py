@@ -139,7 +139,10 @@ def canonical(value: Any) -> Any:
     if isinstance(value, Record):
         return {"record": type(value).__name__, "digest": value.digest}
     if isinstance(value, BaseModel):
-        return canonical(value.model_dump(mode="json"))
+        # Settings may say which of their fields decide the result (``recipe``): how and where
+        # a stage runs (a launcher, a timeout, a team) must not make it run again.
+        recipe = getattr(value, "recipe", None)
+        return canonical(recipe() if callable(recipe) else value.model_dump(mode="json"))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: canonical(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name != "path"}
     if isinstance(value, Mapping):

@@ -79,6 +79,9 @@ class AdapterArtifact(Record):
     train_loss: float | None
     eval_loss: float | None
     resumed_from: str | None = None
+    preemptions: int = Field(default=0, description="Times training was killed or stopped and resumed.")
+    steps_redone: int = Field(default=0, description="Optimizer steps trained again after resuming.")
+    checkpoints: str | None = Field(default=None, description="Remote checkpoint store, when not the local one.")
 
 
 class QuantizedModel(Record):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -156,9 +156,30 @@ class TrainingSettings(_Area):
     base_model: str = Field(
         default=BUILTIN_TINY_MODEL, description="Hub id or local path of a causal LM, or 'builtin:tiny-llama'."
     )
-    launcher: Literal["local"] = Field(
-        default="local", description="How Axolotl is started: 'local' runs its CLI as a subprocess."
+    launcher: Literal["local", "deployment"] = Field(
+        default="local",
+        description="How Axolotl is started: 'local' runs its CLI as a subprocess here; 'deployment' starts the "
+        "finetune flow's deployment (training.deployment) on its work pool and waits for it.",
     )
+    deployment: str = Field(
+        default="finetune/finetune-gpu",
+        description="launcher 'deployment': the fine-tune deployment, as 'flow/deployment'.",
+        pattern=r"^[^/]+/[^/]+$",
+    )
+    max_resubmits: int = Field(
+        default=3, ge=0, le=20, description="launcher 'deployment': re-submit a crashed (preempted) run this often."
+    )
+    checkpoint_url: str = Field(
+        default="",
+        description="Where checkpoints are copied as they appear (a folder or an fsspec URL such as s3://bucket/ckpt);"
+        " empty: <home>/artifacts/checkpoints.",
+    )
+    team: str = Field(
+        default="default",
+        pattern=r"^[a-z0-9][a-z0-9-]*$",
+        description="Team whose GPU quota (global concurrency limit 'gpu-<team>') the fine-tune draws on.",
+    )
+    gpus: int = Field(default=1, ge=1, le=64, description="GPUs the fine-tune asks for (and quota slots it holds).")
     axolotl_bin: str = Field(
         default=".venv-trainer/bin/axolotl", description="The trainer environment's axolotl executable."
     )
@@ -176,6 +197,16 @@ class TrainingSettings(_Area):
     save_steps: int = Field(default=100, ge=1, description="Checkpoint every N steps (resume point).")
     seed: int = Field(default=42, description="Training seed.")
     timeout_s: int = Field(default=1800, gt=0, description="Kill the trainer after this many seconds.")
+
+    # How and where a fine-tune runs, not what it trains: left out of the work folder's key,
+    # so a run resumed on another launcher or after a timeout change continues the same training.
+    RUN_ONLY: ClassVar[frozenset[str]] = frozenset(
+        {"launcher", "deployment", "max_resubmits", "checkpoint_url", "team", "gpus", "timeout_s", "axolotl_bin"}
+    )
+
+    def recipe(self) -> dict[str, Any]:
+        """The settings that determine the trained adapter."""
+        return self.model_dump(exclude=set(self.RUN_ONLY))
 
     @model_validator(mode="after")
     def _qlora_needs_gpu_stack(self) -> TrainingSettings:

@@ -79,12 +79,17 @@ def artifact_key(text: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")[:100]
 
 
-def outputs_exist(result: Any) -> bool:
-    """Whether every local file or folder a stage result (or tuple of results) points at still exists."""
-    for record in result if isinstance(result, tuple) else (result,):
+def outputs_exist(result: Any, root: Path | None = None) -> bool:
+    """Whether every local file or folder a stage result (or tuple of results) points at still exists,
+    and, given a store ``root``, lies inside it (a cache hit made for another state folder is not ours)."""
+    for record in result if isinstance(result, tuple | list) else (result,):
         for name in ("path", "merged_path", "rows_path", "html_path"):
             location = getattr(record, name, None)
-            if isinstance(location, str) and location and not Path(location).exists():
+            if not isinstance(location, str) or not location:
+                continue
+            if not Path(location).exists():
+                return False
+            if root is not None and not Path(location).resolve().is_relative_to(root.resolve()):
                 return False
     return True
 
@@ -117,7 +122,7 @@ class StageLog:
             return result
         if self.artifacts is not None:
             result = _relocate(result, self.artifacts)
-        if outputs_exist(result):
+        if outputs_exist(result, self.artifacts.root if self.artifacts is not None else None):
             self.cached.append(stage)
             return result
         return task.with_options(refresh_cache=True)(*args, **kwargs)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.concurrency.sync import concurrency
 
 from lockgate.digest import short
-from lockgate.finetune import LocalAxolotlLauncher, finetune
+from lockgate.finetune import finetune
+from lockgate.launchers import open_launcher
 from lockgate.records import AdapterArtifact, BaseModelArtifact, DatasetSnapshot
 from lockgate.settings import TrainingSettings
 from lockgate.store import LocalArtifactStore
@@ -42,14 +46,15 @@ def finetune_adapter(
     logger.info(
         "training %s steps of %s on %s (%d rows)", training.max_steps, training.adapter, base.name, snapshot.n_train
     )
-    adapter = finetune(
-        snapshot,
-        base,
-        training,
-        LocalArtifactStore(Path(artifacts_root)),
-        LocalAxolotlLauncher(Path(axolotl_bin)),
-        shuffle_labels=shuffle_labels,
-    )
+    with gpu_quota(training.team, training.gpus):
+        adapter = finetune(
+            snapshot,
+            base,
+            training,
+            LocalArtifactStore(Path(artifacts_root)),
+            open_launcher("local", Path(axolotl_bin)),
+            shuffle_labels=shuffle_labels,
+        )
     logger.info("adapter %s: %d steps, final train loss %s", short(adapter.digest), adapter.steps, adapter.train_loss)
     create_markdown_artifact(
         key="adapter",
@@ -70,3 +75,21 @@ def finetune_adapter(
         description="The LoRA adapter and its lineage",
     )
     return adapter
+
+
+@contextlib.contextmanager
+def gpu_quota(team: str, gpus: int) -> Iterator[None]:
+    """Hold ``gpus`` slots of the global concurrency limit ``gpu-<team>`` for the whole training.
+
+    A team without a limit (none created by ``deployments/apply.sh``) trains unthrottled.
+    """
+    logger = get_run_logger()
+    name = f"gpu-{team}"
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(concurrency(name, occupy=gpus, timeout_seconds=2))
+        except TimeoutError:
+            logger.info("waiting for %d GPU slot(s) of %s: the team's quota is in use", gpus, name)
+            stack.enter_context(concurrency(name, occupy=gpus))
+            logger.info("got %d GPU slot(s) of %s", gpus, name)
+        yield

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import stat
+import threading
 from pathlib import Path
+
+import pytest
 
 from lockgate.basemodel import ensure_base_model
 from lockgate.fingerprint import trainer_environment_digest
@@ -35,7 +38,7 @@ def test_preempted_training_is_retried_and_resumes(prefect_harness: None, tmp_pa
     trainer.write_text(PREEMPTED_ONCE)
     trainer.chmod(trainer.stat().st_mode | stat.S_IEXEC)
 
-    state = finetune_adapter(
+    state = finetune_adapter.with_options(refresh_cache=True)(  # the test is the training, not the cache
         snapshot,
         base,
         TrainingSettings(max_steps=10),
@@ -50,3 +53,57 @@ def test_preempted_training_is_retried_and_resumes(prefect_harness: None, tmp_pa
     assert adapter.resumed_from is not None and adapter.resumed_from.endswith("checkpoint-5")
     assert adapter.parents == (snapshot.digest, base.digest)
     assert (Path(adapter.path) / "adapter_model.safetensors").read_text() == "weights"
+    assert adapter.preemptions == 1, "the adapter says it survived one preemption"
+    stored = sorted(p.name for p in (store.root / "checkpoints").glob("*/checkpoint-*"))
+    assert stored == ["checkpoint-10", "checkpoint-5"], "checkpoints left the worker as they appeared"
+
+
+# Records start and end times, then succeeds; slow enough for the runs to overlap if allowed to.
+TIMED = """#!/usr/bin/env bash
+echo "start $(date +%s.%N) $TEAM_TAG" >> "$TIMES"
+sleep 3
+mkdir -p checkpoint-1 && echo '{"global_step": 1, "log_history": [{"loss": 1.0}]}' > checkpoint-1/trainer_state.json
+printf 'weights' > adapter_model.safetensors && echo '{}' > adapter_config.json
+echo "end $(date +%s.%N) $TEAM_TAG" >> "$TIMES"
+"""
+
+
+def test_gpu_quota_serialises_a_team_and_leaves_others_alone(
+    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    from tasks.training import finetune_adapter
+
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="gpu-team-a", limit=1))
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    snapshot = snapshot_dataset([EXAMPLES / "data" / "qa.jsonl"], DataSettings(), store)
+    base = ensure_base_model("builtin:tiny-llama", BaseModelSettings(), [EXAMPLES / "data" / "qa.jsonl"], store)
+    times = tmp_path / "times.log"
+    monkeypatch.setenv("TIMES", str(times))
+
+    def train(team: str, tag: str, seed: int) -> None:
+        trainer = tmp_path / f"axolotl-{tag}"
+        trainer.write_text(TIMED.replace("$TEAM_TAG", tag))
+        trainer.chmod(0o755)
+        settings = TrainingSettings(max_steps=1, save_steps=1, team=team, seed=seed)
+        fresh = finetune_adapter.with_options(refresh_cache=True)
+        fresh(snapshot, base, settings, str(trainer), str(store.root), f"sha256:{tag}")
+
+    runs = [threading.Thread(target=train, args=args) for args in [("team-a", "a1", 1), ("team-a", "a2", 2)]]
+    runs.append(threading.Thread(target=train, args=("team-b", "b1", 3)))
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(timeout=120)
+    spans: dict[str, list[float]] = {}
+    for line in times.read_text().splitlines():
+        kind, at, tag = line.split()
+        spans.setdefault(tag, [0.0, 0.0])[kind == "end"] = float(at)
+    (a1_start, a1_end), (a2_start, a2_end) = spans["a1"], spans["a2"]
+    assert a1_end <= a2_start or a2_end <= a1_start, f"team A's two fine-tunes overlapped on one GPU: {spans}"
+    b_start = spans["b1"][0]
+    first_a_end = min(a1_end, a2_end)
+    assert b_start < first_a_end, f"team B waited for team A's quota: {spans}"

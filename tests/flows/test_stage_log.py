@@ -38,6 +38,23 @@ def test_cache_hit_with_missing_files_is_rebuilt(prefect_harness: None, tmp_path
     assert (tmp_path / "calls").read_text() == "2" and stages.cached == ["make"]
 
 
+@task(cache_policy=INPUTS - "folder", persist_result=True)
+def make_anywhere(folder: str, name: str) -> Made:
+    return make_file.fn(folder, name)
+
+
+def test_a_cache_hit_made_for_another_state_folder_is_rebuilt_here(prefect_harness: None, tmp_path: Path) -> None:
+    from lockgate.store import LocalArtifactStore
+
+    mine, theirs = LocalArtifactStore(tmp_path / "mine"), LocalArtifactStore(tmp_path / "theirs")
+    name = f"out-{tmp_path.name}.txt"  # a key of its own: no earlier session's cache entry
+    StageLog(artifacts=theirs).run_cached("make", make_anywhere, str(theirs.root), name)
+    stages = StageLog(artifacts=mine)
+    made = stages.run_cached("make", make_anywhere, str(mine.root), name)
+    assert Path(made.path).is_relative_to(mine.root), "never another folder's files"
+    assert (mine.root / "calls").read_text() == "1" and stages.cached == []
+
+
 def test_outputs_exist_looks_into_tuples(tmp_path: Path) -> None:
     (tmp_path / "a").write_text("x")
     assert outputs_exist((Made(path=str(tmp_path / "a")), Made(path=str(tmp_path / "a"))))

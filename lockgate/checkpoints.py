@@ -1,0 +1,220 @@
+"""Durable training checkpoints: they leave the worker as soon as they are complete.
+
+A spot worker can vanish with its disk. Every complete ``checkpoint-N`` the trainer writes
+is copied to a checkpoint store (a local folder, or any fsspec URL such as ``s3://``) under
+a staging name, and becomes visible only when its completeness marker, listing every file
+with its size, is written and the folder renamed. A resume restores the newest checkpoint
+whose marker matches its files, on a fresh worker too. Half-written checkpoints, in the
+store or in the trainer's own output folder, are skipped with a log line and never handed
+to Axolotl (which would otherwise resume from the highest ``checkpoint-N``, complete or not).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from lockgate.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+MARKER = "lockgate-complete.json"
+# What Hugging Face's Trainer writes last into a checkpoint folder: until it is there, the
+# checkpoint is being written (or its writer died).
+TRAINER_STATE = "trainer_state.json"
+
+
+def checkpoint_step(path: Path | str) -> int:
+    """N of a ``checkpoint-N`` folder name, or -1 for anything else."""
+    name = Path(str(path).rstrip("/")).name
+    prefix, _, number = name.partition("-")
+    return int(number) if prefix == "checkpoint" and number.isdigit() else -1
+
+
+def is_complete_local(folder: Path) -> bool:
+    """Whether the trainer finished writing this checkpoint folder."""
+    return (folder / TRAINER_STATE).is_file()
+
+
+def set_aside_incomplete(output_dir: Path) -> list[Path]:
+    """Move half-written ``checkpoint-N`` folders out of Axolotl's sight; returns where they went."""
+    moved = []
+    for folder in sorted(output_dir.glob("checkpoint-*"), key=checkpoint_step):
+        if checkpoint_step(folder) >= 0 and not is_complete_local(folder):
+            target = output_dir / f"incomplete-{folder.name}-{uuid.uuid4().hex[:8]}"
+            folder.rename(target)
+            log.warning("skipping %s: incomplete (no %s), set aside as %s", folder, TRAINER_STATE, target.name)
+            moved.append(target)
+    return moved
+
+
+def latest_local(output_dir: Path) -> Path | None:
+    """The newest complete ``checkpoint-N`` in a trainer's output folder."""
+    done = [p for p in output_dir.glob("checkpoint-*") if checkpoint_step(p) >= 0 and is_complete_local(p)]
+    return max(done, key=checkpoint_step, default=None)
+
+
+class CheckpointStore:
+    """Checkpoints of one training run (one work key) at a local path or fsspec URL."""
+
+    def __init__(self, url: str, keep: int = 2) -> None:
+        import fsspec
+
+        self.keep = keep
+        self.url = url.rstrip("/")
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        self.fs.makedirs(self.root, exist_ok=True)
+
+    def _path(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def steps(self) -> list[int]:
+        """Steps of the complete checkpoints in the store, oldest first."""
+        found = []
+        for entry in self.fs.ls(self.root, detail=False):
+            step = checkpoint_step(entry)
+            if step < 0:
+                continue
+            if self._verified(self._path(f"checkpoint-{step}")):
+                found.append(step)
+            else:
+                log.warning("skipping stored %s: no complete marker (a save that died half-way)", entry)
+        return sorted(found)
+
+    def _verified(self, folder: str) -> bool:
+        marker = f"{folder}/{MARKER}"
+        if not self.fs.exists(marker):
+            return False
+        try:
+            listed: dict[str, int] = json.loads(self.fs.cat_file(marker))["files"]
+        except (ValueError, KeyError):
+            return False
+        for rel, size in listed.items():
+            path = f"{folder}/{rel}"
+            if not self.fs.exists(path) or self.fs.size(path) != size:
+                return False
+        return True
+
+    def save(self, checkpoint: Path) -> bool:
+        """Copy a complete local checkpoint into the store; False if it is already there.
+
+        The copy goes to a staging name; the marker is written last and the folder renamed,
+        so a reader never sees a checkpoint without all its files.
+        """
+        step = checkpoint_step(checkpoint)
+        if step < 0 or not is_complete_local(checkpoint):
+            raise ValueError(f"{checkpoint} is not a complete checkpoint folder")
+        final = self._path(checkpoint.name)
+        if self.fs.exists(f"{final}/{MARKER}"):
+            return False
+        staging = self._path(f".staging-{checkpoint.name}-{uuid.uuid4().hex[:8]}")
+        try:
+            files = {
+                p.relative_to(checkpoint).as_posix(): p.stat().st_size for p in checkpoint.rglob("*") if p.is_file()
+            }
+            for rel in files:
+                parent = Path(rel).parent.as_posix()
+                self.fs.makedirs(staging if parent == "." else f"{staging}/{parent}", exist_ok=True)
+                self.fs.put_file(str(checkpoint / rel), f"{staging}/{rel}")
+            body = json.dumps({"step": step, "files": files, "saved_at": time.time()}).encode()
+            self.fs.pipe_file(f"{staging}/{MARKER}", body)
+            if self.fs.exists(final):  # an earlier, incomplete attempt
+                self.fs.rm(final, recursive=True)
+            self.fs.mv(staging, final, recursive=True)
+        except BaseException:
+            if self.fs.exists(staging):
+                self.fs.rm(staging, recursive=True)
+            raise
+        log.info("checkpoint-%d saved durably to %s", step, self.url)
+        self._prune()
+        return True
+
+    def _prune(self) -> None:
+        """Keep the newest ``keep`` complete checkpoints; older ones are never resumed from."""
+        steps = self.steps()
+        for step in steps[: -self.keep]:
+            self.fs.rm(self._path(f"checkpoint-{step}"), recursive=True)
+
+    def restore_latest(self, output_dir: Path) -> Path | None:
+        """Bring the newest stored checkpoint into ``output_dir`` unless a newer complete one is there.
+
+        Returns the local checkpoint folder training will resume from, or None for a fresh start.
+        """
+        local = latest_local(output_dir)
+        stored = self.steps()
+        newest = stored[-1] if stored else -1
+        if newest <= (checkpoint_step(local) if local else -1):
+            return local
+        target = output_dir / f"checkpoint-{newest}"
+        staging = output_dir / f".restoring-{newest}-{uuid.uuid4().hex[:8]}"
+        self.fs.get(self._path(f"checkpoint-{newest}") + "/", str(staging), recursive=True)
+        (staging / MARKER).unlink(missing_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+        log.info("restored checkpoint-%d from %s", newest, self.url)
+        return target
+
+
+class CheckpointSync:
+    """Copies each new complete checkpoint to the store while the trainer runs.
+
+    Call ``sync_now`` once more at the end (or on a preemption notice) for the last one.
+    """
+
+    def __init__(self, output_dir: Path, store: CheckpointStore, interval_s: float = 2.0) -> None:
+        self.output_dir = output_dir
+        self.store = store
+        self.interval_s = interval_s
+        self.saved: set[int] = set(store.steps())
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="checkpoint-sync", daemon=True)
+        self.errors: list[str] = []
+
+    def __enter__(self) -> CheckpointSync:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        self.sync_now()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.sync_now()
+            except OSError as exc:  # the store is flaky: try again next round, keep training
+                self.errors.append(str(exc))
+                log.warning("checkpoint sync failed, will retry: %s", exc)
+
+    def sync_now(self) -> list[int]:
+        """Save every complete local checkpoint the store does not have yet; returns their steps."""
+        with self._lock:
+            new = []
+            for folder in sorted(self.output_dir.glob("checkpoint-*"), key=checkpoint_step):
+                step = checkpoint_step(folder)
+                if step < 0 or step in self.saved or not is_complete_local(folder):
+                    continue
+                try:
+                    self.store.save(folder)
+                except FileNotFoundError:
+                    continue  # the trainer rotated it away (save_total_limit) while we copied
+                self.saved.add(step)
+                new.append(step)
+            return new
+
+
+def open_checkpoint_store(url: str) -> CheckpointStore:
+    """The store at ``url``; a store that cannot be reached is a transient failure (retried)."""
+    try:
+        return CheckpointStore(url)
+    except OSError as exc:
+        raise TransientError(f"checkpoint store {url} unreachable: {exc}") from None
