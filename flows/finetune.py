@@ -1,24 +1,28 @@
-"""Fine-tuning on its own: the flow a GPU work pool runs (see prefect.yaml, deployment 'finetune-gpu')."""
+"""Fine-tuning on its own: the flow a GPU work pool runs (see prefect.yaml, 'finetune-gpu'),
+and how the release starts it there and waits (training.launcher: deployment)."""
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, get_run_logger
+from prefect.deployments import run_deployment
 
-from flows.params import StageParams
+from flows.params import FinetuneParams
+from lockgate.digest import short
+from lockgate.errors import StageError, TransientError
 from lockgate.records import AdapterArtifact
+from lockgate.settings import TrainingSettings
 from tasks.common import fingerprints
 from tasks.data import prepare_dataset, resolve_base_model
 from tasks.training import finetune_adapter
 
 
-@flow(name="finetune")
-def finetune(params: StageParams = StageParams()) -> AdapterArtifact:  # noqa: B008 (the UI form's default)
-    """Prepare the data snapshot and train a LoRA adapter with Axolotl.
+@flow(name="finetune", persist_result=True, result_serializer="json")
+def finetune(params: FinetuneParams = FinetuneParams()) -> AdapterArtifact:  # noqa: B008 (the UI form's default)
+    """Prepare the data snapshot and train a LoRA adapter with Axolotl, here, on this worker.
 
-    Checkpoints land in a work folder keyed by the inputs, and Prefect retries a preempted
-    (killed) trainer, which then resumes from the last complete checkpoint. On Kubernetes that
-    folder must be a persistent volume for a resume to survive a lost pod; the job template
-    does not mount one yet.
+    Complete checkpoints are copied to the checkpoint store (training.checkpoint_url) as they
+    appear, so a run on a fresh worker after a preemption resumes from the newest one; the
+    fine-tune holds the team's GPU quota (gpu-<team>) while it trains.
     """
     settings = params.settings()
     artifacts_root = settings.artifacts_dir
@@ -29,4 +33,39 @@ def finetune(params: StageParams = StageParams()) -> AdapterArtifact:  # noqa: B
     )
     axolotl_bin = str(settings.resolve(settings.training.axolotl_bin))
     trainer_env = fingerprints(settings).trainer_env
-    return finetune_adapter(snapshot, base, settings.training, axolotl_bin, artifacts_root, trainer_env)
+    shuffle = params.scenario == "shuffled-labels"
+    return finetune_adapter(snapshot, base, settings.training, axolotl_bin, artifacts_root, trainer_env, shuffle)
+
+
+def train_on_pool(params: FinetuneParams, training: TrainingSettings) -> AdapterArtifact:
+    """Start the finetune deployment on its work pool, wait, and re-submit it when its worker
+    vanished (the run Crashed: a killed container, a reclaimed spot node), up to
+    ``training.max_resubmits`` times. Each re-submission resumes from the durable checkpoints.
+
+    Raises:
+        StageError: the fine-tune failed for a reason a re-run will not fix.
+        TransientError: it crashed more often than allowed.
+    """
+    logger = get_run_logger()
+    crashes = 0
+    while True:
+        run = run_deployment(
+            training.deployment, parameters={"params": params.model_dump(mode="json")}, timeout=None, as_subflow=True
+        )
+        state = run.state
+        if state is not None and state.is_completed():
+            adapter = state.result()
+            assert isinstance(adapter, AdapterArtifact)
+            logger.info("fine-tune run %s: adapter %s after %d crash(es)", run.name, short(adapter.digest), crashes)
+            # The worker counts the restarts its disk saw; a fresh worker's disk saw none of them.
+            return adapter.model_copy(update={"preemptions": max(adapter.preemptions, crashes)})
+        name = state.name if state is not None else "unknown"
+        message = (state.message if state is not None else None) or ""
+        if state is None or not state.is_crashed():
+            raise StageError(f"fine-tune run {run.name} ended {name}: {message}".strip())
+        crashes += 1
+        if crashes > training.max_resubmits:
+            raise TransientError(f"fine-tune crashed {crashes} times (training.max_resubmits={training.max_resubmits})")
+        logger.warning(
+            "fine-tune run %s crashed (%s); re-submitting (%d/%d)", run.name, message, crashes, training.max_resubmits
+        )

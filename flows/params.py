@@ -31,6 +31,22 @@ class StageParams(BaseModel):
         return load_settings(self.profile, overrides=self.overrides())
 
 
+class FinetuneParams(StageParams):
+    """What the finetune flow trains: the caller's resolved training settings, so a worker
+    elsewhere trains exactly what the release decided, whatever its own environment says."""
+
+    scenario: Scenario = Field(default="normal", description="'shuffled-labels' sabotages the training data.")
+    training: dict[str, Any] | None = Field(
+        default=None, description="Training settings (fields of training.*) that override the profile's."
+    )
+
+    def overrides(self) -> dict[str, Any]:
+        out = super().overrides()
+        # This flow is the worker: it trains here, whatever launcher its caller used.
+        out["training"] = {**(self.training or {}), "launcher": "local"}
+        return out
+
+
 class ReleaseParams(StageParams):
     """What to run the release pipeline with."""
 
@@ -65,6 +81,11 @@ class ReleaseParams(StageParams):
         if training:
             out["training"] = training
         return out
+
+    def finetune_params(self, settings: LockgateSettings) -> FinetuneParams:
+        """Parameters of the finetune flow that trains what this release would train here."""
+        training = settings.training.model_dump(exclude={"launcher", "axolotl_bin"})
+        return FinetuneParams(profile=self.profile, home=self.home, scenario=self.scenario, training=training)
 
 
 class ReleaseSummary(BaseModel):

@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows.finetune import train_on_pool
 from flows.params import ReleaseParams, ReleaseSummary
 from lockgate.errors import GateRejected
 from lockgate.policy import load_policy
@@ -48,17 +49,20 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
     with stages.timed("finetune"):
         axolotl_bin = str(settings.resolve(settings.training.axolotl_bin))
         shuffle_labels = params.scenario == "shuffled-labels"
-        adapter = stages.run_cached(
-            "finetune",
-            finetune_adapter,
-            snapshot,
-            base,
-            settings.training,
-            axolotl_bin,
-            artifacts_root,
-            prints.trainer_env,
-            shuffle_labels,
-        )
+        if settings.training.launcher == "deployment":
+            adapter = train_on_pool(params.finetune_params(settings), settings.training)
+        else:
+            adapter = stages.run_cached(
+                "finetune",
+                finetune_adapter,
+                snapshot,
+                base,
+                settings.training,
+                axolotl_bin,
+                artifacts_root,
+                prints.trainer_env,
+                shuffle_labels,
+            )
     with stages.timed("quantize"):
         quantized, quant_check = stages.run_cached(
             "quantize", quantize_model, base, adapter, snapshot, settings.quantization, artifacts_root

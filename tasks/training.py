@@ -8,7 +8,9 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectNotFound
 
 from lockgate.digest import short
 from lockgate.finetune import finetune
@@ -85,6 +87,13 @@ def gpu_quota(team: str, gpus: int) -> Iterator[None]:
     """
     logger = get_run_logger()
     name = f"gpu-{team}"
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            logger.info("no GPU quota %s on this server: training unthrottled", name)
+            yield
+            return
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(concurrency(name, occupy=gpus, timeout_seconds=2))

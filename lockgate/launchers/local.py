@@ -27,6 +27,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import yaml
+
 from lockgate.checkpoints import CheckpointStore, CheckpointSync, checkpoint_step, latest_local, set_aside_incomplete
 from lockgate.errors import ConfigError, StageError, TransientError
 from lockgate.launchers import TrainingRun
@@ -107,6 +109,7 @@ class LocalAxolotlLauncher:
         if resumed:
             log.info("resuming from %s", resumed)
         _record_attempt(output_dir, resumed)
+        max_steps = _max_steps(config_path)
         log_path = output_dir / "axolotl.log"
         env = {**os.environ, **self.env}
         env.pop("PYTHONPATH", None)  # the trainer env must not see the app env's packages
@@ -141,7 +144,7 @@ class LocalAxolotlLauncher:
                 for line in proc.stdout:
                     log_fh.write(line)
                     tail = [*tail, line.rstrip()][-40:]
-                    _note_step(output_dir, line)
+                    _note_step(output_dir, line, max_steps)
                     progress = _progress(line)
                     if progress:
                         log.info("axolotl: %s", progress)
@@ -183,11 +186,20 @@ def _record_attempt(output_dir: Path, resumed: Path | None) -> None:
 _STEP = re.compile(r"\b(\d+)/(\d+) \[")
 
 
-def _note_step(output_dir: Path, line: str) -> None:
-    """Remember the furthest optimizer step the trainer reported (tqdm's ``N/M [``)."""
-    found = _STEP.findall(line)
+def _max_steps(config_path: Path) -> int | None:
+    try:
+        value = yaml.safe_load(config_path.read_text(encoding="utf-8")).get("max_steps")
+    except (OSError, AttributeError, yaml.YAMLError):
+        return None
+    return int(value) if isinstance(value, int) else None
+
+
+def _note_step(output_dir: Path, line: str, max_steps: int | None) -> None:
+    """Remember the furthest optimizer step the trainer reported: tqdm's ``N/max_steps [``
+    (other progress bars, such as tokenizing, count rows, not steps)."""
+    found = [int(n) for n, total in _STEP.findall(line) if max_steps is not None and int(total) == max_steps]
     if found:
-        step = max(int(n) for n, _ in found)
+        step = max(found)
         if step > _furthest_step(output_dir):
             (output_dir / "furthest-step").write_text(str(step))
 

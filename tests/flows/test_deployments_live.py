@@ -101,6 +101,7 @@ def test_data_change_event_starts_the_release_deployment(server: tuple[str, dict
         "refresh-nightly",
         "drift-nightly",
         "data-watch",
+        "finetune-local",
         "finetune-gpu",
     }
     release = next(d for d in deployments if d["name"] == "release")
@@ -157,3 +158,82 @@ def test_cli_rollback_emits_rolled_back_event(server: tuple[str, dict[str, str]]
     assert found, "no lockgate.model.rolled_back event reached the server"
     payload = found[0]["payload"]
     assert (payload["previous"], payload["current"], payload["reason"]) == (b, a, "canary errors")
+
+
+def flow_run_processes(worker_pid: int) -> list[int]:
+    """Processes the process worker started for flow runs (they carry the run's id)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            status = (proc / "status").read_text()
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        ppid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:"))
+        if ppid == worker_pid and b"PREFECT__FLOW_RUN_ID=" in environ:
+            found.append(int(proc.name))
+    return found
+
+
+def test_release_trains_on_the_pool_and_survives_a_killed_worker(
+    server: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    """training.launcher=deployment: the release starts the finetune deployment on the process
+    pool; its flow-run process is killed after the first durable checkpoint (a lost worker); the
+    release re-submits it, the new run resumes from the checkpoint store, and training finishes."""
+    url, env = server
+    applied = subprocess.run(
+        [str(ROOT / "deployments" / "apply.sh")], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
+    worker = subprocess.Popen(
+        [PREFECT, "worker", "start", "--pool", "lockgate-cpu"],
+        env=env,
+        stdout=(tmp_path / "worker.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    release_env = {
+        **env,
+        "LOCKGATE_TRAINING__LAUNCHER": "deployment",
+        "LOCKGATE_TRAINING__DEPLOYMENT": "finetune/finetune-local",
+        "LOCKGATE_TRAINING__MAX_STEPS": "40",
+        "LOCKGATE_TRAINING__SAVE_STEPS": "10",
+    }
+    log_path = tmp_path / "release.log"
+    release = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "python"), "-m", "flows", "release"],
+        env=release_env,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    store = tmp_path / "home" / "artifacts" / "checkpoints"
+    try:
+        deadline = time.monotonic() + 600
+        while not list(store.glob("*/checkpoint-*/lockgate-complete.json")):
+            assert release.poll() is None, log_path.read_text()[-4000:]
+            assert time.monotonic() < deadline, "no durable checkpoint appeared"
+            time.sleep(0.5)
+        victims = flow_run_processes(worker.pid)
+        assert victims, "the fine-tune's flow-run process was not found"
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)  # the worker vanishes, no cleanup runs
+        code = release.wait(timeout=900)
+    finally:
+        if release.poll() is None:
+            release.kill()
+        stop(worker)
+    output = log_path.read_text()
+    assert code in (0, 3), output[-4000:]  # trained and gated; a 40-step model may well be rejected
+    assert "crashed" in output and "re-submitting (1/3)" in output, output[-4000:]
+    adapter_dir = next(line.split("`")[1] for line in output.splitlines() if line.startswith("- adapter: `"))
+    meta = json.loads((Path(adapter_dir) / "lockgate-adapter.json").read_text())
+    assert meta["steps"] == 40 and meta["preemptions"] >= 1
+    assert 0 <= meta["steps_redone"] < 40
+    runs = api(url, "/flow_runs/filter", {"flow_runs": {"name": {"like_": ""}}})
+    finetunes = [r for r in runs if r["parameters"].get("params", {}).get("training")]
+    assert [r["state_type"] for r in sorted(finetunes, key=lambda r: r["created"])] == ["CRASHED", "COMPLETED"]
+    axolotl_logs = "".join(p.read_text() for p in (tmp_path / "home" / "artifacts" / "work").glob("*/out/axolotl.log"))
+    assert "resume from checkpoint at" in axolotl_logs, "the re-submitted run resumed from a checkpoint"
