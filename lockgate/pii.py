@@ -35,7 +35,7 @@ PLACEHOLDER: dict[PiiKind, str] = {
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _KNOWN_KEYS = re.compile(
     r"""
-    -----BEGIN[A-Z ]*PRIVATE\ KEY-----[\s\S]*?-----END[A-Z ]*PRIVATE\ KEY-----
+    -----BEGIN[A-Z ]*PRIVATE\ KEY-----[\s\S]*?(?:-----END[A-Z ]*PRIVATE\ KEY-----|\Z)
     | \b(?:sk|pk|rk)[-_](?:live|test|proj|ant)[-_][A-Za-z0-9_-]{8,}
     | \bsk-[A-Za-z0-9_-]{16,}
     | \b(?:AKIA|ASIA)[0-9A-Z]{16}\b
@@ -51,7 +51,10 @@ _KNOWN_KEYS = re.compile(
 _TOKEN = re.compile(r"[A-Za-z0-9+/=_\-]{16,}")
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\d|\.\d)")
-_IPV6 = re.compile(r"(?<![0-9A-Fa-f:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:%\w+)?(?![0-9A-Fa-f:])")
+# Whole colon-separated groups only: never the middle of ``std::vector`` or ``Foo::Bar``.
+_IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:%\w+)?(?![\w:])")
+# Pieces of an identifier or a path: CamelCase words, lower-case words, digit runs.
+_SEGMENT = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,59 @@ def _looks_like_secret(token: str, rules: PiiRules) -> bool:
         return False
     classes = sum((any(c.islower() for c in token), any(c.isupper() for c in token), any(c.isdigit() for c in token)))
     # Words, paths and digit runs have one or two classes; keys mix all three.
-    return classes == 3 and shannon_entropy(token) >= rules.secret_min_entropy
+    if classes < 3 or shannon_entropy(token) < rules.secret_min_entropy:
+        return False
+    return not _identifier_like(token)
+
+
+def _identifier_like(token: str) -> bool:
+    """Whether a token reads as a name (``MyHttpClient2Factory42Builder``) or a path of names.
+
+    Every piece between ``/``, ``.``, ``_`` or ``-`` must be a short lower-case name
+    (``lib``, ``app2``) or CamelCase words: four letters a word on average, few capitals,
+    vowels as in words, no more digits than letters. A random key changes case every
+    other character, so its "words" are short and its capitals half its letters; about one
+    random 20-40 character key in 6000 passes for a name.
+    """
+    pieces = [p for p in re.split(r"[/._\-]+", token) if p]
+    if not pieces:
+        return False
+    for piece in pieces:
+        segments = _SEGMENT.findall(piece)
+        if "".join(segments) != piece:  # characters a name does not use (+, =)
+            return False
+        words = [w for w in segments if not w.isdigit()]
+        letters = "".join(words)
+        if not words or len(piece) - len(letters) > len(letters):
+            return False
+        if letters.islower() and len(piece) <= 12:
+            continue
+        if (
+            len(letters) / len(words) < 4
+            or sum(len(w) < 2 for w in words) > 1
+            or any(w.isupper() and len(w) > 5 for w in words)
+            or sum(c.isupper() for c in letters) > 0.4 * len(letters)
+            or sum(c in "aeiouy" for c in letters.lower()) < 0.25 * len(letters)
+        ):
+            return False
+    return True
+
+
+def _real_ipv6(candidate: str) -> bool:
+    """Whether a colon-separated candidate is an IPv6 address and reads like one.
+
+    ``ipaddress`` accepts ``C::D`` and ``1::2`` (scope operators, slices), so a compressed
+    address must also hold a digit, two groups and a group of at least three characters.
+    """
+    address = candidate.split("%", 1)[0]
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        return False
+    if "::" not in address:
+        return True
+    groups = [g for g in address.split(":") if g]
+    return any(c.isdigit() for c in address) and len(groups) >= 2 and max(len(g) for g in groups) >= 3
 
 
 def _find(kind: PiiKind, text: str, rules: PiiRules) -> list[tuple[int, int]]:
@@ -112,13 +167,13 @@ def _find(kind: PiiKind, text: str, rules: PiiRules) -> list[tuple[int, int]]:
             if 13 <= len(digits) <= 19 and luhn_ok(digits):
                 spans.append(m.span())
     elif kind == "ip":
-        for pattern in (_IPV4, _IPV6):
-            for m in pattern.finditer(text):
-                try:
-                    ipaddress.ip_address(m.group().split("%", 1)[0])
-                except ValueError:
-                    continue
-                spans.append(m.span())
+        for m in _IPV4.finditer(text):
+            try:
+                ipaddress.IPv4Address(m.group())
+            except ValueError:
+                continue
+            spans.append(m.span())
+        spans += [m.span() for m in _IPV6.finditer(text) if _real_ipv6(m.group())]
     elif kind == "phone":
         matcher = phonenumbers.PhoneNumberMatcher(text, rules.phone_region, leniency=phonenumbers.Leniency.VALID)
         spans += [(m.start, m.end) for m in matcher]
