@@ -24,3 +24,15 @@ def store(tmp_path: Path) -> LocalArtifactStore:
 def write_jsonl(path: Path, lines: list[str]) -> Path:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def needs(available: bool, what: str, how: str) -> pytest.MarkDecorator:
+    """Skip a test on a laptop without ``what`` (saying how to get it); in CI (CI=true) run it and fail.
+
+    A skipped test proves nothing, so CI must have everything the tests need.
+    """
+    import os
+
+    if os.environ.get("CI", "").lower() == "true":
+        return pytest.mark.usefixtures()  # no skip: the test runs and fails where ``what`` is missing
+    return pytest.mark.skipif(not available, reason=f"{what} is missing: {how}")

@@ -21,10 +21,10 @@ from lockgate.finetune import (
 from lockgate.prep import snapshot_dataset
 from lockgate.settings import BaseModelSettings, DataSettings, TrainingSettings
 from lockgate.store import LocalArtifactStore
-from tests.conftest import EXAMPLES, ROOT
+from tests.conftest import EXAMPLES, ROOT, needs
 
 AXOLOTL = ROOT / ".venv-trainer" / "bin" / "axolotl"
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not AXOLOTL.exists(), reason="trainer environment not built")]
+pytestmark = [pytest.mark.slow, needs(AXOLOTL.exists(), "the trainer environment", "run `make setup`")]
 
 
 def test_killed_training_resumes_from_last_checkpoint(tmp_path: Path) -> None:
