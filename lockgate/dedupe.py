@@ -220,7 +220,11 @@ class DedupeIndex:
         )
         # Near-duplicates must match on the whole row and the question; leaks on question and answer.
         first, second = ("sig", "qsig") if kind == FULL else ("qsig", "asig")
-        marks: dict[int, str] = {}
+        # Each confirmed pair as (row that may go, row it copies): for leaks the training copy
+        # (the eval row stays, so eval still measures what it did), for near-duplicates the
+        # row later in digest order.
+        db.execute("CREATE TEMP TABLE near (loser INT, keeper INT, reason TEXT)")
+        confirmed: list[tuple[int, int, str]] = []
         query = (
             f"SELECT ra.id, ra.digest, ra.split, ra.source, ra.line, ra.{first}, ra.{second}, "
             f"rb.id, rb.digest, rb.split, rb.source, rb.line, rb.{first}, rb.{second} "
@@ -231,17 +235,34 @@ class DedupeIndex:
             if sim < threshold:
                 continue
             if outcome == "leaked":
-                # The training copy goes; the eval row stays, so eval still measures what it did.
-                loser, other = (aid, f"{bsrc}:{bline}") if asplit == "train" else (bid, f"{asrc}:{aline}")
+                loser, keeper, other = (
+                    (aid, bid, f"{bsrc}:{bline}") if asplit == "train" else (bid, aid, f"{asrc}:{aline}")
+                )
                 reason = f"near copy of eval row {other} (similarity {sim:.2f})"
             else:
                 a_first = (adig, aid) < (bdig, bid)
-                loser, other = (bid, f"{asrc}:{aline}") if a_first else (aid, f"{bsrc}:{bline}")
+                loser, keeper, other = (bid, aid, f"{asrc}:{aline}") if a_first else (aid, bid, f"{bsrc}:{bline}")
                 reason = f"near duplicate of {other} (similarity {sim:.2f})"
-            marks.setdefault(loser, reason)
+            confirmed.append((loser, keeper, reason))
+            if len(confirmed) >= 2000:
+                db.executemany("INSERT INTO near VALUES (?,?,?)", confirmed)
+                confirmed.clear()
+        db.executemany("INSERT INTO near VALUES (?,?,?)", confirmed)
+        # In digest order, a row goes only as a copy of a row still kept: when row 3 copies
+        # row 2 that copies row 1, row 2 goes and row 3 stays unless it copies row 1 too.
+        # A keeper comes before its loser in this order, so its own fate is settled first.
+        marks: dict[int, str] = {}
+        ordered = db.execute(
+            "SELECT near.loser, near.keeper, near.reason FROM near JOIN rows rl ON rl.id = near.loser "
+            "JOIN rows rk ON rk.id = near.keeper ORDER BY rl.digest, rl.id, rk.digest, rk.id"
+        )
+        for loser, keeper, reason in ordered:
+            if loser not in marks and keeper not in marks:
+                marks[loser] = reason
         db.executemany(
             "UPDATE rows SET outcome = ?, reason = ? WHERE id = ?", [(outcome, r, i) for i, r in marks.items()]
         )
+        db.execute("DROP TABLE near")
         db.execute("DROP TABLE pairs")
 
     def kept(self, split: str) -> Iterator[dict[str, Any]]:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
 
 import pytest
 
+from lockgate.dedupe import DedupeIndex, Signer, similarity
 from lockgate.errors import DataError
 from lockgate.prep import load_jsonl, prepare, snapshot_dataset, split_of
 from lockgate.settings import DataSettings
@@ -72,6 +74,34 @@ def test_exact_and_near_duplicates_keep_one_row_whatever_the_order(tmp_path: Pat
     assert len(kept[0]) == 1 and kept[0] == kept[1] == kept[2]
     reasons = result.quarantine_path.read_text()
     assert "exact duplicate of" in reasons and "near duplicate of" in reasons
+
+
+def test_a_near_duplicate_goes_only_as_a_copy_of_a_kept_row(tmp_path: Path) -> None:
+    """Row 3 copies row 2, row 2 copies row 1, row 3 is only 0.81 like row 1: rows 1 and 3 stay."""
+    first = "the quick brown fox jumps over the lazy dog near the riverbank at dawn while birds sing loudly"
+    second = first.replace("quick", "quicks")
+    third = second.replace(" at ", " ats ")
+    signer = Signer(128)
+    assert similarity(signer.sign(first).tobytes(), signer.sign(third).tobytes()) < 0.85
+
+    def body(text: str) -> dict[str, str]:
+        # A tag that puts the three rows in digest order (the order that decides who stays).
+        for tag in range(1000):
+            candidate = {"text": text, "tag": str(tag)}
+            digest = hashlib.sha256(json.dumps(candidate, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+            if digest.startswith({first: "0", second: "7", third: "e"}[text]):
+                return candidate
+        raise AssertionError("no tag found")
+
+    for order in ([first, second, third], [third, second, first], [second, third, first]):
+        index = DedupeIndex(tmp_path / f"rows{len(list(tmp_path.iterdir()))}.sqlite", 128, 0.85, 0.85)
+        for line, text in enumerate(order, start=1):
+            index.add(body(text), "train", "a.jsonl", line, (text, text, "same answer"))
+        index.resolve()
+        assert sorted(r["text"] for r in index.kept("train")) == sorted([first, third])
+        (gone,) = index.set_aside()
+        assert gone.outcome == "near_duplicate" and f"a.jsonl:{order.index(first) + 1}" in gone.reason
+        index.close()
 
 
 def test_paraphrases_with_other_words_are_kept(tmp_path: Path) -> None:
