@@ -26,11 +26,21 @@ from typing import IO, Any, TypeVar
 
 from lockgate.dedupe import DedupeIndex
 from lockgate.digest import digest_file, digest_json
-from lockgate.errors import DataError
+from lockgate.errors import DataError, StageError
 from lockgate.pii import KINDS, PiiRules, redact_text, scrub
-from lockgate.readers import RawRecord, is_url, read_source, source_digest
+from lockgate.readers import RAW_KEEP, RawRecord, is_url, read_source, source_digest
 from lockgate.records import DatasetSnapshot, QuarantinedRow
-from lockgate.rows import SHAPES, RowError, Shape, clean_text, dedupe_text, parse_row, question_text, telling_shape
+from lockgate.rows import (
+    SHAPES,
+    RowError,
+    Shape,
+    chat_row,
+    clean_text,
+    dedupe_text,
+    parse_row,
+    question_text,
+    telling_shape,
+)
 from lockgate.settings import DataSettings
 from lockgate.store import LocalArtifactStore
 
@@ -42,6 +52,7 @@ T = TypeVar("T")
 OUTCOMES = ("train", "eval", "blank", "quarantined", "filtered", "duplicate", "near_duplicate", "leaked")
 CARD_ROWS = 50  # rows listed by name on the card; the quarantine file has them all
 MAX_REASONS = 100  # distinct reasons counted per outcome
+REASON_KEEP = 300  # characters of a reason kept (after redaction: a reason may quote the row)
 
 
 def pii_rules(settings: DataSettings) -> PiiRules:
@@ -106,13 +117,7 @@ def _scrub_row(row: dict[str, Any], rules: PiiRules) -> tuple[dict[str, Any], Co
         return s.text
 
     if "messages" in row:
-        messages = [{"role": m["role"], "content": one(m["content"])} for m in row["messages"]]
-        out = {
-            "messages": messages,
-            "instruction": next(m["content"] for m in reversed(messages) if m["role"] == "user"),
-            "context": next((m["content"] for m in messages if m["role"] == "system"), ""),
-            "output": messages[-1]["content"],
-        }
+        out = chat_row([{"role": m["role"], "content": one(m["content"])} for m in row["messages"]])
     else:
         out = {k: one(v) for k, v in row.items() if k != "context" or "input" not in row}
         if "input" in row:
@@ -132,30 +137,58 @@ def for_source(options: dict[str, T], source: str) -> T | None:
 
 
 class _Shapes:
-    """The record shape of each file, detected from its keys or set in the settings."""
+    """The record shape of each file, set in the settings or detected from its keys.
 
-    def __init__(self, settings: DataSettings) -> None:
+    Many records fit more than one shape (an alpaca row without ``input`` is also a qa row).
+    Such a record takes its file's shape: the shape of the first record in the file that gives
+    it away, looked for before the file is read (a file whose first record tells costs one
+    record; a file where none tells is read twice). A file where no record tells takes the
+    dataset's shape, from the other files or the settings, else ``qa``. Only telling records
+    and files whose shape is set count when checking that the dataset holds one shape.
+    """
+
+    def __init__(self, settings: DataSettings, sources: list[str], rules: PiiRules) -> None:
         self.settings = settings
-        self.by_source: dict[str, tuple[Shape, str]] = {}
+        self.by_source: dict[str, tuple[Shape, str] | None] = {}
+        found: list[Shape] = []
+        for source in sources:
+            chosen = self._set(source)
+            if chosen is None:
+                detected = self.by_source[source] = self._detect(source, rules)
+                chosen = detected[0] if detected else None
+            if chosen is not None:
+                found.append(chosen)
+        self.default: Shape = found[0] if found else "qa"
 
-    def of(self, record: RawRecord) -> Shape:
-        assert record.value is not None
-        told = telling_shape(record.value)
-        chosen = for_source(self.settings.source_shapes, record.source) or self.settings.shape
-        if chosen != "auto":
-            return chosen  # type: ignore[return-value]
+    def _set(self, source: str) -> Shape | None:
+        chosen = for_source(self.settings.source_shapes, source) or self.settings.shape
+        return None if chosen == "auto" else chosen  # type: ignore[return-value]
+
+    def _detect(self, source: str, rules: PiiRules) -> tuple[Shape, str] | None:
+        for record in _guarded(source, self.settings, rules):
+            if record.value is not None and (told := telling_shape(record.value)) is not None:
+                return told, f"line {record.line}"
+        return None
+
+    def of(self, record: RawRecord, value: dict[str, Any]) -> tuple[Shape, bool]:
+        """The record's shape, and whether it says so (its keys tell, or its file's shape is set).
+
+        Raises:
+            DataError: when the record's keys tell another shape than its file's.
+        """
+        chosen = self._set(record.source)
+        if chosen is not None:
+            return chosen, True
         known = self.by_source.get(record.source)
+        told = telling_shape(value)
         if told is None:
-            return known[0] if known else "qa"
-        if known is None:
-            self.by_source[record.source] = (told, f"line {record.line}")
-            return told
-        if known[0] != told:
+            return (known[0] if known else self.default), False
+        if known is not None and known[0] != told:
             raise DataError(
                 f"{record.source}: the file mixes record shapes: {known[1]} is {known[0]}, line {record.line} is "
                 f"{told}; split it into one file per shape, or set data.shape to one of {list(SHAPES)}"
             )
-        return told
+        return told, True
 
 
 def prepare(sources: Iterable[str | Path], settings: DataSettings, work: Path) -> PrepResult:
@@ -166,7 +199,8 @@ def prepare(sources: Iterable[str | Path], settings: DataSettings, work: Path) -
             of different shapes.
     """
     rules = pii_rules(settings)
-    shapes = _Shapes(settings)
+    names = [str(s) for s in sources]
+    shapes = _Shapes(settings, names, rules)
     work.mkdir(parents=True, exist_ok=True)
     result = PrepResult(
         shape="qa" if settings.shape == "auto" else settings.shape,  # type: ignore[arg-type]
@@ -187,7 +221,7 @@ def prepare(sources: Iterable[str | Path], settings: DataSettings, work: Path) -
 
             def set_aside(q: QuarantinedRow) -> None:
                 # A reason may quote the row (an exception's message): it is redacted like the row.
-                q = q.model_copy(update={"reason": redact_text(q.reason, rules)})
+                q = q.model_copy(update={"reason": redact_text(q.reason, rules)[:REASON_KEEP]})
                 result.counts[q.outcome] += 1
                 reasons = result.reasons.setdefault(q.outcome, Counter())
                 reason = _reason_class(q)
@@ -197,8 +231,8 @@ def prepare(sources: Iterable[str | Path], settings: DataSettings, work: Path) -
                     result.first_set_aside.append(q)
                 quarantine.write(q.model_dump_json() + "\n")
 
-            for source in sources:
-                for record in _guarded(str(source), settings):
+            for source in names:
+                for record in _guarded(source, settings, rules):
                     result.n_input += 1
                     if record.blank:
                         result.counts["blank"] += 1
@@ -209,7 +243,7 @@ def prepare(sources: Iterable[str | Path], settings: DataSettings, work: Path) -
                         set_aside(_q(record, raw, None, record.error or "unreadable"))
                         continue
                     try:
-                        shape = shapes.of(record)
+                        shape, telling = shapes.of(record, record.value)
                         row = parse_row(record.value, shape, settings.min_chars, settings.max_chars)
                         row, found, drop = _scrub_row(row, rules)
                     except RowError as err:
@@ -218,9 +252,10 @@ def prepare(sources: Iterable[str | Path], settings: DataSettings, work: Path) -
                     except DataError:
                         raise
                     except Exception as exc:  # one odd row must never stop the stage
-                        set_aside(_q(record, raw, None, f"could not validate: {type(exc).__name__}: {exc}"[:300]))
+                        set_aside(_q(record, raw, None, f"could not validate: {type(exc).__name__}: {exc}"))
                         continue
-                    seen_shapes.setdefault(shape, f"{record.source}:{record.line}")
+                    if telling:
+                        seen_shapes.setdefault(shape, f"{record.source}:{record.line}")
                     result.pii_found.update(found)
                     if drop:
                         set_aside(_q(record, raw, None, f"contains {', '.join(drop)} (policy: drop)", "filtered"))
@@ -235,8 +270,7 @@ def prepare(sources: Iterable[str | Path], settings: DataSettings, work: Path) -
             if len(seen_shapes) > 1:
                 where = ", ".join(f"{s} (first at {w})" for s, w in seen_shapes.items())
                 raise DataError(f"the sources hold more than one record shape: {where}; use one shape per dataset")
-            if seen_shapes:
-                result.shape = next(iter(seen_shapes))
+            result.shape = next(iter(seen_shapes), shapes.default)
             index.resolve()
             for gone in index.set_aside():
                 set_aside(
@@ -258,8 +292,15 @@ def prepare(sources: Iterable[str | Path], settings: DataSettings, work: Path) -
     return result
 
 
-def _guarded(source: str, settings: DataSettings) -> Iterator[RawRecord]:
-    """The reader's records, with any surprise inside the reader turned into a bad record."""
+def _guarded(source: str, settings: DataSettings, rules: PiiRules) -> Iterator[RawRecord]:
+    """The reader's records; a surprise inside the reader stops the stage, naming the file and line.
+
+    A reader that raised cannot go on, so the rest of the file would go unread and uncounted:
+    better no snapshot than one that silently misses rows.
+
+    Raises:
+        DataError: for a source that cannot be read to its end.
+    """
     encoding = for_source(settings.source_encodings, source) or settings.encoding
     reader = read_source(source, encoding, settings.max_record_lines)
     last_line = 0
@@ -271,21 +312,21 @@ def _guarded(source: str, settings: DataSettings) -> Iterator[RawRecord]:
         except DataError:
             raise
         except Exception as exc:
-            log.warning("%s: reading stopped after line %d: %s", source, last_line, exc)
-            yield RawRecord(source, last_line + 1, "", error=f"could not read: {type(exc).__name__}: {exc}"[:300])
-            return
+            detail = redact_text(f"{type(exc).__name__}: {exc}", rules)[:REASON_KEEP]
+            raise DataError(f"{source}: reading stopped after line {last_line}, the rest is unread: {detail}") from None
         last_line = record.line
         yield record
 
 
 class _Redacted:
-    """A record's text, redacted only if it is needed (most records are kept, not copied)."""
+    """A record's text, redacted and cut to ``RAW_KEEP`` only if it is needed (most records are kept, not copied)."""
 
     def __init__(self, text: str, rules: PiiRules) -> None:
         self.text, self.rules = text, rules
 
     def __str__(self) -> str:
-        return redact_text(self.text, self.rules)
+        # Redacted first, then cut: a cut through a secret would leave part of it unrecognised.
+        return redact_text(self.text, self.rules)[:RAW_KEEP]
 
 
 def _q(record: RawRecord, raw: _Redacted, fld: str | None, reason: str, outcome: str = "quarantined") -> QuarantinedRow:
@@ -341,7 +382,7 @@ def snapshot_dataset(
                 f"split left train={result.counts['train']} eval={result.counts['eval']} rows; need both non-empty"
             )
         if not result.balanced():
-            raise AssertionError(f"prep accounting does not add up: {dict(result.counts)} vs {result.n_input} input")
+            raise StageError(f"prep accounting does not add up: {dict(result.counts)} vs {result.n_input} input")
         if bad:
             log.info("quarantined %d row(s); first: %s", bad, describe(first_bad[:1]))
         # The digest covers what training sees, so re-quarantining the same bad rows or a new

@@ -28,11 +28,18 @@ log = logging.getLogger(__name__)
 BOM = b"\xef\xbb\xbf"
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 RAW_KEEP = 2000  # characters of a bad record kept for the quarantine file
+# Characters of a record's text read with it: redaction runs on these and only then is the
+# copy cut to RAW_KEEP, so a secret that crosses the cut is whole when it is looked for.
+RAW_READ = 2 * RAW_KEEP
 
 
 @dataclass(frozen=True)
 class RawRecord:
-    """One record as read: its value, or why it could not be read; ``blank`` for an empty line."""
+    """One record as read: its value, or why it could not be read; ``blank`` for an empty line.
+
+    ``raw`` is the record's text, up to ``RAW_READ`` characters and not redacted: redact it,
+    then cut it to ``RAW_KEEP``, before it is kept anywhere.
+    """
 
     source: str
     line: int
@@ -129,7 +136,7 @@ def _lines(fh: IO[bytes]) -> Iterator[tuple[int, bytes]]:
 
 
 def _preview(data: bytes, encoding: str) -> str:
-    return data[: RAW_KEEP * 4].decode(encoding, errors="backslashreplace")[:RAW_KEEP]
+    return data[: RAW_READ * 4].decode(encoding, errors="backslashreplace")[:RAW_READ]
 
 
 def _read_jsonl(source: str, encoding: str) -> Iterator[RawRecord]:
@@ -148,20 +155,20 @@ def _read_jsonl(source: str, encoding: str) -> Iterator[RawRecord]:
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as exc:
-                yield RawRecord(source, lineno, text[:RAW_KEEP], error=f"invalid JSON: {exc.msg}")
+                yield RawRecord(source, lineno, text[:RAW_READ], error=f"invalid JSON: {exc.msg}")
                 continue
             except RecursionError:
-                yield RawRecord(source, lineno, text[:RAW_KEEP], error="invalid JSON: nested too deeply")
+                yield RawRecord(source, lineno, text[:RAW_READ], error="invalid JSON: nested too deeply")
                 continue
             except ValueError as exc:  # e.g. an integer longer than Python's digit limit
-                yield RawRecord(source, lineno, text[:RAW_KEEP], error=f"invalid JSON: {exc}")
+                yield RawRecord(source, lineno, text[:RAW_READ], error=f"invalid JSON: {exc}")
                 continue
             if not isinstance(value, dict):
                 yield RawRecord(
-                    source, lineno, text[:RAW_KEEP], error=f"expected an object, got {type(value).__name__}"
+                    source, lineno, text[:RAW_READ], error=f"expected an object, got {type(value).__name__}"
                 )
                 continue
-            yield RawRecord(source, lineno, text[:RAW_KEEP], value=value)
+            yield RawRecord(source, lineno, text[:RAW_READ], value=value)
 
 
 class _NeedMore(Exception):
@@ -225,18 +232,29 @@ def _read_csv(source: str, encoding: str, max_record_lines: int) -> Iterator[Raw
             raw_lines = [pending.popleft() for _ in range(used)]
             raw = _preview(b"\n".join(b for _, b in raw_lines), encoding)
             where = f"lines {start}-{raw_lines[-1][0]}" if used > 1 else f"line {start}"
+            if header is None:
+                # Without its header no record of the file can be read: every one would be misnamed.
+                if error is not None or record is None:
+                    raise DataError(f"{source}:{start}: the CSV header cannot be read: {error or 'invalid CSV'}")
+                header = [h.strip() for h in record]
+                _check_header(source, start, header)
+                continue
             if error is not None or record is None:
                 yield RawRecord(source, start, raw, error=error or "invalid CSV")
-                continue
-            if header is None:
-                header = [h.strip() for h in record]
-                if len(set(header)) != len(header) or not all(header):
-                    raise DataError(f"{source}:{start}: the CSV header needs unique, non-empty names, got {header}")
                 continue
             if len(record) != len(header):
                 yield RawRecord(source, start, raw, error=f"expected {len(header)} fields, got {len(record)} ({where})")
                 continue
             yield RawRecord(source, start, raw, value=dict(zip(header, record, strict=True)))
+
+
+def _check_header(source: str, line: int, header: list[str]) -> None:
+    """Unique, non-empty column names; the message gives positions, never the (unredacted) names."""
+    empty = [i for i, name in enumerate(header, start=1) if not name]
+    repeated = [i for i, name in enumerate(header, start=1) if name and name in header[: i - 1]]
+    problems = [f"column {i} has no name" for i in empty] + [f"column {i} repeats an earlier name" for i in repeated]
+    if problems:
+        raise DataError(f"{source}:{line}: the CSV header needs unique, non-empty names: {'; '.join(problems)}")
 
 
 def _read_parquet(source: str) -> Iterator[RawRecord]:
@@ -252,7 +270,7 @@ def _read_parquet(source: str) -> Iterator[RawRecord]:
             for value in batch.to_pylist():
                 lineno += 1
                 try:
-                    raw = json.dumps(value, ensure_ascii=False, default=str)[:RAW_KEEP]
+                    raw = json.dumps(value, ensure_ascii=False, default=str)[:RAW_READ]
                 except (TypeError, ValueError):
-                    raw = repr(value)[:RAW_KEEP]
+                    raw = repr(value)[:RAW_READ]
                 yield RawRecord(source, lineno, raw, value=value)

@@ -145,6 +145,12 @@ def parse_row(value: dict[str, Any], shape: Shape, min_chars: int, max_chars: in
         {"role": m.role, "content": text(f"messages.{i}.content", m.content, m.role != "system")}
         for i, m in enumerate(model.messages)
     ]
+    return chat_row(messages)
+
+
+def chat_row(messages: list[dict[str, str]]) -> dict[str, Any]:
+    """The row written for a conversation: its turns, plus the last user turn as ``instruction``,
+    the system prompt as ``context`` and the last (assistant) turn as ``output``."""
     return {
         "messages": messages,
         "instruction": next(m["content"] for m in reversed(messages) if m["role"] == "user"),

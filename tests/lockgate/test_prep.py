@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lockgate.dedupe import DedupeIndex, Signer, similarity
-from lockgate.errors import DataError
+from lockgate.errors import DataError, StageError
 from lockgate.prep import load_jsonl, prepare, snapshot_dataset, split_of
 from lockgate.settings import DataSettings
 from lockgate.store import LocalArtifactStore
@@ -231,6 +231,20 @@ def test_a_file_mixing_shapes_is_refused(tmp_path: Path) -> None:
     assert forced.counts["quarantined"] == 1, "with the shape set, the odd row is just a bad row"
 
 
+def test_rows_that_do_not_tell_their_shape_take_their_files_shape(tmp_path: Path) -> None:
+    def alpaca(i: int, given: bool) -> str:
+        extra = {"input": f"red door {i}"} if given else {}
+        return json.dumps({"instruction": f"Translate item {i} to French.", **extra, "output": f"porte {i}"})
+
+    late = write_jsonl(tmp_path / "late.jsonl", [alpaca(i, i >= 5) for i in range(30)])
+    none = write_jsonl(tmp_path / "none.jsonl", [alpaca(i, False) for i in range(30, 40)])
+    result = run(tmp_path, [none, late], DataSettings(eval_fraction=0.3))
+    rows = load_jsonl(result.train_path) + load_jsonl(result.eval_path)
+    assert result.shape == "alpaca" and len(rows) == 40 and result.balanced()
+    assert all(set(r) == {"instruction", "input", "context", "output"} for r in rows)
+    assert next(r for r in rows if r["instruction"] == "Translate item 2 to French.")["input"] == ""
+
+
 def test_split_is_stable_when_rows_are_added() -> None:
     rows = [{"instruction": f"q{i}", "output": f"a{i}", "context": f"c{i}"} for i in range(400)]
     before = {r["instruction"]: split_of(r, 0.2) for r in rows}
@@ -348,6 +362,46 @@ def test_a_surprise_while_handling_one_row_costs_that_row_only(tmp_path: Path, m
     result = run(tmp_path, [src])
     assert result.counts["train"] + result.counts["eval"] == 10 and result.counts["quarantined"] == 1
     assert "could not validate: RuntimeError: detector crashed" in result.quarantine_path.read_text()
+
+
+def test_a_reader_that_breaks_stops_the_stage_naming_file_and_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lockgate.prep as prep_module
+
+    real = prep_module.read_source
+
+    def breaks(source, *args):  # type: ignore[no-untyped-def]
+        records = real(source, *args)
+        yield next(records)
+        raise OSError("connection to jane.doe@example.com reset")
+
+    monkeypatch.setattr(prep_module, "read_source", breaks)
+    src = write_jsonl(tmp_path / "qa.jsonl", facts(10))
+    with pytest.raises(DataError, match=r"qa\.jsonl: reading stopped after line 1, the rest is unread") as err:
+        run(tmp_path, [src])
+    assert "OSError: connection to [EMAIL] reset" in str(err.value)
+
+
+def test_a_secret_cut_by_the_quarantine_copy_is_redacted_first(tmp_path: Path) -> None:
+    head = '{"instruction": "'
+    for secret, gone in (("johnsmith@example.com", "johnsmith"), ("4111 1111 1111 1111", "4111")):
+        pad = "x" * (2000 - len(head) - 1 - len(secret) // 2)
+        src = write_jsonl(tmp_path / "qa.jsonl", [*facts(10), f"{head}{pad} {secret} and no closing quote"])
+        result = run(tmp_path, [src])
+        (bad,) = [json.loads(x) for x in result.quarantine_path.read_text().splitlines()]
+        assert bad["reason"].startswith("invalid JSON") and len(bad["raw"]) <= 2000
+        assert gone not in bad["raw"], bad["raw"][-40:]
+
+
+def test_accounting_that_does_not_add_up_is_a_stage_error(
+    tmp_path: Path, store: LocalArtifactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lockgate.prep as prep_module
+
+    monkeypatch.setattr(prep_module.PrepResult, "balanced", lambda self: False)
+    with pytest.raises(StageError, match="prep accounting does not add up"):
+        snapshot_dataset([write_jsonl(tmp_path / "qa.jsonl", facts(20))], DataSettings(), store)
 
 
 def test_shape_and_encoding_set_per_source(tmp_path: Path) -> None:

@@ -114,3 +114,25 @@ def test_missing_unsupported_and_unreadable_sources(tmp_path: Path) -> None:
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
     with pytest.raises(DataError, match="not a readable Parquet file"):
         list(read_source(str(tmp_path / "bad.parquet")))
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (b"instr\xe9ction,output\n", r"bad\.csv:1: the CSV header cannot be read: not valid utf-8"),
+        (b'"instruction,output\n', r"bad\.csv:1: the CSV header cannot be read: unterminated quote"),
+    ],
+)
+def test_a_csv_header_that_cannot_be_read_stops_the_file(tmp_path: Path, header: bytes, reason: str) -> None:
+    # Otherwise the first data record would quietly become the header and its row be lost.
+    (tmp_path / "bad.csv").write_bytes(header + b"What is A?,A is one.\nWhat is B?,B is two.\n")
+    with pytest.raises(DataError, match=reason):
+        list(read_source(str(tmp_path / "bad.csv"), max_record_lines=2))
+
+
+def test_a_bad_csv_header_is_named_by_position_not_quoted(tmp_path: Path) -> None:
+    (tmp_path / "bad.csv").write_text("jane.doe@example.com,,jane.doe@example.com\na,b,c\n")
+    with pytest.raises(DataError) as err:
+        list(read_source(str(tmp_path / "bad.csv")))
+    assert str(err.value).endswith("column 2 has no name; column 3 repeats an earlier name")
+    assert "jane" not in str(err.value)
