@@ -7,6 +7,7 @@ from prefect.events import emit_event
 
 from flows.params import StageParams
 from lockgate import events
+from lockgate.digest import short
 from lockgate.watch import look_for_change, record_change
 
 
@@ -33,7 +34,8 @@ def data_watch(params: StageParams = StageParams()) -> bool:  # noqa: B008 (the 
             logger.warning("data changed but the event could not be emitted; the next look announces it again")
             return True
         record_change(change, state_file)
-        logger.info("data changed: %s -> %s", (change.previous or "none")[:19], change.digest[:19])
+        previous = short(change.previous) if change.previous else "none"
+        logger.info("data changed: %s -> %s", previous, short(change.digest))
     else:
-        logger.info("no change (%s)", change.digest[:19])
+        logger.info("no change (%s)", short(change.digest))
     return change.changed

@@ -71,5 +71,5 @@ def resolve_base_model(
     store = LocalArtifactStore(Path(artifacts_root))
     docs = redacted_copies(sorted(Path(corpus_dir).glob("*.md")), store.scratch("tokenizer-text"), REDACT_ALL)
     base = ensure_base_model(base_model, shape, [*docs, Path(train_path)], store)
-    get_run_logger().info("base model %s at %s (%s)", base.name, base.path, base.digest[:19])
+    get_run_logger().info("base model %s at %s (%s)", base.name, base.path, short(base.digest))
     return base
