@@ -23,11 +23,16 @@ SHAPES: tuple[Shape, ...] = ("qa", "alpaca", "chat")
 _TELLING_KEYS: tuple[tuple[str, Shape], ...] = (("messages", "chat"), ("input", "alpaca"), ("context", "qa"))
 
 
+_BLANKS = re.compile(r"[^\S\n]+")  # white space other than a line break
+_LINE_END = re.compile(r" +\n")
+
+
 def clean_text(text: str) -> str:
-    """Unicode NFC, no control characters, runs of white space folded to one space."""
-    text = unicodedata.normalize("NFC", text)
+    """Unicode NFC, no control characters, line breaks kept (Windows and old Mac line ends
+    become one newline), other runs of white space folded to one space, no spaces at line ends."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
     text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
-    return re.sub(r"\s+", " ", text).strip()
+    return _LINE_END.sub("\n", _BLANKS.sub(" ", text)).strip()
 
 
 class _Row(BaseModel):
