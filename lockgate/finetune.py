@@ -85,6 +85,10 @@ def render_axolotl_config(
         "auto_resume_from_checkpoints": True,
         "special_tokens": {},
         "strict": False,
+        # W&B logs the run; the work key is its id, so every resume continues the same run.
+        "wandb_project": settings.wandb_project,
+        "wandb_mode": settings.wandb_mode if settings.wandb_project else None,
+        "wandb_run_id": f"lockgate-{output_dir.parent.name}" if settings.wandb_project else None,
     }
     if base.revision:
         cfg["revision_of_model"] = base.revision  # the hub revision pinned when the base was resolved
@@ -111,7 +115,9 @@ def render_axolotl_config(
 
 def training_config_digest(cfg: dict[str, Any]) -> str:
     """Digest of what determines the training result (paths excluded)."""
-    stable = {k: v for k, v in cfg.items() if k not in ("output_dir", "dataset_prepared_path")}
+    stable = {
+        k: v for k, v in cfg.items() if k not in ("output_dir", "dataset_prepared_path") and not k.startswith("wandb_")
+    }
     stable["datasets"] = [{k: v for k, v in d.items() if k != "path"} for d in cfg["datasets"]]
     return digest_json(stable)
 
@@ -329,6 +335,11 @@ def _finetune_locked(
         "preemptions": run.preemptions,
         "steps_redone": run.steps_redone,
     }
+    wandb_run = cfg.get("wandb_run_id")
+    wandb_runs = (
+        sorted(output_dir.glob(f"wandb/*run-*-{wandb_run}"), key=lambda p: p.stat().st_mtime) if wandb_run else []
+    )
+    meta["wandb_run"] = wandb_run if wandb_runs else None
     (staged / "lockgate-adapter.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     _, path = store.commit("adapters", staged, digest)
     return AdapterArtifact(
@@ -346,4 +357,6 @@ def _finetune_locked(
         preemptions=run.preemptions,
         steps_redone=run.steps_redone,
         checkpoints=checkpoints.url if "://" in checkpoints.url else None,
+        wandb_run=wandb_run if wandb_runs else None,
+        wandb_dir=str(wandb_runs[-1]) if wandb_runs else None,
     )

@@ -82,6 +82,8 @@ class AdapterArtifact(Record):
     preemptions: int = Field(default=0, description="Times training was killed or stopped and resumed.")
     steps_redone: int = Field(default=0, description="Optimizer steps trained again after resuming.")
     checkpoints: str | None = Field(default=None, description="Remote checkpoint store, when not the local one.")
+    wandb_run: str | None = Field(default=None, description="The W&B run id of the training.")
+    wandb_dir: str | None = Field(default=None, description="Where the W&B run files are (offline: sync them later).")
 
 
 class QuantizedModel(Record):

@@ -180,6 +180,15 @@ class TrainingSettings(_Area):
         description="Team whose GPU quota (global concurrency limit 'gpu-<team>') the fine-tune draws on.",
     )
     gpus: int = Field(default=1, ge=1, le=64, description="GPUs the fine-tune asks for (and quota slots it holds).")
+    wandb_project: str | None = Field(
+        default="lockgate-training",
+        min_length=1,
+        description="W&B project the training run is logged to (null: not logged).",
+    )
+    wandb_mode: Literal["offline", "online"] = Field(
+        default="offline",
+        description="'offline' keeps the run under the work folder for `wandb sync`; 'online' needs WANDB_API_KEY.",
+    )
     axolotl_bin: str = Field(
         default=".venv-trainer/bin/axolotl", description="The trainer environment's axolotl executable."
     )
@@ -201,7 +210,18 @@ class TrainingSettings(_Area):
     # How and where a fine-tune runs, not what it trains: left out of the work folder's key,
     # so a run resumed on another launcher or after a timeout change continues the same training.
     RUN_ONLY: ClassVar[frozenset[str]] = frozenset(
-        {"launcher", "deployment", "max_resubmits", "checkpoint_url", "team", "gpus", "timeout_s", "axolotl_bin"}
+        {
+            "launcher",
+            "deployment",
+            "max_resubmits",
+            "checkpoint_url",
+            "team",
+            "gpus",
+            "timeout_s",
+            "axolotl_bin",
+            "wandb_project",
+            "wandb_mode",
+        }
     )
 
     def recipe(self) -> dict[str, Any]:

@@ -83,20 +83,31 @@ def test_work_pools_used_are_created_by_apply_script() -> None:
     assert used <= created
 
 
-def test_gpu_job_template_renders_gpus_node_selector_and_tolerations() -> None:
-    from prefect.utilities.templating import apply_values
+def test_gpu_deployment_job_renders_gpus_spot_placement_and_checkpoint_volume() -> None:
+    """The finetune-gpu deployment's job, rendered offline by prefect-kubernetes' own worker code."""
+    import asyncio
+    import uuid
+
+    from prefect.client.schemas.objects import FlowRun
+    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
     template = json.loads((ROOT / "deployments" / "gpu-job-template.json").read_text())
-    variables = template["variables"]["properties"]
-    values = {name: spec.get("default") for name, spec in variables.items()}
-    values.update(
-        {"gpu_count": 2, "node_selector": {"pool": "a100-spot"}, "tolerations": [{"key": "spot", "operator": "Exists"}]}
-    )
-    manifest = apply_values(template["job_configuration"], values)["job_manifest"]
-    pod = manifest["spec"]["template"]["spec"]
-    assert pod["nodeSelector"] == {"pool": "a100-spot"}
-    assert pod["tolerations"] == [{"key": "spot", "operator": "Exists"}]
-    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2
+    deployment = next(d for d in prefect_yaml()["deployments"] if d["name"] == "finetune-gpu")
+    assert deployment["work_pool"]["name"] == "lockgate-gpu"
+    variables = {**deployment["work_pool"]["job_variables"], "image": "lockgate-trainer:test"}
+    rendered = KubernetesWorkerJobConfiguration.from_template_and_values(template, variables)
+    config = asyncio.run(rendered) if asyncio.iscoroutine(rendered) else rendered
+    config.prepare_for_flow_run(FlowRun(flow_id=uuid.uuid4(), name="finetune-test"))
+    pod = config.job_manifest["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-spot": "true"}
+    assert pod["tolerations"][0]["key"] == "cloud.google.com/gke-spot"
+    assert pod["volumes"] == [{"name": "checkpoints", "persistentVolumeClaim": {"claimName": "lockgate-checkpoints"}}]
+    assert container["volumeMounts"] == [{"name": "checkpoints", "mountPath": "/checkpoints"}]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["LOCKGATE_TRAINING__CHECKPOINT_URL"] == "/checkpoints", "checkpoints go to the mounted volume"
+    assert env["LOCKGATE_TRAINING__DEVICE"] == "cuda" and container["image"] == "lockgate-trainer:test"
 
 
 def test_dockerfiles_copy_only_what_exists() -> None:

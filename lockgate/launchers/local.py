@@ -111,7 +111,8 @@ class LocalAxolotlLauncher:
         _record_attempt(output_dir, resumed)
         max_steps = _max_steps(config_path)
         log_path = output_dir / "axolotl.log"
-        env = {**os.environ, **self.env}
+        # W&B (when the config asks for it) keeps its run files beside the checkpoints.
+        env = {**os.environ, "WANDB_DIR": str(output_dir), **self.env}
         env.pop("PYTHONPATH", None)  # the trainer env must not see the app env's packages
         # Axolotl's CLI runs `accelerate launch` unless told not to; one CPU process is enough.
         cmd = [str(self.axolotl_bin), "train", str(config_path), "--launcher", "python"]

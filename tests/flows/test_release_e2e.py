@@ -39,6 +39,8 @@ def test_fresh_run_promotes_a_model_that_beats_the_base(first_run, home: Path) -
     assert promoted.evidence["passed"] is True and promoted.evidence["gate"].startswith("sha256:")
     for stage in ("prep", "finetune", "quantize", "refresh", "evaluate", "drift", "gate", "promote"):
         assert stage in first_run.timings_s
+    meta = json.loads((Path(first_run.outputs["adapter"]) / "lockgate-adapter.json").read_text())
+    assert meta["wandb_run"].startswith("lockgate-finetune-"), "the training run was logged to W&B (offline)"
 
 
 def test_quantized_checkpoint_loads_and_generates(first_run) -> None:  # type: ignore[no-untyped-def]

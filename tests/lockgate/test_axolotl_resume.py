@@ -24,6 +24,11 @@ from lockgate.store import LocalArtifactStore
 from tests.conftest import EXAMPLES, ROOT, needs
 
 AXOLOTL = ROOT / ".venv-trainer" / "bin" / "axolotl"
+# What "resumes to the same result" means on CPU (README, "Fine-tuning on workers that may vanish").
+# Resuming on CPU is not bit for bit: the resumed run sees the batches in another order, so its
+# adapter weights differ (0.7 relative L2 on this random-init tiny model) while the loss it
+# reaches does not: measured 1.8% apart. The bound leaves room for that, not for a lost run.
+RESUME_LOSS_TOLERANCE = 0.05  # relative, final logged train loss
 pytestmark = [pytest.mark.slow, needs(AXOLOTL.exists(), "the trainer environment", "run `make setup`")]
 
 
@@ -65,3 +70,15 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path: Path) -> None:
     assert run.resumed_from == str(interrupted_at)
     assert run.steps == 100
     assert "resume from checkpoint at" in (out / "axolotl.log").read_text()
+
+    # The resumed run must end where an uninterrupted run with the same seed ends.
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    cfg_straight = {**cfg, "output_dir": str(straight), "dataset_prepared_path": str(straight / "prepared")}
+    straight_config = tmp_path / "straight.yaml"
+    straight_config.write_text(yaml.safe_dump(cfg_straight))
+    uninterrupted = LocalAxolotlLauncher(AXOLOTL).train(straight_config, straight, timeout_s=600)
+    assert uninterrupted.steps == 100 and uninterrupted.train_loss is not None and run.train_loss is not None
+    assert abs(run.train_loss - uninterrupted.train_loss) <= RESUME_LOSS_TOLERANCE * uninterrupted.train_loss, (
+        f"resumed {run.train_loss} vs uninterrupted {uninterrupted.train_loss}"
+    )
