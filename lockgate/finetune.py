@@ -122,33 +122,6 @@ def training_config_digest(cfg: dict[str, Any]) -> str:
     return digest_json(stable)
 
 
-def check_rows_fit(
-    train_path: Path, tokenizer_path: str, sequence_len: int, prompt: PromptTemplate = GROUNDED_QA
-) -> int:
-    """Count training rows that fit ``sequence_len``; fail clearly when none or few do.
-
-    Axolotl silently drops rows that are too long and then crashes on an empty data set.
-
-    Raises:
-        DataError: when fewer than half of the rows fit.
-    """
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_path)
-    rows = load_jsonl(train_path)
-    lengths = [
-        len(tok(prompt.render(r["instruction"], r.get("context", ""))).input_ids) + len(tok(r["output"]).input_ids) + 1
-        for r in rows
-    ]
-    kept = sum(1 for n in lengths if n <= sequence_len)
-    if kept == 0 or kept < len(rows) / 2:
-        raise DataError(
-            f"{train_path}: only {kept} of {len(rows)} rows fit training.sequence_len="
-            f"{sequence_len} (longest {max(lengths)} tokens); raise sequence_len or shorten rows"
-        )
-    return kept
-
-
 def axolotl_dataset(shape: str, train_path: Path, prompt: PromptTemplate = GROUNDED_QA) -> dict[str, Any]:
     """The Axolotl ``datasets`` entry that trains on one record shape (qa, alpaca or chat)."""
     if shape == "alpaca":
@@ -201,31 +174,42 @@ def filter_rows_that_fit(
     """Drop training rows longer than ``sequence_len`` tokens, counted by the base model's own tokenizer.
 
     Axolotl would drop them silently (and crash on an empty data set); here they are counted.
-    Rewrites ``train_path`` in place and returns ``(kept, dropped)``.
+    Rows stream through a temporary file beside ``train_path`` (kept lines unchanged), which
+    replaces it only when enough rows fit. Returns ``(kept, dropped)``.
 
     Raises:
-        DataError: when fewer than half of the rows fit.
+        DataError: when fewer than half of the rows fit (``train_path`` is left as it was).
     """
+    import tempfile
+
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_path)
-    kept: list[dict[str, Any]] = []
-    total, longest = 0, 0
-    for row in load_jsonl(train_path):
-        total += 1
-        n = len(tok(training_text(row, prompt)).input_ids) + 1
-        longest = max(longest, n)
-        if n <= sequence_len:
-            kept.append(row)
-    if not kept or len(kept) < total / 2:
-        raise DataError(
-            f"{train_path}: only {len(kept)} of {total} rows fit training.sequence_len="
-            f"{sequence_len} (longest {longest} tokens); raise sequence_len or shorten rows"
-        )
-    with train_path.open("w", encoding="utf-8") as fh:
-        for row in kept:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return len(kept), total - len(kept)
+    kept, total, longest = 0, 0, 0
+    with tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=train_path.parent, prefix=f".{train_path.name}.", delete=False
+    ) as out:
+        fitting = Path(out.name)
+    try:
+        with train_path.open(encoding="utf-8") as rows, fitting.open("w", encoding="utf-8") as out:
+            for line in rows:
+                if not line.strip():
+                    continue
+                total += 1
+                n = len(tok(training_text(json.loads(line), prompt)).input_ids) + 1
+                longest = max(longest, n)
+                if n <= sequence_len:
+                    kept += 1
+                    out.write(line if line.endswith("\n") else line + "\n")
+        if not kept or kept < total / 2:
+            raise DataError(
+                f"{train_path}: only {kept} of {total} rows fit training.sequence_len="
+                f"{sequence_len} (longest {longest} tokens); raise sequence_len or shorten rows"
+            )
+        fitting.replace(train_path)
+    finally:
+        fitting.unlink(missing_ok=True)
+    return kept, total - kept
 
 
 def write_training_data(snapshot: DatasetSnapshot, out: Path, shuffle_labels: bool = False, seed: int = 0) -> Path:

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lockgate.errors import ConfigError, DataError, StageError, TransientError
+from lockgate.errors import ConfigError, StageError, TransientError
 from lockgate.finetune import (
     LocalAxolotlLauncher,
-    check_rows_fit,
     latest_checkpoint,
     render_axolotl_config,
     training_config_digest,
@@ -62,24 +61,6 @@ def test_shuffled_labels_keep_questions_and_answers_but_break_pairs(tmp_path: Pa
     out = [json.loads(x) for x in write_training_data(snap, tmp_path / "o.jsonl", True).read_text().splitlines()]
     assert sorted(r["output"] for r in out) == sorted(f"a{i}" for i in range(50))
     assert sum(r["output"] == "a" + r["instruction"][1:] for r in out) < 10
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from lockgate.basemodel import build_tiny_llama
-    from lockgate.settings import BaseModelSettings
-
-    out = tmp_path_factory.mktemp("tiny")
-    build_tiny_llama(BaseModelSettings(), ["some words to learn a tokenizer from"] * 50, out)
-    return out
-
-
-def test_rows_too_long_for_sequence_len_fail_clearly(tmp_path: Path, tokenizer_dir: Path) -> None:
-    long = " ".join(["word"] * 200)
-    train = write_jsonl(tmp_path / "t.jsonl", [json.dumps({"instruction": long, "output": long, "context": ""})] * 3)
-    with pytest.raises(DataError, match=r"only 0 of 3 rows fit training.sequence_len=64"):
-        check_rows_fit(train, str(tokenizer_dir), 64)
-    assert check_rows_fit(train, str(tokenizer_dir), 4096) == 3
 
 
 def fake_axolotl(tmp_path: Path, body: str) -> Path:

@@ -96,6 +96,26 @@ def test_rows_too_long_are_left_out_and_counted(tmp_path: Path, tokenizer_dir: P
     train = write_jsonl(tmp_path / "u.jsonl", [short] + [long] * 2)
     with pytest.raises(DataError, match=r"only 1 of 3 rows fit training.sequence_len=64"):
         filter_rows_that_fit(train, str(tokenizer_dir), 64)
+    assert train.read_text().splitlines() == [short, long, long], "left as it was"
+    train = write_jsonl(tmp_path / "v.jsonl", [long] * 3)
+    with pytest.raises(DataError, match=r"only 0 of 3 rows fit training.sequence_len=64 \(longest \d+ tokens\)"):
+        filter_rows_that_fit(train, str(tokenizer_dir), 64)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.jsonl", "u.jsonl", "v.jsonl"], "no temporary file left"
+
+
+def test_rows_stream_through_the_length_filter(
+    tmp_path: Path, tokenizer_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lockgate.finetune as finetune_module
+
+    def no_loading(path: Path) -> None:
+        raise AssertionError(f"{path} loaded whole")
+
+    monkeypatch.setattr(finetune_module, "load_jsonl", no_loading)
+    short = json.dumps({"instruction": "Short?", "output": "Yés.", "context": ""}, ensure_ascii=False)
+    train = write_jsonl(tmp_path / "t.jsonl", [short] * 4)
+    assert filter_rows_that_fit(train, str(tokenizer_dir), 64) == (4, 0)
+    assert train.read_text(encoding="utf-8").splitlines() == [short] * 4
 
 
 @pytest.mark.slow
