@@ -23,7 +23,7 @@ from lockgate.prep import snapshot_dataset
 from lockgate.records import BaseModelArtifact
 from lockgate.settings import BaseModelSettings, DataSettings, TrainingSettings
 from lockgate.store import LocalArtifactStore
-from tests.conftest import ROOT, write_jsonl
+from tests.conftest import ROOT, needs, write_jsonl
 
 BASE = BaseModelArtifact(
     digest="sha256:b", parents=(), name="builtin:tiny-llama", path="/m", hidden_size=128, parameters=1
@@ -119,7 +119,7 @@ def test_rows_stream_through_the_length_filter(
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not AXOLOTL.exists(), reason="trainer environment not built")
+@needs(AXOLOTL.exists(), "the trainer environment", "run `make setup`")
 @pytest.mark.parametrize("shape", ["alpaca", "chat"])
 def test_each_shape_trains_for_real(tmp_path: Path, shape: str) -> None:
     store = LocalArtifactStore(tmp_path / "artifacts")
