@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow
 
 from flows.params import StageParams
 from lockgate.records import DriftReport
-from tasks.common import fingerprints
+from lockgate.store import LocalArtifactStore
+from tasks.common import StageLog, fingerprints
 from tasks.data import prepare_dataset
 from tasks.drift import check_drift, drift_inputs
 
@@ -20,7 +23,11 @@ def drift(params: StageParams = StageParams()) -> DriftReport:  # noqa: B008 (th
     settings = params.settings()
     snapshot = prepare_dataset(settings.sources, settings.data, settings.artifacts_dir)
     reference, current = drift_inputs(settings.registry, settings.registry_dir, snapshot, settings.artifacts_dir)
-    return check_drift(
+    # Through the stage log: a cached report made for another state folder is rebuilt here.
+    stages = StageLog(artifacts=LocalArtifactStore(Path(settings.artifacts_dir)))
+    return stages.run_cached(
+        "drift",
+        check_drift,
         reference,
         current,
         settings.drift,

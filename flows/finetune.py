@@ -3,6 +3,8 @@ and how the release starts it there and waits (training.launcher: deployment).""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow, get_run_logger
 from prefect.deployments import run_deployment
 
@@ -11,7 +13,8 @@ from lockgate.digest import short
 from lockgate.errors import StageError, TransientError
 from lockgate.records import AdapterArtifact
 from lockgate.settings import TrainingSettings
-from tasks.common import fingerprints
+from lockgate.store import LocalArtifactStore
+from tasks.common import StageLog, fingerprints
 from tasks.data import prepare_dataset, resolve_base_model
 from tasks.training import finetune_adapter
 
@@ -34,7 +37,19 @@ def finetune(params: FinetuneParams = FinetuneParams()) -> AdapterArtifact:  # n
     axolotl_bin = str(settings.resolve(settings.training.axolotl_bin))
     trainer_env = fingerprints(settings).trainer_env
     shuffle = params.scenario == "shuffled-labels"
-    return finetune_adapter(snapshot, base, settings.training, axolotl_bin, artifacts_root, trainer_env, shuffle)
+    # Through the stage log: a cached adapter made for another state folder is rebuilt here.
+    stages = StageLog(artifacts=LocalArtifactStore(Path(artifacts_root)))
+    return stages.run_cached(
+        "finetune",
+        finetune_adapter,
+        snapshot,
+        base,
+        settings.training,
+        axolotl_bin,
+        artifacts_root,
+        trainer_env,
+        shuffle,
+    )
 
 
 def train_on_pool(params: FinetuneParams, training: TrainingSettings) -> AdapterArtifact:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.params import StageParams
+from flows.params import FinetuneParams, StageParams
 
 pytestmark = pytest.mark.slow
 
@@ -28,6 +28,6 @@ def test_finetune_flow_trains_an_adapter(
 
     monkeypatch.setenv("LOCKGATE_TRAINING__MAX_STEPS", "4")
     monkeypatch.setenv("LOCKGATE_TRAINING__SAVE_STEPS", "2")
-    adapter = finetune(StageParams(home=str(tmp_path)))
+    adapter = finetune(FinetuneParams(home=str(tmp_path)))
     assert adapter.steps == 4
     assert (Path(adapter.path) / "adapter_model.safetensors").is_file()
