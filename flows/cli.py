@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpcore", "urllib3", "milvus_lite", "pymilvus"):
+    # sentence-transformers shows a progress bar per encode call while its logger is at INFO.
+    for noisy in ("httpx", "httpcore", "urllib3", "milvus_lite", "pymilvus", "sentence_transformers", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         result: Any = args.func(args)
