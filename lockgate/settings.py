@@ -28,6 +28,15 @@ class _Area(BaseModel):
     # No infinities or NaNs anywhere: an infinite threshold silently switches a check off.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    # Fields that say where something is (a path, a URI) or how a stage runs, not what it
+    # computes: cache keys and work folders leave them out. What a path points at enters
+    # those keys by its content digest instead (base model, embedder weights, index build).
+    NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset()
+
+    def recipe(self) -> dict[str, Any]:
+        """The settings that determine a stage's result."""
+        return self.model_dump(exclude=set(self.NOT_IN_RECIPE))
+
 
 class DataSettings(_Area):
     """Where the training data and the RAG corpus come from, and how they are prepared."""
@@ -207,10 +216,11 @@ class TrainingSettings(_Area):
     seed: int = Field(default=42, description="Training seed.")
     timeout_s: int = Field(default=1800, gt=0, description="Kill the trainer after this many seconds.")
 
-    # How and where a fine-tune runs, not what it trains: left out of the work folder's key,
-    # so a run resumed on another launcher or after a timeout change continues the same training.
-    RUN_ONLY: ClassVar[frozenset[str]] = frozenset(
+    # How and where a fine-tune runs, not what it trains: a run resumed on another launcher or
+    # after a timeout change continues the same training. The base model enters by its digest.
+    NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset(
         {
+            "base_model",
             "launcher",
             "deployment",
             "max_resubmits",
@@ -223,10 +233,6 @@ class TrainingSettings(_Area):
             "wandb_mode",
         }
     )
-
-    def recipe(self) -> dict[str, Any]:
-        """The settings that determine the trained adapter."""
-        return self.model_dump(exclude=set(self.RUN_ONLY))
 
     @model_validator(mode="after")
     def _qlora_needs_gpu_stack(self) -> TrainingSettings:
@@ -259,6 +265,8 @@ class EmbeddingSettings(_Area):
     batch_size: int = Field(default=64, ge=1, description="Sentences per encode batch.")
     chunk_chars: int = Field(default=600, ge=50, description="Largest chunk, in characters.")
 
+    NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset({"model", "batch_size"})  # the weights' digest counts
+
 
 class VectorStoreSettings(_Area):
     """Where chunk embeddings live."""
@@ -268,6 +276,8 @@ class VectorStoreSettings(_Area):
     collection: str = Field(
         default="lockgate_chunks", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Collection (index) name."
     )
+
+    NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset({"uri"})  # the index build's digest counts
 
 
 class EvaluationSettings(_Area):

@@ -51,6 +51,8 @@ def stage_keys(root: str, trainer_env: str = "sha256:t", weights: str = "sha256:
                 "index": None,
                 "index_digest": "sha256:index",
                 "evaluation": s.evaluation,
+                "embeddings": s.embeddings,
+                "vector_store": s.vector_store,
                 "artifacts_root": root,
                 "embedder_weights": weights,
                 "prompt_version": "grounded-qa@1",
@@ -62,6 +64,7 @@ def stage_keys(root: str, trainer_env: str = "sha256:t", weights: str = "sha256:
                 "reference_texts": ["a"],
                 "current_texts": ["b"],
                 "drift": s.drift,
+                "embeddings": s.embeddings,
                 "artifacts_root": root,
                 "dataset_digest": "sha256:data",
                 "embedder_weights": weights,
@@ -144,6 +147,18 @@ def test_a_rebuilt_trainer_environment_behind_the_same_path_reruns_finetune(tmp_
     newer = trainer_environment_digest(venv(tmp_path / "three", "0.20.0"))
     assert a == same_elsewhere != newer
     assert changed(stage_keys("/x", trainer_env=a), stage_keys("/x", trainer_env=newer)) == {"finetune"}
+
+
+def test_settings_naming_absolute_paths_still_give_location_free_keys(
+    library_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = []
+    for root in ("/srv/a", "/home/b"):
+        monkeypatch.setenv("LOCKGATE_TRAINING__BASE_MODEL", f"{root}/models/llama")
+        monkeypatch.setenv("LOCKGATE_EMBEDDINGS__MODEL", f"{root}/models/minilm")
+        monkeypatch.setenv("LOCKGATE_VECTOR_STORE__URI", f"{root}/index/milvus.db")
+        keys.append(stage_keys(root))
+    assert keys[0] == keys[1], "where the base model, embedder and index live is not what they are"
 
 
 def test_no_absolute_path_can_enter_a_key() -> None:
