@@ -22,6 +22,19 @@ log = logging.getLogger(__name__)
 UPSERT_BATCH = 500
 
 
+class _UnimplementedLiteCall(logging.Filter):
+    """Milvus Lite's embedded server does not implement ``AllocTimestamp``; pymilvus asks for it,
+    gets "not implemented", and carries on. gRPC logs that answer as an error with a traceback:
+    drop exactly that record, nothing else the server logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, NotImplementedError) and "Method not implemented" in str(exc))
+
+
+_LITE_NOISE = _UnimplementedLiteCall()
+
+
 @dataclass(frozen=True)
 class StoredChunk:
     """A row of the index as the store holds it."""
@@ -78,6 +91,9 @@ class MilvusStore:
 
         if not uri.startswith(("http://", "https://", "tcp://")):
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
+            grpc_server_log = logging.getLogger("grpc._server")
+            if _LITE_NOISE not in grpc_server_log.filters:
+                grpc_server_log.addFilter(_LITE_NOISE)
         try:
             self._client = MilvusClient(uri=uri)
         except MilvusException as exc:
