@@ -7,7 +7,8 @@ from pathlib import Path
 from prefect import flow
 
 from flows.params import StageParams
-from lockgate.records import DriftReport
+from lockgate.records import DatasetSnapshot, DriftReport
+from lockgate.settings import LockgateSettings
 from lockgate.store import LocalArtifactStore
 from tasks.common import StageLog, fingerprints
 from tasks.data import prepare_dataset
@@ -22,9 +23,16 @@ def drift(params: StageParams = StageParams()) -> DriftReport:  # noqa: B008 (th
     """
     settings = params.settings()
     snapshot = prepare_dataset(settings.sources, settings.data, settings.artifacts_dir)
-    reference, current = drift_inputs(settings.registry, settings.registry_dir, snapshot, settings.artifacts_dir)
-    # Through the stage log: a cached report made for another state folder is rebuilt here.
     stages = StageLog(artifacts=LocalArtifactStore(Path(settings.artifacts_dir)))
+    return check_drift_here(stages, settings, snapshot, fingerprints(settings).embedder_weights)
+
+
+def check_drift_here(
+    stages: StageLog, settings: LockgateSettings, snapshot: DatasetSnapshot, embedder_weights: str
+) -> DriftReport:
+    """Drift of this snapshot's questions against production's training questions, through the
+    stage log (a cached report made for another state folder is rebuilt here, not borrowed)."""
+    reference, current = drift_inputs(settings.registry, settings.registry_dir, snapshot, settings.artifacts_dir)
     return stages.run_cached(
         "drift",
         check_drift,
@@ -35,5 +43,5 @@ def drift(params: StageParams = StageParams()) -> DriftReport:  # noqa: B008 (th
         settings.artifacts_dir,
         settings.data.name,
         snapshot.digest,
-        fingerprints(settings).embedder_weights,
+        embedder_weights,
     )

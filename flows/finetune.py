@@ -11,8 +11,8 @@ from prefect.deployments import run_deployment
 from flows.params import FinetuneParams
 from lockgate.digest import short
 from lockgate.errors import StageError, TransientError
-from lockgate.records import AdapterArtifact
-from lockgate.settings import TrainingSettings
+from lockgate.records import AdapterArtifact, BaseModelArtifact, DatasetSnapshot
+from lockgate.settings import LockgateSettings, TrainingSettings
 from lockgate.store import LocalArtifactStore
 from tasks.common import StageLog, fingerprints
 from tasks.data import prepare_dataset, resolve_base_model
@@ -34,11 +34,22 @@ def finetune(params: FinetuneParams = FinetuneParams()) -> AdapterArtifact:  # n
     base = resolve_base_model(
         settings.training.base_model, settings.base, str(corpus_dir), snapshot.train_path, artifacts_root
     )
-    axolotl_bin = str(settings.resolve(settings.training.axolotl_bin))
-    trainer_env = fingerprints(settings).trainer_env
-    shuffle = params.scenario == "shuffled-labels"
-    # Through the stage log: a cached adapter made for another state folder is rebuilt here.
     stages = StageLog(artifacts=LocalArtifactStore(Path(artifacts_root)))
+    trainer_env = fingerprints(settings).trainer_env
+    return train_here(stages, settings, snapshot, base, trainer_env, params.scenario == "shuffled-labels")
+
+
+def train_here(
+    stages: StageLog,
+    settings: LockgateSettings,
+    snapshot: DatasetSnapshot,
+    base: BaseModelArtifact,
+    trainer_env: str,
+    shuffle_labels: bool,
+) -> AdapterArtifact:
+    """The finetune task in this process, through the stage log (a cached adapter made for
+    another state folder is rebuilt here, not borrowed)."""
+    axolotl_bin = str(settings.resolve(settings.training.axolotl_bin))
     return stages.run_cached(
         "finetune",
         finetune_adapter,
@@ -46,9 +57,9 @@ def finetune(params: FinetuneParams = FinetuneParams()) -> AdapterArtifact:  # n
         base,
         settings.training,
         axolotl_bin,
-        artifacts_root,
+        settings.artifacts_dir,
         trainer_env,
-        shuffle,
+        shuffle_labels,
     )
 
 

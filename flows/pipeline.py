@@ -7,7 +7,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.finetune import train_on_pool
+from flows.drift import check_drift_here
+from flows.finetune import train_here, train_on_pool
 from flows.params import ReleaseParams, ReleaseSummary
 from lockgate.errors import GateRejected
 from lockgate.policy import load_policy
@@ -16,12 +17,10 @@ from lockgate.records import ReleaseLineage
 from lockgate.store import LocalArtifactStore
 from tasks.common import StageLog, fingerprints
 from tasks.data import prepare_dataset, resolve_base_model
-from tasks.drift import check_drift, drift_inputs
 from tasks.evaluation import evaluate_candidate, find_champion
 from tasks.index import refresh_index
 from tasks.quantization import quantize_model
 from tasks.release import await_approval, emit_verdict, gate, promote
-from tasks.training import finetune_adapter
 
 
 @flow(name="release", log_prints=False)
@@ -47,22 +46,11 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
             settings.training.base_model, settings.base, str(corpus_dir), snapshot.train_path, artifacts_root
         )
     with stages.timed("finetune"):
-        axolotl_bin = str(settings.resolve(settings.training.axolotl_bin))
-        shuffle_labels = params.scenario == "shuffled-labels"
         if settings.training.launcher == "deployment":
             adapter = train_on_pool(params.finetune_params(settings), settings.training)
         else:
-            adapter = stages.run_cached(
-                "finetune",
-                finetune_adapter,
-                snapshot,
-                base,
-                settings.training,
-                axolotl_bin,
-                artifacts_root,
-                prints.trainer_env,
-                shuffle_labels,
-            )
+            shuffle_labels = params.scenario == "shuffled-labels"
+            adapter = train_here(stages, settings, snapshot, base, prints.trainer_env, shuffle_labels)
     with stages.timed("quantize"):
         quantized, quant_check = stages.run_cached(
             "quantize", quantize_model, base, adapter, snapshot, settings.quantization, artifacts_root
@@ -94,19 +82,7 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
             GROUNDED_QA.version,
         )
     with stages.timed("drift"):
-        reference, current = drift_inputs(settings.registry, settings.registry_dir, snapshot, artifacts_root)
-        drift = stages.run_cached(
-            "drift",
-            check_drift,
-            reference,
-            current,
-            settings.drift,
-            settings.embeddings,
-            artifacts_root,
-            settings.data.name,
-            snapshot.digest,
-            prints.embedder_weights,
-        )
+        drift = check_drift_here(stages, settings, snapshot, prints.embedder_weights)
     with stages.timed("gate"):
         expected = ReleaseLineage(
             candidate=quantized.digest,
