@@ -4,6 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.live import server  # noqa: F401  (a live Prefect server, shared by the live tests)
+
 
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
