@@ -1,18 +1,25 @@
-"""A live Prefect server for tests: started on localhost in the test's own folder, stopped after.
+"""A live Prefect server for tests, on a real PostgreSQL, as in production.
 
-Shared by every live test (deployments, work pools, containers, the UI).
+PostgreSQL is started once per session in a temporary folder (``initdb`` + ``pg_ctl``, trust
+authentication on 127.0.0.1 only); every test gets a fresh database and its own Prefect
+server on it, stopped after. Shared by every live test (deployments, work pools, containers,
+the UI).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,7 @@ from tests.conftest import ROOT
 
 PREFECT = str(ROOT / ".venv" / "bin" / "prefect")
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+PG_HOW = "install PostgreSQL's server (bash .ci/provision.d/20-postgres.sh, or apt-get install postgresql)"
 
 
 def free_port() -> int:
@@ -30,12 +38,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def api(url: str, path: str, body: dict[str, Any]) -> Any:
-    req = urllib.request.Request(
-        f"{url}{path}", data=json.dumps(body).encode(), headers={"content-type": "application/json"}
-    )
+def api(url: str, path: str, body: dict[str, Any] | None = None, method: str | None = None) -> Any:
+    """One JSON call to the Prefect API (POST with a body, GET without)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{url}{path}", data=data, method=method, headers={"content-type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.load(resp)
+        raw = resp.read()
+    return json.loads(raw) if raw else None
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -52,8 +61,104 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
+def postgres_bin() -> Path | None:
+    """The folder of PostgreSQL's server binaries (``pg_ctl`` on the PATH, or Debian's place)."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
+    return debian[-1].parent if debian else None
+
+
+def _missing(what: str, how: str) -> None:
+    """Skip on a laptop without ``what``; in CI fail (tests.conftest.needs, for fixtures)."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{what} is missing in CI: {how}")
+    pytest.skip(f"{what} is missing: {how}")
+
+
+@dataclass
+class Postgres:
+    """A PostgreSQL cluster on 127.0.0.1 that tests create databases in."""
+
+    bin: Path
+    port: int
+    user: str = "lockgate"
+
+    def create_database(self) -> str:
+        """A fresh, empty database; returns its SQLAlchemy URL for Prefect (asyncpg)."""
+        name = f"prefect_{uuid.uuid4().hex[:12]}"
+        subprocess.run(
+            [str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, name],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        return f"postgresql+asyncpg://{self.user}@127.0.0.1:{self.port}/{name}"
+
+
+def _as_postgres_user(cmd: list[str]) -> list[str]:
+    # PostgreSQL refuses to run as root: the Debian package's `postgres` user runs it.
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """PostgreSQL for the session: initdb into a temporary folder, started, removed after."""
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        _missing("PostgreSQL", PG_HOW)
+    assert bin_dir is not None
+    folder = Path(tempfile.mkdtemp(prefix="lockgate-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    data, port = folder / "data", free_port()
+    subprocess.run(
+        _as_postgres_user([str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "lockgate", "-E", "UTF8"]),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    # Throw-away data: no fsync. The socket goes into the folder, not /var/run/postgresql.
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    started = subprocess.run(
+        _as_postgres_user(
+            [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "postgres.log"), "-w", "-o", options, "start"]
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if started.returncode != 0:
+        log = (folder / "postgres.log").read_text() if (folder / "postgres.log").exists() else ""
+        pytest.fail(f"PostgreSQL did not start: {started.stderr}{log[-2000:]}")
+    try:
+        yield Postgres(bin_dir, port)
+    finally:
+        subprocess.run(
+            _as_postgres_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+            capture_output=True,
+            timeout=60,
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail(f"Prefect server did not start: {log.read_text()[-2000:]}")
+            time.sleep(1)
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+def server(postgres: Postgres, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A Prefect server (API and UI) on a fresh PostgreSQL database; yields its API URL and the
+    environment clients, workers and flows use to reach it."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {
@@ -67,23 +172,17 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         "PREFECT_WORKER_PREFETCH_SECONDS": "1",
     }
     (tmp_path / "prefect").mkdir()
-    log = (tmp_path / "server.log").open("wb")
+    # Only the server reads it; tests read it to look into the database itself.
+    env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = postgres.create_database()
+    log = tmp_path / "server.log"
     proc = subprocess.Popen(
         [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
-        stdout=log,
+        stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail(f"Prefect server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
-                time.sleep(1)
+        wait_healthy(url, proc, log)
         yield url, env
     finally:
         stop(proc)

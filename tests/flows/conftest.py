@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.live import server  # noqa: F401  (a live Prefect server, shared by the live tests)
+from tests.live import postgres, server  # noqa: F401  (a live Prefect server on PostgreSQL, shared by the live tests)
 
 
 @pytest.fixture(scope="session")
