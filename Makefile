@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE := offline
 
-.PHONY: help setup demo demo-reject test test-fast lint server status lock clean bench bench-prep
+.PHONY: help setup demo demo-reject test test-fast lint server server-pg status lock clean bench bench-prep
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -38,6 +38,9 @@ lint: setup  ## ruff and mypy
 
 server: setup  ## start a local Prefect server with the UI on http://127.0.0.1:4200
 	PREFECT_HOME=$(CURDIR)/.lockgate/prefect $(PY) -m prefect server start --host 127.0.0.1 --port 4200
+
+server-pg: setup  ## the same server on PostgreSQL, as in production (cluster in .lockgate/postgres)
+	@scripts/server-pg.sh
 
 status: setup  ## registry aliases and history
 	$(PY) -m flows status
