@@ -271,13 +271,56 @@ class EmbeddingSettings(_Area):
 class VectorStoreSettings(_Area):
     """Where chunk embeddings live."""
 
-    backend: Literal["milvus-lite"] = Field(default="milvus-lite", description="Vector store adapter.")
-    uri: str = Field(default="", description="Store URI; empty means <home>/index/milvus.db.")
+    backend: Literal["milvus-lite", "milvus", "pinecone"] = Field(
+        default="milvus-lite",
+        description="'milvus-lite': an embedded file; 'milvus': a Milvus server (uri http://host:19530); "
+        "'pinecone': Pinecone serverless, one namespace per collection (key from pinecone_api_key_env).",
+    )
+    uri: str = Field(
+        default="",
+        description="Store URI: a Milvus Lite file (empty means <home>/index/milvus.db), a Milvus server URL, "
+        "or a Pinecone index host (empty: looked up by pinecone_index, created if missing).",
+    )
     collection: str = Field(
-        default="lockgate_chunks", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Collection (index) name."
+        default="lockgate_chunks",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Collection (Milvus) or namespace (Pinecone) name.",
+    )
+    max_delete_share: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Refuse a refresh that would delete more than this share of the stored vectors "
+        "(a wrong corpus_dir), unless forced.",
+    )
+    lock_timeout_s: float = Field(
+        default=600.0, gt=0.0, description="Milvus Lite: how long to wait for another process using the file."
+    )
+    pinecone_index: str = Field(
+        default="lockgate",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,44}$",
+        description="Pinecone index name (lowercase letters, digits, dashes).",
+    )
+    pinecone_cloud: Literal["aws", "gcp", "azure"] = Field(default="aws", description="Serverless cloud.")
+    pinecone_region: str = Field(default="us-east-1", min_length=1, description="Serverless region.")
+    pinecone_api_key_env: str = Field(
+        default="PINECONE_API_KEY",
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="Environment variable holding the Pinecone API key (never put the key in a profile).",
     )
 
-    NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset({"uri"})  # the index build's digest counts
+    # Where the index is and how to reach it; the index build's digest counts.
+    NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset(
+        {
+            "uri",
+            "max_delete_share",
+            "lock_timeout_s",
+            "pinecone_index",
+            "pinecone_cloud",
+            "pinecone_region",
+            "pinecone_api_key_env",
+        }
+    )
 
 
 class EvaluationSettings(_Area):
@@ -292,6 +335,19 @@ class EvaluationSettings(_Area):
         description="Eval-row fields recorded per question for slice vetoes ('question_type' is derived from the "
         "question's first word; any other name is a field of the eval rows).",
     )
+    judge_base_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="OpenAI-compatible base URL of an LLM judge (e.g. http://vllm:8000/v1): adds the LLM-judged "
+        "Ragas metrics (faithfulness, answer relevancy, context precision). Unset: only metrics that need no LLM.",
+    )
+    judge_model: str = Field(default="judge", min_length=1, description="Model name the judge endpoint serves.")
+    judge_api_key_env: str = Field(
+        default="LOCKGATE_JUDGE_API_KEY",
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="Environment variable that holds the judge's API key (the key is never a setting nor logged).",
+    )
+    judge_timeout_s: float = Field(default=60.0, gt=0.0, le=600.0, description="Per judge call; a timeout scores NaN.")
 
 
 class DriftSettings(_Area):
@@ -379,6 +435,29 @@ class ServingSettings(_Area):
     )
 
 
+class PromptSettings(_Area):
+    """Which prompt the pipeline serves and how a new prompt version is released."""
+
+    dir: str = Field(default="prompts", description="Folder of prompt files, relative to the project root.")
+    name: str = Field(
+        default="grounded-qa", pattern=r"^[a-z0-9][a-z0-9._-]*$", description="The prompt evaluated and served."
+    )
+    release_mode: Literal["superiority", "non_inferiority"] = Field(
+        default="non_inferiority",
+        description="Gate mode of a prompt-only release (the policy file's other rules apply as written): "
+        "'non_inferiority' lets a rewording through unless it is worse by more than the policy's max_regression.",
+    )
+    promote_to: Literal["production", "canary"] = Field(
+        default="production",
+        description="Where a prompt that passes the gate goes: 'canary' serves it to canary_weight of requests first.",
+    )
+    canary_weight: float = Field(
+        default=0.1, gt=0.0, lt=1.0, description="Share of requests a canary prompt gets (recorded in the registry)."
+    )
+
+    NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset({"dir"})
+
+
 class LockgateSettings(BaseSettings):
     """Everything Lockgate can be told, in one validated tree."""
 
@@ -402,6 +481,7 @@ class LockgateSettings(BaseSettings):
     drift: DriftSettings = DriftSettings()
     gates: GateSettings = GateSettings()
     registry: RegistrySettings = RegistrySettings()
+    prompts: PromptSettings = PromptSettings()
     serving: ServingSettings = ServingSettings()
 
     @classmethod
@@ -449,6 +529,11 @@ class LockgateSettings(BaseSettings):
     def policy_path(self) -> Path:
         """The gate policy file."""
         return self.resolve(self.gates.policy)
+
+    @property
+    def prompts_path(self) -> Path:
+        """The folder of prompt files."""
+        return self.resolve(self.prompts.dir)
 
     @property
     def vector_uri(self) -> str:
