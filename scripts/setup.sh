@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build (or reuse) the two Python environments Lockgate needs and link them into the checkout:
+# Build (or reuse) the Python environments Lockgate needs and link them into the checkout:
 #   .venv          the app: Prefect, the library, llm-compressor, Milvus Lite, Ragas, Evidently
 #   .venv-trainer  Axolotl alone (its pins conflict with Prefect's; see requirements/trainer.in)
+#   .venv-serving  vLLM alone (CPU build; see requirements/serving.in)
 # Environments live in a cache keyed by the lock file's content, so a fresh clone (CI) reuses
 # them and a changed lock builds a new one. LOCKGATE_ENVS moves the cache.
 set -euo pipefail
@@ -16,7 +17,7 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
 fi
 
 build_env() {
-  local name=$1 lock=$2 link=$3
+  local name=$1 lock=$2 link=$3 deps=${4:-}
   local key dir
   key=$(cat "$ROOT/$lock" | sha256sum | cut -c1-12)
   dir="$ENVS/$name-$key"
@@ -28,7 +29,9 @@ build_env() {
     # torch alone first: asked for by exact version, pip takes the CPU build; asked for
     # through another package's range, it would pull a multi-GB CUDA build.
     "$dir/bin/pip" install --quiet --disable-pip-version-check "$(grep -E '^torch==' "$ROOT/$lock")"
-    "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/$lock"
+    # A lock that lists every package it needs is installed with --no-deps (serving: vLLM's
+    # CUDA torchvision/torchaudio/torchcodec requirements would break it on CPU).
+    "$dir/bin/pip" install --quiet --disable-pip-version-check $deps -r "$ROOT/$lock"
     touch "$dir/.lockgate-complete"
   fi
   ln -sfn "$dir" "$ROOT/$link"
@@ -36,4 +39,5 @@ build_env() {
 
 build_env app requirements/app.lock .venv
 build_env trainer requirements/trainer.lock .venv-trainer
-echo "setup: ready (.venv -> $(readlink "$ROOT/.venv"), .venv-trainer -> $(readlink "$ROOT/.venv-trainer"))"
+build_env serving requirements/serving.lock .venv-serving --no-deps
+echo "setup: ready (.venv -> $(readlink "$ROOT/.venv"), .venv-trainer -> $(readlink "$ROOT/.venv-trainer"), .venv-serving -> $(readlink "$ROOT/.venv-serving"))"
