@@ -252,7 +252,9 @@ def finetune(
     store (``training.checkpoint_url``, default ``<artifacts>/checkpoints``) as they appear.
     """
     work_key = digest_json([snapshot.digest, base.digest, settings.recipe(), shuffle_labels])
-    work = store.scratch(f"finetune-{short(work_key, 16)}")
+    name = f"finetune-{short(work_key, 16)}"
+    work = Path(settings.work_dir) / name if settings.work_dir else store.scratch(name)
+    work.mkdir(parents=True, exist_ok=True)
     root = settings.checkpoint_url.rstrip("/") if settings.checkpoint_url else str(store.root / "checkpoints")
     checkpoints = CheckpointStore(f"{root}/{short(work_key, 16)}")
     with work_lock(work):

@@ -183,6 +183,11 @@ class TrainingSettings(_Area):
         description="Where checkpoints are copied as they appear (a folder or an fsspec URL such as s3://bucket/ckpt);"
         " empty: <home>/artifacts/checkpoints.",
     )
+    work_dir: str = Field(
+        default="",
+        description="Where training works: the worker's local disk (e.g. /tmp/lockgate-work in a container, which "
+        "resumes from checkpoint_url after a preemption); empty: <home>/artifacts/work.",
+    )
     team: str = Field(
         default="default",
         pattern=r"^[a-z0-9][a-z0-9-]*$",
@@ -225,6 +230,7 @@ class TrainingSettings(_Area):
             "deployment",
             "max_resubmits",
             "checkpoint_url",
+            "work_dir",
             "team",
             "gpus",
             "timeout_s",
