@@ -11,13 +11,16 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE := offline
 
-.PHONY: help setup demo demo-reject test test-fast lint server server-pg status lock clean bench bench-prep
+.PHONY: images help setup demo demo-reject test test-fast lint server server-pg status lock clean bench bench-prep
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
 
 setup:  ## build (or reuse) the app and trainer environments
 	@scripts/setup.sh
+
+images:  ## build the app and trainer images (Docker; tagged by the lock files' hash, built once per change)
+	@scripts/images.sh
 
 demo: setup  ## run the release pipeline end to end on the sample data
 	$(PY) -m flows release
