@@ -32,6 +32,10 @@ ARTIFACT_NAME = "lockgate-model"
 class WandbMirroredRegistry:
     """A ``LocalRegistry`` whose alias moves are mirrored to W&B Artifacts."""
 
+    # One W&B artifact per registry; the prompt registry mirrors as ``lockgate-prompt-<name>``.
+    artifact_name: str = ARTIFACT_NAME
+    artifact_type: str = "model"
+
     def __init__(self, local: LocalRegistry, settings: RegistrySettings, wandb_dir: Path) -> None:
         try:
             import wandb  # noqa: F401
@@ -123,15 +127,15 @@ class WandbMirroredRegistry:
             for digest, aliases in sorted(by_version.items()):
                 version = state.versions[digest]
                 artifact = wandb.Artifact(
-                    ARTIFACT_NAME,
-                    type="model",
-                    description=f"Lockgate model {short(digest)}",
+                    self.artifact_name,
+                    type=self.artifact_type,
+                    description=f"Lockgate {self.artifact_type} {short(digest)}",
                     metadata={"digest": digest, "lineage": version.lineage, "registered_at": version.registered_at},
                 )
                 # The content is the model's identity; the weights stay where they are, referenced.
-                with artifact.new_file("lockgate-model.json", mode="w", encoding="utf-8") as fh:
+                with artifact.new_file(f"{self.artifact_name}.json", mode="w", encoding="utf-8") as fh:
                     json.dump({"digest": digest, "lineage": version.lineage}, fh, sort_keys=True)
-                artifact.add_reference(Path(version.path).absolute().as_uri(), name="model", checksum=False)
+                artifact.add_reference(Path(version.path).absolute().as_uri(), name=self.artifact_type, checksum=False)
                 run.log_artifact(artifact, aliases=[*aliases, f"sha-{short(digest)}"])
         finally:
             run.finish()
