@@ -6,11 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from flows.params import FinetuneParams
 from lockgate.digest import short
 from lockgate.errors import StageError, TransientError
+from lockgate.launchers.exits import WorkerExit, open_exit_probe
 from lockgate.records import AdapterArtifact, BaseModelArtifact, DatasetSnapshot
 from lockgate.settings import LockgateSettings, TrainingSettings
 from lockgate.store import LocalArtifactStore
@@ -89,9 +92,31 @@ def train_on_pool(params: FinetuneParams, training: TrainingSettings) -> Adapter
         message = (state.message if state is not None else None) or ""
         if state is None or not state.is_crashed():
             raise StageError(f"fine-tune run {run.name} ended {name}: {message}".strip())
+        cause = _why_crashed(run)
+        if cause is not None and cause.out_of_memory:
+            raise StageError(
+                f"fine-tune run {run.name} ran out of memory: {cause.detail}. Not re-submitted: it would run out "
+                "again. Give the pool more memory (job variable mem_limit, or the pod's resources) or lower "
+                "training.micro_batch_size / training.sequence_len"
+            )
         crashes += 1
         if crashes > training.max_resubmits:
             raise TransientError(f"fine-tune crashed {crashes} times (training.max_resubmits={training.max_resubmits})")
         logger.warning(
-            "fine-tune run %s crashed (%s); re-submitting (%d/%d)", run.name, message, crashes, training.max_resubmits
+            "fine-tune run %s crashed (%s%s); re-submitting (%d/%d)",
+            run.name,
+            message,
+            f"; {cause.detail}" if cause else "",
+            crashes,
+            training.max_resubmits,
         )
+
+
+def _why_crashed(run: FlowRun) -> WorkerExit | None:
+    """Ask the run's infrastructure (by its work pool's type) whether it was out of memory."""
+    if not run.work_pool_name:
+        return None
+    with get_client(sync_client=True) as client:
+        pool = client.read_work_pool(run.work_pool_name)
+    probe = open_exit_probe(pool.type)
+    return probe.exit_of(str(run.id)) if probe is not None else None
