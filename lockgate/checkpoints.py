@@ -141,6 +141,35 @@ class CheckpointStore:
         for step in steps[: -self.keep]:
             self.fs.rm(self._path(f"checkpoint-{step}"), recursive=True)
 
+    # The run's history lives beside its checkpoints, so a fresh worker still knows how often
+    # the run was preempted and how far it had got (its own disk saw none of that).
+    def record_attempt(self, entry: dict[str, Any]) -> None:
+        """One file per start of training (an object store cannot append)."""
+        self.fs.makedirs(self._path("attempts"), exist_ok=True)
+        self.fs.pipe_file(
+            self._path(f"attempts/{time.time_ns()}-{uuid.uuid4().hex[:6]}.json"), json.dumps(entry).encode()
+        )
+
+    def attempts(self) -> list[dict[str, Any]]:
+        """Every recorded start, oldest first."""
+        folder = self._path("attempts")
+        if not self.fs.exists(folder):
+            return []
+        names = sorted(self.fs.ls(folder, detail=False), key=lambda p: Path(p).name)
+        return [json.loads(self.fs.cat_file(p)) for p in names if p.endswith(".json")]
+
+    def note_progress(self, step: int) -> None:
+        """Remember the furthest optimizer step any attempt reached (steps past the last checkpoint are redone)."""
+        if step > self.furthest_step():
+            self.fs.pipe_file(self._path("progress.json"), json.dumps({"furthest_step": step}).encode())
+
+    def furthest_step(self) -> int:
+        path = self._path("progress.json")
+        try:
+            return int(json.loads(self.fs.cat_file(path))["furthest_step"]) if self.fs.exists(path) else 0
+        except (ValueError, KeyError):
+            return 0
+
     def restore_latest(self, output_dir: Path) -> Path | None:
         """Bring the newest stored checkpoint into ``output_dir`` unless a newer complete one is there.
 
@@ -196,8 +225,14 @@ class CheckpointSync:
                 log.warning("checkpoint sync failed, will retry: %s", exc)
 
     def sync_now(self) -> list[int]:
-        """Save every complete local checkpoint the store does not have yet; returns their steps."""
+        """Save every complete local checkpoint the store does not have yet; returns their steps.
+
+        Also records the furthest step the trainer reported (``furthest-step`` in its output folder).
+        """
         with self._lock:
+            furthest = self.output_dir / "furthest-step"
+            if furthest.is_file():
+                self.store.note_progress(int(furthest.read_text() or 0))
             new = []
             for folder in sorted(self.output_dir.glob("checkpoint-*"), key=checkpoint_step):
                 step = checkpoint_step(folder)

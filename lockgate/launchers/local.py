@@ -108,7 +108,7 @@ class LocalAxolotlLauncher:
         resumed = checkpoints.restore_latest(output_dir) if checkpoints else latest_local(output_dir)
         if resumed:
             log.info("resuming from %s", resumed)
-        _record_attempt(output_dir, resumed)
+        _record_attempt(output_dir, resumed, checkpoints)
         max_steps = _max_steps(config_path)
         log_path = output_dir / "axolotl.log"
         # W&B (when the config asks for it) keeps its run files beside the checkpoints.
@@ -164,7 +164,7 @@ class LocalAxolotlLauncher:
         if not all((output_dir / f).is_file() for f in ADAPTER_FILES):
             raise StageError(f"axolotl exited 0 but wrote no adapter in {output_dir}; see {log_path}")
         steps, loss = _final_state(output_dir)
-        preemptions, redone = attempt_history(output_dir)
+        preemptions, redone = attempt_history(output_dir, checkpoints)
         return TrainingRun(output_dir, steps, loss, str(resumed) if resumed else None, log_path, preemptions, redone)
 
 
@@ -173,13 +173,17 @@ def _furthest_step(output_dir: Path) -> int:
     return int(marker.read_text()) if marker.is_file() else 0
 
 
-def _record_attempt(output_dir: Path, resumed: Path | None) -> None:
-    """One line per start: where it resumed, and how far the attempts before it had got."""
-    entry = {
-        "at": time.time(),
-        "resumed_step": checkpoint_step(resumed) if resumed else 0,
-        "reached_before": _furthest_step(output_dir),
-    }
+def _record_attempt(output_dir: Path, resumed: Path | None, checkpoints: CheckpointStore | None) -> None:
+    """One entry per start: where it resumed, and how far the attempts before it had got.
+
+    With a checkpoint store the entry goes there (a fresh worker's disk has no history);
+    otherwise into the output folder.
+    """
+    reached = max(_furthest_step(output_dir), checkpoints.furthest_step() if checkpoints else 0)
+    entry = {"at": time.time(), "resumed_step": checkpoint_step(resumed) if resumed else 0, "reached_before": reached}
+    if checkpoints is not None:
+        checkpoints.record_attempt(entry)
+        return
     with (output_dir / ATTEMPTS).open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry) + "\n")
 
@@ -205,10 +209,13 @@ def _note_step(output_dir: Path, line: str, max_steps: int | None) -> None:
             (output_dir / "furthest-step").write_text(str(step))
 
 
-def attempt_history(output_dir: Path) -> tuple[int, int]:
+def attempt_history(output_dir: Path, checkpoints: CheckpointStore | None = None) -> tuple[int, int]:
     """``(preemptions survived, optimizer steps redone)`` over every attempt of this run."""
     path = output_dir / ATTEMPTS
-    attempts = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+    if checkpoints is not None:
+        attempts = checkpoints.attempts()
+    else:
+        attempts = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
     redone = sum(max(0, a["reached_before"] - a["resumed_step"]) for a in attempts[1:])
     return max(0, len(attempts) - 1), redone
 

@@ -123,6 +123,9 @@ def test_a_fresh_worker_with_an_empty_disk_resumes_from_the_store(tmp_path: Path
     run = LocalAxolotlLauncher(trainer(tmp_path), env={}).train(tmp_path / "c.yaml", second, 60, store)
     assert run.resumed_from == str(second / "checkpoint-5") and run.steps == 10
     assert "resume from checkpoint at checkpoint-5" in (second / "axolotl.log").read_text()
+    # The history is the store's, not worker-2's disk: one preemption, steps 6-7 trained twice.
+    assert (run.preemptions, run.steps_redone) == (1, 2)
+    assert [a["resumed_step"] for a in store.attempts()] == [0, 5]
 
 
 def test_preemptions_and_redone_steps_are_counted(tmp_path: Path) -> None:
