@@ -41,6 +41,9 @@ class _Area(BaseModel):
 class DataSettings(_Area):
     """Where the training data and the RAG corpus come from, and how they are prepared."""
 
+    # When a data change starts a release is orchestration, not what prep computes.
+    NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset({"change_window_s"})
+
     sources: list[str] = Field(
         default=["examples/data/qa.jsonl", "examples/data/qa_contrib.jsonl"],
         description="Training files (.jsonl, .csv or .parquet): local paths, relative to the project root, "
@@ -72,6 +75,13 @@ class DataSettings(_Area):
     )
     source_encodings: dict[str, str] = Field(
         default={}, description="Text encoding of one source, keyed as written in sources; wins over encoding."
+    )
+    change_window_s: int = Field(
+        default=60,
+        ge=1,
+        le=86_400,
+        description="Debounce of data-change reruns: a release starts once a dataset has had no new "
+        "lockgate.dataset.changed for this many seconds, with its latest fingerprint (prefect.yaml's trigger).",
     )
     max_record_lines: int = Field(
         default=200,
