@@ -1,0 +1,224 @@
+"""vLLM engines: the command line, a local process started from the serving environment, and
+the smoke test a deployment must pass before it goes live.
+
+vLLM runs in its own environment (``.venv-serving``: its pins clash with llm-compressor and
+Prefect); Lockgate speaks to it only over its OpenAI-compatible HTTP API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lockgate._io import atomic_write_text
+from lockgate.errors import ConfigError, StageError, TransientError
+
+log = logging.getLogger(__name__)
+
+VLLM_ENV = {
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One vLLM process: a model under a name, plus LoRA adapters loaded by name."""
+
+    model_path: str
+    served_model: str
+    loras: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        return json.dumps([self.model_path, self.served_model, sorted(self.loras)])
+
+
+def vllm_command(
+    python: str, spec: EngineSpec, port: int, max_model_len: int, max_lora_rank: int, host: str = "127.0.0.1"
+) -> list[str]:
+    """The command line of vLLM's OpenAI-compatible server for ``spec``."""
+    cmd = [
+        python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        spec.model_path,
+        "--served-model-name",
+        spec.served_model,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--max-model-len",
+        str(max_model_len),
+        "--dtype",
+        "bfloat16",
+        # torch.compile costs 50-90 s at every start on CPU (its cache does not reload): not worth it here.
+        "--enforce-eager",
+        "--disable-log-requests",
+    ]
+    if spec.loras:
+        cmd += ["--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", str(len(spec.loras))]
+        cmd += ["--lora-modules", *(f"{name}={path}" for name, path in spec.loras)]
+    return cmd
+
+
+def free_port(start: int, host: str = "127.0.0.1", tries: int = 200) -> int:
+    """The first port from ``start`` on that nothing listens on."""
+    for port in range(start, start + tries):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise TransientError(f"no free port in {start}..{start + tries - 1}")
+
+
+@dataclass(frozen=True)
+class RunningEngine:
+    """A vLLM process this machine started."""
+
+    url: str
+    pid: int
+    spec_key: str
+    log_path: str
+
+
+def start_engine(
+    python: str,
+    spec: EngineSpec,
+    port: int,
+    max_model_len: int,
+    max_lora_rank: int,
+    kv_cache_gib: int,
+    log_path: Path,
+    timeout_s: float,
+) -> RunningEngine:
+    """Start vLLM in its own session (it outlives the caller) and wait until ``/health`` answers.
+
+    Raises:
+        ConfigError: the serving environment is missing.
+        StageError: vLLM exited or did not become healthy in time (the log's tail in the message).
+    """
+    if not Path(python).exists():
+        raise ConfigError(f"serving.vllm_python: {python} does not exist; build the serving environment (make setup)")
+    cmd = vllm_command(python, spec, port, max_model_len, max_lora_rank)
+    env = {**os.environ, **VLLM_ENV, "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib)}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    engine = RunningEngine(url=url, pid=proc.pid, spec_key=spec.key, log_path=str(log_path))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StageError(f"vLLM exited with code {proc.returncode} while starting: {_tail(log_path)}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
+                log.info("vLLM serving %s at %s (pid %d)", spec.served_model, url, proc.pid)
+                return engine
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop_engine(proc.pid)
+    raise StageError(f"vLLM did not become healthy within {timeout_s:.0f}s: {_tail(log_path)}")
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) or "(empty log)"
+
+
+def stop_engine(pid: int, grace_s: float = 15.0) -> None:
+    """Stop a vLLM process group we started: SIGTERM, then SIGKILL after ``grace_s``."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid if not _alive(pid) else 0
+        if done:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class EngineBook:
+    """The engines this machine started, in ``<home>/serving/engines.json``, so a later deploy can stop them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> list[RunningEngine]:
+        if not self.path.exists():
+            return []
+        rows = json.loads(self.path.read_text(encoding="utf-8"))
+        return [RunningEngine(**r) for r in rows if _alive(int(r["pid"]))]
+
+    def write(self, engines: list[RunningEngine]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path, json.dumps([e.__dict__ for e in engines], indent=2))
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    """What the smoke test saw."""
+
+    passed: bool
+    detail: str
+    completion_tokens: int = 0
+
+
+def smoke_test(engine_url: str, served_model: str, prompt: str, timeout_s: float = 60.0) -> SmokeResult:
+    """Does the engine list the model and complete a prompt with tokens and usage? Never raises."""
+    try:
+        models = httpx.get(f"{engine_url}/v1/models", timeout=timeout_s)
+        names = [m.get("id") for m in models.json().get("data", [])] if models.status_code == 200 else []
+        if served_model not in names:
+            return SmokeResult(False, f"{engine_url} does not serve {served_model!r} (serves {names})")
+        answer = httpx.post(
+            f"{engine_url}/v1/completions",
+            json={"model": served_model, "prompt": prompt, "max_tokens": 8, "temperature": 0.0},
+            timeout=timeout_s,
+        )
+    except (httpx.HTTPError, ValueError) as exc:
+        return SmokeResult(False, f"{engine_url}: {type(exc).__name__}: {exc}")
+    if answer.status_code != 200:
+        return SmokeResult(False, f"{served_model}: HTTP {answer.status_code}: {answer.text[:200]}")
+    body: dict[str, Any] = answer.json()
+    tokens = int(body.get("usage", {}).get("completion_tokens", 0))
+    if not body.get("choices") or tokens < 1:
+        return SmokeResult(False, f"{served_model}: no completion tokens in {str(body)[:200]}")
+    return SmokeResult(True, f"{served_model} answered {tokens} tokens", tokens)
