@@ -79,7 +79,11 @@ def train_on_pool(params: FinetuneParams, training: TrainingSettings) -> Adapter
     crashes = 0
     while True:
         run = run_deployment(
-            training.deployment, parameters={"params": params.model_dump(mode="json")}, timeout=None, as_subflow=True
+            training.deployment,
+            parameters={"params": params.model_dump(mode="json")},
+            job_variables=training.job_variables or None,
+            timeout=None,
+            as_subflow=True,
         )
         state = run.state
         if state is not None and state.is_completed():

@@ -85,7 +85,9 @@ class ReleaseParams(StageParams):
     def finetune_params(self, settings: LockgateSettings) -> FinetuneParams:
         """Parameters of the finetune flow that trains what this release would train here."""
         # Where and on what the worker trains (its trainer, device, checkpoint volume) is the worker's own.
-        training = settings.training.model_dump(exclude={"launcher", "axolotl_bin", "device", "checkpoint_url"})
+        training = settings.training.model_dump(
+            exclude={"launcher", "axolotl_bin", "device", "checkpoint_url", "work_dir", "job_variables"}
+        )
         return FinetuneParams(profile=self.profile, home=self.home, scenario=self.scenario, training=training)
 
 

@@ -188,6 +188,11 @@ class TrainingSettings(_Area):
     max_resubmits: int = Field(
         default=3, ge=0, le=20, description="launcher 'deployment': re-submit a crashed (preempted) run this often."
     )
+    job_variables: dict[str, Any] = Field(
+        default_factory=dict,
+        description="launcher 'deployment': work pool job variables for the fine-tune's runs, over the "
+        "deployment's own (e.g. {mem_limit: 16g} on Docker, {gpu_count: 2} on Kubernetes).",
+    )
     checkpoint_url: str = Field(
         default="",
         description="Where checkpoints are copied as they appear (a folder or an fsspec URL such as s3://bucket/ckpt);"
@@ -239,6 +244,7 @@ class TrainingSettings(_Area):
             "launcher",
             "deployment",
             "max_resubmits",
+            "job_variables",
             "checkpoint_url",
             "work_dir",
             "team",
