@@ -1,0 +1,157 @@
+"""Routing, budgets, the rollback policy, manifests and keys, on tiny inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lockgate.errors import ConfigError
+from lockgate.serving.canary import CanaryMonitor, RollbackPolicy, route
+from lockgate.serving.gateway import _BadRequest, parse_chat
+from lockgate.serving.keys import KeyStore, add_key, key_digest
+from lockgate.serving.manifest import ServingManifest, Variant, load_manifest, write_manifest
+from lockgate.serving.ratelimit import RateLimiter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def variant(name: str, weight: float, digest: str = "") -> Variant:
+    return Variant(
+        name=name,  # type: ignore[arg-type]
+        model_digest=digest or f"sha256:{name}",
+        served_model=name,
+        engine_url="http://127.0.0.1:1",
+        model_path="/m",
+        prompt_version="grounded-qa@x",
+        weight=weight,
+    )
+
+
+def manifest(canary_weight: float) -> ServingManifest:
+    variants = [variant("production", 1 - canary_weight)]
+    if canary_weight:
+        variants.append(variant("canary", canary_weight))
+    return ServingManifest(variants=tuple(variants), max_model_len=256)
+
+
+@pytest.mark.parametrize("weight", [0.05, 0.1, 0.3, 0.5])
+def test_canary_split_is_within_three_points_and_sticky(weight: float) -> None:
+    m = manifest(weight)
+    subjects = [f"user-{i}" for i in range(2000)]
+    first = [route(m, s).name for s in subjects]
+    share = first.count("canary") / len(first)
+    assert abs(share - weight) <= 0.03, share
+    assert [route(m, s).name for s in subjects] == first  # sticky
+
+
+def test_raising_the_canary_weight_only_adds_subjects() -> None:
+    subjects = [f"k{i}" for i in range(2000)]
+    small = {s for s in subjects if route(manifest(0.1), s).name == "canary"}
+    large = {s for s in subjects if route(manifest(0.3), s).name == "canary"}
+    assert small < large
+
+
+def test_token_budget_admits_at_most_one_request_over_and_tells_when_to_retry() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock)
+    admitted = 0
+    while limiter.admit("k", tokens_per_minute=100, requests_per_minute=1000).allowed:
+        limiter.charge("k", 30)
+        admitted += 1
+    assert admitted == 4  # 0, 30, 60, 90 spent before each: the fourth overshoots, the fifth waits
+    refused = limiter.admit("k", 100, 1000)
+    assert refused.budget == "tokens per minute"
+    # 120 spent of 100: 21 tokens to refill at 100/60 per second -> 12.6 s -> 13
+    assert refused.retry_after_s == 13
+    clock.now += refused.retry_after_s - 1
+    assert not limiter.admit("k", 100, 1000).allowed
+    clock.now += 1
+    assert limiter.admit("k", 100, 1000).allowed
+
+
+def test_request_budget_is_per_key() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock)
+    assert [limiter.admit("a", 10_000, 2).allowed for _ in range(3)] == [True, True, False]
+    assert limiter.admit("b", 10_000, 2).allowed
+    assert limiter.admit("a", 10_000, 2).retry_after_s == 30
+
+
+def test_rollback_policy_error_rate_needs_enough_requests() -> None:
+    clock = Clock()
+    policy = RollbackPolicy(window_s=60, min_requests=10, max_error_rate=0.2, max_p95_ms=1000)
+    monitor = CanaryMonitor(policy, clock)
+    for _ in range(5):
+        monitor.observe("c", False, 10)
+    assert monitor.verdict("c") is None  # too few to judge
+    for _ in range(5):
+        monitor.observe("c", True, 10)
+    assert "error rate 50.0%" in (monitor.verdict("c") or "")
+    clock.now += 61  # the window moved past them
+    assert monitor.verdict("c") is None
+
+
+def test_rollback_policy_p95_latency() -> None:
+    clock = Clock()
+    monitor = CanaryMonitor(RollbackPolicy(60, 20, 0.5, max_p95_ms=500), clock)
+    for i in range(20):
+        monitor.observe("c", True, 100 if i < 18 else 5000)  # 2 slow in 20: the 95th percentile (nearest rank) is slow
+    assert "p95 latency 5000 ms" in (monitor.verdict("c") or "")
+    monitor.forget("c")
+    for _ in range(20):
+        monitor.observe("c", True, 100)
+    assert monitor.verdict("c") is None
+
+
+def test_manifest_rules_and_round_trip(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="add up"):
+        ServingManifest(variants=(variant("production", 0.8),), max_model_len=256)
+    with pytest.raises(ValueError, match="production"):
+        ServingManifest(variants=(variant("canary", 1.0),), max_model_len=256)
+    m = manifest(0.2)
+    path = tmp_path / "manifest.json"
+    write_manifest(path, m)
+    assert load_manifest(path) == m
+    assert m.without_canary("bad").variants[0].weight == 1.0
+    path.write_text('{"variants": []}')
+    with pytest.raises(ConfigError, match="not a valid serving manifest"):
+        load_manifest(path)
+
+
+def test_keys_are_stored_only_as_digests(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    key = add_key(path, "alice", 1000, 10)
+    text = path.read_text()
+    assert key not in text and key_digest(key) in text
+    store = KeyStore.load(path)
+    found = store.lookup(key)
+    assert found is not None and found.name == "alice"
+    assert store.lookup("lg-wrong") is None and store.lookup(None) is None
+    new_key = add_key(path, "alice", 1000, 10)  # a new key replaces the old one
+    assert KeyStore.load(path).lookup(key) is None and KeyStore.load(path).lookup(new_key) is not None
+    path.write_text('{"keys": [{"name": "x", "sha256": "short"}]}')
+    with pytest.raises(ConfigError, match=r"keys\.0"):
+        KeyStore.load(path)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([], "JSON object"),
+        ({"messages": []}, "non-empty list"),
+        ({"messages": [{"role": "system", "content": "x"}]}, "last user message"),
+        ({"messages": [{"role": "user", "content": "q"}], "max_tokens": 0}, "max_tokens"),
+        ({"messages": [{"role": "user", "content": "q"}], "temperature": "hot"}, "temperature"),
+        ({"messages": [{"role": "user", "content": "q"}], "stream": "yes"}, "stream"),
+    ],
+)
+def test_chat_requests_are_checked(body: object, message: str) -> None:
+    with pytest.raises(_BadRequest, match=message):
+        parse_chat(body, 16)
