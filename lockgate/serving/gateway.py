@@ -129,7 +129,9 @@ def parse_chat(body: Any, default_max_tokens: int) -> _Chat:
     users = [m for m in messages if m["role"] == "user"]
     if not users or not isinstance(users[-1].get("content"), str) or not users[-1]["content"].strip():
         raise _BadRequest("the last user message must have non-empty text 'content'")
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens")) or default_max_tokens
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is None:
+        max_tokens = default_max_tokens
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise _BadRequest("'max_tokens' must be a positive integer")
     temperature = body.get("temperature", 0.0)
