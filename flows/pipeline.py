@@ -12,12 +12,11 @@ from flows.finetune import train_here, train_on_pool
 from flows.params import ReleaseParams, ReleaseSummary
 from lockgate.errors import GateRejected
 from lockgate.policy import load_policy
-from lockgate.prompts import GROUNDED_QA
 from lockgate.records import ReleaseLineage
 from lockgate.store import LocalArtifactStore
 from tasks.common import StageLog, fingerprints
 from tasks.data import prepare_dataset, resolve_base_model
-from tasks.evaluation import evaluate_candidate, find_champion
+from tasks.evaluation import evaluate_candidate, find_champion, serving_prompt
 from tasks.index import refresh_index
 from tasks.quantization import quantize_model
 from tasks.release import await_approval, emit_verdict, gate, promote
@@ -66,6 +65,7 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
         )
     with stages.timed("evaluate"):
         champion = find_champion(settings.registry, settings.registry_dir, base, quantized.digest, artifacts_root)
+        prompt = serving_prompt(settings.prompts, str(settings.prompts_path), settings.registry, settings.registry_dir)
         evaluation = stages.run_cached(
             "evaluate",
             evaluate_candidate,
@@ -79,7 +79,7 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
             settings.vector_store,
             artifacts_root,
             prints.embedder_weights,
-            GROUNDED_QA.version,
+            prompt,
         )
     with stages.timed("drift"):
         drift = check_drift_here(stages, settings, snapshot, prints.embedder_weights)
@@ -89,7 +89,7 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
             champion=champion.digest,
             dataset=snapshot.digest,
             index=index.digest,
-            prompt_version=GROUNDED_QA.version,
+            prompt_version=prompt.version,
         )
         decision = gate(evaluation, quant_check, drift, policy, expected, settings.registry, settings.registry_dir)
     if settings.gates.decision_mode == "manual":

@@ -24,7 +24,7 @@ from lockgate.digest import digest_json
 from lockgate.embeddings import Embedder, resolve_model_path
 from lockgate.errors import StageError
 from lockgate.metrics import ANSWER_METRICS, RETRIEVAL_METRICS
-from lockgate.prompts import GROUNDED_QA, PromptTemplate
+from lockgate.prompts import EVAL_VARIABLES, PromptSpec
 from lockgate.records import BaseModelArtifact, EvalReport, MetricSummary, ModelScores, PairedScores
 from lockgate.registry import ModelVersion
 from lockgate.settings import EvaluationSettings
@@ -53,7 +53,13 @@ class EvalJob:
     eval_rows: list[dict[str, str]]
     dataset_digest: str
     index_digest: str
-    prompt: PromptTemplate = GROUNDED_QA
+    prompt: PromptSpec
+    champion_prompt: PromptSpec | None = None  # a prompt-only release: the production prompt; else the same
+
+    @property
+    def prompts(self) -> tuple[PromptSpec, PromptSpec]:
+        """The prompt the challenger answers with, and the champion's."""
+        return self.prompt, self.champion_prompt or self.prompt
 
 
 @dataclass(frozen=True)
@@ -125,10 +131,15 @@ def generate_answers(
     model_path: str,
     items: list[Retrieved],
     max_new_tokens: int,
-    prompt: PromptTemplate = GROUNDED_QA,
+    prompt: PromptSpec,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[str]:
-    """Greedy answers of one model to every question, given its retrieved context."""
+    """Greedy answers of one model to every question, given its retrieved context.
+
+    Raises:
+        ConfigError: the prompt needs a variable evaluation does not supply (before any model loads).
+    """
+    prompt.require(EVAL_VARIABLES)
     import torch
 
     from lockgate.hf import load_causal_lm
@@ -137,7 +148,7 @@ def generate_answers(
     answers = []
     with torch.inference_mode():
         for i, item in enumerate(items):
-            text = prompt.render(item.question, " ".join(item.contexts))
+            text = prompt.render({"question": item.question, "context": " ".join(item.contexts)})
             ids = tok(text, return_tensors="pt")
             out = model.generate(
                 **ids,
@@ -254,13 +265,16 @@ def evaluate_models(
     """Answer the eval set with both models and score them on identical inputs."""
     if not job.eval_rows:
         raise StageError("the eval split is empty")
+    for prompt in job.prompts:  # a prompt that cannot render fails here, before retrieval and models
+        prompt.require(EVAL_VARIABLES)
     challenger, champion = job.challenger, job.champion
+    prompts = {challenger.label: job.prompts[0], champion.label: job.prompts[1]}
     items = retrieve(job.eval_rows, retrieval.store, retrieval.embedder, settings.top_k, settings.slice_fields)
     metrics = _ragas_metrics(retrieval.embedding_model)
     answers = {}
     for model in (challenger, champion):
         cb = (lambda done, total, label=model.label: progress(label, done, total)) if progress else None
-        answers[model.label] = generate_answers(model.path, items, settings.max_new_tokens, job.prompt, cb)
+        answers[model.label] = generate_answers(model.path, items, settings.max_new_tokens, prompts[model.label], cb)
     chall_scores, chall_rows = score_model(challenger, items, answers[challenger.label], metrics, settings)
     champ_scores, champ_rows = score_model(champion, items, answers[champion.label], metrics, settings)
     retrieval_rows = ragas_scores(items, answers[challenger.label], metrics, RETRIEVAL_METRICS)
@@ -288,7 +302,8 @@ def evaluate_models(
             "champion": champion.digest,
             "data": job.dataset_digest,
             "index": job.index_digest,
-            "prompt": job.prompt.version,
+            "prompt": job.prompts[0].version,
+            "champion_prompt": job.prompts[1].version,
             "settings": settings.model_dump(),
         }
     )
@@ -298,7 +313,7 @@ def evaluate_models(
     return EvalReport(
         digest=digest,
         parents=(challenger.digest, champion.digest, job.dataset_digest, job.index_digest),
-        prompt_version=job.prompt.version,
+        prompt_version=job.prompts[0].version,
         dataset_digest=job.dataset_digest,
         index_digest=job.index_digest,
         challenger=chall_scores,

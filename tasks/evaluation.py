@@ -10,10 +10,17 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from lockgate.evaluate import EvalJob, ModelUnderTest, Retrieval, choose_champion, evaluate_models
 from lockgate.metrics import ANSWER_METRICS
 from lockgate.prep import load_jsonl
-from lockgate.prompts import GROUNDED_QA
+from lockgate.prompts import PromptSpec, find_prompt
 from lockgate.records import BaseModelArtifact, DatasetSnapshot, EvalReport, IndexBuild, QuantizedModel
 from lockgate.registry import open_registry
-from lockgate.settings import EmbeddingSettings, EvaluationSettings, RegistrySettings, VectorStoreSettings
+from lockgate.registry.prompts import open_prompt_registry
+from lockgate.settings import (
+    EmbeddingSettings,
+    EvaluationSettings,
+    PromptSettings,
+    RegistrySettings,
+    VectorStoreSettings,
+)
 from lockgate.stats import paired_difference
 from lockgate.store import LocalArtifactStore
 from lockgate.vectorstore import open_store
@@ -33,9 +40,20 @@ def find_champion(
     return choose_champion(production, base)
 
 
+@task(name="serving-prompt")
+def serving_prompt(
+    prompts: PromptSettings, prompts_dir: str, registry: RegistrySettings, registry_root: str
+) -> PromptSpec:
+    """The prompt a model release evaluates with: production's (the configured file's before the first one)."""
+    configured, _ = find_prompt(Path(prompts_dir), prompts.name)
+    spec = open_prompt_registry(registry, Path(registry_root), prompts.name).serving(configured)
+    get_run_logger().info("prompt: %s (production)", spec.version)
+    return spec
+
+
 # The index enters the cache key by its content digest only: the counts of the refresh that
 # produced it (added/unchanged...) differ between a first build and a no-op re-run. The
-# embedder enters by its weights, the prompt by its version (a digest of its text).
+# embedder enters by its weights, the prompts by their content (template and variables).
 @task(
     name="evaluate",
     cache_policy=StageCache(stage="evaluate", modules=("lockgate.evaluate",), ignore=("index", "artifacts_root")),
@@ -43,7 +61,7 @@ def find_champion(
     result_serializer="json",
 )
 def evaluate_candidate(
-    candidate: QuantizedModel,
+    candidate: QuantizedModel | ModelUnderTest,
     champion: ModelUnderTest,
     snapshot: DatasetSnapshot,
     index: IndexBuild,
@@ -53,15 +71,21 @@ def evaluate_candidate(
     vector_store: VectorStoreSettings,
     artifacts_root: str,
     embedder_weights: str,
-    prompt_version: str,
+    prompt: PromptSpec,
+    champion_prompt: PromptSpec | None = None,
 ) -> EvalReport:
     """Answer the eval questions with retrieval and both models; score with Ragas (no LLM judge).
 
-    ``embedder_weights`` and ``prompt_version`` are the content digests of the embedder and
-    the prompt template: they are here so that the cache key changes when either does.
+    The challenger answers with ``prompt``, the champion with ``champion_prompt`` (a prompt-only
+    release: the production prompt) or the same. ``embedder_weights`` is the embedder's content
+    digest: it is here so that the cache key changes when the weights do.
     """
     logger = get_run_logger()
-    challenger = ModelUnderTest(label="challenger", digest=candidate.digest, path=candidate.path)
+    challenger = (
+        candidate
+        if isinstance(candidate, ModelUnderTest)
+        else ModelUnderTest(label="challenger", digest=candidate.digest, path=candidate.path)
+    )
 
     def progress(label: str, done: int, total: int) -> None:
         if done == total or done % 20 == 0:
@@ -73,7 +97,8 @@ def evaluate_candidate(
         eval_rows=load_jsonl(Path(snapshot.eval_path)),
         dataset_digest=snapshot.digest,
         index_digest=index_digest,
-        prompt=GROUNDED_QA,
+        prompt=prompt,
+        champion_prompt=champion_prompt,
     )
     engines = Retrieval(
         store=open_store(vector_store.backend, index.uri, index.collection),

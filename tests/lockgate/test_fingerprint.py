@@ -16,9 +16,12 @@ from tests.conftest import ROOT
 from tests.factories import dataset_snapshot
 
 
-def stage_keys(root: str, trainer_env: str = "sha256:t", weights: str = "sha256:w") -> dict[str, str]:
+def stage_keys(
+    root: str, trainer_env: str = "sha256:t", weights: str = "sha256:w", prompt: Any = None
+) -> dict[str, str]:
     """The key of every cached stage, computed by the tasks' own cache policies."""
     from lockgate.evaluate import ModelUnderTest
+    from lockgate.prompts import load_prompt
     from tasks.drift import check_drift
     from tasks.evaluation import evaluate_candidate
     from tasks.quantization import quantize_model
@@ -55,7 +58,7 @@ def stage_keys(root: str, trainer_env: str = "sha256:t", weights: str = "sha256:
                 "vector_store": s.vector_store,
                 "artifacts_root": root,
                 "embedder_weights": weights,
-                "prompt_version": "grounded-qa@1",
+                "prompt": prompt or load_prompt(ROOT / "prompts" / "grounded-qa.yaml"),
             },
         ),
         "drift": (
@@ -102,6 +105,17 @@ def test_editing_the_prompt_template_reruns_the_stages_that_use_it(library_copy:
     prompts.write_text(prompts.read_text().replace("Answer:", "Reply:"))
     fingerprint.source_digest.cache_clear()
     assert changed(before, stage_keys("/x")) == {"finetune", "quantize", "evaluate"}
+
+
+def test_a_new_prompt_version_reruns_only_evaluation() -> None:
+    from lockgate.prompts import load_prompt
+
+    spec = load_prompt(ROOT / "prompts" / "grounded-qa.yaml")
+    before = stage_keys("/x", prompt=spec)
+    reworded = spec.model_copy(update={"template": spec.template.replace("Answer:", "Reply:")})
+    assert changed(before, stage_keys("/x", prompt=reworded)) == {"evaluate"}
+    described = spec.model_copy(update={"description": "the same prompt, described anew"})
+    assert changed(before, stage_keys("/x", prompt=described)) == set(), "a description renders nothing"
 
 
 def test_editing_one_module_reruns_only_its_stage(library_copy: Path) -> None:
