@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flows import cli_prompts
+
 EXIT_FAILED = 1  # a stage failed (crash, dead service): see the message, maybe retry
 EXIT_BAD_INPUT = 2  # the data, the settings or the arguments are wrong: fix them
 EXIT_REJECTED = 3  # the pipeline ran and the gate rejected the candidate
@@ -247,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     se = sub.add_parser("settings", help="print the resolved settings of a profile")
     se.add_argument("--list", action="store_true", help="list the profiles instead")
     se.set_defaults(func=cmd_settings)
+    cli_prompts.register(sub)
     return parser
 
 
