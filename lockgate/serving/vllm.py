@@ -70,7 +70,6 @@ def vllm_command(
         "bfloat16",
         # torch.compile costs 50-90 s at every start on CPU (its cache does not reload): not worth it here.
         "--enforce-eager",
-        "--disable-log-requests",
     ]
     if spec.loras:
         cmd += ["--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", str(len(spec.loras))]

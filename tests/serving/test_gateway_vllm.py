@@ -1,0 +1,304 @@
+"""The gateway over real HTTP on localhost, in front of a real vLLM serving the demo's tiny model."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from lockgate.embeddings import SentenceTransformerEmbedder
+from lockgate.prompts import GROUNDED_QA
+from lockgate.registry import LocalRegistry
+from lockgate.serving import (
+    CanaryMonitor,
+    Gateway,
+    GatewayOptions,
+    KeyStore,
+    ManifestWatcher,
+    RateLimiter,
+    RollbackPolicy,
+    ServingManifest,
+    Variant,
+    add_key,
+    roll_back_canary,
+    write_manifest,
+)
+from lockgate.serving.retrieval import IndexRetriever, PromptBook
+from lockgate.serving.vllm import RunningEngine
+from lockgate.stores import StoredChunk, open_store
+from tests.serving.conftest import MAX_MODEL_LEN, ServerThread, needs_vllm
+
+pytestmark = [pytest.mark.slow, needs_vllm]
+
+DOCS = [
+    "The Quillstone picker robot charges at dock bays in aisle nine.",
+    "Firmware updates for Quillstone shuttles are rolled out every Tuesday night.",
+    "A red beacon on a Quillstone lift means its load sensor needs calibration.",
+]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Served:
+    url: str
+    gateway: Gateway
+    keys: dict[str, str]
+    manifest_path: Path
+    query_log: Path
+    clock: Clock
+    events: list[tuple[str, dict[str, str], dict[str, object]]]
+    registry: LocalRegistry
+
+
+def variant(name: str, weight: float, engine: str, digest: str, index: tuple[str, str] | None) -> Variant:
+    return Variant(
+        name=name,  # type: ignore[arg-type]
+        model_digest=digest,
+        served_model="tiny",
+        engine_url=engine,
+        model_path="tiny",
+        prompt_version=GROUNDED_QA.version,
+        index_uri=index[0] if index else None,
+        index_collection=index[1] if index else None,
+        weight=weight,
+    )
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory) -> tuple[IndexRetriever, tuple[str, str]]:
+    """A real Milvus Lite index of three chunks, embedded with MiniLM."""
+    embedder = SentenceTransformerEmbedder()
+    uri = str(tmp_path_factory.mktemp("index") / "milvus.db")
+    store = open_store("milvus-lite", uri, "docs")
+    vectors = embedder.encode(DOCS)
+    store.ensure_collection(vectors.shape[1])
+    store.upsert([StoredChunk(f"c{i}", f"d{i}", f"doc{i}.md", "t", text) for i, text in enumerate(DOCS)], vectors)
+    return IndexRetriever(embedder, lambda u, c: open_store("milvus-lite", u, c), top_k=1), (uri, "docs")
+
+
+def serve(
+    tmp: Path,
+    engine_url: str,
+    canary_url: str | None,
+    index: tuple[IndexRetriever, tuple[str, str]],
+    min_requests: int = 10,
+) -> tuple[ServerThread, Served]:
+    retriever, where = index
+    keys_path = tmp / "keys.json"
+    keys = {
+        "alice": add_key(keys_path, "alice", 1_000_000, 100_000),
+        "tight": add_key(keys_path, "tight", 300, 100_000),
+        "few": add_key(keys_path, "few", 1_000_000, 2),
+    }
+    registry = LocalRegistry(tmp / "registry")
+    for d in ("sha256:prod", "sha256:cand"):
+        registry.register(d, "/m", {})
+    registry.set_alias("production", "sha256:prod", "first")
+    variants = [variant("production", 1.0, engine_url, "sha256:prod", where)]
+    if canary_url:
+        registry.set_alias("production", "sha256:cand", "gate passed")
+        registry.set_alias("canary", "sha256:cand", "deployed as canary")
+        variants = [
+            variant("production", 0.5, engine_url, "sha256:prod", where),
+            variant("canary", 0.5, canary_url, "sha256:cand", where),
+        ]
+    manifest_path = tmp / "manifest.json"
+    write_manifest(manifest_path, ServingManifest(variants=tuple(variants), max_model_len=MAX_MODEL_LEN))
+    clock = Clock()
+    events: list[tuple[str, dict[str, str], dict[str, object]]] = []
+    gateway = Gateway(
+        manifests=ManifestWatcher(manifest_path, interval_s=0.0),
+        keys=KeyStore.load(keys_path),
+        retriever=retriever,
+        render=PromptBook().render,
+        monitor=CanaryMonitor(RollbackPolicy(60, min_requests, 0.2, 10_000)),
+        on_rollback=lambda m, reason: roll_back_canary(m, registry, lambda *e: events.append(e), reason),
+        options=GatewayOptions(max_tokens=8, max_body_bytes=4096, query_log=tmp / "queries.jsonl"),
+        limiter=RateLimiter(clock),
+    )
+    server = ServerThread(gateway.app)
+    return server, Served(server.url, gateway, keys, manifest_path, tmp / "queries.jsonl", clock, events, registry)
+
+
+@pytest.fixture(scope="module")
+def served(
+    vllm_engine: RunningEngine, index: tuple[IndexRetriever, tuple[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    server, state = serve(tmp_path_factory.mktemp("gateway"), vllm_engine.url, None, index)
+    with server:
+        yield state
+
+
+def client(served: Served, key: str = "alice") -> openai.OpenAI:
+    return openai.OpenAI(base_url=served.url + "/v1", api_key=served.keys[key], max_retries=0)
+
+
+def ask(
+    served: Served, key: str, question: str = "Where does the picker robot charge?", **kw: object
+) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {served.keys[key]}", **kw.pop("headers", {})}  # type: ignore[dict-item]
+    body = {"model": "lockgate", "messages": [{"role": "user", "content": question}], "max_tokens": 8, **kw}
+    return httpx.post(served.url + "/v1/chat/completions", json=body, headers=headers, timeout=60)
+
+
+def test_the_openai_client_works_unchanged(served: Served) -> None:
+    c = client(served)
+    assert [m.id for m in c.models.list()] == ["lockgate"]
+    raw = c.chat.completions.with_raw_response.create(
+        model="lockgate", messages=[{"role": "user", "content": "Where does the picker robot charge?"}], max_tokens=8
+    )
+    assert raw.headers["x-lockgate-variant"] == "production"
+    answer = raw.parse()
+    assert isinstance(answer.choices[0].message.content, str)
+    assert answer.usage is not None and answer.usage.completion_tokens >= 1
+    # The retrieved chunk went into the prompt: the prompt is longer than the bare question's.
+    bare = httpx.post(
+        f"{served.gateway.manifests.current().production.engine_url}/v1/completions",
+        json={"model": "tiny", "prompt": GROUNDED_QA.render("Where does the picker robot charge?"), "max_tokens": 1},
+        timeout=60,
+    ).json()
+    assert answer.usage.prompt_tokens > bare["usage"]["prompt_tokens"]
+
+    stream = c.chat.completions.create(
+        model="lockgate",
+        messages=[{"role": "user", "content": "When are firmware updates?"}],
+        max_tokens=8,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens >= 1
+    assert isinstance(text, str)
+
+    rows = [json.loads(line) for line in served.query_log.read_text().splitlines()]
+    last = rows[-1]
+    assert last["question"] == "When are firmware updates?" and last["variant"] == "production"
+    assert last["completion_tokens"] >= 1 and last["latency_ms"] > 0 and last["stream"] is True
+    assert not any(k in served.query_log.read_text() for k in served.keys.values())  # no secrets
+
+    metrics = httpx.get(served.url + "/metrics").text
+    assert 'lockgate_gateway_requests_total{model="tiny",status="ok",variant="production"}' in metrics
+    assert 'lockgate_gateway_tokens_total{kind="completion",model="tiny",variant="production"}' in metrics
+    health = httpx.get(served.url + "/healthz")
+    assert health.status_code == 200 and health.json()["engines"] == {"production": True}
+    fb = httpx.post(
+        served.url + "/v1/feedback",
+        json={"id": answer.id, "rating": 1},
+        headers={"Authorization": f"Bearer {served.keys['alice']}"},
+    )
+    assert fb.status_code == 200
+
+
+def test_missing_or_unknown_key_is_401(served: Served) -> None:
+    body = {"model": "lockgate", "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(served.url + "/v1/chat/completions", json=body).status_code == 401
+    bad = openai.OpenAI(base_url=served.url + "/v1", api_key="lg-not-a-key", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.chat.completions.create(model="lockgate", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_bad_requests_get_a_clear_400_or_413(served: Served) -> None:
+    auth = {"Authorization": f"Bearer {served.keys['alice']}", "Content-Type": "application/json"}
+    r = httpx.post(served.url + "/v1/chat/completions", content=b'{"messages": [', headers=auth)
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    r = ask(served, "alice", max_tokens=MAX_MODEL_LEN)
+    assert r.status_code == 400 and "context" in r.json()["error"]["message"]
+    # A question that fits the body limit but not the model's context: vLLM refuses, the gateway explains.
+    r = ask(served, "alice", question="robot " * 600)
+    assert r.status_code == 400, r.text
+    assert "prompt too long" in r.json()["error"]["message"] and r.json()["error"]["code"] == "context_length_exceeded"
+    r = ask(served, "alice", question="x" * 5000)
+    assert r.status_code == 413
+
+
+def test_token_budget_is_enforced_within_one_request_and_retry_after_is_honoured(served: Served) -> None:
+    spent, answered = 0, 0
+    while (r := ask(served, "tight")).status_code == 200:
+        answered += 1
+        last = r.json()["usage"]["total_tokens"]
+        spent += last
+        assert answered < 50
+    assert r.status_code == 429
+    assert spent - last < 300 <= spent  # admitted while under budget; only the last one overshot
+    wait = int(r.headers["Retry-After"])
+    assert wait >= 1
+    served.clock.now += wait - 1
+    assert ask(served, "tight").status_code == 429
+    served.clock.now += 1
+    assert ask(served, "tight").status_code == 200
+
+
+def test_request_budget(served: Served) -> None:
+    codes = [ask(served, "few").status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+
+
+def test_reload_under_concurrent_load_loses_no_request(served: Served) -> None:
+    prod_only = served.gateway.manifests.current()
+    split = ServingManifest(
+        variants=(
+            prod_only.production.model_copy(update={"weight": 0.5}),
+            prod_only.production.model_copy(update={"name": "canary", "weight": 0.5, "model_digest": "sha256:other"}),
+        ),
+        max_model_len=MAX_MODEL_LEN,
+    )
+    results: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def load(worker: int) -> None:
+        for i in range(6):
+            r = ask(served, "alice", headers={"x-user-id": f"user-{worker}-{i}"})
+            with lock:
+                results.append((r.status_code, r.headers.get("x-lockgate-variant", "")))
+
+    threads = [threading.Thread(target=load, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for n in range(6):  # swap the manifest file under the load, as a deploy does
+        write_manifest(served.manifest_path, split if n % 2 == 0 else prod_only)
+        threading.Event().wait(0.3)
+    for t in threads:
+        t.join()
+    write_manifest(served.manifest_path, prod_only)
+    assert len(results) == 48 and all(code == 200 for code, _ in results), results
+    assert {v for _, v in results} == {"production", "canary"}
+
+
+def test_a_failing_canary_is_rolled_back_and_production_keeps_answering(
+    vllm_engine: RunningEngine,
+    faulty_engine: tuple[object, str],
+    index: tuple[IndexRetriever, tuple[str, str]],
+    tmp_path: Path,
+) -> None:
+    fault, canary_url = faulty_engine
+    fault.fail = True  # type: ignore[attr-defined]
+    server, state = serve(tmp_path, vllm_engine.url, canary_url, index, min_requests=5)
+    with server:
+        codes: dict[str, list[int]] = {"production": [], "canary": []}
+        for i in range(40):
+            r = ask(state, "alice", headers={"x-user-id": f"u{i}"})
+            codes[r.headers.get("x-lockgate-variant", "?")].append(r.status_code)
+        assert set(codes["production"]) == {200}
+        assert codes["canary"][:5] == [502] * 5 and len(codes["canary"]) == 5  # then no more canary traffic
+        manifest = json.loads(state.manifest_path.read_text())
+        assert [v["name"] for v in manifest["variants"]] == ["production"]
+        aliases = state.registry.snapshot().aliases
+        assert aliases["production"] == "sha256:prod" and "canary" not in aliases
+        assert state.registry.revoked_reason("sha256:cand")
+        assert [e[0] for e in state.events] == ["lockgate.canary.rolled_back"]
+        assert "error rate" in str(state.events[0][2]["reason"])
+        assert "lockgate_gateway_canary_rollbacks_total 1.0" in httpx.get(state.url + "/metrics").text
