@@ -11,6 +11,8 @@ GATE_PASSED = "lockgate.gate.passed"
 GATE_REJECTED = "lockgate.gate.rejected"
 MODEL_PROMOTED = "lockgate.model.promoted"
 MODEL_ROLLED_BACK = "lockgate.model.rolled_back"
+PROMPT_CHANGED = "lockgate.prompt.changed"
+PROMPT_PROMOTED = "lockgate.prompt.promoted"
 
 
 def dataset_resource(name: str) -> dict[str, str]:
@@ -21,3 +23,8 @@ def dataset_resource(name: str) -> dict[str, str]:
 def model_resource(digest: str) -> dict[str, str]:
     """The event resource of a model version, by the start of its digest."""
     return {"prefect.resource.id": f"lockgate.model.{digest.split(':', 1)[-1][:12]}"}
+
+
+def prompt_resource(name: str) -> dict[str, str]:
+    """The event resource of a prompt: ``lockgate.prompt.<name>``."""
+    return {"prefect.resource.id": f"lockgate.prompt.{name}", "prefect.resource.name": name}
