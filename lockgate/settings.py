@@ -78,7 +78,7 @@ class DataSettings(_Area):
     )
     change_window_s: int = Field(
         default=60,
-        ge=1,
+        ge=10,  # Prefect's least window for a proactive trigger
         le=86_400,
         description="Debounce of data-change reruns: a release starts once a dataset has had no new "
         "lockgate.dataset.changed for this many seconds, with its latest fingerprint (prefect.yaml's trigger).",
