@@ -91,6 +91,48 @@ class ReleaseParams(StageParams):
         return FinetuneParams(profile=self.profile, home=self.home, scenario=self.scenario, training=training)
 
 
+class PromptReleaseParams(StageParams):
+    """What to run a prompt-only release with: which prompt, and (from a prompt-change event) which version."""
+
+    prompt: str | None = Field(
+        default=None, description="Prompt name (a file under prompts.dir); default: the profile's prompts.name."
+    )
+    prompt_digest: str | None = Field(
+        default=None,
+        description="Set by prompt-change events: the version digest to release (the file must still have it).",
+    )
+    decision_mode: DecisionMode | None = Field(
+        default=None, description="Override gates.decision_mode ('auto', 'manual' approval here, 'dry_run')."
+    )
+
+    def overrides(self) -> dict[str, Any]:
+        out = super().overrides()
+        if self.decision_mode is not None:
+            out["gates"] = {"decision_mode": self.decision_mode}
+        return out
+
+
+class PromptReleaseSummary(BaseModel):
+    """What a prompt-only release did."""
+
+    passed: bool
+    action: str = Field(description="promoted, canary, kept (rejected or already production) or dry_run.")
+    reasons: list[str]
+    prompt: str = Field(description="The prompt's name.")
+    candidate: str = Field(description="The candidate prompt version.")
+    production: str | None = Field(description="The production prompt version after this run.")
+    model: str = Field(description="Digest of the production model both prompts were evaluated with.")
+    metrics: dict[str, float] = {}
+    baseline: dict[str, float] = {}
+    paired: dict[str, str] = {}
+    checks: list[str] = []
+    decision: str = ""
+    policy: str = ""
+    traffic: dict[str, float] = Field(default={}, description="The registry's traffic field (canary share).")
+    trigger: str | None = None
+    eval_rows: str = ""
+
+
 class ReleaseSummary(BaseModel):
     """What a release run did, for people and for callers."""
 
