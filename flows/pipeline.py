@@ -65,7 +65,9 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
         )
     with stages.timed("evaluate"):
         champion = find_champion(settings.registry, settings.registry_dir, base, quantized.digest, artifacts_root)
-        prompt = serving_prompt(settings.prompts, str(settings.prompts_path), settings.registry, settings.registry_dir)
+        prompt = serving_prompt(
+            settings.prompts.name, str(settings.prompts_path), settings.registry, settings.registry_dir
+        )
         evaluation = stages.run_cached(
             "evaluate",
             evaluate_candidate,

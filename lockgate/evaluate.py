@@ -1,6 +1,7 @@
 """Evaluate challenger against champion: retrieve, answer, score with Ragas.
 
-Both models answer the same eval questions with the same retrieved context and prompt; the
+Both models answer the same eval questions with the same retrieved context, and with the same
+prompt (a model release) or each with its own (a prompt-only release: one model, two prompts); the
 answers are scored with Ragas metrics that need no LLM judge. Every per-row score is kept,
 and each metric is summarised as a mean with a bootstrap confidence interval, overall and
 per question type.
@@ -106,6 +107,18 @@ def choose_champion(production: ModelVersion | None, base: BaseModelArtifact) ->
             label="champion (production)", digest=production.digest, path=production.path, registered=True
         )
     return ModelUnderTest(label="champion (base model)", digest=base.digest, path=base.path)
+
+
+def prompt_contenders(
+    production: ModelVersion, candidate: PromptSpec, current: PromptSpec
+) -> tuple[ModelUnderTest, ModelUnderTest]:
+    """A prompt-only release: production's model answers as challenger with the candidate prompt and as
+    champion with the production prompt; the labels name the prompt (the gate checks the champion's)."""
+    digest, path = production.digest, production.path
+    return (
+        ModelUnderTest(label=f"candidate prompt {candidate.version}", digest=digest, path=path, registered=True),
+        ModelUnderTest(label=f"production prompt {current.version}", digest=digest, path=path, registered=True),
+    )
 
 
 def retrieve(

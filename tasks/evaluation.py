@@ -17,7 +17,6 @@ from lockgate.registry.prompts import open_prompt_registry
 from lockgate.settings import (
     EmbeddingSettings,
     EvaluationSettings,
-    PromptSettings,
     RegistrySettings,
     VectorStoreSettings,
 )
@@ -41,12 +40,10 @@ def find_champion(
 
 
 @task(name="serving-prompt")
-def serving_prompt(
-    prompts: PromptSettings, prompts_dir: str, registry: RegistrySettings, registry_root: str
-) -> PromptSpec:
+def serving_prompt(name: str, prompts_dir: str, registry: RegistrySettings, registry_root: str) -> PromptSpec:
     """The prompt a model release evaluates with: production's (the configured file's before the first one)."""
-    configured, _ = find_prompt(Path(prompts_dir), prompts.name)
-    spec = open_prompt_registry(registry, Path(registry_root), prompts.name).serving(configured)
+    configured, _ = find_prompt(Path(prompts_dir), name)
+    spec = open_prompt_registry(registry, Path(registry_root), name).serving(configured)
     get_run_logger().info("prompt: %s (production)", spec.version)
     return spec
 
