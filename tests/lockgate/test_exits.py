@@ -45,10 +45,10 @@ def test_one_oom_among_attempts_wins() -> None:
     assert worst([]) is None
 
 
-def run_container(label: str, *args: str) -> str:
+def run_container(label: str, options: list[str], *command: str) -> str:
     app, _ = image_tags()
     out = subprocess.run(
-        ["docker", "run", "-d", "--label", f"{DOCKER_FLOW_RUN_LABEL}={label}", *args, app],
+        ["docker", "run", "-d", "--label", f"{DOCKER_FLOW_RUN_LABEL}={label}", *options, app, *command],
         capture_output=True,
         text=True,
         check=True,
@@ -61,8 +61,8 @@ def run_container(label: str, *args: str) -> str:
 def test_docker_probe_tells_oom_from_kill_and_cleans_up() -> None:
     oom_run, killed_run = str(uuid.uuid4()), str(uuid.uuid4())
     hog = "x = []\nwhile True: x.append(bytearray(8 << 20))"
-    oom = run_container(oom_run, "--memory", "64m", "--memory-swap", "64m", "python", "-c", hog)
-    killed = run_container(killed_run, "sleep", "600")
+    oom = run_container(oom_run, ["--memory", "64m", "--memory-swap", "64m"], "python", "-c", hog)
+    killed = run_container(killed_run, [], "sleep", "600")
     try:
         subprocess.run(["docker", "wait", oom], capture_output=True, check=True, timeout=120)
         subprocess.run(["docker", "kill", killed], capture_output=True, check=True, timeout=60)
