@@ -21,6 +21,11 @@ class Embedder(Protocol):
     name: str
     dim: int
 
+    @property
+    def identity(self) -> str:
+        """Digest of what makes the vectors: the weights and the encoding configuration, not a name."""
+        ...
+
     def encode(self, texts: list[str]) -> np.ndarray:
         """Embed ``texts``; returns an array of shape ``(len(texts), dim)``."""
         ...
@@ -64,6 +69,17 @@ class SentenceTransformerEmbedder:
             if not self._loaded.get_embedding_dimension():
                 raise ConfigError(f"embeddings.model: {self.model!r} does not report an embedding size")
         return self._loaded
+
+    @property
+    def identity(self) -> str:
+        """Digest of the model folder (weights, tokenizer, pooling config) and how it is run.
+
+        Computed from the files, so it costs no model load; a hub id is known by its name.
+        """
+        from lockgate.digest import digest_json
+        from lockgate.fingerprint import weights_digest
+
+        return digest_json({"weights": weights_digest(resolve_model_path(self.model)), "normalize": True})
 
     @property
     def dim(self) -> int:  # type: ignore[override]

@@ -1,4 +1,10 @@
-"""Incremental, idempotent embedding refresh: embed only what changed, delete what vanished."""
+"""Incremental, idempotent embedding refresh: embed only what changed, delete what vanished.
+
+The store is the source of truth: every refresh plans against what the store holds, writes in
+batches, and records in its manifest only what the store acknowledged. A refresh that dies at
+any point (a failed write, a killed process) leaves the store consistent per chunk, and the
+next refresh finishes the job: after it, the store holds exactly one vector per current chunk.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,15 @@ from pathlib import Path
 from lockgate.corpus import Chunk
 from lockgate.digest import digest_json
 from lockgate.embeddings import Embedder
+from lockgate.errors import ConfigError
 from lockgate.records import IndexBuild
 from lockgate.store import LocalArtifactStore
-from lockgate.vectorstore import StoredChunk, VectorStore
+from lockgate.stores import StoredChunk, VectorStore
 
 log = logging.getLogger(__name__)
+
+# Chunks embedded and written per step: a crash loses at most one step's embedding work.
+REFRESH_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -25,31 +35,54 @@ class RefreshPlan:
     to_update: list[Chunk]
     to_delete: list[str]
     unchanged: int
+    stored: int
 
     @property
     def is_noop(self) -> bool:
         return not (self.to_add or self.to_update or self.to_delete)
 
 
-def vector_digest(chunk: Chunk, embedder_name: str) -> str:
-    """Identity of a stored vector: the chunk's content and the model that embedded it.
+def vector_digest(chunk: Chunk, embedder_id: str) -> str:
+    """Identity of a stored vector: the chunk's content and the embedder that embedded it.
 
-    Switching the embedding model changes every vector digest, so the next refresh
-    re-embeds the whole corpus instead of mixing vectors of two models.
+    Switching the embedder (other weights or configuration) changes every vector digest, so
+    the next refresh re-embeds the whole corpus instead of mixing vectors of two models.
     """
-    return digest_json([embedder_name, chunk.content_digest])
+    return digest_json([embedder_id, chunk.content_digest])
 
 
-def refresh_plan(chunks: list[Chunk], stored: dict[str, str], embedder_name: str) -> RefreshPlan:
+def refresh_plan(chunks: list[Chunk], stored: dict[str, str], embedder_id: str) -> RefreshPlan:
     """Compare the corpus with the store's ``chunk_id -> vector_digest`` manifest."""
     current = {c.chunk_id: c for c in chunks}
     if len(current) != len(chunks):
         raise ValueError("duplicate chunk ids in corpus")
     add = [c for cid, c in current.items() if cid not in stored]
-    update = [c for cid, c in current.items() if cid in stored and stored[cid] != vector_digest(c, embedder_name)]
+    update = [c for cid, c in current.items() if cid in stored and stored[cid] != vector_digest(c, embedder_id)]
     delete = sorted(cid for cid in stored if cid not in current)
     unchanged = len(current) - len(add) - len(update)
-    return RefreshPlan(add, update, delete, unchanged)
+    return RefreshPlan(add, update, delete, unchanged, len(stored))
+
+
+def check_deletes(plan: RefreshPlan, collection: str, max_share: float, force: bool) -> None:
+    """Refuse a plan that deletes more than ``max_share`` of the stored vectors, unless forced.
+
+    A corpus folder pointed at the wrong place (a subfolder, an empty checkout) looks like every
+    other document was deleted; the numbers in the message say how much would go.
+
+    Raises:
+        ConfigError: the plan deletes too much and ``force`` is not set.
+    """
+    if force or not plan.to_delete or plan.stored == 0:
+        return
+    share = len(plan.to_delete) / plan.stored
+    if share > max_share:
+        current = plan.unchanged + len(plan.to_add) + len(plan.to_update)
+        raise ConfigError(
+            f"refresh refused: it would delete {len(plan.to_delete)} of the {plan.stored} vectors in "
+            f"collection {collection!r} ({share:.0%}, over vector_store.max_delete_share {max_share:.0%}) "
+            f"and keep {plan.unchanged}, adding {len(plan.to_add)}; the corpus has {current} chunks. "
+            "Check data.corpus_dir, or force the refresh (--force) if the documents really are gone"
+        )
 
 
 def apply_refresh(
@@ -59,34 +92,72 @@ def apply_refresh(
     artifacts: LocalArtifactStore,
     uri: str,
     collection: str,
+    *,
+    max_delete_share: float = 0.5,
+    force: bool = False,
+    batch: int = REFRESH_BATCH,
 ) -> IndexBuild:
     """Bring the vector store in line with ``chunks`` and record the build.
 
+    Changed chunks are embedded and upserted ``batch`` at a time, then vanished ones deleted.
     The embedder is only touched when something changed, so a no-op refresh loads no model.
+
+    Raises:
+        ConfigError: the plan deletes more than ``max_delete_share`` of the index (unless ``force``).
+        TransientError: a write did not land; what did land is kept and the next run goes on.
     """
-    plan = refresh_plan(chunks, store.manifest(), embedder.name)
-    changed = plan.to_add + plan.to_update
+    embedder_id = embedder.identity
+    stored = store.manifest()
+    plan = refresh_plan(chunks, stored, embedder_id)
     log.info(
-        "refresh plan: +%d ~%d -%d =%d", len(plan.to_add), len(plan.to_update), len(plan.to_delete), plan.unchanged
+        "refresh plan for %r: +%d ~%d -%d =%d",
+        collection,
+        len(plan.to_add),
+        len(plan.to_update),
+        len(plan.to_delete),
+        plan.unchanged,
     )
+    check_deletes(plan, collection, max_delete_share, force)
+    acknowledged = dict(stored)
+    changed = plan.to_add + plan.to_update
     if changed:
         store.ensure_collection(embedder.dim)
-        vectors = embedder.encode([c.embed_text for c in changed])
-        store.upsert(
-            [StoredChunk(c.chunk_id, vector_digest(c, embedder.name), c.doc, c.title, c.text) for c in changed],
-            vectors,
+    try:
+        for start in range(0, len(changed), batch):
+            part = changed[start : start + batch]
+            vectors = embedder.encode([c.embed_text for c in part])
+            rows = [
+                StoredChunk(c.chunk_id, vector_digest(c, embedder_id), c.doc, c.title, c.text, embedder_id)
+                for c in part
+            ]
+            store.upsert(rows, vectors)
+            acknowledged.update((r.chunk_id, r.content_digest) for r in rows)
+        for start in range(0, len(plan.to_delete), batch):
+            ids = plan.to_delete[start : start + batch]
+            store.delete(ids)
+            for cid in ids:
+                acknowledged.pop(cid, None)
+    except Exception:
+        landed = sum(1 for c in changed if acknowledged.get(c.chunk_id) == vector_digest(c, embedder_id))
+        gone = sum(1 for cid in plan.to_delete if cid not in acknowledged)
+        log.warning(
+            "refresh of %r stopped after %d of %d writes and %d of %d deletes landed; the next run goes on from there",
+            collection,
+            landed,
+            len(changed),
+            gone,
+            len(plan.to_delete),
         )
-    if plan.to_delete:
-        store.delete(plan.to_delete)
-    manifest = {c.chunk_id: vector_digest(c, embedder.name) for c in chunks}
-    digest = digest_json({"embedder": embedder.name, "manifest": manifest})
+        raise
+    manifest = dict(sorted(acknowledged.items()))
+    digest = digest_json({"embedder": embedder_id, "manifest": manifest})
     staged = artifacts.staging("index")
     (staged / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
     _, path = artifacts.commit("indexes", staged, digest)
     return IndexBuild(
         digest=digest,
         parents=(digest_json(sorted(manifest.values())),),
-        uri=uri,
+        uri=store.uri or uri,
         collection=collection,
         embedder=embedder.name,
         manifest_path=str(Path(path) / "manifest.json"),
@@ -94,5 +165,5 @@ def apply_refresh(
         updated=len(plan.to_update),
         deleted=len(plan.to_delete),
         unchanged=plan.unchanged,
-        total=len(chunks),
+        total=len(manifest),
     )

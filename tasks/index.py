@@ -13,7 +13,7 @@ from lockgate.records import IndexBuild
 from lockgate.refresh import apply_refresh
 from lockgate.settings import DataSettings, EmbeddingSettings, VectorStoreSettings
 from lockgate.store import LocalArtifactStore
-from lockgate.vectorstore import open_store
+from lockgate.stores import open_store
 from tasks.common import embedder_for, retry_transient
 
 
@@ -25,16 +25,30 @@ def refresh_index(
     vector_store: VectorStoreSettings,
     vector_uri: str,
     artifacts_root: str,
+    force: bool = False,
 ) -> IndexBuild:
-    """Chunk the corpus, embed what changed, upsert it and delete what disappeared."""
+    """Chunk the corpus, embed what changed, upsert it and delete what disappeared.
+
+    ``force`` lets a refresh delete more than ``vector_store.max_delete_share`` of the index.
+    """
     logger = get_run_logger()
     # The corpus is redacted with the same rules as the training rows before anything is embedded.
     chunks = load_corpus(Path(corpus_dir), embeddings.chunk_chars, pii_rules(data))
     embedder = embedder_for(embeddings.model, embeddings.batch_size)
-    store = open_store(vector_store.backend, vector_uri, vector_store.collection)
-    build = apply_refresh(
-        chunks, store, embedder, LocalArtifactStore(Path(artifacts_root)), vector_uri, vector_store.collection
-    )
+    store = open_store(vector_store.backend, vector_uri, vector_store.collection, vector_store)
+    try:
+        build = apply_refresh(
+            chunks,
+            store,
+            embedder,
+            LocalArtifactStore(Path(artifacts_root)),
+            vector_uri,
+            vector_store.collection,
+            max_delete_share=vector_store.max_delete_share,
+            force=force,
+        )
+    finally:
+        store.close()
     logger.info(
         "index %s: +%d ~%d -%d =%d (total %d)",
         vector_store.collection,
