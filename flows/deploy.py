@@ -1,0 +1,46 @@
+"""The deploy flow: serve what the gate promoted, through vLLM behind the gateway."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from pydantic import Field
+
+from flows.params import StageParams
+from lockgate.prompts import GROUNDED_QA
+from lockgate.serving.deploy import DeployRequest
+from tasks.serving import retire, start_and_smoke_test, switch_manifest
+
+
+class DeployParams(StageParams):
+    """What to deploy: the registry's production model, to everybody or first as a canary."""
+
+    canary_weight: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=0.5,
+        description="Share of traffic the newly promoted model gets while the serving model keeps the rest "
+        "(0: everybody at once; empty: serving.canary_weight).",
+    )
+    promoted: str | None = Field(default=None, description="Set by promotion events: the promoted model's digest.")
+
+
+@flow(name="deploy", log_prints=False)
+def deploy(params: DeployParams = DeployParams()) -> dict[str, Any]:  # noqa: B008 (the UI form's default)
+    """Serve the production model: start or reuse its vLLM engine, smoke-test it, then switch the
+    gateway's manifest (as a canary beside the serving model, or to everybody). A failed smoke
+    test fails the run and leaves the previous deployment serving.
+    """
+    settings = params.settings()
+    weight = settings.serving.canary_weight if params.canary_weight is None else params.canary_weight
+    request = DeployRequest(
+        canary_weight=weight,
+        default_prompt_version=GROUNDED_QA.version,
+        index_uri=settings.vector_uri,
+        index_collection=settings.vector_store.collection,
+    )
+    outcome = start_and_smoke_test(settings, request)
+    manifest = switch_manifest(settings, outcome)
+    retire(settings, manifest)
+    return {"mode": outcome.mode, "manifest": manifest.digest, "variants": [v.name for v in manifest.variants]}

@@ -1,0 +1,169 @@
+"""The deploy stage's rules: which engines a rollout needs, and how it goes live.
+
+Order matters: engines are started (or reused) and smoke-tested first; only then is the
+manifest replaced, in one atomic write the gateway picks up; engines nothing serves any more
+are stopped after ``drain_s``, so requests already on them finish. A failed smoke test stops
+what this deploy started and leaves the previous manifest, and the engines behind it, serving.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from lockgate.errors import StageError
+from lockgate.registry import ModelRegistry, ModelVersion
+from lockgate.serving.manifest import ServingManifest, Variant, load_manifest, now_iso
+from lockgate.serving.rollout import plan_rollout, promoted_prompt_version, served_name, variant_for
+from lockgate.serving.vllm import EngineBook, EngineSpec, RunningEngine, smoke_test, start_engine, stop_engine
+from lockgate.settings import ServingSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """What to deploy: the registry's production model, fully or as a canary."""
+
+    canary_weight: float
+    default_prompt_version: str
+    index_uri: str | None
+    index_collection: str | None
+
+
+@dataclass(frozen=True)
+class DeployOutcome:
+    manifest: ServingManifest
+    mode: str
+    started: list[RunningEngine]
+    smoke: list[str]
+
+
+def live_manifest(path: Path) -> ServingManifest | None:
+    return load_manifest(path) if path.is_file() else None
+
+
+def wanted_models(
+    registry: ModelRegistry, live: ServingManifest | None, canary_weight: float
+) -> tuple[ModelVersion, ModelVersion | None, str]:
+    """``(production, stable or None, mode)`` for this rollout."""
+    production = registry.get("production")
+    stable_digest, mode = plan_rollout(production, live, canary_weight, registry.revoked_reason)
+    assert production is not None  # plan_rollout raised otherwise
+    stable = registry.snapshot().versions.get(stable_digest) if stable_digest else None
+    return production, stable, mode
+
+
+def engine_spec(version: ModelVersion) -> EngineSpec:
+    return EngineSpec(model_path=version.path, served_model=served_name(version.digest))
+
+
+def deploy(
+    registry: ModelRegistry,
+    settings: ServingSettings,
+    request: DeployRequest,
+    manifest_path: Path,
+    engines_book: Path,
+    logs: Path,
+) -> DeployOutcome:
+    """Start or reuse the engines, smoke-test them, then switch the manifest.
+
+    Raises:
+        DataError: nothing is in production.
+        StageError: an engine did not start or failed its smoke test (the previous deployment keeps serving).
+    """
+    live = live_manifest(manifest_path)
+    production, stable, mode = wanted_models(registry, live, request.canary_weight)
+    book = EngineBook(engines_book)
+    running = book.read()
+    started: list[RunningEngine] = []
+    urls: dict[str, str] = {}
+    try:
+        for version in [v for v in (stable, production) if v is not None]:
+            spec = engine_spec(version)
+            if settings.engine == "external":
+                urls[version.digest] = settings.engine_url.rstrip("/")
+                continue
+            reuse = next((e for e in running + started if e.spec_key == spec.key), None)
+            if reuse is None:
+                from lockgate.serving.vllm import free_port
+
+                reuse = start_engine(
+                    settings.vllm_python,
+                    spec,
+                    free_port(settings.engine_port),
+                    settings.max_model_len,
+                    settings.max_lora_rank,
+                    settings.kv_cache_gib,
+                    logs / f"vllm-{spec.served_model}.log",
+                    settings.start_timeout_s,
+                )
+                started.append(reuse)
+            urls[version.digest] = reuse.url
+        variants: list[Variant] = []
+        weight = request.canary_weight if stable is not None else 0.0
+        prompt = promoted_prompt_version(registry, production.digest, request.default_prompt_version)
+        if stable is not None:
+            stable_prompt = promoted_prompt_version(registry, stable.digest, request.default_prompt_version)
+            variants.append(
+                variant_for(
+                    stable,
+                    "production",
+                    1 - weight,
+                    urls[stable.digest],
+                    request.index_uri,
+                    request.index_collection,
+                    stable_prompt,
+                )
+            )
+            variants.append(
+                variant_for(
+                    production,
+                    "canary",
+                    weight,
+                    urls[production.digest],
+                    request.index_uri,
+                    request.index_collection,
+                    prompt,
+                )
+            )
+        else:
+            variants.append(
+                variant_for(
+                    production,
+                    "production",
+                    1.0,
+                    urls[production.digest],
+                    request.index_uri,
+                    request.index_collection,
+                    prompt,
+                )
+            )
+        manifest = ServingManifest(
+            variants=tuple(variants), max_model_len=settings.max_model_len, created_at=now_iso(), reason=mode
+        )
+        smoke = []
+        for v in manifest.variants:
+            result = smoke_test(v.engine_url, v.served_model, "Question: what is Quillstone?\nAnswer:")
+            if not result.passed:
+                raise StageError(f"smoke test of {v.name} ({v.served_model}) failed: {result.detail}")
+            smoke.append(result.detail)
+    except BaseException:
+        for engine in started:
+            stop_engine(engine.pid)
+        raise
+    book.write(running + started)
+    return DeployOutcome(manifest=manifest, mode=mode, started=started, smoke=smoke)
+
+
+def retire_engines(manifest: ServingManifest, engines_book: Path) -> list[RunningEngine]:
+    """Stop the engines this machine started that the manifest no longer uses; returns them."""
+    book = EngineBook(engines_book)
+    running = book.read()
+    used = {v.engine_url for v in manifest.variants}
+    idle = [e for e in running if e.url not in used]
+    for engine in idle:
+        stop_engine(engine.pid)
+    book.write([e for e in running if e.url in used])
+    return idle

@@ -1,0 +1,62 @@
+"""Deploy tasks: start and smoke-test engines, switch the serving manifest, retire old engines."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from lockgate.digest import short
+from lockgate.registry import open_registry
+from lockgate.serving import paths, write_manifest
+from lockgate.serving.deploy import DeployOutcome, DeployRequest, deploy, retire_engines
+from lockgate.serving.manifest import ServingManifest
+from lockgate.serving.rollout import record_canary_alias
+from lockgate.settings import LockgateSettings
+
+
+@task(name="start-and-smoke-test")
+def start_and_smoke_test(settings: LockgateSettings, request: DeployRequest) -> DeployOutcome:
+    """Start (or reuse) a vLLM engine per served model and smoke-test each; nothing goes live yet."""
+    logger = get_run_logger()
+    where = paths(settings)
+    registry = open_registry(settings.registry, Path(settings.registry_dir))
+    outcome = deploy(registry, settings.serving, request, where.manifest, where.engines, where.logs)
+    for line in outcome.smoke:
+        logger.info("smoke test passed: %s", line)
+    return outcome
+
+
+@task(name="switch-manifest")
+def switch_manifest(settings: LockgateSettings, outcome: DeployOutcome) -> ServingManifest:
+    """Replace the serving manifest atomically (the gateway re-reads it) and point ``canary`` at a canary."""
+    where = paths(settings)
+    write_manifest(where.manifest, outcome.manifest)
+    canary = outcome.manifest.canary
+    if canary is not None:
+        record_canary_alias(open_registry(settings.registry, Path(settings.registry_dir)), canary.model_digest)
+    rows = "\n".join(
+        f"| {v.name} | `{short(v.model_digest)}` | {v.served_model} | {v.prompt_version} | {v.index_collection} "
+        f"| {v.weight:.0%} | {v.engine_url} |"
+        for v in outcome.manifest.variants
+    )
+    create_markdown_artifact(
+        key="serving-manifest",
+        markdown=f"# Serving ({outcome.mode})\n\n| variant | model | served as | prompt | index | traffic | engine |\n"
+        f"|---|---|---|---|---|---|---|\n{rows}\n",
+        description="What the gateway serves now",
+    )
+    get_run_logger().info("serving manifest switched (%s): %s", outcome.mode, where.manifest)
+    return outcome.manifest
+
+
+@task(name="retire-engines")
+def retire(settings: LockgateSettings, manifest: ServingManifest) -> int:
+    """After ``serving.drain_s`` (in-flight requests finish), stop engines nothing serves any more."""
+    time.sleep(settings.serving.drain_s)
+    stopped = retire_engines(manifest, paths(settings).engines)
+    for engine in stopped:
+        get_run_logger().info("stopped engine %s (pid %d)", engine.url, engine.pid)
+    return len(stopped)
