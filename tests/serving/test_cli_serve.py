@@ -1,0 +1,32 @@
+"""The serve commands: keys are printed once and stored hashed; no manifest is one clear line, exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main
+from lockgate.serving import KeyStore
+
+
+def test_serve_key_prints_the_key_once_and_stores_its_digest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--home", str(tmp_path), "serve-key", "alice", "--tokens-per-minute", "500"]) == 0
+    key = capsys.readouterr().out.splitlines()[0]
+    stored = tmp_path / "serving" / "keys.json"
+    assert key.startswith("lg-") and key not in stored.read_text()
+    record = KeyStore.load(stored).lookup(key)
+    assert record is not None and record.tokens_per_minute == 500
+
+
+def test_serve_without_a_deployment_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--home", str(tmp_path), "serve"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no serving manifest" in err[0] and "Traceback" not in err[0]
+
+
+def test_deploy_rejects_a_bad_canary_weight(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--home", str(tmp_path), "deploy", "--canary-weight", "0.9"]) == 2
+    assert "canary_weight" in capsys.readouterr().err
