@@ -1,8 +1,11 @@
-"""Detect data changes: a fingerprint of the sources and corpus, compared with the last one announced.
+"""Detect data and prompt changes: fingerprints compared with the last ones announced.
 
 Looking and recording are two steps on purpose: the caller records the new fingerprint
 only after it has announced the change, so a change whose event was lost (a crash, a dead
 API) is announced again on the next look instead of being forgotten.
+
+Prompt files are fingerprinted apart from the data, one version per prompt: a new prompt
+version starts a prompt-only release (no retraining), new data starts a model release.
 """
 
 from __future__ import annotations
@@ -66,3 +69,53 @@ def check_for_change(sources: list[Path] | list[str], corpus_dir: Path, state_fi
     if change.changed:
         record_change(change, state_file)
     return change
+
+
+@dataclass(frozen=True)
+class PromptChange:
+    """A prompt file whose version differs from the one last announced."""
+
+    name: str
+    digest: str
+    version: str
+    previous: str | None
+
+
+def look_for_prompt_changes(folder: Path, state_file: Path) -> tuple[list[PromptChange], dict[str, str]]:
+    """Prompt files whose version (content digest of what renders) is new since the last announcement.
+
+    Returns the changes and, per file that does not load, its one-line problem: a broken
+    prompt is reported, never announced (the prompt release would only refuse it).
+    """
+    from lockgate.errors import ConfigError
+    from lockgate.prompts import load_prompt, prompt_files
+
+    seen = _read_state(state_file)
+    changes, problems = [], {}
+    for path in prompt_files(folder):
+        try:
+            spec = load_prompt(path)
+        except ConfigError as exc:
+            problems[path.stem] = str(exc)
+            continue
+        if seen.get(spec.name) != spec.digest:
+            changes.append(PromptChange(spec.name, spec.digest, spec.version, seen.get(spec.name)))
+    return changes, problems
+
+
+def record_prompt_change(change: PromptChange, state_file: Path) -> None:
+    """Remember one prompt's version as announced (atomically); call it after the event went out."""
+    seen = _read_state(state_file)
+    seen[change.name] = change.digest
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=state_file.parent, prefix=".watch-")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(seen, fh, indent=1, sort_keys=True)
+    os.replace(tmp, state_file)
+
+
+def _read_state(state_file: Path) -> dict[str, str]:
+    if not state_file.is_file():
+        return {}
+    value = json.loads(state_file.read_text(encoding="utf-8"))
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}

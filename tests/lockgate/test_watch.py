@@ -68,8 +68,12 @@ def test_data_watch_flow_announces_a_lost_event_again(tmp_path: Path, monkeypatc
     src, corpus = _data(tmp_path)
     monkeypatch.setenv("LOCKGATE_DATA__SOURCES", f'["{src}"]')
     monkeypatch.setenv("LOCKGATE_DATA__CORPUS_DIR", str(corpus))
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "qa.yaml").write_text(PROMPT)
+    monkeypatch.setenv("LOCKGATE_PROMPTS__DIR", str(prompts))
     emitted: list[dict[str, Any]] = []
-    answers = iter([None, object(), object()])  # the first event is lost
+    answers = iter([None, None, object(), object()])  # the first data event and the first prompt event are lost
 
     def fake_emit(**kw: Any) -> object:
         emitted.append(kw)
@@ -81,4 +85,39 @@ def test_data_watch_flow_announces_a_lost_event_again(tmp_path: Path, monkeypatc
         assert watch_flow.data_watch(params) is True
         assert watch_flow.data_watch(params) is True, "the lost event is emitted again"
         assert watch_flow.data_watch(params) is False
-    assert len(emitted) == 2 and emitted[0]["payload"] == emitted[1]["payload"]
+    data = [e for e in emitted if e["event"] == "lockgate.dataset.changed"]
+    assert len(data) == 2 and data[0]["payload"] == data[1]["payload"]
+    prompt = [e for e in emitted if e["event"] == "lockgate.prompt.changed"]
+    assert len(prompt) == 2 and prompt[0]["payload"] == prompt[1]["payload"], "a lost prompt event is sent again"
+    assert prompt[0]["resource"]["prefect.resource.id"] == "lockgate.prompt.qa"
+    assert prompt[0]["payload"]["digest"].startswith("sha256:") and prompt[0]["payload"]["name"] == "qa"
+
+
+PROMPT = """\
+name: qa
+description: d
+variables: [question, context]
+template: "{{ context }} Q: {{ question }} A:"
+"""
+
+
+def test_each_new_prompt_version_is_announced_once_and_a_broken_file_never(tmp_path: Path) -> None:
+    from lockgate.watch import look_for_prompt_changes, record_prompt_change
+
+    folder, state = tmp_path / "prompts", tmp_path / "watch" / "prompts.json"
+    folder.mkdir()
+    (folder / "qa.yaml").write_text(PROMPT)
+    (folder / "broken.yaml").write_text(PROMPT.replace("name: qa", "name: broken").replace("{{ context }}", "{{ x }}"))
+    changes, problems = look_for_prompt_changes(folder, state)
+    assert [c.name for c in changes] == ["qa"] and changes[0].previous is None
+    assert "undeclared variable(s) ['x']" in problems["broken"]
+    assert look_for_prompt_changes(folder, state)[0] == changes, "not recorded: announced again"
+    record_prompt_change(changes[0], state)
+    assert look_for_prompt_changes(folder, state)[0] == []
+
+    (folder / "qa.yaml").write_text(PROMPT.replace("description: d", "description: said otherwise"))
+    assert look_for_prompt_changes(folder, state)[0] == [], "a new description renders nothing new"
+    (folder / "qa.yaml").write_text(PROMPT.replace(" A:", "\nAnswer:"))
+    (edited,) = look_for_prompt_changes(folder, state)[0]
+    assert edited.previous == changes[0].digest and edited.digest != changes[0].digest
+    assert edited.version.startswith("qa@")
