@@ -38,6 +38,10 @@ build_env() {
 }
 
 build_env app requirements/app.lock .venv
+# `lockgate` runs the CLI of whichever checkout's .venv it is called through (the cached
+# environment is shared by every clone, so it holds no clone's code): see the launcher.
+{ echo "#!$(readlink "$ROOT/.venv")/bin/python"; cat "$ROOT/scripts/lockgate-launcher.py"; } > "$ROOT/.venv/bin/lockgate.$$"
+chmod +x "$ROOT/.venv/bin/lockgate.$$" && mv "$ROOT/.venv/bin/lockgate.$$" "$ROOT/.venv/bin/lockgate"
 build_env trainer requirements/trainer.lock .venv-trainer
 build_env serving requirements/serving.lock .venv-serving --no-deps
 echo "setup: ready (.venv -> $(readlink "$ROOT/.venv"), .venv-trainer -> $(readlink "$ROOT/.venv-trainer"), .venv-serving -> $(readlink "$ROOT/.venv-serving"))"
