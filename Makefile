@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE := offline
 
-.PHONY: images help setup demo demo-reject test test-fast lint server server-pg status lock clean bench bench-prep
+.PHONY: images help setup demo demo-reject test test-fast lint server server-pg serve status lock clean bench bench-prep
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -38,6 +38,9 @@ test-fast: setup  ## only the tests not marked slow
 lint: setup  ## ruff and mypy
 	$(PY) -m ruff check lockgate tasks flows tests benchmarks
 	$(PY) -m mypy lockgate
+
+serve: setup  ## deploy the production model on vLLM (if needed) and run the gateway on http://127.0.0.1:8300/v1
+	$(PY) -m flows deploy && $(PY) -m flows serve
 
 server: setup  ## start a local Prefect server with the UI on http://127.0.0.1:4200
 	PREFECT_HOME=$(CURDIR)/.lockgate/prefect $(PY) -m prefect server start --host 127.0.0.1 --port 4200
