@@ -254,21 +254,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from lockgate.errors import ConfigError, DataError, LockgateError
+def _check_profile(name: str) -> None:
+    """--profile names a shipped profile, for every command, before any work starts."""
+    from lockgate.errors import ConfigError
+    from lockgate.settings import list_profiles
 
+    known = list_profiles()
+    if name not in known:
+        raise ConfigError(f"--profile {name!r} is not a profile; known profiles: {', '.join(known)}")
+
+
+def _unreachable_api(exc: RuntimeError) -> str | None:
+    """One line for Prefect's 'no API' errors (its ephemeral server too slow to start, or the
+    server PREFECT_API_URL names not answering); None for any other RuntimeError."""
+    text = str(exc)
+    if text.startswith("Timed out while attempting to connect to ephemeral Prefect API server"):
+        return (
+            "the temporary Prefect API server did not start in time (a busy machine?): raise "
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start one with `make server` and set PREFECT_API_URL"
+        )
+    if text.startswith("Failed to reach API at"):
+        return f"{text.rstrip('.')}: is the Prefect server PREFECT_API_URL names running?"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
+    from lockgate.errors import ConfigError, DataError, LockgateError
+    from lockgate.offline import apply_offline_defaults
+
+    apply_offline_defaults()  # before anything imports Prefect, which reads its settings once
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # sentence-transformers shows a progress bar per encode call while its logger is at INFO.
     for noisy in ("httpx", "httpcore", "urllib3", "milvus_lite", "pymilvus", "sentence_transformers", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        _check_profile(args.profile)
         result: Any = args.func(args)
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         result = EXIT_BAD_INPUT
+    except ValidationError as exc:  # --profile, --home and other arguments checked by a params model
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+        print(f"error: invalid arguments: {problems}", file=sys.stderr)
+        result = EXIT_BAD_INPUT
     except LockgateError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        result = EXIT_FAILED
+    except RuntimeError as exc:
+        if (reason := _unreachable_api(exc)) is None:
+            raise
+        print(f"error: {reason}", file=sys.stderr)
         result = EXIT_FAILED
     # The ephemeral Prefect server logs its shutdown at exit; the verdict above is the last word.
     logging.getLogger("prefect").setLevel(logging.WARNING)

@@ -112,6 +112,25 @@ class PromptReleaseParams(StageParams):
         return out
 
 
+class PromptMatrixParams(StageParams):
+    """Which prompt versions and model variants the evaluation matrix crosses."""
+
+    prompt: str | None = Field(default=None, description="Prompt name; default: the profile's prompts.name.")
+    prompts: list[str] = Field(
+        default=["production", "file"],
+        min_length=1,
+        max_length=8,
+        description="Prompt versions: aliases (production, canary, candidate), name@hex, or 'file' (the file now). "
+        "The first is the reference every cell is compared with.",
+    )
+    models: list[str] = Field(
+        default=["production", "candidate"],
+        min_length=1,
+        max_length=4,
+        description="Model registry aliases (production, canary, candidate); the first is the reference.",
+    )
+
+
 class PromptReleaseSummary(BaseModel):
     """What a prompt-only release did."""
 
