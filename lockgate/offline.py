@@ -1,8 +1,11 @@
-"""Environment that keeps the libraries under Lockgate from phoning home.
+"""Environment defaults for running Lockgate on one machine.
 
 Telemetry and hub look-ups wait on a dead network for minutes in an offline sandbox; the
-embedded default needs neither. Production settings may set these variables differently
-before start: only unset ones are filled in.
+embedded default needs neither. And the temporary (ephemeral) Prefect API server a run starts
+takes 7-17 s on an idle 2-core machine but longer under load, past Prefect's 20 s default,
+which failed runs before any stage ("Timed out while attempting to connect to ephemeral
+Prefect API server"). Production settings may set these variables differently before start:
+only unset ones are filled in.
 """
 
 from __future__ import annotations
@@ -19,8 +22,13 @@ OFFLINE_DEFAULTS = {
     "TOKENIZERS_PARALLELISM": "false",
 }
 
+# Seconds a run waits for its ephemeral API server (prefect 3.9's setting; its default is 20).
+EPHEMERAL_STARTUP_TIMEOUT_S = "180"
+
 
 def apply_offline_defaults() -> None:
-    """Fill in every unset variable of ``OFFLINE_DEFAULTS`` in this process's environment."""
+    """Fill in every unset variable of ``OFFLINE_DEFAULTS``, and the ephemeral server's start-up
+    timeout, in this process's environment."""
     for key, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_TIMEOUT_S)
