@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows import cli_prompts, cli_serve
+from flows import cli_index, cli_prompts, cli_serve
 
 EXIT_FAILED = 1  # a stage failed (crash, dead service): see the message, maybe retry
 EXIT_BAD_INPUT = 2  # the data, the settings or the arguments are wrong: fix them
@@ -249,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     se = sub.add_parser("settings", help="print the resolved settings of a profile")
     se.add_argument("--list", action="store_true", help="list the profiles instead")
     se.set_defaults(func=cmd_settings)
+    cli_index.register(sub)
     cli_prompts.register(sub)
     cli_serve.register(sub)
     return parser

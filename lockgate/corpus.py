@@ -81,17 +81,27 @@ def _cut(paragraph: str, max_chars: int) -> list[str]:
     return pieces
 
 
+def check_corpus_dir(root: Path) -> list[Path]:
+    """The corpus documents under ``root``, in a stable order.
+
+    Raises:
+        DataError: if the folder is missing or holds no documents.
+    """
+    if not root.is_dir():
+        raise DataError(f"corpus folder not found: {root} (data.corpus_dir or --corpus)")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in DOC_SUFFIXES)
+    if not files:
+        raise DataError(f"corpus folder {root} holds no documents ({', '.join(DOC_SUFFIXES)})")
+    return files
+
+
 def load_corpus(root: Path, max_chars: int, pii: PiiRules = REDACT_ALL) -> list[Chunk]:
     """Every chunk of every document under ``root``, in a stable order, with PII and secrets redacted.
 
     Raises:
         DataError: if the folder is missing, holds no documents, or a file is not UTF-8.
     """
-    if not root.is_dir():
-        raise DataError(f"corpus folder not found: {root}")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in DOC_SUFFIXES)
-    if not files:
-        raise DataError(f"corpus folder {root} holds no documents ({', '.join(DOC_SUFFIXES)})")
+    files = check_corpus_dir(root)
     chunks: list[Chunk] = []
     for path in files:
         try:

@@ -1,0 +1,48 @@
+"""`python -m flows refresh` as a user meets it: the build's numbers, or one line and exit 2."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import EXAMPLES, ROOT
+
+BUILD = re.compile(r"added (\d+), updated (\d+), deleted (\d+), unchanged (\d+) \(total (\d+)\) in [\d.]+ s")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PREFECT_API_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "flows", *args], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT
+    )
+
+
+def test_refresh_prints_the_build_and_refuses_a_wrong_corpus(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    shutil.copytree(EXAMPLES / "corpus", corpus)
+    first = run_cli("--home", str(tmp_path / "home"), "refresh", "--corpus", str(corpus))
+    assert first.returncode == 0, first.stderr[-3000:]
+    found = BUILD.search(first.stdout)
+    assert found, first.stdout
+    added, updated, deleted, unchanged, total = map(int, found.groups())
+    assert added == total > 0 and (updated, deleted, unchanged) == (0, 0, 0)
+    assert "Traceback" not in first.stdout + first.stderr
+
+    wrong = tmp_path / "sub"
+    wrong.mkdir()
+    shutil.copy(next(corpus.glob("*.md")), wrong)
+    refused = run_cli("--home", str(tmp_path / "home"), "refresh", "--corpus", str(wrong))
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: refresh refused: it would delete ") and f"of the {total} vectors" in last
+    assert "Traceback" not in refused.stderr
+
+    missing = run_cli("--home", str(tmp_path / "home"), "refresh", "--corpus", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith(
+        "error: corpus folder not found"
+    )
