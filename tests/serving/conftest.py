@@ -66,14 +66,32 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def vllm_engine(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEngine]:
-    """One real vLLM server (CPU build) serving the tiny model as ``tiny``, for the whole session."""
+def tiny_lora(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PEFT LoRA adapter of the tiny model with random (non-zero) weights, so its answers differ."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    config = LoraConfig(
+        r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False
+    )
+    out = tmp_path_factory.mktemp("tiny-lora")
+    get_peft_model(base, config).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model: Path, tiny_lora: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEngine]:
+    """One real vLLM server (CPU build) for the whole session: the tiny model as ``tiny`` and, by
+    name beside it (multi-LoRA), its adapter as ``tiny-lora``."""
     from lockgate.serving.vllm import free_port as engine_port
 
     logs = tmp_path_factory.mktemp("vllm-logs")
     engine = start_engine(
         str(VLLM_PYTHON),
-        EngineSpec(model_path=str(tiny_model), served_model="tiny"),
+        EngineSpec(model_path=str(tiny_model), served_model="tiny", loras=(("tiny-lora", str(tiny_lora)),)),
         engine_port(18400),
         max_model_len=MAX_MODEL_LEN,
         max_lora_rank=8,

@@ -252,7 +252,10 @@ def test_reload_under_concurrent_load_loses_no_request(served: Served) -> None:
     split = ServingManifest(
         variants=(
             prod_only.production.model_copy(update={"weight": 0.5}),
-            prod_only.production.model_copy(update={"name": "canary", "weight": 0.5, "model_digest": "sha256:other"}),
+            # The canary is the LoRA adapter, served by name by the same engine (multi-LoRA).
+            prod_only.production.model_copy(
+                update={"name": "canary", "weight": 0.5, "model_digest": "sha256:lora", "served_model": "tiny-lora"}
+            ),
         ),
         max_model_len=MAX_MODEL_LEN,
     )
@@ -302,3 +305,16 @@ def test_a_failing_canary_is_rolled_back_and_production_keeps_answering(
         assert [e[0] for e in state.events] == ["lockgate.canary.rolled_back"]
         assert "error rate" in str(state.events[0][2]["reason"])
         assert "lockgate_gateway_canary_rollbacks_total 1.0" in httpx.get(state.url + "/metrics").text
+
+
+def test_the_engine_serves_the_base_and_its_lora_by_name(vllm_engine: RunningEngine) -> None:
+    names = {m["id"] for m in httpx.get(f"{vllm_engine.url}/v1/models", timeout=30).json()["data"]}
+    assert {"tiny", "tiny-lora"} <= names
+    prompt = GROUNDED_QA.render("Where does the picker robot charge?", DOCS[0])
+
+    def answer(model: str) -> list[float]:
+        body = {"model": model, "prompt": prompt, "max_tokens": 6, "temperature": 0.0, "logprobs": 1}
+        r = httpx.post(f"{vllm_engine.url}/v1/completions", json=body, timeout=60).json()
+        return list(r["choices"][0]["logprobs"]["token_logprobs"])
+
+    assert answer("tiny") != answer("tiny-lora")
