@@ -233,6 +233,7 @@ class MilvusStore:
         self.collection = collection
         self._lite = not uri.startswith(SERVER_SCHEMES)
         self._closed = False
+        self._loaded = False
         if self._lite:
             grpc_server_log = logging.getLogger("grpc._server")
             if _LITE_NOISE not in grpc_server_log.filters:
@@ -334,6 +335,14 @@ class MilvusStore:
     def search(self, vectors: np.ndarray, top_k: int) -> list[list[Hit]]:
         if len(vectors) == 0:
             return []
+        if not self._loaded:
+            # A collection reopened by another process starts released; queries need it loaded.
+            if not self._has():
+                raise ConfigError(
+                    f"vector_store: collection {self.collection!r} does not exist at {self.uri}; run the refresh first"
+                )
+            self._call("load", lambda: self._client.load_collection(self.collection))
+            self._loaded = True
         results = self._call(
             "search",
             lambda: self._client.search(

@@ -122,3 +122,65 @@ def test_a_second_process_waits_for_the_file_instead_of_failing(tmp_path: Path) 
     finally:
         holder.kill()
         holder.wait()
+
+
+REFRESH = """
+import sys
+from pathlib import Path
+from lockgate.corpus import load_corpus
+from lockgate.refresh import apply_refresh
+from lockgate.store import LocalArtifactStore
+from lockgate.stores import open_store
+from tests.lockgate.test_corpus_refresh import HashEmbedder
+store = open_store("milvus-lite", sys.argv[1], "t")
+artifacts = LocalArtifactStore(Path(sys.argv[3]))
+build = apply_refresh(load_corpus(Path(sys.argv[2]), 600), store, HashEmbedder(), artifacts, "", "t")
+store.close()
+print("refreshed", build.added, build.updated, build.deleted)
+"""
+
+EVALUATE = """
+import json, sys
+from lockgate.evaluate import retrieve
+from lockgate.stores import open_store
+from tests.lockgate.test_corpus_refresh import HashEmbedder
+rows = [json.loads(line) for line in open(sys.argv[2]) if line.strip()][:20]
+store = open_store("milvus-lite", sys.argv[1], "t")
+found = retrieve(rows, store, HashEmbedder(), 2)
+print("retrieved", len(found))
+"""
+
+
+@pytest.mark.slow
+def test_a_refresh_and_an_evaluation_started_together_on_one_file_both_succeed(tmp_path: Path) -> None:
+    from lockgate.corpus import load_corpus
+    from lockgate.refresh import apply_refresh
+    from lockgate.store import LocalArtifactStore
+    from tests.conftest import EXAMPLES
+    from tests.lockgate.test_corpus_refresh import HashEmbedder
+
+    uri = str(tmp_path / "index" / "m.db")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for doc in sorted((EXAMPLES / "corpus").glob("*.md")):
+        (corpus / doc.name).write_text(doc.read_text())
+    with MilvusStore(uri, "t") as seed:
+        apply_refresh(load_corpus(corpus, 600), seed, HashEmbedder(), LocalArtifactStore(tmp_path / "a"), "", "t")
+    first = sorted(corpus.glob("*.md"))[0]
+    first.write_text(first.read_text() + "\n\nA paragraph added while the release evaluates.\n")
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, uri, arg, str(tmp_path / "a")],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for script, arg in ((REFRESH, str(corpus)), (EVALUATE, str(EXAMPLES / "data" / "qa.jsonl")))
+    ]
+    outs = [p.communicate(timeout=300) for p in runs]
+    for proc, (_out, err) in zip(runs, outs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    assert outs[0][0].split()[:2] == ["refreshed", "1"] and outs[1][0].strip() == "retrieved 20"
