@@ -27,7 +27,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     print(
         f"\nindex {build.collection} at {build.uri}\n"
         f"added {build.added}, updated {build.updated}, deleted {build.deleted}, unchanged {build.unchanged} "
-        f"(total {build.total}) in {seconds:.1f} s\n"
+        f"(total {build.total}) in {seconds:.1f} s (the whole run, Prefect's start included)\n"
         f"manifest {build.manifest_path}"
     )
     return 0

@@ -45,6 +45,17 @@ class _UnimplementedLiteCall(logging.Filter):
 _LITE_NOISE = _UnimplementedLiteCall()
 
 
+class _LiteClientTimestamp(logging.Filter):
+    """Milvus Lite has no MVCC timestamp to give a query iterator; pymilvus warns and uses the
+    client's clock, which is right for an embedded single-process engine. Drop exactly that warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "failed to get mvccTs from milvus server" not in record.getMessage()
+
+
+_LITE_ITERATOR_NOISE = _LiteClientTimestamp()
+
+
 def _error_table() -> dict[type[Exception], type[LockgateError]]:
     """Every pymilvus exception type and the Lockgate error it becomes (``TransientError`` is retried)."""
     from pymilvus import exceptions as e
@@ -238,6 +249,9 @@ class MilvusStore:
             grpc_server_log = logging.getLogger("grpc._server")
             if _LITE_NOISE not in grpc_server_log.filters:
                 grpc_server_log.addFilter(_LITE_NOISE)
+            iterator_log = logging.getLogger("pymilvus.client.iterator.query_iterator")
+            if _LITE_ITERATOR_NOISE not in iterator_log.filters:
+                iterator_log.addFilter(_LITE_ITERATOR_NOISE)
             self._client = _open_lite(Path(uri), lock_timeout_s)
         else:
             self._client = self._call("connect", lambda: MilvusClient(uri=uri))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.conftest import EXAMPLES, ROOT
 
-BUILD = re.compile(r"added (\d+), updated (\d+), deleted (\d+), unchanged (\d+) \(total (\d+)\) in [\d.]+ s")
+BUILD = re.compile(r"added (\d+), updated (\d+), deleted (\d+), unchanged (\d+) \(total (\d+)\) in [\d.]+ s \(")
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

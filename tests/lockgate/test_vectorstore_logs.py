@@ -1,4 +1,4 @@
-"""A working Milvus Lite refresh logs no error and no traceback."""
+"""A working Milvus Lite refresh logs no warning, no error and no traceback."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lockgate.vectorstore import MilvusStore, StoredChunk
+from lockgate.vectorstore import MilvusStore, StoredChunk  # the old import path keeps working
 
 
 def test_milvus_lite_round_trip_logs_no_traceback(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -19,6 +19,10 @@ def test_milvus_lite_round_trip_logs_no_traceback(tmp_path: Path, caplog: pytest
         store.upsert(chunks, np.eye(3, 4, dtype=np.float32))
         hits = store.search(np.eye(1, 4, dtype=np.float32), 1)
         store.delete(["c2"])
-    assert hits[0][0].chunk_id == "c0"
-    noisy = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+        store.close()
+        reopened = MilvusStore(str(tmp_path / "milvus.db"), "quiet")
+        manifest = reopened.manifest()  # a query iterator on a reopened file
+        reopened.close()
+    assert hits[0][0].chunk_id == "c0" and manifest == {"c0": "d0", "c1": "d1"}
+    noisy = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
     assert not noisy, [r.getMessage() for r in noisy]
