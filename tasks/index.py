@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from lockgate.corpus import load_corpus
+from lockgate.corpus import TokenChunking, load_corpus
 from lockgate.prep import pii_rules
 from lockgate.records import IndexBuild
 from lockgate.refresh import apply_refresh
@@ -33,8 +33,10 @@ def refresh_index(
     """
     logger = get_run_logger()
     # The corpus is redacted with the same rules as the training rows before anything is embedded.
-    chunks = load_corpus(Path(corpus_dir), embeddings.chunk_chars, pii_rules(data))
     embedder = embedder_for(embeddings.model, embeddings.batch_size)
+    # Chunks are measured in the embedder's own tokens, so none is cut off at its input limit.
+    tokens = TokenChunking(embedder.tokenizer(), embeddings.chunk_tokens, embeddings.chunk_overlap_tokens)
+    chunks = load_corpus(Path(corpus_dir), pii=pii_rules(data), tokens=tokens)
     store = open_store(vector_store.backend, vector_uri, vector_store.collection, vector_store)
     try:
         build = apply_refresh(

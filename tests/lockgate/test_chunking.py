@@ -1,0 +1,85 @@
+"""Token-aware chunking: sizes in the embedder's own tokens, headings kept with their text,
+nothing longer than the embedder reads, stable ids."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import pytest
+
+from lockgate.corpus import TokenChunking, split_markdown
+from lockgate.errors import ConfigError
+
+
+class WordTokenizer:
+    """One token per word or punctuation mark, plus two special tokens, like a BERT tokenizer."""
+
+    def __init__(self, max_input: int) -> None:
+        self.max_input = max_input
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        return [m.span() for m in re.finditer(r"\w+|[^\w\s]", text)]
+
+    def count(self, text: str) -> int:
+        return len(self.spans(text)) + 2
+
+
+LONG = " ".join(f"Sentence {i} says the relay holds {i} messages." for i in range(60))
+
+
+def test_long_paragraphs_are_cut_in_overlapping_windows_within_the_size() -> None:
+    tok = WordTokenizer(max_input=512)
+    chunks = split_markdown("d.md", LONG, 600, TokenChunking(tok, size=40, overlap=8))
+    assert len(chunks) > 5
+    assert all(tok.count(c.text) - 2 <= 40 for c in chunks)
+    for a, b in itertools.pairwise(chunks):
+        assert set(a.text.split()[-3:]) & set(b.text.split()), "consecutive windows overlap"
+    covered = " ".join(c.text for c in chunks)
+    assert all(w in covered for w in LONG.split()), "no word is lost between windows"
+    assert sum(c.text.endswith(".") for c in chunks[:-1]) >= len(chunks) // 2, "windows end at sentence ends"
+
+
+def test_no_chunk_is_longer_than_the_embedder_reads_even_with_a_long_title() -> None:
+    tok = WordTokenizer(max_input=64)
+    title = " ".join(f"Heading{i}" for i in range(20))
+    doc = f"# {title}\n\n## Sub\n\n{LONG}"
+    chunks = split_markdown("d.md", doc, 600, TokenChunking(tok, size=60, overlap=4))
+    assert chunks and all(tok.count(c.embed_text) <= 64 for c in chunks), [tok.count(c.embed_text) for c in chunks]
+    assert all(c.title.startswith("Heading0") for c in chunks)
+
+
+def test_headings_stay_with_their_text_even_without_a_blank_line() -> None:
+    doc = "# Relay\nThe relay forwards messages.\n\n## Ports\nIt listens on 7400.\n\nIt retries twice.\n"
+    chunks = split_markdown("r.md", doc, 600, TokenChunking(WordTokenizer(128), size=64, overlap=8))
+    assert [(c.title, c.text) for c in chunks] == [
+        ("Relay", "The relay forwards messages."),
+        ("Relay / Ports", "It listens on 7400."),
+        ("Relay / Ports", "It retries twice."),
+    ]
+
+
+def test_chunk_ids_are_stable_when_text_changes() -> None:
+    tok = TokenChunking(WordTokenizer(512), size=40, overlap=8)
+    before = split_markdown("d.md", f"# T\n\n{LONG}", 600, tok)
+    after = split_markdown("d.md", f"# T\n\n{LONG.replace('holds 3 ', 'keeps 3 ')}", 600, tok)
+    assert [c.chunk_id for c in after] == [c.chunk_id for c in before]
+    assert [c.content_digest for c in after] != [c.content_digest for c in before]
+
+
+def test_sizes_that_do_not_fit_the_embedder_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"chunk_tokens 300 is over what the embedder reads: 256 tokens, 254"):
+        TokenChunking(WordTokenizer(256), size=300, overlap=8)
+    with pytest.raises(ConfigError, match="below half"):
+        TokenChunking(WordTokenizer(256), size=40, overlap=20)
+
+
+@pytest.mark.slow
+def test_minilm_chunks_never_exceed_its_input() -> None:
+    from lockgate.embeddings import SentenceTransformerEmbedder
+
+    tok = SentenceTransformerEmbedder().tokenizer()
+    assert tok.max_input == 256
+    text = "# Setup\n\n" + " ".join(f"Configure the léger relay-{i} (port {7400 + i}); it retries." for i in range(300))
+    chunks = split_markdown("s.md", text, 600, TokenChunking(tok, size=250, overlap=16))
+    assert len(chunks) > 5 and max(tok.count(c.embed_text) for c in chunks) <= 256
