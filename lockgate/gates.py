@@ -14,6 +14,7 @@ from collections import defaultdict
 from pydantic import BaseModel, ConfigDict, Field
 
 from lockgate.digest import digest_json, short
+from lockgate.judge import judged_checks
 from lockgate.policy import GatePolicy, SlicePolicy
 from lockgate.records import (
     DriftReport,
@@ -65,6 +66,7 @@ def decide(
         if policy.slices is not None:
             checks.extend(_slice_checks(evaluation, policy, policy.slices))
         checks.extend(_floor_checks(evaluation, policy))
+        checks.extend(judged_checks(evaluation))  # LLM-judged metrics, when a judge scored: none may be missing
 
     if policy.require_quant_check:
         checks.append(_quant_check(quant))
