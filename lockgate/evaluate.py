@@ -9,6 +9,7 @@ per question type.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -19,16 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from lockgate._io import write_jsonl
 from lockgate.digest import digest_json
 from lockgate.embeddings import Embedder, resolve_model_path
 from lockgate.errors import StageError
-from lockgate.metrics import ANSWER_METRICS, RETRIEVAL_METRICS
+from lockgate.judge import JudgeConfig
+from lockgate.metrics import ANSWER_METRICS, JUDGED_METRICS, RETRIEVAL_METRICS
 from lockgate.prompts import EVAL_VARIABLES, PromptSpec
 from lockgate.records import BaseModelArtifact, EvalReport, MetricSummary, ModelScores, PairedScores
 from lockgate.registry import ModelVersion
 from lockgate.settings import EvaluationSettings
+from lockgate.stats import PairedDifference, paired_difference
 from lockgate.store import LocalArtifactStore
 from lockgate.vectorstore import VectorStore
 
@@ -274,8 +278,14 @@ def evaluate_models(
     settings: EvaluationSettings,
     artifacts: LocalArtifactStore,
     progress: Callable[[str, int, int], None] | None = None,
+    judge: JudgeConfig | None = None,
 ) -> EvalReport:
-    """Answer the eval set with both models and score them on identical inputs."""
+    """Answer the eval set with both models and score them on identical inputs.
+
+    With a ``judge``, both models' answers are also scored by the LLM-judged metrics (a failed
+    judge call is NaN: missing, never guessed); the judge's report lands beside the rows as
+    ``judge.json`` (calls, latency, what is missing and why).
+    """
     if not job.eval_rows:
         raise StageError("the eval split is empty")
     for prompt in job.prompts:  # a prompt that cannot render fails here, before retrieval and models
@@ -291,6 +301,27 @@ def evaluate_models(
     chall_scores, chall_rows = score_model(challenger, items, answers[challenger.label], metrics, settings)
     champ_scores, champ_rows = score_model(champion, items, answers[champion.label], metrics, settings)
     retrieval_rows = ragas_scores(items, answers[challenger.label], metrics, RETRIEVAL_METRICS)
+    paired_metrics: tuple[str, ...] = ANSWER_METRICS
+    judge_reports: dict[str, Any] = {}
+    if judge is not None:
+        from lockgate.judge import judged_scores
+
+        for model, scores, per_row in ((challenger, chall_scores, chall_rows), (champion, champ_scores, champ_rows)):
+            judged, judge_reports[model.label] = judged_scores(
+                judge,
+                [i.question for i in items],
+                answers[model.label],
+                [i.contexts for i in items],
+                [i.reference for i in items],
+                retrieval.embedding_model,
+            )
+            per_row.update(judged)
+            summaries = {m: summarize(v, settings.bootstrap_samples, settings.seed) for m, v in judged.items()}
+            if model is challenger:
+                chall_scores = scores.model_copy(update={"metrics": {**scores.metrics, **summaries}})
+            else:
+                champ_scores = scores.model_copy(update={"metrics": {**scores.metrics, **summaries}})
+        paired_metrics = ANSWER_METRICS + JUDGED_METRICS
     retrieval_summary = {m: summarize(v, settings.bootstrap_samples, settings.seed) for m, v in retrieval_rows.items()}
 
     rows = []
@@ -304,8 +335,8 @@ def evaluate_models(
                 "context": item.contexts,
                 "challenger": answers[challenger.label][k],
                 "champion": answers[champion.label][k],
-                **{f"challenger_{m}": chall_rows[m][k] for m in ANSWER_METRICS},
-                **{f"champion_{m}": champ_rows[m][k] for m in ANSWER_METRICS},
+                **{f"challenger_{m}": chall_rows[m][k] for m in paired_metrics},
+                **{f"champion_{m}": champ_rows[m][k] for m in paired_metrics},
                 **{m: retrieval_rows[m][k] for m in RETRIEVAL_METRICS},
             }
         )
@@ -318,10 +349,14 @@ def evaluate_models(
             "prompt": job.prompts[0].version,
             "champion_prompt": job.prompts[1].version,
             "settings": settings.model_dump(),
+            "judged": sorted(judge_reports),
         }
     )
     staged = artifacts.staging("eval")
     write_jsonl(staged / "rows.jsonl", rows)
+    if judge_reports:
+        text = json.dumps({label: r.model_dump() for label, r in judge_reports.items()}, indent=2)
+        (staged / "judge.json").write_text(text, encoding="utf-8")
     _, path = artifacts.commit("evals", staged, digest)
     return EvalReport(
         digest=digest,
@@ -333,9 +368,166 @@ def evaluate_models(
         champion=champ_scores,
         retrieval=retrieval_summary,
         per_question={
-            m: PairedScores(challenger=tuple(chall_rows[m]), champion=tuple(champ_rows[m])) for m in ANSWER_METRICS
+            m: PairedScores(challenger=tuple(chall_rows[m]), champion=tuple(champ_rows[m])) for m in paired_metrics
         },
         slice_labels={name: tuple(i.labels[name] for i in items) for name in settings.slice_fields},
         rows_path=str(Path(path) / "rows.jsonl"),
         n_questions=len(items),
     )
+
+
+class MatrixCell(BaseModel):
+    """One prompt version answered by one model variant."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt: str
+    model: str
+    model_digest: str
+    metrics: dict[str, MetricSummary]
+    paired: dict[str, PairedDifference] = Field(description="Against the reference cell, on the same questions.")
+
+
+class MatrixReport(BaseModel):
+    """Prompt versions x model variants on the same questions and retrieval.
+
+    Every cell is compared with the reference cell (the first prompt with the first model:
+    production's prompt and model) by the paired difference the gate uses.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    digest: str
+    reference: str
+    cells: tuple[MatrixCell, ...]
+    n_questions: int
+    rows_path: str
+
+    def table(self, metric: str) -> list[dict[str, Any]]:
+        """One row per cell, for a table artifact: mean, its 95% interval and the paired gain."""
+        rows = []
+        for cell in self.cells:
+            s, d = cell.metrics[metric], cell.paired[metric]
+            rows.append(
+                {
+                    "prompt": cell.prompt,
+                    "model": cell.model,
+                    metric: round(s.mean, 4),
+                    "95% CI": f"[{s.ci_low:.3f}, {s.ci_high:.3f}]",
+                    f"paired gain vs {self.reference}": d.describe(),
+                }
+            )
+        return rows
+
+    def markdown(self, metric: str) -> str:
+        """The table as markdown."""
+        rows = self.table(metric)
+        head = list(rows[0]) if rows else []
+        lines = [
+            f"# Prompt x model matrix ({metric}, {self.n_questions} questions)",
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head),
+        ]
+        lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in rows]
+        return "\n".join(lines) + "\n"
+
+
+def evaluate_matrix(
+    prompts: list[PromptSpec],
+    models: list[ModelUnderTest],
+    eval_rows: list[dict[str, str]],
+    retrieval: Retrieval,
+    settings: EvaluationSettings,
+    artifacts: LocalArtifactStore,
+    confidence: float = 0.95,
+) -> MatrixReport:
+    """Answer the eval set with every prompt and model; compare each cell with the first prompt x first model.
+
+    Raises:
+        ConfigError: a prompt needs a variable evaluation does not supply (before any model loads).
+        StageError: nothing to evaluate.
+    """
+    if not eval_rows or not prompts or not models:
+        raise StageError("the evaluation matrix needs eval rows, at least one prompt and one model")
+    for prompt in prompts:
+        prompt.require(EVAL_VARIABLES)
+    items = retrieve(eval_rows, retrieval.store, retrieval.embedder, settings.top_k, settings.slice_fields)
+    metrics = _ragas_metrics(retrieval.embedding_model)
+    scores: dict[tuple[int, int], dict[str, list[float]]] = {}
+    answers: dict[tuple[int, int], list[str]] = {}
+    for m, model in enumerate(models):
+        for p, prompt in enumerate(prompts):
+            answers[p, m] = generate_answers(model.path, items, settings.max_new_tokens, prompt)
+            scores[p, m] = ragas_scores(items, answers[p, m], metrics, ANSWER_METRICS)
+    reference = scores[0, 0]
+    cells = []
+    for m, model in enumerate(models):
+        for p, prompt in enumerate(prompts):
+            cell = scores[p, m]
+            cells.append(
+                MatrixCell(
+                    prompt=prompt.version,
+                    model=model.label,
+                    model_digest=model.digest,
+                    metrics={k: summarize(v, settings.bootstrap_samples, settings.seed) for k, v in cell.items()},
+                    paired={
+                        k: paired_difference(v, reference[k], confidence, settings.bootstrap_samples, settings.seed)
+                        for k, v in cell.items()
+                    },
+                )
+            )
+    digest = digest_json(
+        {
+            "prompts": [p.digest for p in prompts],
+            "models": [m.digest for m in models],
+            "rows": digest_json(eval_rows),
+            "settings": settings.model_dump(mode="json"),
+        }
+    )
+    staged = artifacts.staging("matrix")
+    write_jsonl(
+        staged / "rows.jsonl",
+        [
+            {
+                "question": item.question,
+                "reference": item.reference,
+                **{f"{prompts[p].version} | {models[m].label}": answers[p, m][k] for p, m in answers},
+                **{
+                    f"{prompts[p].version} | {models[m].label} | rouge_l": scores[p, m]["rouge_l"][k] for p, m in scores
+                },
+            }
+            for k, item in enumerate(items)
+        ],
+    )
+    _, path = artifacts.commit("matrices", staged, digest)
+    return MatrixReport(
+        digest=digest,
+        reference=f"{prompts[0].version} | {models[0].label}",
+        cells=tuple(cells),
+        n_questions=len(items),
+        rows_path=str(Path(path) / "rows.jsonl"),
+    )
+
+
+def log_matrix_to_wandb(report: MatrixReport, metric: str, project: str, mode: str, wandb_dir: Path) -> str:
+    """The matrix as a W&B table (offline: staged under ``wandb_dir`` for ``wandb sync``); returns the run id."""
+    import wandb
+
+    wandb_dir.mkdir(parents=True, exist_ok=True)
+    rows = report.table(metric)
+    names = list(rows[0]) if rows else []
+    columns: list[str | int] = list(names)
+    run = wandb.init(
+        project=project,
+        mode=mode,  # type: ignore[arg-type]
+        dir=str(wandb_dir),
+        job_type="prompt-matrix",
+        config={"matrix": report.digest, "metric": metric},
+        settings=wandb.Settings(silent=True, console="off", x_disable_stats=True, x_disable_meta=True),
+    )
+    try:
+        run.log({"prompt_matrix": wandb.Table(columns=columns, data=[[r[c] for c in names] for r in rows])})
+        return str(run.id)
+    finally:
+        run.finish()

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from lockgate.evaluate import EvalJob, ModelUnderTest, Retrieval, choose_champion, evaluate_models
-from lockgate.metrics import ANSWER_METRICS
+from lockgate.evaluate import (
+    EvalJob,
+    MatrixReport,
+    ModelUnderTest,
+    Retrieval,
+    choose_champion,
+    evaluate_matrix,
+    evaluate_models,
+    log_matrix_to_wandb,
+)
+from lockgate.judge import judge_config
+from lockgate.metrics import ANSWER_METRICS, JUDGED_METRICS
 from lockgate.prep import load_jsonl
 from lockgate.prompts import PromptSpec, find_prompt
 from lockgate.records import BaseModelArtifact, DatasetSnapshot, EvalReport, IndexBuild, QuantizedModel
@@ -102,9 +113,14 @@ def evaluate_candidate(
         embedder=embedder_for(embeddings.model, embeddings.batch_size),
         embedding_model=embeddings.model,
     )
-    report = evaluate_models(job, engines, evaluation, LocalArtifactStore(Path(artifacts_root)), progress=progress)
+    judge = judge_config(evaluation)  # the key is read from the environment here, never a parameter
+    report = evaluate_models(
+        job, engines, evaluation, LocalArtifactStore(Path(artifacts_root)), progress=progress, judge=judge
+    )
+    if judge is not None:
+        publish_judge_report(Path(report.rows_path).parent / "judge.json", judge.model)
     rows = []
-    for metric in ANSWER_METRICS:
+    for metric in ANSWER_METRICS + tuple(m for m in JUDGED_METRICS if m in report.per_question):
         c, b = report.challenger.metrics[metric], report.champion.metrics[metric]
         rows.append(
             {
@@ -151,6 +167,37 @@ def evaluate_candidate(
     return report
 
 
+def publish_judge_report(path: Path, model: str) -> None:
+    """The judge's calls, latency and missing scores, in the log and as a table artifact."""
+    logger = get_run_logger()
+    reports = json.loads(path.read_text(encoding="utf-8"))
+    rows = []
+    for label, r in reports.items():
+        logger.info(
+            "judge %s on %s: %d calls, p50 %.0f ms, p95 %.0f ms, missing %s, reasons %s",
+            model,
+            label,
+            r["calls"],
+            r["latency_ms_p50"],
+            r["latency_ms_p95"],
+            r["missing"],
+            r["reasons"],
+        )
+        for example in r["examples"]:
+            logger.warning("judge %s: %s", label, example)
+        rows.append(
+            {
+                "answers of": label,
+                "judge calls": r["calls"],
+                "p50 ms": round(r["latency_ms_p50"], 1),
+                "p95 ms": round(r["latency_ms_p95"], 1),
+                "missing": ", ".join(f"{m}: {n}" for m, n in r["missing"].items()),
+                "why": ", ".join(f"{k}: {n}" for k, n in r["reasons"].items()) or "-",
+            }
+        )
+    create_table_artifact(key="eval-judge", table=rows, description=f"LLM judge {model}: calls, latency, missing")
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")[:160]
 
@@ -159,3 +206,46 @@ def _paired(report: EvalReport, metric: str, evaluation: EvaluationSettings) -> 
     scores = report.per_question[metric]
     diff = paired_difference(scores.challenger, scores.champion, 0.95, evaluation.bootstrap_samples, evaluation.seed)
     return diff.describe()
+
+
+@task(name="prompt-matrix")
+def evaluate_prompt_matrix(
+    prompts: list[PromptSpec],
+    models: list[ModelUnderTest],
+    snapshot: DatasetSnapshot,
+    index: IndexBuild,
+    evaluation: EvaluationSettings,
+    embeddings: EmbeddingSettings,
+    vector_store: VectorStoreSettings,
+    artifacts_root: str,
+    registry: RegistrySettings,
+    wandb_dir: str,
+    metric: str = "rouge_l",
+) -> MatrixReport:
+    """Every prompt version with every model variant on the eval set: a table with paired intervals
+    against production's prompt and model, as a Prefect artifact and a W&B table (offline by default)."""
+    logger = get_run_logger()
+    engines = Retrieval(
+        store=open_store(vector_store.backend, index.uri, index.collection),
+        embedder=embedder_for(embeddings.model, embeddings.batch_size),
+        embedding_model=embeddings.model,
+    )
+    report = evaluate_matrix(
+        prompts,
+        models,
+        load_jsonl(Path(snapshot.eval_path)),
+        engines,
+        evaluation,
+        LocalArtifactStore(Path(artifacts_root)),
+    )
+    create_markdown_artifact(
+        key="prompt-matrix",
+        markdown=report.markdown(metric),
+        description=f"{len(prompts)} prompt version(s) x {len(models)} model(s), paired against {report.reference}",
+    )
+    try:
+        run_id = log_matrix_to_wandb(report, metric, registry.wandb_project, registry.wandb_mode, Path(wandb_dir))
+        logger.info("matrix logged to W&B run %s (%s)", run_id, registry.wandb_mode)
+    except Exception as exc:  # tracking never fails an evaluation
+        logger.warning("W&B logging of the matrix failed (%s: %s)", type(exc).__name__, exc)
+    return report
