@@ -347,6 +347,11 @@ class VectorStoreSettings(_Area):
         pattern=r"^[A-Z_][A-Z0-9_]*$",
         description="Environment variable holding the Pinecone API key (never put the key in a profile).",
     )
+    switch: Literal["auto", "manual"] = Field(
+        default="auto",
+        description="Blue/green: each embedder builds its own collection; 'auto' serves a new one as soon as its "
+        "build is complete, 'manual' waits for `python -m flows index switch` (after your eval and drift checks).",
+    )
 
     # Where the index is and how to reach it; the index build's digest counts.
     NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset(
@@ -358,6 +363,7 @@ class VectorStoreSettings(_Area):
             "pinecone_cloud",
             "pinecone_region",
             "pinecone_api_key_env",
+            "switch",
         }
     )
 
