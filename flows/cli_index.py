@@ -1,4 +1,4 @@
-"""``refresh``: run the embedding refresh flow alone and print what it changed."""
+"""``refresh`` runs the embedding refresh flow alone; ``index status|switch|rollback`` moves the serving alias."""
 
 from __future__ import annotations
 
@@ -33,8 +33,38 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index(args: argparse.Namespace) -> int:
+    from flows.params import StageParams
+    from lockgate.digest import short
+    from lockgate.stores.aliases import IndexAliases
+
+    settings = StageParams(profile=args.profile, home=args.home).settings()
+    aliases = IndexAliases(settings.home_path / "index" / "aliases.json")
+    logical = settings.vector_store.collection
+    if args.action == "switch":
+        move = aliases.switch(logical, to=args.to, reason=args.reason or "manual switch")
+    elif args.action == "rollback":
+        move = aliases.rollback(logical, reason=args.reason or "manual rollback")
+    else:
+        state = aliases.state(logical)
+        print(f"index {logical} ({settings.vector_store.backend} at {settings.vector_uri})")
+        print(f"  serving:  {state.serving or '-'}")
+        print(f"  previous: {state.previous or '-'}")
+        for gen in sorted(state.generations.values(), key=lambda g: g.built_at):
+            mark = "*" if gen.collection == state.serving else " "
+            print(
+                f"  {mark} {gen.collection}  embedder {gen.embedder_name} ({short(gen.embedder)})  "
+                f"{gen.vectors} vectors  built {gen.built_at}  build {short(gen.build_digest)}"
+            )
+        if not state.generations:
+            print("  no complete build yet: run `python -m flows refresh`")
+        return 0
+    print(f"index {logical}: {move.previous or '-'} -> {move.current} ({move.reason})")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add the ``refresh`` command to the ``python -m flows`` parser."""
+    """Add the ``refresh`` and ``index`` commands to the ``python -m flows`` parser."""
     rf = subparsers.add_parser(
         "refresh",
         help="run the embedding refresh alone and print what it changed",
@@ -46,3 +76,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     rf.add_argument("--corpus", default=None, help="corpus folder instead of the profile's data.corpus_dir")
     rf.add_argument("--force", action="store_true", help="allow a refresh that deletes most of the index")
     rf.set_defaults(func=cmd_refresh)
+
+    ix = subparsers.add_parser(
+        "index",
+        help="blue/green index collections: status, switch, rollback",
+        description="Each embedder builds its own collection beside the serving one. 'status' lists them and "
+        "which serves; 'switch' serves the newest complete one (or --to NAME); 'rollback' serves the previous "
+        "one again. Nothing is deleted.",
+    )
+    ix.add_argument("action", choices=["status", "switch", "rollback"], help="what to do")
+    ix.add_argument("--to", default=None, help="switch: the collection to serve (default: the newest complete one)")
+    ix.add_argument("--reason", default=None, help="recorded in the alias history")
+    ix.set_defaults(func=cmd_index)

@@ -49,4 +49,5 @@ def refresh(params: RefreshParams = RefreshParams()) -> IndexBuild:  # noqa: B00
         settings.vector_uri,
         settings.artifacts_dir,
         force=params.force,
+        aliases_path=str(settings.home_path / "index" / "aliases.json"),
     )

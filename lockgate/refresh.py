@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lockgate.corpus import Chunk
@@ -20,6 +22,7 @@ from lockgate.errors import ConfigError
 from lockgate.records import IndexBuild
 from lockgate.store import LocalArtifactStore
 from lockgate.stores import StoredChunk, VectorStore
+from lockgate.stores.aliases import AliasMove, Generation, IndexAliases, physical_collection
 
 log = logging.getLogger(__name__)
 
@@ -167,3 +170,48 @@ def apply_refresh(
         unchanged=plan.unchanged,
         total=len(manifest),
     )
+
+
+def refresh_generation(
+    chunks: list[Chunk],
+    open_collection: Callable[[str], VectorStore],
+    embedder: Embedder,
+    artifacts: LocalArtifactStore,
+    aliases: IndexAliases,
+    collection: str,
+    uri: str,
+    *,
+    switch: bool = True,
+    max_delete_share: float = 0.5,
+    force: bool = False,
+) -> tuple[IndexBuild, AliasMove | None]:
+    """Blue/green refresh: bring the embedder's own collection up to date, then record it.
+
+    Each embedder (by identity) has its own physical collection, so a new embedder builds beside
+    the serving one. Only a complete build is recorded; the serving alias moves to it when
+    ``switch`` is set (or when nothing serves yet), and the one it replaces stays for rollback.
+
+    Args:
+        open_collection: opens the store for a physical collection name (and is closed here).
+        collection: the logical collection (``vector_store.collection``).
+    """
+    physical = physical_collection(collection, embedder.identity)
+    store = open_collection(physical)
+    try:
+        build = apply_refresh(
+            chunks, store, embedder, artifacts, uri, physical, max_delete_share=max_delete_share, force=force
+        )
+    finally:
+        store.close()
+    generation = Generation(
+        collection=physical,
+        embedder=embedder.identity,
+        embedder_name=embedder.name,
+        build_digest=build.digest,
+        vectors=build.total,
+        built_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+    )
+    move = aliases.record(collection, generation, switch=switch)
+    if move is not None:
+        log.info("index %r now serves %s (was %s)", collection, move.current, move.previous)
+    return build, move

@@ -10,10 +10,11 @@ from prefect.artifacts import create_markdown_artifact
 from lockgate.corpus import TokenChunking, load_corpus
 from lockgate.prep import pii_rules
 from lockgate.records import IndexBuild
-from lockgate.refresh import apply_refresh
+from lockgate.refresh import refresh_generation
 from lockgate.settings import DataSettings, EmbeddingSettings, VectorStoreSettings
 from lockgate.store import LocalArtifactStore
 from lockgate.stores import open_store
+from lockgate.stores.aliases import IndexAliases
 from tasks.common import embedder_for, retry_transient
 
 
@@ -26,10 +27,14 @@ def refresh_index(
     vector_uri: str,
     artifacts_root: str,
     force: bool = False,
+    aliases_path: str | None = None,
 ) -> IndexBuild:
     """Chunk the corpus, embed what changed, upsert it and delete what disappeared.
 
-    ``force`` lets a refresh delete more than ``vector_store.max_delete_share`` of the index.
+    The embedder's own collection is refreshed (blue/green: a new embedder builds beside the
+    serving one); ``aliases_path`` (default ``<artifacts_root>/../index/aliases.json``) records
+    which collection serves. ``force`` lets a refresh delete more than
+    ``vector_store.max_delete_share`` of the index.
     """
     logger = get_run_logger()
     # The corpus is redacted with the same rules as the training rows before anything is embedded.
@@ -37,23 +42,26 @@ def refresh_index(
     # Chunks are measured in the embedder's own tokens, so none is cut off at its input limit.
     tokens = TokenChunking(embedder.tokenizer(), embeddings.chunk_tokens, embeddings.chunk_overlap_tokens)
     chunks = load_corpus(Path(corpus_dir), pii=pii_rules(data), tokens=tokens)
-    store = open_store(vector_store.backend, vector_uri, vector_store.collection, vector_store)
-    try:
-        build = apply_refresh(
-            chunks,
-            store,
-            embedder,
-            LocalArtifactStore(Path(artifacts_root)),
-            vector_uri,
-            vector_store.collection,
-            max_delete_share=vector_store.max_delete_share,
-            force=force,
-        )
-    finally:
-        store.close()
+    aliases = IndexAliases(
+        Path(aliases_path) if aliases_path else Path(artifacts_root).parent / "index" / "aliases.json"
+    )
+    build, move = refresh_generation(
+        chunks,
+        lambda physical: open_store(vector_store.backend, vector_uri, physical, vector_store),
+        embedder,
+        LocalArtifactStore(Path(artifacts_root)),
+        aliases,
+        vector_store.collection,
+        vector_uri,
+        switch=vector_store.switch == "auto",
+        max_delete_share=vector_store.max_delete_share,
+        force=force,
+    )
+    if move is not None:
+        logger.info("index %s now serves %s (was %s)", vector_store.collection, move.current, move.previous)
     logger.info(
         "index %s: +%d ~%d -%d =%d (total %d)",
-        vector_store.collection,
+        build.collection,
         build.added,
         build.updated,
         build.deleted,
