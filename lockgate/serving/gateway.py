@@ -152,17 +152,28 @@ def parse_chat(body: Any, default_max_tokens: int) -> _Chat:
 
 @dataclass
 class _JsonlLog:
+    """Append-only JSONL, one line per write, flushed (kept open: reopening per request costs)."""
+
     path: Path | None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _file: Any = None
 
     def write(self, row: dict[str, Any]) -> None:
         if self.path is None:
             return
         line = json.dumps(row, ensure_ascii=False) + "\n"
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(line)
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("a", encoding="utf-8")
+            self._file.write(line)
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
 
 class Gateway:
@@ -211,6 +222,8 @@ class Gateway:
             yield
         finally:
             await self._client.aclose()
+            self.queries.close()
+            self.feedback_log.close()
 
     # ---- auth and budgets -------------------------------------------------------------
 
@@ -332,7 +345,9 @@ class Gateway:
                 "context_length_exceeded",
             )
         variant = route(manifest, request.headers.get(USER_HEADER) or key.sha256)
-        contexts = await anyio.to_thread.run_sync(self.retriever.contexts, variant, chat.question)
+        contexts = (
+            await anyio.to_thread.run_sync(self.retriever.contexts, variant, chat.question) if variant.index_uri else []
+        )
         prompt = self.render(variant.prompt_version, chat.question, "\n\n".join(contexts))
         payload = {
             "model": variant.served_model,

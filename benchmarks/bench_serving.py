@@ -1,0 +1,171 @@
+"""Serving throughput and latency through the gateway, against calling vLLM directly, in one run.
+
+Starts vLLM (the serving environment) on the demo's tiny model and the gateway as its own
+process (`python -m flows serve`, retrieval off so the comparison is the gateway alone), then
+sends the same bounded load to both at concurrency 1, 8 and 32 over localhost and prints
+requests/s, completion tokens/s and p50/p95 latency, and the gateway's throughput as a share
+of direct vLLM's (target: under 10% loss at concurrency 8), and the gateway process's CPU time
+per request: on a machine with fewer cores than the processes involved (load generator, gateway,
+vLLM's API server and engine), that CPU is taken from vLLM. Takes about 2 minutes.
+
+    .venv/bin/python -m benchmarks.bench_serving
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from lockgate.basemodel import build_tiny_llama, corpus_texts
+from lockgate.prompts import GROUNDED_QA
+from lockgate.serving import ServingManifest, Variant, add_key, write_manifest
+from lockgate.serving.canary import p95
+from lockgate.serving.vllm import EngineSpec, free_port, start_engine, stop_engine
+from lockgate.settings import BaseModelSettings
+from tests.conftest import ROOT
+
+REQUESTS = {1: 16, 8: 64, 32: 128}
+MAX_TOKENS = 32
+QUESTION = "Where does the picker robot charge?"
+
+
+async def load(
+    url: str, body: dict[str, object], headers: dict[str, str], concurrency: int, n: int
+) -> dict[str, float]:
+    latencies: list[float] = []
+    tokens = 0
+    queue = list(range(n))
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal tokens
+        while queue:
+            queue.pop()
+            start = time.perf_counter()
+            r = await client.post(url, json=body, headers=headers)
+            r.raise_for_status()
+            latencies.append(time.perf_counter() - start)
+            tokens += int(r.json()["usage"]["completion_tokens"])
+
+    async with httpx.AsyncClient(timeout=120) as client:
+        await client.post(url, json=body, headers=headers)  # warm-up
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "rps": n / elapsed,
+        "tps": tokens / elapsed,
+        "p50": latencies[len(latencies) // 2] * 1000,
+        "p95": p95(latencies) * 1000,
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    python = ROOT / ".venv-serving" / "bin" / "python"
+    if not python.exists():
+        sys.exit("the serving environment (.venv-serving) is missing: run `make setup`")
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        model = home / "model"
+        build_tiny_llama(BaseModelSettings(), corpus_texts(sorted((ROOT / "examples" / "corpus").glob("*.md"))), model)
+        engine = start_engine(
+            str(python), EngineSpec(str(model), "tiny"), free_port(18600), 512, 8, 1, home / "vllm.log", 300
+        )
+        gateway = None
+        try:
+            write_manifest(
+                home / "serving" / "manifest.json",
+                ServingManifest(
+                    variants=(
+                        Variant(
+                            name="production",
+                            model_digest="sha256:bench",
+                            served_model="tiny",
+                            engine_url=engine.url,
+                            model_path=str(model),
+                            prompt_version=GROUNDED_QA.version,
+                            weight=1.0,
+                        ),
+                    ),
+                    max_model_len=512,
+                ),
+            )
+            key = add_key(home / "serving" / "keys.json", "bench", 10**9, 10**9)
+            port = free_port(18700)
+            env = {**os.environ, "PYTHONPATH": str(ROOT), "LOCKGATE_SERVING__TOP_K": "0"}
+            gateway = subprocess.Popen(
+                [sys.executable, "-m", "flows", "--home", str(home), "serve", "--port", str(port)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    sys.exit("the gateway did not start")
+                time.sleep(0.3)
+            direct_body = {
+                "model": "tiny",
+                "prompt": GROUNDED_QA.render(QUESTION),
+                "max_tokens": MAX_TOKENS,
+                "temperature": 0.0,
+            }
+            gateway_body = {
+                "model": "lockgate",
+                "messages": [{"role": "user", "content": QUESTION}],
+                "max_tokens": MAX_TOKENS,
+                "temperature": 0.0,
+            }
+            print(f"serving benchmark: tiny Llama on vLLM (CPU), {MAX_TOKENS} tokens per answer, localhost")
+            print(
+                f"{'path':9} {'conc':>4} {'req/s':>7} {'tok/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'vs direct':>10} "
+                f"{'gw CPU ms/req':>13}"
+            )
+            for concurrency, n in REQUESTS.items():
+                direct = asyncio.run(load(f"{engine.url}/v1/completions", direct_body, {}, concurrency, n))
+                # The gateway forwards to vLLM's completions API; ask it for the same fixed length.
+                cpu_before = cpu_seconds(gateway.pid)
+                via = asyncio.run(
+                    load(
+                        f"http://127.0.0.1:{port}/v1/chat/completions",
+                        gateway_body,
+                        {"Authorization": f"Bearer {key}"},
+                        concurrency,
+                        n,
+                    )
+                )
+                via["cpu_ms"] = (cpu_seconds(gateway.pid) - cpu_before) * 1000 / (n + 1)
+                for label, row in (("direct", direct), ("gateway", via)):
+                    share = f"{row['tps'] / direct['tps']:.1%}" if label == "gateway" and direct["tps"] else ""
+                    cpu = f"{row['cpu_ms']:.1f}" if "cpu_ms" in row else ""
+                    print(
+                        f"{label:9} {concurrency:4d} {row['rps']:7.1f} {row['tps']:8.0f} {row['p50']:8.1f} "
+                        f"{row['p95']:8.1f} {share:>10} {cpu:>13}"
+                    )
+        finally:
+            if gateway is not None:
+                gateway.terminate()
+                gateway.wait(timeout=20)
+            stop_engine(engine.pid)
+
+
+if __name__ == "__main__":
+    main()
