@@ -59,6 +59,11 @@ def cmd_index(args: argparse.Namespace) -> int:
         if not state.generations:
             print("  no complete build yet: run `python -m flows refresh`")
         return 0
+    from lockgate.refresh import point_store_alias
+    from lockgate.stores import open_store
+
+    vs = settings.vector_store
+    point_store_alias(lambda physical: open_store(vs.backend, settings.vector_uri, physical, vs), logical, move.current)
     print(f"index {logical}: {move.previous or '-'} -> {move.current} ({move.reason})")
     return 0
 

@@ -213,5 +213,21 @@ def refresh_generation(
     )
     move = aliases.record(collection, generation, switch=switch)
     if move is not None:
+        point_store_alias(open_collection, collection, move.current)
         log.info("index %r now serves %s (was %s)", collection, move.current, move.previous)
     return build, move
+
+
+def point_store_alias(open_collection: Callable[[str], VectorStore], collection: str, physical: str) -> None:
+    """Where the store has aliases (Milvus), make the logical name read the serving generation.
+
+    Readers of a store without aliases (Pinecone namespaces) look the serving one up with
+    ``lockgate.stores.aliases.serving_collection``.
+    """
+    store = open_collection(physical)
+    try:
+        point = getattr(store, "point_alias", None)
+        if point is not None:
+            point(collection)
+    finally:
+        store.close()

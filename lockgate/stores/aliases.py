@@ -138,3 +138,9 @@ class IndexAliases:
         entry.previous, entry.serving = entry.serving, target
         entry.history.append(move)
         return move
+
+
+def serving_collection(home: Path, collection: str) -> str:
+    """The physical collection serving ``collection`` in the state folder ``home`` (the logical name
+    itself before any blue/green build, or where the store resolves it through its own alias)."""
+    return IndexAliases(home / "index" / "aliases.json").serving(collection) or collection

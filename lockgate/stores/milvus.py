@@ -381,6 +381,28 @@ class MilvusStore:
             for hits in results
         ]
 
+    def point_alias(self, alias: str) -> None:
+        """Make the Milvus alias ``alias`` name this collection (blue/green switch).
+
+        Readers that open the logical name then read this generation, at once. A real collection
+        already under that name (the layout before blue/green) is renamed ``<alias>__legacy``,
+        not dropped.
+        """
+        try:
+            self._client.describe_alias(alias)
+            is_alias = True
+        except Exception:  # pymilvus raises when the name is not an alias
+            is_alias = False
+        if is_alias:
+            self._call("alter_alias", lambda: self._client.alter_alias(self.collection, alias))
+            return
+        if self._call("has_collection", lambda: self._client.has_collection(alias)):
+            log.warning(
+                "renaming the collection %r to %r: its name becomes the serving alias", alias, alias + "__legacy"
+            )
+            self._call("rename", lambda: self._client.rename_collection(alias, alias + "__legacy"))
+        self._call("create_alias", lambda: self._client.create_alias(self.collection, alias))
+
     def drop(self) -> None:
         """Remove the collection (blue/green clean-up)."""
         if self._has():

@@ -8,13 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lockgate.corpus import load_corpus
 from lockgate.errors import ConfigError, TransientError
-from lockgate.refresh import refresh_generation, vector_digest
+from lockgate.refresh import point_store_alias, refresh_generation, vector_digest
 from lockgate.store import LocalArtifactStore
-from lockgate.stores import VectorStore
+from lockgate.stores import StoredChunk, VectorStore
 from lockgate.stores.aliases import IndexAliases, physical_collection
 from lockgate.stores.milvus import MilvusStore
 from tests.conftest import EXAMPLES, ROOT
@@ -30,9 +31,21 @@ def test_a_new_embedder_builds_beside_the_serving_collection(tmp_path: Path, sto
     def opener(physical: str) -> VectorStore:
         return MilvusStore(uri, physical)
 
+    def logical_manifest() -> dict[str, str]:
+        with MilvusStore(uri, "docs") as reader:  # what a reader of the logical name sees (a Milvus alias)
+            return reader.manifest()
+
+    with MilvusStore(uri, "docs") as before:  # an index from before blue/green, under the logical name
+        before.ensure_collection(32)
+        before.upsert([StoredChunk("legacy", "d", "x.md", "", "old")], np.ones((1, 32), dtype=np.float32))
+
     first, move = refresh_generation(chunks, opener, old, store, aliases, "docs", uri, switch=False)
     blue = physical_collection("docs", old.identity)
     assert first.collection == blue and move is not None and aliases.serving("docs") == blue, "first build serves"
+    blue_manifest = {c.chunk_id: vector_digest(c, old.identity) for c in chunks}
+    assert logical_manifest() == blue_manifest
+    with MilvusStore(uri, "docs__legacy") as legacy:
+        assert legacy.manifest() == {"legacy": "d"}, "the old collection is renamed, not dropped"
 
     # A new embedder whose refresh fails half-way: nothing is recorded, the old one keeps serving.
     def flaky(physical: str) -> VectorStore:
@@ -47,10 +60,16 @@ def test_a_new_embedder_builds_beside_the_serving_collection(tmp_path: Path, sto
     assert green != blue and green_build.collection == green and move is None, "manual: the alias waits"
     assert aliases.serving("docs") == blue
 
+    assert logical_manifest() == blue_manifest, "readers keep the serving generation while green is built"
+
     switched = aliases.switch("docs")
+    point_store_alias(opener, "docs", switched.current)
     assert (switched.previous, switched.current, aliases.serving("docs")) == (blue, green, green)
+    assert logical_manifest() == {c.chunk_id: vector_digest(c, new.identity) for c in chunks}
     back = aliases.rollback("docs")
+    point_store_alias(opener, "docs", back.current)
     assert (back.current, aliases.serving("docs"), aliases.state("docs").previous) == (blue, blue, green)
+    assert logical_manifest() == blue_manifest
     with pytest.raises(ConfigError, match="already serves"):
         aliases.switch("docs", to=blue)
     with pytest.raises(ConfigError, match="not a complete build"):
