@@ -163,6 +163,7 @@ async def _judged_scores(
         "answer_relevancy": AnswerRelevancy(llm=llm, embeddings=embeddings, strictness=1),
         "llm_context_precision": ContextPrecision(llm=llm),
     }
+    await embeddings.aembed_text("warm-up")  # loading the embedder must not eat a judge call's time
     scores: dict[str, list[float]] = {name: [] for name in JUDGED_METRICS}
     reasons: Counter[str] = Counter()
     examples: list[str] = []
