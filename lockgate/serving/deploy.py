@@ -8,15 +8,24 @@ what this deploy started and leaves the previous manifest, and the engines behin
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from lockgate.errors import StageError
+from lockgate.errors import DataError, StageError
 from lockgate.registry import ModelRegistry, ModelVersion
 from lockgate.serving.manifest import ServingManifest, Variant, load_manifest, now_iso
 from lockgate.serving.rollout import plan_rollout, promoted_prompt_version, served_name, variant_for
-from lockgate.serving.vllm import EngineBook, EngineSpec, RunningEngine, smoke_test, start_engine, stop_engine
+from lockgate.serving.vllm import (
+    EngineBook,
+    EngineSpec,
+    RunningEngine,
+    free_port,
+    smoke_test,
+    start_engine,
+    stop_engine,
+)
 from lockgate.settings import ServingSettings
 
 log = logging.getLogger(__name__)
@@ -55,8 +64,46 @@ def wanted_models(
     return production, stable, mode
 
 
-def engine_spec(version: ModelVersion) -> EngineSpec:
-    return EngineSpec(model_path=version.path, served_model=served_name(version.digest))
+def adapter_base(path: str) -> str | None:
+    """The base model a PEFT adapter folder was trained on, or None if ``path`` is a full model.
+
+    Raises:
+        DataError: an adapter that does not name its base model.
+    """
+    config = Path(path) / "adapter_config.json"
+    if not config.is_file():
+        return None
+    base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        raise DataError(f"{config}: the adapter does not name its base model (base_model_name_or_path)")
+    return str(base)
+
+
+def engine_specs(versions: list[ModelVersion]) -> tuple[list[EngineSpec], dict[str, tuple[int, str, str | None]]]:
+    """The engines a set of versions needs: a full model gets its own engine; adapters of one
+    base share the base's engine, each loaded by name (multi-LoRA).
+
+    Returns:
+        ``(specs, placement)`` with placement ``digest -> (spec index, served name, adapter path)``.
+    """
+    specs: list[EngineSpec] = []
+    placement: dict[str, tuple[int, str, str | None]] = {}
+    by_base: dict[str, int] = {}
+    for version in versions:
+        name = served_name(version.digest)
+        base = adapter_base(version.path)
+        if base is None:
+            specs.append(EngineSpec(model_path=version.path, served_model=name))
+            placement[version.digest] = (len(specs) - 1, name, None)
+            continue
+        if base not in by_base:
+            specs.append(EngineSpec(model_path=base, served_model="lockgate-base"))
+            by_base[base] = len(specs) - 1
+        index = by_base[base]
+        spec = specs[index]
+        specs[index] = EngineSpec(spec.model_path, spec.served_model, (*spec.loras, (name, version.path)))
+        placement[version.digest] = (index, name, version.path)
+    return specs, placement
 
 
 def deploy(
@@ -78,17 +125,15 @@ def deploy(
     book = EngineBook(engines_book)
     running = book.read()
     started: list[RunningEngine] = []
-    urls: dict[str, str] = {}
+    specs, placement = engine_specs([v for v in (stable, production) if v is not None])
+    urls: list[str] = []
     try:
-        for version in [v for v in (stable, production) if v is not None]:
-            spec = engine_spec(version)
+        for spec in specs:
             if settings.engine == "external":
-                urls[version.digest] = settings.engine_url.rstrip("/")
+                urls.append(settings.engine_url.rstrip("/"))
                 continue
             reuse = next((e for e in running + started if e.spec_key == spec.key), None)
             if reuse is None:
-                from lockgate.serving.vllm import free_port
-
                 reuse = start_engine(
                     settings.vllm_python,
                     spec,
@@ -96,50 +141,35 @@ def deploy(
                     settings.max_model_len,
                     settings.max_lora_rank,
                     settings.kv_cache_gib,
-                    logs / f"vllm-{spec.served_model}.log",
+                    logs / f"vllm-{spec.served_model}-{len(started)}.log",
                     settings.start_timeout_s,
                 )
                 started.append(reuse)
-            urls[version.digest] = reuse.url
+            urls.append(reuse.url)
+
+        def place(version: ModelVersion, name: str, weight: float, prompt: str) -> Variant:
+            index, served, adapter = placement[version.digest]
+            return variant_for(
+                version,
+                name,
+                weight,
+                urls[index],
+                request.index_uri,
+                request.index_collection,
+                prompt,
+                adapter_path=adapter,
+                model_path=specs[index].model_path,
+            ).model_copy(update={"served_model": served})
+
         variants: list[Variant] = []
         weight = request.canary_weight if stable is not None else 0.0
         prompt = promoted_prompt_version(registry, production.digest, request.default_prompt_version)
         if stable is not None:
             stable_prompt = promoted_prompt_version(registry, stable.digest, request.default_prompt_version)
-            variants.append(
-                variant_for(
-                    stable,
-                    "production",
-                    1 - weight,
-                    urls[stable.digest],
-                    request.index_uri,
-                    request.index_collection,
-                    stable_prompt,
-                )
-            )
-            variants.append(
-                variant_for(
-                    production,
-                    "canary",
-                    weight,
-                    urls[production.digest],
-                    request.index_uri,
-                    request.index_collection,
-                    prompt,
-                )
-            )
+            variants.append(place(stable, "production", 1 - weight, stable_prompt))
+            variants.append(place(production, "canary", weight, prompt))
         else:
-            variants.append(
-                variant_for(
-                    production,
-                    "production",
-                    1.0,
-                    urls[production.digest],
-                    request.index_uri,
-                    request.index_collection,
-                    prompt,
-                )
-            )
+            variants.append(place(production, "production", 1.0, prompt))
         manifest = ServingManifest(
             variants=tuple(variants), max_model_len=settings.max_model_len, created_at=now_iso(), reason=mode
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import httpx
@@ -12,14 +11,14 @@ from flows.deploy import DeployParams, deploy
 from lockgate.registry import LocalRegistry
 from lockgate.serving import load_manifest
 from lockgate.serving.vllm import EngineBook, stop_engine
-from tests.serving.conftest import VLLM_PYTHON, needs_vllm, tiny_model  # noqa: F401  (the tiny model fixture)
+from tests.serving.conftest import VLLM_PYTHON, needs_vllm, tiny_lora, tiny_model  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.slow, needs_vllm]
 
 
 def test_deploy_serves_production_and_a_failed_smoke_test_keeps_the_old_deployment(
     prefect_harness: None,
-    tiny_model: Path,  # noqa: F811
+    tiny_lora: Path,  # noqa: F811
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -29,12 +28,10 @@ def test_deploy_serves_production_and_a_failed_smoke_test_keeps_the_old_deployme
     monkeypatch.setenv("LOCKGATE_SERVING__ENGINE_PORT", "18500")
     home = tmp_path / "home"
     registry = LocalRegistry(home / "registry")
-    registry.register("sha256:" + "a" * 64, str(tiny_model), {})
+    # The promoted model is a LoRA adapter: vLLM serves its base with the adapter loaded by name.
+    registry.register("sha256:" + "a" * 64, str(tiny_lora), {})
     registry.set_alias("production", "sha256:" + "a" * 64, "gate passed")
-    broken = tmp_path / "broken-model"
-    broken.mkdir()
-    (broken / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["NoSuchModel"]}))
-    registry.register("sha256:" + "b" * 64, str(broken), {})
+    registry.register("sha256:" + "b" * 64, str(tmp_path / "never-served"), {})
     book = EngineBook(home / "serving" / "engines.json")
     try:
         result = deploy(DeployParams(home=str(home), canary_weight=0.0))
@@ -42,6 +39,7 @@ def test_deploy_serves_production_and_a_failed_smoke_test_keeps_the_old_deployme
         manifest = load_manifest(home / "serving" / "manifest.json")
         live = manifest.production
         assert live.served_model == "lockgate-" + "a" * 12 and live.weight == 1.0
+        assert live.adapter_path == str(tiny_lora) and live.model_path != str(tiny_lora)
         answer = httpx.post(
             f"{live.engine_url}/v1/completions",
             json={"model": live.served_model, "prompt": "Question: hi\nAnswer:", "max_tokens": 4},
@@ -49,12 +47,16 @@ def test_deploy_serves_production_and_a_failed_smoke_test_keeps_the_old_deployme
         )
         assert answer.status_code == 200
 
-        # A new production whose engine cannot start: the run fails, the old deployment keeps serving.
+        # A new production, as a canary beside the serving model, on an engine that does not serve
+        # it: its smoke test fails, so does the run, and the old deployment keeps serving.
         registry.set_alias("production", "sha256:" + "b" * 64, "gate passed")
-        state = deploy(DeployParams(home=str(home), canary_weight=0.0), return_state=True)
+        monkeypatch.setenv("LOCKGATE_SERVING__ENGINE", "external")
+        monkeypatch.setenv("LOCKGATE_SERVING__ENGINE_URL", live.engine_url)
+        state = deploy(DeployParams(home=str(home), canary_weight=0.5), return_state=True)
         assert state.is_failed()
-        with pytest.raises(Exception, match="vLLM exited"):
+        with pytest.raises(Exception, match=r"smoke test of canary \(lockgate-bbbbbbbbbbbb\) failed"):
             state.result()
+        assert registry.get("canary") is None
         assert load_manifest(home / "serving" / "manifest.json") == manifest
         assert httpx.get(f"{live.engine_url}/health", timeout=5).status_code == 200
         assert [e.url for e in book.read()] == [live.engine_url]

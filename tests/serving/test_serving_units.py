@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from lockgate.errors import ConfigError
+from lockgate.errors import ConfigError, DataError
+from lockgate.registry import ModelVersion
 from lockgate.serving.canary import CanaryMonitor, RollbackPolicy, route
+from lockgate.serving.deploy import engine_specs
 from lockgate.serving.gateway import _BadRequest, parse_chat
 from lockgate.serving.keys import KeyStore, add_key, key_digest
 from lockgate.serving.manifest import ServingManifest, Variant, load_manifest, write_manifest
 from lockgate.serving.ratelimit import RateLimiter
+from lockgate.serving.rollout import plan_rollout
+from lockgate.serving.vllm import vllm_command
 
 
 class Clock:
@@ -155,3 +160,49 @@ def test_keys_are_stored_only_as_digests(tmp_path: Path) -> None:
 def test_chat_requests_are_checked(body: object, message: str) -> None:
     with pytest.raises(_BadRequest, match=message):
         parse_chat(body, 16)
+
+
+def version(digest: str, path: str) -> ModelVersion:
+    return ModelVersion(digest=digest, path=path, lineage={}, registered_at="now")
+
+
+def test_rollout_plan_canaries_a_new_model_beside_the_serving_one() -> None:
+    new, old = version("sha256:new", "/n"), "sha256:old"
+    live = ServingManifest(variants=(variant("production", 1.0, old),), max_model_len=256)
+    assert plan_rollout(new, live, 0.1, lambda d: None) == (old, "canary")
+    assert plan_rollout(new, live, 0.0, lambda d: None) == (None, "full")
+    assert plan_rollout(new, None, 0.1, lambda d: None) == (None, "full")  # nothing serving yet
+    assert plan_rollout(new, live, 0.1, lambda d: "rolled back") == (None, "full")  # never back to a revoked one
+    serving_new = ServingManifest(variants=(variant("production", 1.0, "sha256:new"),), max_model_len=256)
+    assert plan_rollout(new, serving_new, 0.1, lambda d: None) == (None, "unchanged")
+    with pytest.raises(DataError, match="no model is in production"):
+        plan_rollout(None, live, 0.1, lambda d: None)
+
+
+def test_adapters_of_one_base_share_an_engine(tmp_path: Path) -> None:
+    def adapter(name: str, base: str) -> str:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base}))
+        return str(folder)
+
+    versions = [
+        version("sha256:a1", adapter("a1", "/base")),
+        version("sha256:a2", adapter("a2", "/base")),
+        version("sha256:full", str(tmp_path)),
+    ]
+    specs, placement = engine_specs(versions)
+    assert len(specs) == 2
+    shared = specs[placement["sha256:a1"][0]]
+    assert shared.model_path == "/base" and [n for n, _ in shared.loras] == ["lockgate-a1", "lockgate-a2"]
+    assert placement["sha256:a2"][0] == placement["sha256:a1"][0]
+    assert specs[placement["sha256:full"][0]].loras == ()
+    cmd = vllm_command("py", shared, 9000, 256, 8)
+    assert cmd[cmd.index("--lora-modules") + 1 :] == [
+        f"lockgate-a1={tmp_path / 'a1'}",
+        f"lockgate-a2={tmp_path / 'a2'}",
+    ]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "adapter_config.json").write_text("{}")
+    with pytest.raises(DataError, match="does not name its base model"):
+        engine_specs([version("sha256:bad", str(tmp_path / "bad"))])
