@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from lockgate._io import write_jsonl
-from lockgate.digest import digest_json
+from lockgate.digest import digest_json, short
 from lockgate.embeddings import Embedder, resolve_model_path
 from lockgate.errors import StageError
 from lockgate.judge import JudgeConfig
@@ -180,6 +180,45 @@ def generate_answers(
     return answers
 
 
+def answers_for(
+    model: ModelUnderTest,
+    prompt: PromptSpec,
+    items: list[Retrieved],
+    max_new_tokens: int,
+    artifacts: LocalArtifactStore,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[str]:
+    """``generate_answers``, kept by content: greedy decoding is deterministic, so another evaluation of
+    the same model, prompt and questions (a prompt release after a model release, the matrix) reuses them.
+
+    The key names the model and prompt by digest, every question with its context, the library
+    source that generates and the installed packages.
+    """
+    from lockgate.fingerprint import app_environment_digest, source_digest
+
+    digest = digest_json(
+        {
+            "model": model.digest,
+            "prompt": prompt.digest,
+            "max_new_tokens": max_new_tokens,
+            "inputs": [[i.question, i.contexts] for i in items],
+            "source": source_digest("lockgate.evaluate"),
+            "environment": app_environment_digest(),
+        }
+    )
+    stored = artifacts.path_of("answers", digest) / "answers.json"
+    if stored.is_file():
+        answers = json.loads(stored.read_text(encoding="utf-8"))
+        if isinstance(answers, list) and len(answers) == len(items):
+            log.info("answers of %s with %s: reused (%s)", model.label, prompt.version, short(digest))
+            return [str(a) for a in answers]
+    answers = generate_answers(model.path, items, max_new_tokens, prompt, progress)
+    staged = artifacts.staging("answers")
+    (staged / "answers.json").write_text(json.dumps(answers), encoding="utf-8")
+    artifacts.commit("answers", staged, digest)
+    return answers
+
+
 def _ragas_metrics(embedding_model: str) -> dict[str, Any]:
     os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
     with warnings.catch_warnings():
@@ -297,7 +336,7 @@ def evaluate_models(
     answers = {}
     for model in (challenger, champion):
         cb = (lambda done, total, label=model.label: progress(label, done, total)) if progress else None
-        answers[model.label] = generate_answers(model.path, items, settings.max_new_tokens, prompts[model.label], cb)
+        answers[model.label] = answers_for(model, prompts[model.label], items, settings.max_new_tokens, artifacts, cb)
     chall_scores, chall_rows = score_model(challenger, items, answers[challenger.label], metrics, settings)
     champ_scores, champ_rows = score_model(champion, items, answers[champion.label], metrics, settings)
     retrieval_rows = ragas_scores(items, answers[challenger.label], metrics, RETRIEVAL_METRICS)
@@ -458,7 +497,7 @@ def evaluate_matrix(
     answers: dict[tuple[int, int], list[str]] = {}
     for m, model in enumerate(models):
         for p, prompt in enumerate(prompts):
-            answers[p, m] = generate_answers(model.path, items, settings.max_new_tokens, prompt)
+            answers[p, m] = answers_for(model, prompt, items, settings.max_new_tokens, artifacts)
             scores[p, m] = ragas_scores(items, answers[p, m], metrics, ANSWER_METRICS)
     reference = scores[0, 0]
     cells = []
