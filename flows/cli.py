@@ -69,15 +69,21 @@ def cmd_release(args: argparse.Namespace) -> int:
 
     load_policy(settings.policy_path)  # and on a bad gate policy
     _prefect_defaults(settings.home_path)
+    from flows.console import Mode, print_summary, quiet_libraries, release_console
+
+    mode: Mode = "json" if args.json else "quiet" if args.quiet else "normal"
+    quiet_libraries()  # before the pipeline imports them
     from flows.pipeline import release, summary_markdown
 
     _quiet_verdict_tracebacks()
-    try:
-        summary = release(params)
-    except GateRejected as rejected:
-        print("\n" + summary_markdown(rejected.details), flush=True)  # type: ignore[arg-type]
-        return EXIT_REJECTED
-    print("\n" + summary_markdown(summary))
+    with release_console(settings.home_path / "logs", mode) as log_path:
+        try:
+            summary = release(params)
+        except GateRejected as rejected:
+            summary = rejected.details  # type: ignore[assignment]
+            print_summary(summary, log_path, mode, summary_markdown(summary))
+            return EXIT_REJECTED
+    print_summary(summary, log_path, mode, summary_markdown(summary))
     return 0
 
 
@@ -207,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "manual", "dry_run"],
         help="override gates.decision_mode: manual waits for approval in the Prefect UI; dry_run moves nothing",
     )
+    shown = rel.add_mutually_exclusive_group()
+    shown.add_argument("--quiet", action="store_true", help="print only errors and the closing summary")
+    shown.add_argument("--json", action="store_true", help="print only the summary, as one JSON object on stdout")
     rel.set_defaults(func=cmd_release)
 
     st = sub.add_parser("status", help="show registry aliases and recent history")
