@@ -9,6 +9,7 @@ canary outcomes feed the rollback policy.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -28,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from lockgate.pii import KINDS, PiiRules, redact_text
 from lockgate.serving.canary import CanaryMonitor, route
 from lockgate.serving.keys import ApiKey, KeyStore
 from lockgate.serving.manifest import ManifestWatcher, ServingManifest, Variant
@@ -38,6 +40,9 @@ log = logging.getLogger(__name__)
 GATEWAY_MODEL = "lockgate"
 VARIANT_HEADER = "x-lockgate-variant"
 USER_HEADER = "x-user-id"
+# Questions and comments are logged for drift monitoring, with anything that looks like personal
+# data or a secret redacted (users paste keys and e-mail addresses into questions).
+REDACT_ALL = PiiRules(policies=dict.fromkeys(KINDS, "redact"))
 
 
 class Retriever(Protocol):
@@ -127,7 +132,8 @@ def parse_chat(body: Any, default_max_tokens: int) -> _Chat:
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise _BadRequest(f"messages[{i}] must be an object with a 'role'")
     users = [m for m in messages if m["role"] == "user"]
-    if not users or not isinstance(users[-1].get("content"), str) or not users[-1]["content"].strip():
+    question = _text(users[-1].get("content")) if users else None
+    if not question or not question.strip():
         raise _BadRequest("the last user message must have non-empty text 'content'")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is None:
@@ -147,7 +153,18 @@ def parse_chat(body: Any, default_max_tokens: int) -> _Chat:
         stop = [stop]
     if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
         raise _BadRequest("'stop' must be a string or a list of strings")
-    return _Chat(users[-1]["content"], stream, max_tokens, float(temperature), float(top_p), stop)
+    return _Chat(question, stream, max_tokens, float(temperature), float(top_p), stop)
+
+
+def _text(content: Any) -> str | None:
+    """A message's text: a string, or OpenAI's list of parts (its text parts joined)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        texts = [p.get("text") for p in content if p.get("type") == "text"]
+        if texts and all(isinstance(t, str) for t in texts):
+            return "\n".join(texts)
+    return None
 
 
 @dataclass
@@ -301,7 +318,13 @@ class Gateway:
             return _error(400, "'comment' must be text of at most 2000 characters", "invalid_request_error")
         self.metrics.feedback.labels(str(rating)).inc()
         self.feedback_log.write(
-            {"at": time.time(), "id": body["id"], "rating": rating, "comment": comment, "client": key.name}
+            {
+                "at": time.time(),
+                "id": body["id"],
+                "rating": rating,
+                "comment": redact_text(comment, REDACT_ALL),
+                "client": key.name,
+            }
         )
         return JSONResponse({"accepted": True})
 
@@ -481,10 +504,15 @@ class Gateway:
                 status = "ok"
             except (httpx.HTTPError, ValueError) as exc:
                 log.warning("stream from %s broke: %s", variant.served_model, exc)
+            except (asyncio.CancelledError, GeneratorExit):
+                status = "cancelled"  # the client went away: not the engine's fault
+                raise
             finally:
                 await upstream.aclose()
                 self.metrics.in_flight.dec()
-                self._finished(manifest, variant, key, chat, started, usage, status)
+                self._finished(
+                    manifest, variant, key, chat, started, usage, status, count_for_canary=status != "cancelled"
+                )
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
@@ -564,7 +592,7 @@ class Gateway:
         self.queries.write(
             {
                 "at": time.time(),
-                "question": chat.question,
+                "question": redact_text(chat.question, REDACT_ALL),
                 "variant": variant.name,
                 "model": variant.model_digest,
                 "prompt_version": variant.prompt_version,

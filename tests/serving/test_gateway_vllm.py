@@ -242,9 +242,13 @@ def test_token_budget_is_enforced_within_one_request_and_retry_after_is_honoured
     assert ask(served, "tight").status_code == 200
 
 
-def test_request_budget(served: Served) -> None:
-    codes = [ask(served, "few").status_code for _ in range(3)]
+def test_request_budget_and_personal_data_stays_out_of_the_query_log(served: Served) -> None:
+    question = "My key is sk-live-9fQ2xLr7Tz4WbN8vKp3M and mail is ops@example.com: where do pickers charge?"
+    codes = [ask(served, "few", question=question).status_code for _ in range(3)]
     assert codes == [200, 200, 429]
+    log = served.query_log.read_text()
+    assert "ops@example.com" not in log and "sk-live-9fQ2xLr7Tz4WbN8vKp3M" not in log
+    assert "[EMAIL]" in log and "where do pickers charge?" in log
 
 
 def test_reload_under_concurrent_load_loses_no_request(served: Served) -> None:

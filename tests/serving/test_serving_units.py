@@ -206,3 +206,10 @@ def test_adapters_of_one_base_share_an_engine(tmp_path: Path) -> None:
     (tmp_path / "bad" / "adapter_config.json").write_text("{}")
     with pytest.raises(DataError, match="does not name its base model"):
         engine_specs([version("sha256:bad", str(tmp_path / "bad"))])
+
+
+def test_chat_content_may_be_a_list_of_text_parts() -> None:
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]}
+    assert parse_chat(body, 16).question == "a\nb"
+    with pytest.raises(_BadRequest):
+        parse_chat({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, 16)
