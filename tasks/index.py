@@ -8,6 +8,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from lockgate.corpus import TokenChunking, load_corpus
+from lockgate.embeddings import open_embedder
 from lockgate.prep import pii_rules
 from lockgate.records import IndexBuild
 from lockgate.refresh import refresh_generation
@@ -38,7 +39,12 @@ def refresh_index(
     """
     logger = get_run_logger()
     # The corpus is redacted with the same rules as the training rows before anything is embedded.
-    embedder = embedder_for(embeddings.model, embeddings.batch_size)
+    if embeddings.backend == "torch":
+        embedder = embedder_for(embeddings.model, embeddings.batch_size)
+    else:  # the exported model is kept in the state folder, under the weights' digest
+        embedder = open_embedder(
+            embeddings.backend, embeddings.model, embeddings.batch_size, Path(artifacts_root).parent / "models" / "onnx"
+        )
     # Chunks are measured in the embedder's own tokens, so none is cut off at its input limit.
     tokens = TokenChunking(embedder.tokenizer(), embeddings.chunk_tokens, embeddings.chunk_overlap_tokens)
     chunks = load_corpus(Path(corpus_dir), pii=pii_rules(data), tokens=tokens)

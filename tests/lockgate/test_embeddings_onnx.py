@@ -1,0 +1,45 @@
+"""The ONNX Runtime int8 embedder: close to the PyTorch vectors, and its own identity.
+
+Speed is measured in benchmarks/bench_refresh.py (case d), not here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lockgate.embeddings import OnnxEmbedder, SentenceTransformerEmbedder, open_embedder
+from lockgate.errors import ConfigError
+
+TEXTS = [
+    f"Section {i}: the relay {i % 9} forwards messages to planner {i % 7}; it retries {i % 5} times." for i in range(48)
+]
+
+
+@pytest.mark.slow
+def test_onnx_int8_vectors_match_pytorch(tmp_path: Path) -> None:
+    onnx = OnnxEmbedder(cache_dir=tmp_path / "onnx")
+    torch = SentenceTransformerEmbedder()
+    a, b = torch.encode(TEXTS), onnx.encode(TEXTS)
+    cosine = (a * b).sum(axis=1)
+    assert b.shape == a.shape and np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-4)
+    assert cosine.mean() >= 0.99 and cosine.min() >= 0.97, (cosine.mean(), cosine.min())
+    # Retrieval: each text's nearest neighbours among the others are mostly the same.
+    top_a = np.argsort(-(a @ a.T), axis=1)[:, 1:11]
+    top_b = np.argsort(-(b @ b.T), axis=1)[:, 1:11]
+    overlap = np.mean([len(set(x) & set(y)) / 10 for x, y in zip(top_a, top_b, strict=True)])
+    assert overlap >= 0.8, overlap
+    assert onnx.identity != torch.identity, "int8 vectors are not mixed with fp32 ones"
+    assert onnx.model_file().is_file(), "the quantized model is kept for the next run"
+    again = OnnxEmbedder(cache_dir=tmp_path / "onnx")
+    # Same texts in the same batches: the same vectors (dynamic quantization scales activations
+    # per batch, so a text batched with others can differ slightly, about 1e-2 in cosine).
+    assert np.allclose(again.encode(TEXTS), b, atol=1e-5), "the cached model is the same model"
+    assert onnx.encode([]).shape == (0, 384)
+
+
+def test_unknown_backend_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"embeddings\.backend"):
+        open_embedder("openvino", "m", 8, tmp_path)
