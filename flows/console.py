@@ -8,6 +8,8 @@ terminal; the Prefect UI keeps its markdown artifact.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import logging
 import os
@@ -28,7 +30,6 @@ _RUN_SUFFIX = re.compile(r"-[0-9a-f]{3}$")  # Prefect's task run names: '<task>-
 # imported. The trainer runs in its own process with its own log (its progress bar is parsed).
 QUIET_LIBRARIES = {
     "TRANSFORMERS_VERBOSITY": "error",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "LLM_COMPRESSOR_LOG_LEVEL": "ERROR",
     "GRPC_VERBOSITY": "NONE",  # gRPC's C core (under Milvus Lite) writes straight to stderr
 }
@@ -115,6 +116,9 @@ def release_console(log_dir: Path, mode: Mode) -> Iterator[Path]:
     root.addHandler(to_file)
     logging.captureWarnings(True)  # warnings.warn from libraries: to the file, not the terminal
     stage_lines = StageLines(mode)
+    for library in ("pymilvus", "torch"):  # they attach their own terminal handlers on import
+        with contextlib.suppress(ImportError):
+            importlib.import_module(library)
     consoles = _console_handlers()
     formats = [h.formatter for _, h in consoles]
     # Loggers that keep their records from the root write them to the file themselves.
