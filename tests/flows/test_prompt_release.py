@@ -1,0 +1,125 @@
+"""Prompt-only releases on the embedded defaults: the production model (trained once here by the
+release flow) answers with a candidate prompt and with the production prompt; the gate decides.
+
+Several minutes: one real release first (training included), then each prompt release evaluates
+the eval set twice with the tiny model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flows.params import PromptMatrixParams, PromptReleaseParams, ReleaseParams
+from flows.pipeline import release
+from flows.prompt_release import prompt_matrix, prompt_release
+from lockgate.errors import GateRejected
+from lockgate.prompts import load_prompt
+from lockgate.registry.prompts import PromptRegistry
+from tests.conftest import ROOT
+from tests.lockgate.test_wandb_mirror import wandb_records
+
+pytestmark = pytest.mark.slow
+
+SHIPPED = load_prompt(ROOT / "prompts" / "grounded-qa.yaml")
+# Drops the retrieved context: the model has to answer from memory, and eval facts are never trained on.
+NO_CONTEXT = """\
+name: grounded-qa
+description: Answer without the retrieved context.
+variables: [question]
+template: "Question: {{ question }}\\nAnswer:"
+"""
+# The same instructions, written another way: context always given, surrounding whitespace trimmed.
+REWORDED = """\
+name: grounded-qa
+description: Answer from the retrieved context (reworded template).
+variables: [question, context]
+template: |-
+  Context: {{ context | trim }}
+  Question: {{ question | trim }}
+  Answer:
+"""
+
+
+@pytest.fixture(scope="module")
+def home(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state folder with a model and the shipped prompt in production."""
+    home = tmp_path_factory.mktemp("prompt-release-home")
+    summary = release(ReleaseParams(home=str(home)))
+    assert summary.action == "promoted", summary.reasons
+    return home
+
+
+def candidate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:
+    folder = tmp_path / "prompts"
+    folder.mkdir(exist_ok=True)
+    (folder / "grounded-qa.yaml").write_text(text, encoding="utf-8")
+    monkeypatch.setenv("LOCKGATE_PROMPTS__DIR", str(folder))
+    return folder
+
+
+def test_the_model_release_evaluated_with_the_production_prompt_and_recorded_it(home: Path) -> None:
+    from lockgate.registry import LocalRegistry
+
+    prompts = PromptRegistry(home / "registry", "grounded-qa")
+    assert prompts.production() == SHIPPED
+    promoted = [m for m in LocalRegistry(home / "registry").history() if m.alias == "production"][-1]
+    assert promoted.evidence["lineage"]["prompt_version"] == SHIPPED.version
+
+
+def test_a_prompt_that_drops_the_context_is_rejected_and_production_stays(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    candidate(tmp_path, monkeypatch, NO_CONTEXT)
+    with pytest.raises(GateRejected) as rejected:
+        prompt_release(PromptReleaseParams(home=str(home)))
+    summary = rejected.value.details
+    assert summary.action == "kept" and not summary.passed  # type: ignore[attr-defined]
+    reasons = " | ".join(summary.reasons)  # type: ignore[attr-defined]
+    assert "rouge_l paired gain" in reasons, reasons
+    assert "slice question_type=" in reasons and "veto" in reasons, "the worse slice is named"
+    registry = PromptRegistry(home / "registry", "grounded-qa")
+    assert registry.production() == SHIPPED, "production's prompt is unchanged"
+    assert registry.spec("candidate").variables == ("question",)
+
+
+def test_a_neutral_rewording_passes_non_inferiority_and_is_promoted(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = candidate(tmp_path, monkeypatch, REWORDED)
+    summary = prompt_release(PromptReleaseParams(home=str(home)))
+    assert summary.passed and summary.action == "promoted", summary.reasons
+    reworded = load_prompt(folder / "grounded-qa.yaml")
+    assert summary.production == reworded.version
+    assert any("non_inferiority:rouge_l" in c for c in summary.checks)
+    assert PromptRegistry(home / "registry", "grounded-qa").production() == reworded
+    again = prompt_release(PromptReleaseParams(home=str(home)))
+    assert again.action == "kept" and "already the production prompt" in again.reasons[0]
+
+
+def test_the_matrix_crosses_prompt_versions_with_models_and_logs_a_wandb_table(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    candidate(tmp_path, monkeypatch, NO_CONTEXT)
+    report = prompt_matrix(PromptMatrixParams(home=str(home), prompts=[SHIPPED.version, "file"]))
+    cells = {cell.prompt: cell for cell in report.cells}
+    assert len(cells) == 2 and report.reference.startswith(SHIPPED.version)
+    worse = cells[load_prompt(tmp_path / "prompts" / "grounded-qa.yaml").version].paired["rouge_l"]
+    assert worse.ci_high < 0, "the prompt without context is significantly worse, paired on the same questions"
+    assert cells[SHIPPED.version].paired["rouge_l"].mean == 0.0
+    logged = []  # the W&B offline run files, read back with wandb's own record format
+    for run in (home / "wandb" / "wandb").glob("offline-run-*/run-*.wandb"):
+        for record in wandb_records(run):
+            if record.WhichOneof("record_type") == "history":
+                fields = {
+                    item.nested_key[1]: json.loads(item.value_json)
+                    for item in record.history.item
+                    if list(item.nested_key)[:1] == ["prompt_matrix"] and len(item.nested_key) == 2
+                }
+                if fields:
+                    logged.append((run.parent, fields))
+    assert logged and logged[-1][1]["_type"] == "table-file", logged
+    table = json.loads(next(logged[-1][0].rglob("prompt_matrix_*.table.json")).read_text())
+    assert {row[0] for row in table["data"]} == set(cells) and "paired gain vs" in table["columns"][-1]
