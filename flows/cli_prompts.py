@@ -113,6 +113,30 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_release(args: argparse.Namespace) -> int:
+    from flows.cli import EXIT_REJECTED, _prefect_defaults, _quiet_verdict_tracebacks
+    from flows.params import PromptReleaseParams
+    from lockgate.errors import GateRejected
+    from lockgate.prompts import find_prompt
+
+    params = PromptReleaseParams(
+        profile=args.profile, home=args.home, prompt=args.prompt, decision_mode=args.decision_mode
+    )
+    settings = params.settings()  # fail fast on bad settings, and on a bad prompt file, before Prefect starts
+    find_prompt(settings.prompts_path, args.prompt or settings.prompts.name)
+    _prefect_defaults(settings.home_path)
+    from flows.prompt_release import prompt_release, prompt_summary_markdown
+
+    _quiet_verdict_tracebacks()
+    try:
+        summary = prompt_release(params)
+    except GateRejected as rejected:
+        print("\n" + prompt_summary_markdown(rejected.details), flush=True)  # type: ignore[arg-type]
+        return EXIT_REJECTED
+    print("\n" + prompt_summary_markdown(summary))
+    return 0
+
+
 def register(subparsers: Any) -> None:
     """Add ``prompts list|show|diff|promote|rollback`` to the ``lockgate`` command line."""
     parser = subparsers.add_parser(
@@ -148,6 +172,15 @@ def register(subparsers: Any) -> None:
     pr.add_argument("--weight", type=float, default=None, help="canary: share of requests, between 0 and 1")
     pr.add_argument("--reason", default="manual promotion", help="recorded in the history")
     pr.set_defaults(func=cmd_promote)
+
+    rl = sub.add_parser(
+        "release",
+        help="run the prompt-only release flow on the prompt file (exit 3 if the gate rejects it)",
+        description="Evaluate the prompt file's version with the production model against the production "
+        "prompt, gate it with the release policy (prompts.release_mode) and promote it if it passes.",
+    )
+    rl.add_argument("--decision-mode", default=None, choices=["auto", "manual", "dry_run"])
+    rl.set_defaults(func=cmd_release)
 
     rb = sub.add_parser(
         "rollback",

@@ -61,3 +61,12 @@ def test_a_bad_prompt_file_is_one_line_and_exit_2(prompts: Path, capsys: pytest.
     assert code == EXIT_BAD_INPUT and out == ""
     assert err.count("\n") == 1 and str(path) in err and "undeclared variable(s) ['persona']" in err, err
     assert "Traceback" not in err
+
+
+def test_releasing_a_bad_prompt_file_stops_before_anything_runs(
+    prompts: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = prompts / "grounded-qa.yaml"
+    path.write_text(path.read_text().replace("variables: [question, context]", "variables: [question]"))
+    code, _, err = run(capsys, "prompts", "release")
+    assert code == EXIT_BAD_INPUT and err.count("\n") == 1 and "undeclared variable(s) ['context']" in err, err
