@@ -332,15 +332,27 @@ class Gateway:
         key = self._authenticate(request)
         if key is None:
             return self._refuse_unauthenticated()
-        raw = await request.body()
-        if len(raw) > self.options.max_body_bytes:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.options.max_body_bytes:
+            # Refused before reading: a client cannot make the gateway hold a huge body.
             self.metrics.rejected.labels("too_large").inc()
             return _error(
                 413,
-                f"request body is {len(raw)} bytes; the limit is {self.options.max_body_bytes}",
+                f"request body is {declared} bytes; the limit is {self.options.max_body_bytes}",
                 "invalid_request_error",
                 "request_too_large",
             )
+        raw = bytearray()
+        async for part in request.stream():  # a body without a length is read only up to the limit
+            raw += part
+            if len(raw) > self.options.max_body_bytes:
+                self.metrics.rejected.labels("too_large").inc()
+                return _error(
+                    413,
+                    f"request body is over the limit of {self.options.max_body_bytes} bytes",
+                    "invalid_request_error",
+                    "request_too_large",
+                )
         try:
             chat = parse_chat(json.loads(raw), self.options.max_tokens)
         except ValueError:
@@ -368,10 +380,24 @@ class Gateway:
                 "context_length_exceeded",
             )
         variant = route(manifest, request.headers.get(USER_HEADER) or key.sha256)
-        contexts = (
-            await anyio.to_thread.run_sync(self.retriever.contexts, variant, chat.question) if variant.index_uri else []
-        )
-        prompt = self.render(variant.prompt_version, chat.question, "\n\n".join(contexts))
+        started = time.perf_counter()
+        try:
+            contexts = (
+                await anyio.to_thread.run_sync(self.retriever.contexts, variant, chat.question)
+                if variant.index_uri
+                else []
+            )
+            prompt = self.render(variant.prompt_version, chat.question, "\n\n".join(contexts))
+        except Exception as exc:
+            # The variant's index or prompt is broken: its error, counted against it (a canary rolls back).
+            log.warning("variant %s cannot prepare the prompt: %s: %s", variant.name, type(exc).__name__, exc)
+            self._finished(manifest, variant, None, chat, started, {}, "error")
+            return _error(
+                503,
+                f"variant {variant.name} cannot answer now (retrieval or prompt failed)",
+                "api_error",
+                headers={VARIANT_HEADER: variant.name},
+            )
         payload = {
             "model": variant.served_model,
             "prompt": prompt,
@@ -384,7 +410,6 @@ class Gateway:
             payload["stop"] = chat.stop
         if chat.stream:
             payload["stream_options"] = {"include_usage": True}
-        started = time.perf_counter()
         self.metrics.in_flight.inc()
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         headers: dict[str, str] = {VARIANT_HEADER: variant.name}

@@ -95,6 +95,7 @@ def serve(
     canary_url: str | None,
     index: tuple[IndexRetriever, tuple[str, str]],
     min_requests: int = 10,
+    canary_prompt: str = GROUNDED_QA.version,
 ) -> tuple[ServerThread, Served]:
     retriever, where = index
     keys_path = tmp / "keys.json"
@@ -113,7 +114,9 @@ def serve(
         registry.set_alias("canary", "sha256:cand", "deployed as canary")
         variants = [
             variant("production", 0.5, engine_url, "sha256:prod", where),
-            variant("canary", 0.5, canary_url, "sha256:cand", where),
+            variant("canary", 0.5, canary_url, "sha256:cand", where).model_copy(
+                update={"prompt_version": canary_prompt}
+            ),
         ]
     manifest_path = tmp / "manifest.json"
     write_manifest(manifest_path, ServingManifest(variants=tuple(variants), max_model_len=MAX_MODEL_LEN))
@@ -322,3 +325,27 @@ def test_the_engine_serves_the_base_and_its_lora_by_name(vllm_engine: RunningEng
         return list(r["choices"][0]["logprobs"]["token_logprobs"])
 
     assert answer("tiny") != answer("tiny-lora")
+
+
+def test_a_canary_with_a_broken_prompt_is_rolled_back_too(
+    vllm_engine: RunningEngine, index: tuple[IndexRetriever, tuple[str, str]], tmp_path: Path
+) -> None:
+    server, state = serve(
+        tmp_path, vllm_engine.url, vllm_engine.url, index, min_requests=3, canary_prompt="grounded-qa@000000000000"
+    )
+    with server:
+        codes: dict[str, list[int]] = {"production": [], "canary": []}
+        for i in range(24):
+            r = ask(state, "alice", headers={"x-user-id": f"v{i}"})
+            codes[r.headers.get("x-lockgate-variant", "?")].append(r.status_code)
+        assert set(codes["production"]) == {200}
+        assert codes["canary"] == [503] * 3
+        assert [e[0] for e in state.events] == ["lockgate.canary.rolled_back"]
+        # A body over the limit without a length header is refused after reading only the limit.
+        chunks = (b"x" * 1024 for _ in range(64))
+        r = httpx.post(
+            state.url + "/v1/chat/completions",
+            content=chunks,
+            headers={"Authorization": f"Bearer {state.keys['alice']}"},
+        )
+        assert r.status_code == 413
