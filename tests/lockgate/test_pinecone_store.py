@@ -297,3 +297,45 @@ def test_live_pinecone_serverless_round_trip(tmp_path: Path) -> None:
         from pinecone import Pinecone
 
         Pinecone(api_key=LIVE_KEY).delete_index(name)
+
+
+def test_the_sdk_control_plane_creates_a_serverless_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's control plane cannot be served locally (needledb's does not parse in SDK 10), so
+    this checks what the seam asks the SDK for; the live test runs it against Pinecone."""
+    import pinecone
+    from pinecone import ServerlessSpec
+
+    calls: list[tuple[str, object]] = []
+
+    class Described:
+        host = "https://docs-abc.svc.aped-1234.pinecone.io"
+
+    class RecordingPinecone:
+        def __init__(self, api_key: str, host: str | None = None) -> None:
+            calls.append(("key", api_key))
+            self.indexes: set[str] = set()
+
+        def has_index(self, name: str) -> bool:
+            calls.append(("has_index", name))
+            return name in made
+
+        def describe_index(self, name: str) -> Described:
+            calls.append(("describe_index", name))
+            return Described()
+
+        def create_index(self, **kwargs: object) -> Described:
+            calls.append(("create_index", kwargs))
+            made.add(str(kwargs["name"]))
+            return Described()
+
+    made: set[str] = set()
+    monkeypatch.setattr(pinecone, "Pinecone", RecordingPinecone)
+    control = SdkControlPlane(SecretStr("k-123"), "gcp", "europe-west4")
+    assert control.index_host("docs") is None
+    assert control.create_index("docs", 384, "cosine") == Described.host
+    assert control.index_host("docs") == Described.host
+    created = next(kw for op, kw in calls if op == "create_index")
+    assert isinstance(created, dict) and created["dimension"] == 384 and created["metric"] == "cosine"
+    spec = created["spec"]
+    assert isinstance(spec, ServerlessSpec) and (spec.cloud, spec.region) == ("gcp", "europe-west4")
+    assert ("key", "k-123") in calls
