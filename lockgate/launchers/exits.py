@@ -45,8 +45,9 @@ class DockerExitProbe:
     read ``State.OOMKilled``; it removes each one it has read.
     """
 
-    def __init__(self, client_factory: Callable[[], Any] | None = None) -> None:
+    def __init__(self, client_factory: Callable[[], Any] | None = None, exit_wait_s: float = 60.0) -> None:
         self._client_factory = client_factory
+        self.exit_wait_s = exit_wait_s
 
     def _client(self) -> Any:
         if self._client_factory is not None:
@@ -61,6 +62,8 @@ class DockerExitProbe:
         try:
             client = self._client()
             containers = client.containers.list(all=True, filters={"label": f"{DOCKER_FLOW_RUN_LABEL}={flow_run_id}"})
+            for container in containers:
+                self._wait_for_exit(container)
             exits = [docker_exit(c.name, c.attrs.get("State", {})) for c in containers]
             for container in containers:
                 if container.attrs.get("State", {}).get("Status") == "exited":
@@ -69,6 +72,17 @@ class DockerExitProbe:
             log.warning("cannot ask Docker how flow run %s ended: %s", flow_run_id, exc)
             return None
         return worst(exits)
+
+    def _wait_for_exit(self, container: Any) -> None:
+        """A crash is reported by the runner inside the container (its flow process was killed)
+        a moment before the container exits; Docker records ``OOMKilled`` at the exit."""
+        if container.attrs.get("State", {}).get("Status") in ("exited", "dead"):
+            return
+        try:
+            container.wait(timeout=self.exit_wait_s)
+        except Exception as exc:  # requests' timeout or connection error: read what there is
+            log.info("container %s still running after %.0f s: %s", container.name, self.exit_wait_s, exc)
+        container.reload()
 
 
 def docker_exit(name: str, state: Mapping[str, Any]) -> WorkerExit:
