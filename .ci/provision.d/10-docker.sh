@@ -13,4 +13,4 @@ if ! docker info >/dev/null 2>&1; then
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { echo "ci: dockerd did not start; see ~/.cache/lockgate/dockerd.log" >&2; exit 1; }
 fi
-make images
+ci_background images make images
