@@ -23,6 +23,7 @@ RUN python3 -m venv /opt/app \
  && /opt/app/bin/pip install --quiet "${TORCH}" \
  && /opt/app/bin/pip install --quiet -r /opt/requirements/app.lock
 ENV PATH=/opt/app/bin:$PATH
-# tini reaps the trainer's children and passes SIGTERM (a spot reclaim) to the flow process.
-ENTRYPOINT ["/usr/bin/tini", "--"]
+# tini reaps the trainer's children and passes SIGTERM (a spot reclaim) to the flow run's
+# whole process group (-g): the supervisor and the flow, which saves what it can and stops.
+ENTRYPOINT ["/usr/bin/tini", "-g", "--"]
 CMD ["python", "-m", "flows", "--help"]
