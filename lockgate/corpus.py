@@ -66,8 +66,17 @@ class TokenChunking:
     size: int
     overlap: int
 
+    @property
+    def specials(self) -> int:
+        """Special tokens the tokenizer adds to every input."""
+        cached = self.__dict__.get("_specials")
+        if cached is None:
+            cached = self.tokenizer.count("")
+            object.__setattr__(self, "_specials", cached)
+        return int(cached)
+
     def __post_init__(self) -> None:
-        room = self.tokenizer.max_input - self.tokenizer.count("")
+        room = self.tokenizer.max_input - self.specials
         if self.size > room:
             raise ConfigError(
                 f"embeddings.chunk_tokens {self.size} is over what the embedder reads: {self.tokenizer.max_input} "
@@ -112,13 +121,18 @@ def split_markdown(doc: str, text: str, max_chars: int, tokens: TokenChunking | 
     """
     chunks: list[Chunk] = []
     doc_key = short(digest_bytes(doc.encode()), 12)
+    fitted: dict[str, tuple[str, int]] = {}  # heading path -> (as embedded, its token cost)
     for titles, paragraph in _sections(text):
         title = " / ".join(titles)
         if tokens is None:
             pieces = _cut(paragraph, max_chars)
         else:
-            title = _fit_tokens(title, tokens.tokenizer, TITLE_TOKENS)
-            pieces = _cut_tokens(paragraph, title, tokens)
+            if title not in fitted:
+                short_title = _fit_tokens(title, tokens.tokenizer, TITLE_TOKENS)
+                cost = tokens.tokenizer.count(f"{short_title}: ") - tokens.specials if short_title else 0
+                fitted[title] = (short_title, cost)
+            title, title_cost = fitted[title]
+            pieces = _cut_tokens(paragraph, title, title_cost, tokens)
         for piece in pieces:
             chunks.append(Chunk(chunk_id=f"{doc_key}-{len(chunks):04d}", doc=doc, title=title, text=piece))
     return chunks
@@ -129,12 +143,16 @@ def _fit_tokens(text: str, tokenizer: Tokenizer, limit: int) -> str:
     return text if len(spans) <= limit else text[: spans[limit - 1][1]].rstrip()
 
 
-def _cut_tokens(paragraph: str, title: str, tokens: TokenChunking) -> list[str]:
+# Token counts at the seams of title and text can differ from the sum of the parts by a few;
+# a piece this far below the limit needs no exact recount.
+SEAM_MARGIN = 8
+
+
+def _cut_tokens(paragraph: str, title: str, title_cost: int, tokens: TokenChunking) -> list[str]:
     tokenizer = tokens.tokenizer
     spans = tokenizer.spans(paragraph)
     # The title is embedded with every piece: it takes its share of the input.
-    title_cost = tokenizer.count(f"{title}: ") - tokenizer.count("") if title else 0
-    size = max(8, min(tokens.size, tokenizer.max_input - tokenizer.count("") - title_cost))
+    size = max(8, min(tokens.size, tokenizer.max_input - tokens.specials - title_cost))
     pieces: list[str] = []
     start = 0
     while start < len(spans):
@@ -147,7 +165,8 @@ def _cut_tokens(paragraph: str, title: str, tokens: TokenChunking) -> list[str]:
                     break
         piece = paragraph[spans[start][0] : spans[end - 1][1]].strip()
         embedded = f"{title}: {piece}" if title else piece
-        while end - start > 1 and tokenizer.count(embedded) > tokenizer.max_input:
+        exact = (end - start) + title_cost + tokens.specials + SEAM_MARGIN > tokenizer.max_input
+        while exact and end - start > 1 and tokenizer.count(embedded) > tokenizer.max_input:
             end -= 1  # tokens at the seams may merge differently: shrink until it truly fits
             piece = paragraph[spans[start][0] : spans[end - 1][1]].strip()
             embedded = f"{title}: {piece}" if title else piece
