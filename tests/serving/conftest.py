@@ -82,9 +82,9 @@ def tiny_lora(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return out
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # stopped after its module: an idle vLLM would hold memory for the rest of the run
 def vllm_engine(tiny_model: Path, tiny_lora: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEngine]:
-    """One real vLLM server (CPU build) for the whole session: the tiny model as ``tiny`` and, by
+    """One real vLLM server (CPU build) per test module: the tiny model as ``tiny`` and, by
     name beside it (multi-LoRA), its adapter as ``tiny-lora``."""
     from lockgate.serving.vllm import free_port as engine_port
 
