@@ -110,6 +110,15 @@ class QuantCheck(Record):
     merged_latency_ms: float
     quantized_latency_ms: float
     reloaded: bool
+    # Speed where the model is served (vLLM), when measured; older records have none of it.
+    serving: str = "not measured"  # "vllm", or "not measured: <why>"
+    merged_tokens_per_s: float | None = None
+    quantized_tokens_per_s: float | None = None
+    merged_p50_ms: float | None = None
+    quantized_p50_ms: float | None = None
+    merged_p95_ms: float | None = None
+    quantized_p95_ms: float | None = None
+    served_sample: str = ""  # the quantized model's first served completion
 
 
 class IndexBuild(Record):

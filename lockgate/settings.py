@@ -276,6 +276,27 @@ class QuantizationSettings(_Area):
     max_loss_increase: float = Field(
         default=0.25, ge=0.0, description="Reject if eval loss grows by more than this (nats)."
     )
+    serving_benchmark: Literal["off", "auto", "vllm"] = Field(
+        default="off",
+        description="Measure the merged and the quantized model's tokens/s and latency through vLLM: 'auto' where "
+        "the serving environment (vllm_python) exists, 'vllm' always (missing: an error), 'off' never. Each "
+        "measurement starts vLLM twice (about 30 s each on CPU).",
+    )
+    vllm_python: str = Field(
+        default=".venv-serving/bin/python", description="The serving environment's python, for serving_benchmark."
+    )
+    bench_requests: int = Field(default=16, ge=1, le=10_000, description="Completions per serving benchmark.")
+    bench_concurrency: int = Field(default=4, ge=1, le=256, description="Completions in flight at once.")
+    bench_max_tokens: int = Field(default=16, ge=1, le=4096, description="Tokens generated per completion.")
+    min_serving_speedup: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=100.0,
+        description="Reject if quantized/merged tokens/s through vLLM is below this (0: report only). Judged "
+        "only where measured.",
+    )
+
+    NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset({"vllm_python"})
 
 
 class EmbeddingSettings(_Area):
