@@ -2,20 +2,27 @@
 
 The output is a compressed-tensors checkpoint: transformers loads it (decompressing on the
 fly) and vLLM serves it natively. ``check_quantized`` then measures whether it is really
-smaller, not much worse (eval loss on the answer tokens), and how fast it answers.
+smaller, not much worse (eval loss on the answer tokens), and how fast it answers. Speed is
+only meaningful where the model is served: transformers decompresses the weights, so with
+``quantization.serving_benchmark`` the check also measures both models' tokens/s and latency
+through vLLM (the serving environment), under the same load.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lockgate.digest import digest_json, digest_tree
-from lockgate.errors import StageError
+from lockgate.errors import ConfigError, StageError
 from lockgate.hf import load_causal_lm
 from lockgate.prep import load_jsonl
 from lockgate.prompts import GROUNDED_QA, PromptTemplate
@@ -53,17 +60,38 @@ def quantize_checkpoint(merged_dir: Path, out: Path, texts: list[str], settings:
     samples = texts[: settings.calibration_samples]
     enc = tok(samples, truncation=True, max_length=settings.max_seq_length)
     calib = Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
-    oneshot(
-        model=model,
-        dataset=calib,
-        recipe=recipe,
-        max_seq_length=settings.max_seq_length,
-        num_calibration_samples=len(samples),
-    )
+    with _cpu_awq_workaround(settings):
+        oneshot(
+            model=model,
+            dataset=calib,
+            recipe=recipe,
+            max_seq_length=settings.max_seq_length,
+            num_calibration_samples=len(samples),
+        )
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, save_compressed=True)
     tok.save_pretrained(out)
     return out
+
+
+@contextlib.contextmanager
+def _cpu_awq_workaround(settings: QuantizationSettings) -> Iterator[None]:
+    """llm-compressor 0.14's AWQ pins its cached activations for faster host-to-device copies;
+    torch without an accelerator refuses to pin ("Cannot access accelerator device"). On such a
+    machine pinning buys nothing, so AWQ runs with it switched off; everywhere else, unchanged."""
+    import torch
+
+    if settings.method != "awq" or torch.accelerator.is_available():
+        yield
+        return
+    from llmcompressor.pipelines.cache import IntermediatesCache
+
+    pin = IntermediatesCache.pin_memory
+    IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        IntermediatesCache.pin_memory = pin  # type: ignore[method-assign]
 
 
 def _recipe(settings: QuantizationSettings) -> Any:
@@ -146,11 +174,91 @@ def quantize_adapter(
     )
 
 
-def check_quantized(qm: QuantizedModel, eval_rows: list[dict[str, str]], settings: QuantizationSettings) -> QuantCheck:
-    """Reload the quantized checkpoint and compare it with the merged one."""
+@dataclass(frozen=True)
+class ServingComparison:
+    """The merged and the quantized model's speed through vLLM, or why it was not measured."""
+
+    serving: str  # "vllm", or "not measured: <why>"
+    merged: Any = None  # lockgate.serving.bench.ServedSpeed
+    quantized: Any = None
+    reasons: tuple[str, ...] = ()  # a model vLLM could not serve
+
+
+def serving_python(settings: QuantizationSettings) -> Path | None:
+    """The serving environment's python, or None where the benchmark is off or (``auto``) it is missing.
+
+    Raises:
+        ConfigError: ``serving_benchmark`` is ``vllm`` and the serving environment is missing.
+    """
+    if settings.serving_benchmark == "off":
+        return None
+    path = Path(settings.vllm_python)
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, Path(__file__).resolve().parents[1] / path]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    if settings.serving_benchmark == "vllm":
+        raise ConfigError(
+            f"quantization.vllm_python: {path} does not exist; build the serving environment (make setup) "
+            "or set quantization.serving_benchmark to auto or off"
+        )
+    return None
+
+
+def compare_served(
+    merged_dir: Path, quant_dir: Path, prompts: list[str], settings: QuantizationSettings, logs: Path | None = None
+) -> ServingComparison:
+    """Serve each checkpoint in turn with vLLM and put the same load on both.
+
+    A checkpoint vLLM cannot serve is a reason, not an exception: the gate says why it failed.
+    """
+    if settings.serving_benchmark == "off":
+        return ServingComparison("not measured: quantization.serving_benchmark is off")
+    python = serving_python(settings)
+    if python is None:
+        return ServingComparison(f"not measured: no serving environment ({settings.vllm_python} is missing)")
+    from lockgate.serving.bench import BenchLoad, bench_checkpoint
+
+    load = BenchLoad(
+        prompts=tuple(prompts),
+        requests=settings.bench_requests,
+        concurrency=settings.bench_concurrency,
+        max_tokens=settings.bench_max_tokens,
+    )
+    logs = logs or Path(tempfile.mkdtemp(prefix="lockgate-quant-bench-"))
+    speeds: dict[str, Any] = {}
+    reasons = []
+    for name, path in (("merged", merged_dir), ("quantized", quant_dir)):
+        try:
+            speeds[name] = bench_checkpoint(str(python), str(path), load, logs / f"{name}-vllm.log")
+        except StageError as exc:
+            reasons.append(f"vLLM could not serve the {name} model: {exc}")
+    log.info("serving benchmark (vLLM): %s", {k: round(v.tokens_per_s, 1) for k, v in speeds.items()})
+    return ServingComparison("vllm", speeds.get("merged"), speeds.get("quantized"), tuple(reasons))
+
+
+def serving_reasons(served: ServingComparison, settings: QuantizationSettings) -> list[str]:
+    """Why the served speed rejects the quantized model (nothing where it was not measured)."""
+    reasons = list(served.reasons)
+    if served.merged is None or served.quantized is None or settings.min_serving_speedup <= 0:
+        return reasons
+    speedup = served.quantized.tokens_per_s / max(served.merged.tokens_per_s, 1e-9)
+    if speedup < settings.min_serving_speedup:
+        reasons.append(
+            f"served speed-up x{speedup:.2f} ({served.quantized.tokens_per_s:.0f} vs "
+            f"{served.merged.tokens_per_s:.0f} tokens/s in vLLM) < quantization.min_serving_speedup "
+            f"{settings.min_serving_speedup}"
+        )
+    return reasons
+
+
+def check_quantized(
+    qm: QuantizedModel, eval_rows: list[dict[str, str]], settings: QuantizationSettings, logs: Path | None = None
+) -> QuantCheck:
+    """Reload the quantized checkpoint and compare it with the merged one (and, where set, in vLLM)."""
     reasons: list[str] = []
     # The verdict depends on the model, the eval rows and the thresholds: so does its digest.
-    digest = digest_json({"model": qm.digest, "eval": digest_json(eval_rows), "settings": settings.model_dump()})
+    digest = digest_json({"model": qm.digest, "eval": digest_json(eval_rows), "settings": settings.recipe()})
     merged, tok = load_causal_lm(qm.merged_path)
     try:
         quant, _ = load_causal_lm(qm.path)
@@ -174,6 +282,9 @@ def check_quantized(qm: QuantizedModel, eval_rows: list[dict[str, str]], setting
     probe = calibration_rows(eval_rows[:4])
     merged_ms = forward_latency_ms(merged, tok, probe)
     quant_ms = forward_latency_ms(quant, tok, probe)
+    del merged, quant  # vLLM needs the memory next
+    prompts = [GROUNDED_QA.render(r["instruction"], r.get("context", "")) for r in eval_rows[:8]]
+    served = compare_served(Path(qm.merged_path), Path(qm.path), prompts, settings, logs)
     ratio = qm.size_bytes / max(qm.merged_size_bytes, 1)
     increase = quant_loss - merged_loss
     if not math.isfinite(quant_loss):
@@ -184,6 +295,7 @@ def check_quantized(qm: QuantizedModel, eval_rows: list[dict[str, str]], setting
         reasons.append(
             f"eval loss grew by {increase:.3f} > quantization.max_loss_increase {settings.max_loss_increase}"
         )
+    reasons += serving_reasons(served, settings)
     return QuantCheck(
         digest=digest,
         parents=(qm.digest,),
@@ -196,4 +308,12 @@ def check_quantized(qm: QuantizedModel, eval_rows: list[dict[str, str]], setting
         merged_latency_ms=merged_ms,
         quantized_latency_ms=quant_ms,
         reloaded=reloaded,
+        serving=served.serving,
+        merged_tokens_per_s=served.merged.tokens_per_s if served.merged else None,
+        quantized_tokens_per_s=served.quantized.tokens_per_s if served.quantized else None,
+        merged_p50_ms=served.merged.p50_ms if served.merged else None,
+        quantized_p50_ms=served.quantized.p50_ms if served.quantized else None,
+        merged_p95_ms=served.merged.p95_ms if served.merged else None,
+        quantized_p95_ms=served.quantized.p95_ms if served.quantized else None,
+        served_sample=served.quantized.sample if served.quantized else "",
     )
