@@ -388,15 +388,14 @@ class MilvusStore:
         already under that name (the layout before blue/green) is renamed ``<alias>__legacy``,
         not dropped.
         """
-        try:
-            self._client.describe_alias(alias)
-            is_alias = True
-        except Exception:  # pymilvus raises when the name is not an alias
-            is_alias = False
-        if is_alias:
-            self._call("alter_alias", lambda: self._client.alter_alias(self.collection, alias))
-            return
+        # Asked about an alias, describe_collection names the collection behind it (describe_alias,
+        # asked about a name that is no alias, logs an RPC error with a traceback before it raises).
         if self._call("has_collection", lambda: self._client.has_collection(alias)):
+            behind = self._call("describe", lambda: self._client.describe_collection(alias)).get("collection_name")
+            if behind != alias:
+                if behind != self.collection:
+                    self._call("alter_alias", lambda: self._client.alter_alias(self.collection, alias))
+                return
             log.warning(
                 "renaming the collection %r to %r: its name becomes the serving alias", alias, alias + "__legacy"
             )
