@@ -4,6 +4,7 @@ a canary traffic weight for serving, and the W&B mirror (read back from the offl
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -80,20 +81,53 @@ def test_a_canary_records_its_traffic_weight_for_serving(tmp_path: Path) -> None
         registry.release(second, {}, True, first.digest, to="canary", weight=None)
 
 
+def logged_prompt_artifacts(home: Path, expected: int) -> list[tuple[str, str, str, list[str]]]:
+    """(name, type, version, aliases) of every artifact the offline runs hold; W&B may still be writing
+    a run file after ``finish`` returns on a busy machine, so wait (bounded) for ``expected`` of them."""
+    deadline = time.monotonic() + 60
+    while True:
+        logged = []
+        for run in sorted((home / "wandb" / "wandb").glob("offline-run-*/run-*.wandb")):
+            for record in wandb_records(run):
+                if record.WhichOneof("record_type") == "artifact":
+                    meta = json.loads(record.artifact.metadata)
+                    artifact = record.artifact
+                    logged.append((artifact.name, artifact.type, meta["lineage"]["version"], sorted(artifact.aliases)))
+        if len(logged) >= expected or time.monotonic() > deadline:
+            return logged
+        time.sleep(0.5)
+
+
 def test_prompt_versions_and_aliases_are_mirrored_to_wandb(tmp_path: Path) -> None:
     registry = open_prompt_registry(RegistrySettings(backend="wandb"), tmp_path / "home" / "registry", "grounded-qa")
     registry.serving(BASE)
     better = variant("Reply:")
     registry.release(better, {}, True, BASE.digest)
-    runs = sorted((tmp_path / "home" / "wandb" / "wandb").glob("offline-run-*/run-*.wandb"))
-    logged = []
-    for run in sorted(runs, key=lambda p: p.stat().st_mtime_ns):
-        for record in wandb_records(run):
-            if record.WhichOneof("record_type") == "artifact":
-                meta = json.loads(record.artifact.metadata)
-                logged.append((record.artifact.name, record.artifact.type, meta["lineage"]["version"]))
-                logged[-1] += (sorted(record.artifact.aliases),)
-    assert ("lockgate-prompt-grounded-qa", "prompt", BASE.version) == logged[0][:3]
-    assert "production" in logged[0][3]
-    _, _, version, aliases = logged[-1]
-    assert version == better.version and {"production", "candidate"} <= set(aliases)
+    logged = logged_prompt_artifacts(tmp_path / "home", expected=2)
+    assert {(name, kind) for name, kind, _, _ in logged} == {("lockgate-prompt-grounded-qa", "prompt")}
+    by_version = {version: set(aliases) for _, _, version, aliases in logged}
+    assert "production" in by_version[BASE.version], "the first version was production when it was mirrored"
+    assert {"production", "candidate"} <= by_version[better.version]
+
+
+def test_the_prompt_gate_is_the_release_policy_in_the_prompts_mode_and_checks_the_champion_prompt() -> None:
+    from lockgate.registry.prompts import decide_prompt, prompt_policy
+    from tests.lockgate.test_gates import LINEAGE, POLICY, report
+
+    policy = prompt_policy(POLICY, "non_inferiority")
+    assert policy.mode == "non_inferiority" and policy.digest != POLICY.digest
+    assert (policy.slices, policy.min_scores) == (POLICY.slices, POLICY.min_scores), "the other rules as written"
+    production = "p@production"
+    neutral = report(gain=0.0, sd=0.01)
+    neutral = neutral.model_copy(
+        update={"champion": neutral.champion.model_copy(update={"label": f"production prompt {production}"})}
+    )
+    decision = decide_prompt(neutral, policy, LINEAGE, production)
+    assert decision.passed, decision.reasons
+    assert {"quantization", "drift"}.isdisjoint(c.name for c in decision.checks), "the model is production's"
+    other = decide_prompt(neutral, policy, LINEAGE, "p@other")
+    assert not other.passed and other.digest != decision.digest
+    assert "production prompt is p@other" in " ".join(other.reasons)
+    worse = report(gain=-0.1, sd=0.02).model_copy(update={"champion": neutral.champion})
+    rejected = decide_prompt(worse, policy, LINEAGE, production)
+    assert not rejected.passed and any(c.name == "non_inferiority:rouge_l" and not c.passed for c in rejected.checks)
