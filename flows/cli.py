@@ -76,15 +76,14 @@ def cmd_release(args: argparse.Namespace) -> int:
     from flows.pipeline import release, summary_markdown
 
     _quiet_verdict_tracebacks()
+    code = 0
     with release_console(settings.home_path / "logs", mode) as log_path:
         try:
             summary = release(params)
         except GateRejected as rejected:
-            summary = rejected.details  # type: ignore[assignment]
-            print_summary(summary, log_path, mode, summary_markdown(summary))
-            return EXIT_REJECTED
-    print_summary(summary, log_path, mode, summary_markdown(summary))
-    return 0
+            summary, code = rejected.details, EXIT_REJECTED  # type: ignore[assignment]
+    print_summary(summary, log_path, mode, summary_markdown(summary))  # after the console: to stdout
+    return code
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -129,9 +129,14 @@ def release_console(log_dir: Path, mode: Mode) -> Iterator[Path]:
     for logger in own_handlers:
         logger.addHandler(to_file)
     quieted = _quiet_in_process_bars()
+    # Libraries that print (transformers announces W&B's offline mode on import) write to the
+    # log, so stdout carries only the summary (--json: one JSON object).
+    printed = path.open("a", encoding="utf-8", buffering=1)
     try:
-        yield path
+        with contextlib.redirect_stdout(printed):
+            yield path
     finally:
+        printed.close()
         for (_, handler), format_ in zip(consoles, formats, strict=True):
             handler.removeFilter(stage_lines)
             handler.setFormatter(format_)
@@ -148,14 +153,17 @@ def _quiet_in_process_bars() -> Any:
     """Progress bars off in this process (llm-compressor's calibration bars, transformers' and
     huggingface_hub's); returns the undo. Not through TQDM_DISABLE: the trainer's process would
     inherit it, and its progress bar is how the launcher counts steps."""
-    from functools import partialmethod
-
     import tqdm.std
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars  # type: ignore[attr-defined]
     from transformers.utils import logging as hf_logging
 
     init = tqdm.std.tqdm.__init__
-    tqdm.std.tqdm.__init__ = partialmethod(init, disable=True)  # type: ignore[method-assign]
+
+    def without_bar(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs["disable"] = True  # over the caller's own disable=False (compressed-tensors passes one)
+        init(self, *args, **kwargs)
+
+    tqdm.std.tqdm.__init__ = without_bar  # type: ignore[method-assign]
     disable_progress_bars()
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
