@@ -8,6 +8,7 @@ the eval set twice with the tiny model.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,27 @@ def candidate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Pat
     return folder
 
 
+def matrix_tables(home: Path) -> list[tuple[Path, dict[str, object]]]:
+    """The prompt_matrix tables logged to the W&B offline runs, read back with wandb's own record format
+    (W&B may still be writing a run file after ``finish`` returns on a busy machine: wait, bounded)."""
+    deadline = time.monotonic() + 60
+    while True:
+        logged = []
+        for run in sorted((home / "wandb" / "wandb").glob("offline-run-*/run-*.wandb")):
+            for record in wandb_records(run):
+                if record.WhichOneof("record_type") == "history":
+                    fields = {
+                        item.nested_key[1]: json.loads(item.value_json)
+                        for item in record.history.item
+                        if list(item.nested_key)[:1] == ["prompt_matrix"] and len(item.nested_key) == 2
+                    }
+                    if fields:
+                        logged.append((run.parent, fields))
+        if logged or time.monotonic() > deadline:
+            return logged
+        time.sleep(0.5)
+
+
 def test_the_model_release_evaluated_with_the_production_prompt_and_recorded_it(home: Path) -> None:
     from lockgate.registry import LocalRegistry
 
@@ -109,17 +131,7 @@ def test_the_matrix_crosses_prompt_versions_with_models_and_logs_a_wandb_table(
     worse = cells[load_prompt(tmp_path / "prompts" / "grounded-qa.yaml").version].paired["rouge_l"]
     assert worse.ci_high < 0, "the prompt without context is significantly worse, paired on the same questions"
     assert cells[SHIPPED.version].paired["rouge_l"].mean == 0.0
-    logged = []  # the W&B offline run files, read back with wandb's own record format
-    for run in (home / "wandb" / "wandb").glob("offline-run-*/run-*.wandb"):
-        for record in wandb_records(run):
-            if record.WhichOneof("record_type") == "history":
-                fields = {
-                    item.nested_key[1]: json.loads(item.value_json)
-                    for item in record.history.item
-                    if list(item.nested_key)[:1] == ["prompt_matrix"] and len(item.nested_key) == 2
-                }
-                if fields:
-                    logged.append((run.parent, fields))
+    logged = matrix_tables(home)
     assert logged and logged[-1][1]["_type"] == "table-file", logged
     table = json.loads(next(logged[-1][0].rglob("prompt_matrix_*.table.json")).read_text())
     assert {row[0] for row in table["data"]} == set(cells) and "paired gain vs" in table["columns"][-1]
