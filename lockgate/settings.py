@@ -277,7 +277,7 @@ class QuantizationSettings(_Area):
         default=0.25, ge=0.0, description="Reject if eval loss grows by more than this (nats)."
     )
     serving_benchmark: Literal["off", "auto", "vllm"] = Field(
-        default="off",
+        default="auto",
         description="Measure the merged and the quantized model's tokens/s and latency through vLLM: 'auto' where "
         "the serving environment (vllm_python) exists, 'vllm' always (missing: an error), 'off' never. Each "
         "measurement starts vLLM twice (about 30 s each on CPU).",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ EXAMPLES = ROOT / "examples"
 
 # Nothing in the tests may reach beyond localhost.
 apply_offline_defaults()
+# The pipeline tests run many uncached quantize stages; measuring each through vLLM would
+# start it twice per run. That measurement has its own tests (tests/serving/test_quantized_serving.py).
+os.environ.setdefault("LOCKGATE_QUANTIZATION__SERVING_BENCHMARK", "off")
 
 
 @pytest.fixture
