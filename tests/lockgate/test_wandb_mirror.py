@@ -40,9 +40,17 @@ def wandb_records(path: Path) -> Iterator[Any]:
             yield record
 
 
+def started_at(run: Path) -> tuple[int, int]:
+    for record in wandb_records(run):
+        if record.WhichOneof("record_type") == "run":
+            return record.run.start_time.seconds, record.run.start_time.nanos
+    raise AssertionError(f"{run} has no run record")
+
+
 def mirrored(home: Path) -> list[list[tuple[str, list[str]]]]:
     """Per offline run, oldest first: (model digest, aliases) of every artifact version logged."""
-    runs = sorted((home / "wandb" / "wandb").glob("offline-run-*/run-*.wandb"), key=lambda p: p.stat().st_mtime_ns)
+    # By each run's own start time: files may still be written after finish(), so mtimes can reorder them.
+    runs = sorted((home / "wandb" / "wandb").glob("offline-run-*/run-*.wandb"), key=started_at)
     out = []
     for run in runs:
         logged = []
