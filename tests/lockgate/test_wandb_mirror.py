@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,17 +41,30 @@ def wandb_records(path: Path) -> Iterator[Any]:
             yield record
 
 
-def started_at(run: Path) -> tuple[int, int]:
+def started_at(run: Path) -> tuple[int, int] | None:
+    """When a finished run started; None while its file lacks the run or the exit record."""
+    start, finished = None, False
     for record in wandb_records(run):
-        if record.WhichOneof("record_type") == "run":
-            return record.run.start_time.seconds, record.run.start_time.nanos
-    raise AssertionError(f"{run} has no run record")
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            start = record.run.start_time.seconds, record.run.start_time.nanos
+        finished = finished or kind == "exit"
+    return start if finished else None
 
 
-def mirrored(home: Path) -> list[list[tuple[str, list[str]]]]:
+def mirrored(home: Path, runs_expected: int) -> list[list[tuple[str, list[str]]]]:
     """Per offline run, oldest first: (model digest, aliases) of every artifact version logged."""
-    # By each run's own start time: files may still be written after finish(), so mtimes can reorder them.
-    runs = sorted((home / "wandb" / "wandb").glob("offline-run-*/run-*.wandb"), key=started_at)
+    # W&B's service process may still be writing a run's file after finish() returned (seen on
+    # a busy machine): wait, bounded, until every run's file holds its run and exit records.
+    deadline = time.monotonic() + 60
+    while True:
+        files = list((home / "wandb" / "wandb").glob("offline-run-*/run-*.wandb"))
+        started = {f: started_at(f) for f in files}
+        if (len(files) >= runs_expected and None not in started.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    # By each run's own start time: mtimes can reorder them for the same reason.
+    runs = sorted(files, key=lambda f: started[f] or (0, 0))
     out = []
     for run in runs:
         logged = []
@@ -68,7 +82,7 @@ def test_promotions_and_rollbacks_are_mirrored_with_lineage_and_aliases(tmp_path
     assert registry.record_release(A, str(tmp_path / "m"), {"dataset": "d1"}, {}, True, None)[0] == "promoted"
     assert registry.record_release(B, str(tmp_path / "m"), {"dataset": "d2"}, {}, True, A)[0] == "promoted"
     registry.rollback("production", "canary errors")
-    runs = mirrored(tmp_path / "home")
+    runs = mirrored(tmp_path / "home", runs_expected=3)
     assert len(runs) == 3
     assert runs[0] == [(A, ["candidate", "latest", "production", "sha-aaaaaaaaaaaa"])]
     assert dict(runs[1])[B] == ["candidate", "latest", "production", "sha-bbbbbbbbbbbb"]
