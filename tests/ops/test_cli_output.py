@@ -24,6 +24,8 @@ def release(home: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     """`python -m flows release` as `make demo` runs it (Makefile's environment), piped."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LOCKGATE_"))}
     env.update(PYTHONPATH=str(ROOT), LOCKGATE_HOME=str(home), WANDB_MODE="offline")
+    # As the rest of the suite: vLLM's serving benchmark of the quantized model is tested on its own.
+    env["LOCKGATE_QUANTIZATION__SERVING_BENCHMARK"] = os.environ.get("LOCKGATE_QUANTIZATION__SERVING_BENCHMARK", "off")
     return subprocess.run(
         [str(ROOT / ".venv" / "bin" / "python"), "-m", "flows", "release", *flags],
         env=env,
