@@ -10,6 +10,7 @@ from pydantic import Field
 from flows.params import StageParams
 from lockgate.prompts import GROUNDED_QA
 from lockgate.serving.deploy import DeployRequest
+from lockgate.stores.aliases import serving_collection
 from tasks.serving import retire, start_and_smoke_test, switch_manifest
 
 
@@ -38,7 +39,13 @@ def deploy(params: DeployParams = DeployParams()) -> dict[str, Any]:  # noqa: B0
         canary_weight=weight,
         default_prompt_version=GROUNDED_QA.version,
         index_uri=settings.vector_uri,
-        index_collection=settings.vector_store.collection,
+        # Milvus follows a blue/green switch through its own alias; Pinecone has none, so the
+        # serving namespace is resolved here (a later switch is served after the next deploy).
+        index_collection=(
+            settings.vector_store.collection
+            if settings.vector_store.backend != "pinecone"
+            else serving_collection(settings.home_path, settings.vector_store.collection)
+        ),
     )
     outcome = start_and_smoke_test(settings, request)
     manifest = switch_manifest(settings, outcome)

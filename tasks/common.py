@@ -18,7 +18,7 @@ from lockgate.embeddings import Embedder, SentenceTransformerEmbedder, resolve_m
 from lockgate.errors import TransientError
 from lockgate.fingerprint import stage_cache_key, trainer_environment_digest, weights_digest
 from lockgate.records import Record
-from lockgate.settings import LockgateSettings
+from lockgate.settings import EmbeddingSettings, LockgateSettings
 from lockgate.store import LocalArtifactStore
 
 
@@ -72,6 +72,23 @@ def retry_transient(task, task_run, state) -> bool:  # type: ignore[no-untyped-d
 def embedder_for(model: str, batch_size: int) -> Embedder:
     """One loaded embedder per process and model: loading costs seconds, encoding milliseconds."""
     return SentenceTransformerEmbedder(model, batch_size=batch_size)
+
+
+@lru_cache(maxsize=2)
+def _exported_embedder(backend: str, model: str, batch_size: int, cache_dir: str) -> Embedder:
+    from lockgate.embeddings import open_embedder
+
+    return open_embedder(backend, model, batch_size, Path(cache_dir))
+
+
+def embedder_of(embeddings: EmbeddingSettings, artifacts_root: str) -> Embedder:
+    """The embedder ``embeddings.backend`` names, for every stage alike: vectors built with one
+    backend are searched and compared with the same one. An exported model (ONNX) is kept in
+    the state folder under its weights' digest."""
+    if embeddings.backend == "torch":
+        return embedder_for(embeddings.model, embeddings.batch_size)
+    cache_dir = str(Path(artifacts_root).parent / "models" / "onnx")
+    return _exported_embedder(embeddings.backend, embeddings.model, embeddings.batch_size, cache_dir)
 
 
 def artifact_key(text: str) -> str:

@@ -14,7 +14,7 @@ from lockgate.records import DatasetSnapshot, DriftReport
 from lockgate.registry import drift_reference, open_registry
 from lockgate.settings import DriftSettings, EmbeddingSettings, RegistrySettings
 from lockgate.store import LocalArtifactStore
-from tasks.common import StageCache, embedder_for
+from tasks.common import StageCache, embedder_of
 
 
 @task(name="drift-inputs")
@@ -49,7 +49,7 @@ def check_drift(
     ``embedder_weights`` is the embedder's content digest, for the cache key.
     """
     logger = get_run_logger()
-    embedder = embedder_for(embeddings.model, embeddings.batch_size)
+    embedder = embedder_of(embeddings, artifacts_root)
     reference, current = embedder.encode(reference_texts), embedder.encode(current_texts)
     report = detect_drift(
         reference,

@@ -34,7 +34,7 @@ from lockgate.settings import (
 from lockgate.stats import paired_difference
 from lockgate.store import LocalArtifactStore
 from lockgate.vectorstore import open_store
-from tasks.common import StageCache, embedder_for
+from tasks.common import StageCache, embedder_of
 
 
 @task(name="find-champion")
@@ -109,8 +109,8 @@ def evaluate_candidate(
         champion_prompt=champion_prompt,
     )
     engines = Retrieval(
-        store=open_store(vector_store.backend, index.uri, index.collection),
-        embedder=embedder_for(embeddings.model, embeddings.batch_size),
+        store=open_store(vector_store.backend, index.uri, index.collection, vector_store),
+        embedder=embedder_of(embeddings, artifacts_root),
         embedding_model=embeddings.model,
     )
     judge = judge_config(evaluation)  # the key is read from the environment here, never a parameter
@@ -226,8 +226,8 @@ def evaluate_prompt_matrix(
     against production's prompt and model, as a Prefect artifact and a W&B table (offline by default)."""
     logger = get_run_logger()
     engines = Retrieval(
-        store=open_store(vector_store.backend, index.uri, index.collection),
-        embedder=embedder_for(embeddings.model, embeddings.batch_size),
+        store=open_store(vector_store.backend, index.uri, index.collection, vector_store),
+        embedder=embedder_of(embeddings, artifacts_root),
         embedding_model=embeddings.model,
     )
     report = evaluate_matrix(

@@ -8,7 +8,6 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from lockgate.corpus import TokenChunking, load_corpus
-from lockgate.embeddings import open_embedder
 from lockgate.prep import pii_rules
 from lockgate.records import IndexBuild
 from lockgate.refresh import refresh_generation
@@ -16,7 +15,7 @@ from lockgate.settings import DataSettings, EmbeddingSettings, VectorStoreSettin
 from lockgate.store import LocalArtifactStore
 from lockgate.stores import open_store
 from lockgate.stores.aliases import IndexAliases
-from tasks.common import embedder_for, retry_transient
+from tasks.common import embedder_of, retry_transient
 
 
 @task(name="refresh-index", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)
@@ -39,12 +38,7 @@ def refresh_index(
     """
     logger = get_run_logger()
     # The corpus is redacted with the same rules as the training rows before anything is embedded.
-    if embeddings.backend == "torch":
-        embedder = embedder_for(embeddings.model, embeddings.batch_size)
-    else:  # the exported model is kept in the state folder, under the weights' digest
-        embedder = open_embedder(
-            embeddings.backend, embeddings.model, embeddings.batch_size, Path(artifacts_root).parent / "models" / "onnx"
-        )
+    embedder = embedder_of(embeddings, artifacts_root)
     # Chunks are measured in the embedder's own tokens, so none is cut off at its input limit.
     tokens = TokenChunking(embedder.tokenizer(), embeddings.chunk_tokens, embeddings.chunk_overlap_tokens)
     chunks = load_corpus(Path(corpus_dir), pii=pii_rules(data), tokens=tokens)

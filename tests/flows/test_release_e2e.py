@@ -108,7 +108,7 @@ def test_a_moved_checkout_reruns_nothing(
     first_run, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
     checkout = tmp_path / "elsewhere" / "lockgate"
-    for name in ("examples", "profiles", "policies", "requirements"):
+    for name in ("examples", "profiles", "policies", "prompts", "requirements"):
         shutil.copytree(ROOT / name, checkout / name)
     (checkout / ".venv-trainer").symlink_to((ROOT / ".venv-trainer").resolve())
     moved = tmp_path / "elsewhere" / "state"
