@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -111,6 +112,16 @@ class LocalAxolotlLauncher:
         _record_attempt(output_dir, resumed, checkpoints)
         max_steps = _max_steps(config_path)
         log_path = output_dir / "axolotl.log"
+        # Killed after its last save, the training is done (Axolotl, resumed there, would train
+        # one step past max_steps): its adapter is the checkpoint's.
+        done = resumed is not None and max_steps is not None and checkpoint_step(resumed) >= max_steps
+        if resumed is not None and done and all((resumed / name).is_file() for name in ADAPTER_FILES):
+            log.info("%s is at max_steps=%s: nothing left to train", resumed.name, max_steps)
+            for name in ADAPTER_FILES:
+                shutil.copy2(resumed / name, output_dir / name)
+            steps, loss = _final_state(output_dir)
+            preemptions, redone = attempt_history(output_dir, checkpoints)
+            return TrainingRun(output_dir, steps, loss, str(resumed), log_path, preemptions, redone)
         # W&B (when the config asks for it) keeps its run files beside the checkpoints.
         env = {**os.environ, "WANDB_DIR": str(output_dir), **self.env}
         env.pop("PYTHONPATH", None)  # the trainer env must not see the app env's packages

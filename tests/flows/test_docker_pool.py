@@ -65,6 +65,10 @@ def docker_pool(server: tuple[str, dict[str, str]], tmp_path: Path) -> Iterator[
             docker("rm", "-f", *leftover)
 
 
+def attempts_in(store: Path) -> list[dict[str, int]]:
+    return [json.loads(p.read_text()) for p in sorted(store.glob("*/attempts/*.json"))]
+
+
 def durable_steps(store: Path) -> list[int]:
     done = store.glob("*/checkpoint-*/lockgate-complete.json")
     return sorted(int(p.parent.name.split("-")[1]) for p in done)
@@ -77,13 +81,13 @@ def test_release_on_the_docker_pool_survives_two_kills_and_a_sigterm(
     sent SIGTERM once; each time the release re-submits it, a fresh container resumes from the
     checkpoint store, and training reaches max_steps."""
     url, env, trainer = docker_pool
-    max_steps = 30
+    max_steps = 200
     release_env = {
         **env,
         "LOCKGATE_TRAINING__LAUNCHER": "deployment",
         "LOCKGATE_TRAINING__DEPLOYMENT": "finetune/finetune-docker",
         "LOCKGATE_TRAINING__MAX_STEPS": str(max_steps),
-        "LOCKGATE_TRAINING__SAVE_STEPS": "5",
+        "LOCKGATE_TRAINING__SAVE_STEPS": "10",
         "LOCKGATE_TRAINING__MAX_RESUBMITS": "4",
     }
     log_path = tmp_path / "release.log"
@@ -96,11 +100,18 @@ def test_release_on_the_docker_pool_survives_two_kills_and_a_sigterm(
     )
     store = tmp_path / "home" / "artifacts" / "checkpoints"
     rng = random.Random()
-    interruptions = [("KILL", 5), ("KILL", 10), ("TERM", 15)]  # signal, after this durable step
+    interruptions = [("KILL", 10), ("KILL", 10), ("TERM", 10)]  # signal, after this durable step
     try:
-        for sig, after in interruptions:
+        for n, (sig, after) in enumerate(interruptions, start=1):
+            # The n-th container has started training (its attempt is in the store) and a
+            # durable checkpoint exists: then a random moment of its run.
             deadline = time.monotonic() + 600
-            while not (durable_steps(store) and durable_steps(store)[-1] >= after and running_finetunes(trainer)):
+            while not (
+                len(attempts_in(store)) >= n
+                and durable_steps(store)
+                and durable_steps(store)[-1] >= after
+                and running_finetunes(trainer)
+            ):
                 assert release.poll() is None, log_path.read_text()[-4000:]
                 assert time.monotonic() < deadline, f"no durable checkpoint-{after} in a running container"
                 time.sleep(0.5)
@@ -128,7 +139,7 @@ def test_release_on_the_docker_pool_survives_two_kills_and_a_sigterm(
         f"resumed {meta['train_loss']} vs uninterrupted {baseline}"
     )
     assert 0 <= meta["steps_redone"] < max_steps
-    attempts = [json.loads(p.read_text()) for p in sorted(store.glob("*/attempts/*.json"))]
+    attempts = attempts_in(store)
     resumed = [a["resumed_step"] for a in attempts if a["resumed_step"] > 0]
     assert len(resumed) >= 2, f"resumed at least twice from the store: {attempts}"
     runs = api(url, "/flow_runs/filter", {})

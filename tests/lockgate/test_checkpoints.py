@@ -244,3 +244,18 @@ def test_set_aside_leaves_complete_checkpoints(tmp_path: Path) -> None:
     moved = set_aside_incomplete(tmp_path)
     assert [p.name.rsplit("-", 1)[0] for p in moved] == ["incomplete-checkpoint-9"]
     assert (tmp_path / "checkpoint-5").is_dir()
+
+
+def test_a_run_killed_after_its_last_save_is_not_trained_further(tmp_path: Path) -> None:
+    """Resumed at max_steps, Axolotl would train one step more; the checkpoint's adapter is the result."""
+    store = CheckpointStore(str(tmp_path / "store"))
+    done = complete_checkpoint(tmp_path / "worker-1" / "checkpoint-10", 10)
+    (done / "adapter_config.json").write_text("{}")
+    (done / "trainer_state.json").write_text(json.dumps({"global_step": 10, "log_history": [{"loss": 1.5}]}))
+    store.save(done)
+    out = tmp_path / "worker-2"
+    out.mkdir()
+    run = LocalAxolotlLauncher(trainer(tmp_path), env={}).train(tmp_path / "c.yaml", out, 60, store)
+    assert (run.steps, run.train_loss) == (10, 1.5)
+    assert not (out / "trainer.pid").exists(), "the trainer was not started"
+    assert (out / "adapter_model.safetensors").read_bytes() == b"w" * 10
