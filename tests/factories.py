@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lockgate.records import AdapterArtifact, DatasetSnapshot, QuantizedModel
 
 
@@ -48,3 +50,18 @@ def adapter_artifact(digest: str = "sha256:ad", dataset: str = "sha256:data") ->
         train_loss=None,
         eval_loss=None,
     )
+
+
+def adapter_eval_loss(base_path: str, adapter_dir: str | Path, eval_path: str | Path) -> float:
+    """Mean cross-entropy of the eval set's reference answers under base + adapter (nats/token):
+    how resumed and uninterrupted training runs are compared (README: "How equal is a resumed run?")."""
+    import json
+
+    from peft import PeftModel
+
+    from lockgate.hf import load_causal_lm
+    from lockgate.quantize import answer_loss
+
+    rows = [json.loads(line) for line in Path(eval_path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    model, tok = load_causal_lm(base_path)
+    return answer_loss(PeftModel.from_pretrained(model, str(adapter_dir)), tok, rows)

@@ -16,12 +16,13 @@ import yaml
 
 from tests.conftest import ROOT
 from tests.containers import image_tags, needs_docker
+from tests.factories import adapter_eval_loss
 from tests.live import PREFECT, api, stop
 
 pytestmark = [pytest.mark.slow, needs_docker()]
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
-# The README's tolerance for a resumed run against an uninterrupted one (final train loss,
-# relative): CPU training that resumes sees its batches in another order.
+# The README's tolerance for a resumed run against an uninterrupted one (eval loss, relative):
+# CPU training that resumes sees its batches in another order.
 RESUME_LOSS_TOLERANCE = 0.05
 
 
@@ -134,9 +135,11 @@ def test_release_on_the_docker_pool_survives_two_kills_and_a_sigterm(
     meta = json.loads((Path(adapter_dir) / "lockgate-adapter.json").read_text())
     assert meta["steps"] == max_steps, "total optimizer steps equal max_steps"
     assert meta["preemptions"] >= 3
-    baseline = uninterrupted_train_loss(Path(adapter_dir), tmp_path / "home", tmp_path)
-    assert abs(meta["train_loss"] - baseline) <= RESUME_LOSS_TOLERANCE * baseline, (
-        f"resumed {meta['train_loss']} vs uninterrupted {baseline}"
+    straight, eval_rows, base = uninterrupted_training(Path(adapter_dir), tmp_path / "home", tmp_path)
+    resumed_loss = adapter_eval_loss(base, adapter_dir, eval_rows)
+    baseline = adapter_eval_loss(base, straight, eval_rows)
+    assert abs(resumed_loss - baseline) <= RESUME_LOSS_TOLERANCE * baseline, (
+        f"eval loss: resumed {resumed_loss} vs uninterrupted {baseline}"
     )
     assert 0 <= meta["steps_redone"] < max_steps
     attempts = attempts_in(store)
@@ -175,8 +178,10 @@ def test_an_out_of_memory_fine_tune_is_not_resubmitted(
     assert [r["state_type"] for r in finetunes] == ["CRASHED"]
 
 
-def uninterrupted_train_loss(adapter_dir: Path, home: Path, tmp_path: Path) -> float:
-    """Train the same config (same seed, same rows) on this machine without interruption."""
+def uninterrupted_training(adapter_dir: Path, home: Path, tmp_path: Path) -> tuple[Path, Path, str]:
+    """Train the same config (same seed, same rows) on this machine without interruption.
+
+    Returns the adapter folder, the eval rows and the base model's path."""
     from flows.params import ReleaseParams
     from lockgate.finetune import filter_rows_that_fit, write_training_data
     from lockgate.launchers.local import LocalAxolotlLauncher
@@ -196,5 +201,5 @@ def uninterrupted_train_loss(adapter_dir: Path, home: Path, tmp_path: Path) -> f
     config = tmp_path / "baseline.yaml"
     config.write_text(yaml.safe_dump(cfg))
     run = LocalAxolotlLauncher(ROOT / ".venv-trainer" / "bin" / "axolotl").train(config, out, 900)
-    assert run.train_loss is not None and run.resumed_from is None
-    return run.train_loss
+    assert run.steps == cfg["max_steps"] and run.resumed_from is None
+    return out, Path(snapshot.eval_path), cfg["base_model"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -22,13 +23,14 @@ from lockgate.prep import snapshot_dataset
 from lockgate.settings import BaseModelSettings, DataSettings, TrainingSettings
 from lockgate.store import LocalArtifactStore
 from tests.conftest import EXAMPLES, ROOT, needs
+from tests.factories import adapter_eval_loss
 
 AXOLOTL = ROOT / ".venv-trainer" / "bin" / "axolotl"
 # What "resumes to the same result" means on CPU (README, "Fine-tuning on workers that may vanish").
 # Resuming on CPU is not bit for bit: the resumed run sees the batches in another order, so its
 # adapter weights differ (0.7 relative L2 on this random-init tiny model) while the loss it
 # reaches does not: measured 1.8% apart. The bound leaves room for that, not for a lost run.
-RESUME_LOSS_TOLERANCE = 0.05  # relative, final logged train loss
+RESUME_LOSS_TOLERANCE = 0.05  # relative, eval loss (mean answer cross-entropy on the eval rows)
 pytestmark = [pytest.mark.slow, needs(AXOLOTL.exists(), "the trainer environment", "run `make setup`")]
 
 
@@ -39,7 +41,9 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     cfg = render_axolotl_config(
-        TrainingSettings(max_steps=100, save_steps=50),
+        # Without W&B: a killed trainer's W&B service can hold the run id for a while, and this
+        # test is about resuming the training itself.
+        TrainingSettings(max_steps=100, save_steps=50, wandb_project=None),
         base,
         write_training_data(snapshot, tmp_path / "train.jsonl"),
         out,
@@ -56,11 +60,12 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path: Path) -> None:
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 300
         while latest_checkpoint(out) is None and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
-        first.kill()  # a spot node going away
+        os.killpg(first.pid, signal.SIGKILL)  # a spot node going away: the trainer and its children
         first.wait()
     interrupted_at = latest_checkpoint(out)
     assert interrupted_at is not None and interrupted_at.name == "checkpoint-50", (tmp_path / "first.log").read_text()
@@ -78,7 +83,9 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path: Path) -> None:
     straight_config = tmp_path / "straight.yaml"
     straight_config.write_text(yaml.safe_dump(cfg_straight))
     uninterrupted = LocalAxolotlLauncher(AXOLOTL).train(straight_config, straight, timeout_s=600)
-    assert uninterrupted.steps == 100 and uninterrupted.train_loss is not None and run.train_loss is not None
-    assert abs(run.train_loss - uninterrupted.train_loss) <= RESUME_LOSS_TOLERANCE * uninterrupted.train_loss, (
-        f"resumed {run.train_loss} vs uninterrupted {uninterrupted.train_loss}"
+    assert uninterrupted.steps == 100
+    resumed_loss = adapter_eval_loss(base.path, out, snapshot.eval_path)
+    straight_loss = adapter_eval_loss(base.path, straight, snapshot.eval_path)
+    assert abs(resumed_loss - straight_loss) <= RESUME_LOSS_TOLERANCE * straight_loss, (
+        f"eval loss: resumed {resumed_loss} vs uninterrupted {straight_loss}"
     )
