@@ -125,6 +125,9 @@ class LocalAxolotlLauncher:
         # W&B (when the config asks for it) keeps its run files beside the checkpoints.
         env = {**os.environ, "WANDB_DIR": str(output_dir), **self.env}
         env.pop("PYTHONPATH", None)  # the trainer env must not see the app env's packages
+        # Nor this process's W&B service (W&B exports its address to children): a trainer
+        # killed there leaves its run id "in use", and the resumed attempt could not log to it.
+        env.pop("WANDB_SERVICE", None)
         # Axolotl's CLI runs `accelerate launch` unless told not to; one CPU process is enough.
         cmd = [str(self.axolotl_bin), "train", str(config_path), "--launcher", "python"]
         sync = CheckpointSync(output_dir, checkpoints) if checkpoints else contextlib.nullcontext()

@@ -259,3 +259,20 @@ def test_a_run_killed_after_its_last_save_is_not_trained_further(tmp_path: Path)
     assert (run.steps, run.train_loss) == (10, 1.5)
     assert not (out / "trainer.pid").exists(), "the trainer was not started"
     assert (out / "adapter_model.safetensors").read_bytes() == b"w" * 10
+
+
+def test_the_trainer_gets_its_own_wandb_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """W&B exports its service's address to child processes; a trainer killed while attached to
+    this process's service would leave its run id in use, and the resumed attempt would fail."""
+    monkeypatch.setenv("WANDB_SERVICE", "3-1234-tcp-localhost-5678")
+    script = tmp_path / "axolotl"
+    script.write_text(
+        "#!/usr/bin/env bash\necho \"${WANDB_SERVICE:-own}\" > service.txt\n"
+        "printf 'w' > adapter_model.safetensors && echo '{}' > adapter_config.json\n"
+    )
+    script.chmod(0o755)
+    (tmp_path / "c.yaml").write_text("max_steps: 10\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    LocalAxolotlLauncher(script, env={}).train(tmp_path / "c.yaml", out, 60)
+    assert (out / "service.txt").read_text().strip() == "own"
