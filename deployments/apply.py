@@ -140,7 +140,9 @@ def desired_deployment(spec: dict[str, Any], pull: list[Any]) -> dict[str, Any]:
         concurrency = (concurrency.get("limit"), concurrency.get("collision_strategy"))
     return {
         "flow": flow.name,
-        "version": spec.get("version") or flow.version,
+        # No "version": `prefect deploy` infers it from git where the checkout has a remote (a
+        # clone: the commit) and from the flow file's hash elsewhere, so comparing it made every
+        # apply in a clone an update. Workers run the checkout's code, whatever the version says.
         "description": spec.get("description") or flow.description,
         "entrypoint": spec["entrypoint"],
         "tags": sorted(spec.get("tags", [])),
@@ -190,7 +192,6 @@ async def current_deployment(client: Any, flow: str, name: str) -> dict[str, Any
         )
     return {
         "flow": flow,
-        "version": d.version,
         "description": d.description,
         "entrypoint": d.entrypoint,
         "tags": sorted(d.tags),
