@@ -186,3 +186,25 @@ def server(postgres: Postgres, tmp_path: Path) -> Iterator[tuple[str, dict[str, 
         yield url, env
     finally:
         stop(proc)
+        kill_leftovers(tmp_path)
+
+
+def kill_leftovers(tmp_path: Path) -> list[int]:
+    """Kill what a live test's runs started and left running on purpose: a promotion triggers
+    the deploy flow, whose vLLM engine keeps serving after the flow ends (its model lies under
+    the test's folder). Nothing a test started may outlive it."""
+    killed = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(tmp_path) in cmdline:
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+            except ProcessLookupError:
+                pass
+    return killed
