@@ -267,7 +267,7 @@ def test_the_trainer_gets_its_own_wandb_service(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("WANDB_SERVICE", "3-1234-tcp-localhost-5678")
     script = tmp_path / "axolotl"
     script.write_text(
-        "#!/usr/bin/env bash\necho \"${WANDB_SERVICE:-own}\" > service.txt\n"
+        '#!/usr/bin/env bash\necho "${WANDB_SERVICE:-own}" > service.txt\n'
         "printf 'w' > adapter_model.safetensors && echo '{}' > adapter_config.json\n"
     )
     script.chmod(0o755)
