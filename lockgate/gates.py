@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -248,6 +249,18 @@ class Approval(BaseModel):
     approve: bool
     reviewer: str = Field(min_length=1, max_length=200)
     comment: str = Field(default="", max_length=2000)
+
+
+def promotion_evidence(decision: GateDecision) -> dict[str, Any]:
+    """What the registry keeps of the gate's verdict beside a model or prompt version it moves."""
+    return {
+        "gate": decision.digest,
+        "policy": decision.policy_digest,
+        "passed": decision.passed,
+        "metrics": decision.metrics,
+        "lineage": decision.lineage.model_dump(),
+        "approval": next((c.detail for c in decision.checks if c.name == "approval"), None),
+    }
 
 
 def with_approval(decision: GateDecision, approval: Approval | None, timeout_s: int) -> GateDecision:

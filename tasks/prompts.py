@@ -12,6 +12,7 @@ from lockgate import events
 from lockgate.digest import short
 from lockgate.errors import ConfigError
 from lockgate.evaluate import ModelUnderTest
+from lockgate.gates import promotion_evidence
 from lockgate.policy import GatePolicy
 from lockgate.prompts import PromptSpec, find_prompt, find_prompt_version
 from lockgate.records import EvalReport, GateDecision, ReleaseLineage
@@ -105,14 +106,7 @@ def promote_prompt(
     if dry_run:
         logger.info("dry run: %s; nothing moved", "would promote" if decision.passed else "would keep production")
         return "dry_run", production.version, registry_of.traffic()
-    evidence = {
-        "gate": decision.digest,
-        "policy": decision.policy_digest,
-        "passed": decision.passed,
-        "metrics": decision.metrics,
-        "lineage": decision.lineage.model_dump(),
-        "approval": next((c.detail for c in decision.checks if c.name == "approval"), None),
-    }
+    evidence = promotion_evidence(decision)
     action, _ = registry_of.release(
         candidate,
         evidence,

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from lockgate import events
 from lockgate.digest import short
-from lockgate.gates import Approval, decide, promotion_outcome, with_approval
+from lockgate.gates import Approval, decide, promotion_evidence, promotion_outcome, with_approval
 from lockgate.policy import GatePolicy
 from lockgate.records import (
     AdapterArtifact,
@@ -137,14 +137,7 @@ def promote(
         "dataset_train": snapshot.train_path,
         "training_config": adapter.config_digest,
     }
-    evidence = {
-        "gate": decision.digest,
-        "policy": decision.policy_digest,
-        "passed": decision.passed,
-        "metrics": decision.metrics,
-        "lineage": decision.lineage.model_dump(),
-        "approval": next((c.detail for c in decision.checks if c.name == "approval"), None),
-    }
+    evidence = promotion_evidence(decision)
     action, previous = models.record_release(
         candidate.digest, candidate.path, lineage, evidence, decision.passed, expected_production
     )
