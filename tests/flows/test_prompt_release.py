@@ -25,12 +25,15 @@ from tests.lockgate.test_wandb_mirror import wandb_records
 pytestmark = pytest.mark.slow
 
 SHIPPED = load_prompt(ROOT / "prompts" / "grounded-qa.yaml")
-# Drops the retrieved context: the model has to answer from memory, and eval facts are never trained on.
-NO_CONTEXT = """\
+# A worse prompt: the context moved after the question, out of the format the model is fine-tuned on.
+# (Dropping the context altogether costs the tiny demo model only 0.01-0.04 ROUGE-L, depending on the
+# machine's training numerics: it has learned most facts of a document from the document's other
+# questions. Too close to the margin for a test that must fail for the right reason only.)
+CONTEXT_LAST = """\
 name: grounded-qa
-description: Answer without the retrieved context.
-variables: [question]
-template: "Question: {{ question }}\\nAnswer:"
+description: Answer with the context after the question.
+variables: [question, context]
+template: "Question: {{ question }}\\nContext: {{ context }}\\nAnswer:"
 """
 # The same instructions, written another way: context always given, surrounding whitespace trimmed.
 REWORDED = """\
@@ -91,10 +94,10 @@ def test_the_model_release_evaluated_with_the_production_prompt_and_recorded_it(
     assert promoted.evidence["lineage"]["prompt_version"] == SHIPPED.version
 
 
-def test_a_prompt_that_drops_the_context_is_rejected_and_production_stays(
+def test_a_worse_prompt_is_rejected_with_metric_and_slice_named_and_production_stays(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    candidate(tmp_path, monkeypatch, NO_CONTEXT)
+    candidate(tmp_path, monkeypatch, CONTEXT_LAST)
     with pytest.raises(GateRejected) as rejected:
         prompt_release(PromptReleaseParams(home=str(home)))
     summary = rejected.value.details
@@ -104,7 +107,7 @@ def test_a_prompt_that_drops_the_context_is_rejected_and_production_stays(
     assert "slice question_type=" in reasons and "veto" in reasons, "the worse slice is named"
     registry = PromptRegistry(home / "registry", "grounded-qa")
     assert registry.production() == SHIPPED, "production's prompt is unchanged"
-    assert registry.spec("candidate").variables == ("question",)
+    assert registry.spec("candidate").template.startswith("Question:"), "the rejected version is the candidate"
 
 
 def test_a_neutral_rewording_passes_non_inferiority_and_is_promoted(
@@ -124,12 +127,12 @@ def test_a_neutral_rewording_passes_non_inferiority_and_is_promoted(
 def test_the_matrix_crosses_prompt_versions_with_models_and_logs_a_wandb_table(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    candidate(tmp_path, monkeypatch, NO_CONTEXT)
+    candidate(tmp_path, monkeypatch, CONTEXT_LAST)
     report = prompt_matrix(PromptMatrixParams(home=str(home), prompts=[SHIPPED.version, "file"]))
     cells = {cell.prompt: cell for cell in report.cells}
     assert len(cells) == 2 and report.reference.startswith(SHIPPED.version)
     worse = cells[load_prompt(tmp_path / "prompts" / "grounded-qa.yaml").version].paired["rouge_l"]
-    assert worse.ci_high < 0, "the prompt without context is significantly worse, paired on the same questions"
+    assert worse.ci_high < 0, "the worse prompt is significantly worse, paired on the same questions"
     assert cells[SHIPPED.version].paired["rouge_l"].mean == 0.0
     logged = matrix_tables(home)
     assert logged and logged[-1][1]["_type"] == "table-file", logged
