@@ -345,4 +345,6 @@ def _finetune_locked(
         checkpoints=checkpoints.url if "://" in checkpoints.url else None,
         wandb_run=wandb_run if wandb_runs else None,
         wandb_dir=str(wandb_runs[-1]) if wandb_runs else None,
+        rows_trained=kept,
+        rows_too_long=too_long,
     )

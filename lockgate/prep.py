@@ -44,7 +44,16 @@ from lockgate.rows import (
 from lockgate.settings import DataSettings
 from lockgate.store import LocalArtifactStore
 
-__all__ = ["clean_text", "describe", "load_jsonl", "pii_rules", "prepare", "snapshot_dataset", "split_of"]
+__all__ = [
+    "card_with_length_filter",
+    "clean_text",
+    "describe",
+    "load_jsonl",
+    "pii_rules",
+    "prepare",
+    "snapshot_dataset",
+    "split_of",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -471,6 +480,25 @@ def dataset_card(name: str, digest: str, result: PrepResult, source_digests: dic
         if result.n_set_aside > len(result.first_set_aside):
             lines.append(f"\n… and {result.n_set_aside - len(result.first_set_aside)} more in quarantine.jsonl")
     return "\n".join(lines) + "\n"
+
+
+def card_with_length_filter(card: str, base_model: str, sequence_len: int, trained: int, too_long: int) -> str:
+    """The dataset card with the length filter's outcome, known only once the base model's tokenizer is:
+    the train rows split into those trained on and those longer than ``sequence_len`` tokens."""
+    lines = [
+        "",
+        "## Before training: length filter",
+        "",
+        f"Counted with the tokenizer of `{base_model}`, rows longer than training.sequence_len={sequence_len} "
+        "tokens are left out of training (they stay in the snapshot).",
+        "",
+        "| train rows | rows |",
+        "|---|---|",
+        f"| trained on | {trained} |",
+        f"| too long | {too_long} |",
+        f"| **train split** | **{trained + too_long}** |",
+    ]
+    return card.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
 
 
 def _cell(text: str) -> str:

@@ -84,6 +84,8 @@ class AdapterArtifact(Record):
     checkpoints: str | None = Field(default=None, description="Remote checkpoint store, when not the local one.")
     wandb_run: str | None = Field(default=None, description="The W&B run id of the training.")
     wandb_dir: str | None = Field(default=None, description="Where the W&B run files are (offline: sync them later).")
+    rows_trained: int | None = Field(default=None, description="Training rows that fit training.sequence_len.")
+    rows_too_long: int = Field(default=0, description="Training rows left out as longer than training.sequence_len.")
 
 
 class QuantizedModel(Record):

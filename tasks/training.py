@@ -15,10 +15,11 @@ from prefect.exceptions import ObjectNotFound
 from lockgate.digest import short
 from lockgate.finetune import finetune
 from lockgate.launchers import open_launcher
+from lockgate.prep import card_with_length_filter
 from lockgate.records import AdapterArtifact, BaseModelArtifact, DatasetSnapshot
 from lockgate.settings import TrainingSettings
 from lockgate.store import LocalArtifactStore
-from tasks.common import StageCache, retry_transient
+from tasks.common import StageCache, artifact_key, retry_transient
 
 
 @task(
@@ -71,11 +72,26 @@ def finetune_adapter(
                 f"- steps: {adapter.steps}",
                 f"- final train loss: {adapter.train_loss}",
                 f"- resumed from: {adapter.resumed_from or 'no (fresh run)'}",
+                f"- rows trained on: {adapter.rows_trained}, too long for sequence_len={training.sequence_len}: "
+                f"{adapter.rows_too_long}",
                 f"- path: `{adapter.path}`",
             ]
         ),
         description="The LoRA adapter and its lineage",
     )
+    if adapter.rows_trained is not None:
+        card = card_with_length_filter(
+            Path(snapshot.card_path).read_text(encoding="utf-8"),
+            base.name,
+            training.sequence_len,
+            adapter.rows_trained,
+            adapter.rows_too_long,
+        )
+        create_markdown_artifact(
+            key=artifact_key(f"dataset-{snapshot.name}"),
+            markdown=card,
+            description="Dataset card, with the rows the length filter left out of training",
+        )
     return adapter
 
 

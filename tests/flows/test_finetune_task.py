@@ -107,3 +107,45 @@ def test_gpu_quota_serialises_a_team_and_leaves_others_alone(
     b_start = spans["b1"][0]
     first_a_end = min(a1_end, a2_end)
     assert b_start < first_a_end, f"team B waited for team A's quota: {spans}"
+
+
+FINISHES = """#!/usr/bin/env bash
+mkdir -p checkpoint-2 && echo '{"global_step": 2, "log_history": [{"loss": 1.0}]}' > checkpoint-2/trainer_state.json
+printf 'weights' > adapter_model.safetensors && echo '{}' > adapter_config.json
+"""
+
+
+def test_rows_too_long_for_training_are_counted_on_the_dataset_card(prefect_harness: None, tmp_path: Path) -> None:
+    import json
+    import random
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    from tasks.training import finetune_adapter
+
+    data = tmp_path / "qa.jsonl"
+    digits = " ".join(random.Random(0).choice("0123456789") for _ in range(950))  # under prep's 2000 characters
+    long_row = {"instruction": "Tell me every digit?", "context": "", "output": digits}
+    data.write_text((EXAMPLES / "data" / "qa.jsonl").read_text() + json.dumps(long_row) + "\n")
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    snapshot = snapshot_dataset([data], DataSettings(name="long-rows", eval_fraction=0.01), store)
+    assert digits in Path(snapshot.train_path).read_text(), "the long row is in the train split"
+    base = ensure_base_model("builtin:tiny-llama", BaseModelSettings(), [data], store)
+    trainer = tmp_path / "axolotl"
+    trainer.write_text(FINISHES)
+    trainer.chmod(0o755)
+    adapter = finetune_adapter.with_options(refresh_cache=True)(
+        snapshot, base, TrainingSettings(max_steps=2), str(trainer), str(store.root), "sha256:fake"
+    )
+    assert (adapter.rows_trained, adapter.rows_too_long) == (snapshot.n_train - 1, 1)
+    with get_client(sync_client=True) as client:
+        cards = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["dataset-long-rows"])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    card = str(cards[0].data)
+    assert "length filter" in card and "sequence_len=512" in card, card
+    assert f"| trained on | {snapshot.n_train - 1} |" in card and "| too long | 1 |" in card, card
