@@ -373,10 +373,11 @@ class VectorStoreSettings(_Area):
         pattern=r"^[A-Z_][A-Z0-9_]*$",
         description="Environment variable holding the Pinecone API key (never put the key in a profile).",
     )
-    switch: Literal["auto", "manual"] = Field(
+    switch: Literal["auto", "after_gates", "manual"] = Field(
         default="auto",
         description="Blue/green: each embedder builds its own collection; 'auto' serves a new one as soon as its "
-        "build is complete, 'manual' waits for `python -m flows index switch` (after your eval and drift checks).",
+        "build is complete, 'after_gates' once a release evaluated with it passes every gate (eval and drift), "
+        "'manual' waits for `python -m flows index switch`.",
     )
 
     # Where the index is and how to reach it; the index build's digest counts.
