@@ -497,13 +497,28 @@ class ServingSettings(_Area):
     tokens_per_minute: int = Field(default=20000, ge=1, description="Default per-key prompt+completion tokens.")
     requests_per_minute: int = Field(default=600, ge=1, description="Default per-key request budget.")
     canary_weight: float = Field(default=0.1, ge=0.0, le=0.5, description="Share of traffic a new model gets first.")
+    auto_deploy: bool = Field(
+        default=True,
+        description="A promotion (lockgate.model.promoted, through the deploy deployment's trigger) serves the new "
+        "production model. Off: that run logs one line and starts nothing; `deploy` on the command line still deploys.",
+    )
     rollback_window_s: float = Field(default=60.0, gt=0.0, description="Canary health is judged over this window.")
     rollback_min_requests: int = Field(default=20, ge=1, description="Judge the canary only after this many requests.")
     rollback_max_error_rate: float = Field(default=0.05, ge=0.0, le=1.0, description="Roll back above this error rate.")
     rollback_max_p95_ms: float = Field(default=5000.0, gt=0.0, description="Roll back above this p95 latency.")
 
     NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset(
-        {"host", "port", "manifest", "keys_file", "query_log", "engine_url", "vllm_python", "engine_port"}
+        {
+            "host",
+            "port",
+            "manifest",
+            "keys_file",
+            "query_log",
+            "engine_url",
+            "vllm_python",
+            "engine_port",
+            "auto_deploy",
+        }
     )
 
 
