@@ -18,6 +18,10 @@ apply_offline_defaults()
 # The pipeline tests run many uncached quantize stages; measuring each through vLLM would
 # start it twice per run. That measurement has its own tests (tests/serving/test_quantized_serving.py).
 os.environ.setdefault("LOCKGATE_QUANTIZATION__SERVING_BENCHMARK", "off")
+# Promotions in the live tests would start the deploy deployment and a vLLM engine each (about
+# 30 s and a core); tests/flows/test_auto_deploy.py turns it on where the automation is tested.
+# Live servers and workers inherit this (tests/live.py passes os.environ on).
+os.environ.setdefault("LOCKGATE_SERVING__AUTO_DEPLOY", "off")
 
 
 @pytest.fixture
