@@ -17,7 +17,7 @@ from lockgate.store import LocalArtifactStore
 from tasks.common import StageLog, fingerprints
 from tasks.data import prepare_dataset, resolve_base_model
 from tasks.evaluation import evaluate_candidate, find_champion, serving_prompt
-from tasks.index import refresh_index
+from tasks.index import refresh_index, switch_index_after_gates
 from tasks.quantization import quantize_model
 from tasks.release import await_approval, emit_verdict, gate, promote
 
@@ -108,6 +108,10 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
             settings.registry,
             settings.registry_dir,
             dry_run=settings.gates.decision_mode == "dry_run",
+        )
+    if settings.vector_store.switch == "after_gates" and promotion.action != "dry_run":
+        switch_index_after_gates(
+            settings.vector_store, settings.vector_uri, artifacts_root, index.collection, decision.passed
         )
 
     summary = ReleaseSummary(

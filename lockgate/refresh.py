@@ -218,6 +218,33 @@ def refresh_generation(
     return build, move
 
 
+def switch_after_gates(
+    open_collection: Callable[[str], VectorStore],
+    aliases: IndexAliases,
+    collection: str,
+    evaluated: str,
+    passed: bool,
+) -> AliasMove | None:
+    """``vector_store.switch: after_gates``: the generation a release was evaluated with serves only
+    if that release passed every gate (evaluation and drift included); otherwise what served stays.
+
+    Returns:
+        The move, or ``None`` when the gates failed or ``evaluated`` already serves.
+    """
+    serving = aliases.serving(collection)
+    if serving == evaluated:
+        return None
+    if not passed:
+        log.info(
+            "index %r keeps serving %s: the release evaluated with %s did not pass", collection, serving, evaluated
+        )
+        return None
+    move = aliases.switch(collection, to=evaluated, reason="a release evaluated with it passed the gates")
+    point_store_alias(open_collection, collection, move.current)
+    log.info("index %r now serves %s (was %s)", collection, move.current, move.previous)
+    return move
+
+
 def point_store_alias(open_collection: Callable[[str], VectorStore], collection: str, physical: str) -> None:
     """Where the store has aliases (Milvus), make the logical name read the serving generation.
 

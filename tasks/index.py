@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from lockgate.corpus import TokenChunking, load_corpus
 from lockgate.prep import pii_rules
 from lockgate.records import IndexBuild
-from lockgate.refresh import refresh_generation
+from lockgate.refresh import refresh_generation, switch_after_gates
 from lockgate.settings import DataSettings, EmbeddingSettings, VectorStoreSettings
 from lockgate.store import LocalArtifactStore
 from lockgate.stores import open_store
@@ -42,9 +42,7 @@ def refresh_index(
     # Chunks are measured in the embedder's own tokens, so none is cut off at its input limit.
     tokens = TokenChunking(embedder.tokenizer(), embeddings.chunk_tokens, embeddings.chunk_overlap_tokens)
     chunks = load_corpus(Path(corpus_dir), pii=pii_rules(data), tokens=tokens)
-    aliases = IndexAliases(
-        Path(aliases_path) if aliases_path else Path(artifacts_root).parent / "index" / "aliases.json"
-    )
+    aliases = _aliases(artifacts_root, aliases_path)
     build, move = refresh_generation(
         chunks,
         lambda physical: open_store(vector_store.backend, vector_uri, physical, vector_store),
@@ -53,7 +51,7 @@ def refresh_index(
         aliases,
         vector_store.collection,
         vector_uri,
-        switch=vector_store.switch == "auto",
+        switch=vector_store.switch == "auto",  # after_gates: the release flow switches once the gates pass
         max_delete_share=vector_store.max_delete_share,
         force=force,
     )
@@ -86,3 +84,34 @@ def refresh_index(
         description="What the refresh changed in the vector store",
     )
     return build
+
+
+@task(name="switch-index")
+def switch_index_after_gates(
+    vector_store: VectorStoreSettings,
+    vector_uri: str,
+    artifacts_root: str,
+    evaluated: str,
+    passed: bool,
+    aliases_path: str | None = None,
+) -> str | None:
+    """With ``vector_store.switch: after_gates``, serve the index generation the release was evaluated
+    with once the release passed its gates. Returns the collection now serving, if it moved."""
+    move = switch_after_gates(
+        lambda physical: open_store(vector_store.backend, vector_uri, physical, vector_store),
+        _aliases(artifacts_root, aliases_path),
+        vector_store.collection,
+        evaluated,
+        passed,
+    )
+    logger = get_run_logger()
+    if move is not None:
+        logger.info("index %s now serves %s (was %s)", vector_store.collection, move.current, move.previous)
+        return move.current
+    if not passed:
+        logger.info("index %s: the new build %s waits (the release did not pass)", vector_store.collection, evaluated)
+    return None
+
+
+def _aliases(artifacts_root: str, aliases_path: str | None) -> IndexAliases:
+    return IndexAliases(Path(aliases_path) if aliases_path else Path(artifacts_root).parent / "index" / "aliases.json")

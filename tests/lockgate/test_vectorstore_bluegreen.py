@@ -13,7 +13,7 @@ import pytest
 
 from lockgate.corpus import load_corpus
 from lockgate.errors import ConfigError, TransientError
-from lockgate.refresh import point_store_alias, refresh_generation, vector_digest
+from lockgate.refresh import point_store_alias, refresh_generation, switch_after_gates, vector_digest
 from lockgate.store import LocalArtifactStore
 from lockgate.stores import StoredChunk, VectorStore
 from lockgate.stores.aliases import IndexAliases, physical_collection
@@ -82,6 +82,35 @@ def test_a_new_embedder_builds_beside_the_serving_collection(tmp_path: Path, sto
 
     _, auto = refresh_generation(chunks, opener, new, store, aliases, "docs", uri, switch=True)
     assert auto is not None and auto.current == green, "auto: a complete build is served"
+
+
+def test_after_gates_the_new_generation_serves_only_once_a_release_with_it_passed(
+    tmp_path: Path, store: LocalArtifactStore
+) -> None:
+    uri = str(tmp_path / "index" / "m.db")
+    aliases = IndexAliases(tmp_path / "index" / "aliases.json")
+    chunks = load_corpus(EXAMPLES / "corpus", 600)
+    old, new = HashEmbedder("old"), HashEmbedder("new")
+
+    def opener(physical: str) -> VectorStore:
+        return MilvusStore(uri, physical)
+
+    def logical_manifest() -> dict[str, str]:
+        with MilvusStore(uri, "docs") as reader:
+            return reader.manifest()
+
+    blue = refresh_generation(chunks, opener, old, store, aliases, "docs", uri, switch=False)[0].collection
+    green = refresh_generation(chunks, opener, new, store, aliases, "docs", uri, switch=False)[0].collection
+    assert aliases.serving("docs") == blue
+    assert switch_after_gates(opener, aliases, "docs", green, passed=False) is None, "a rejected release: no switch"
+    assert aliases.serving("docs") == blue
+    assert logical_manifest() == {c.chunk_id: vector_digest(c, old.identity) for c in chunks}
+    move = switch_after_gates(opener, aliases, "docs", green, passed=True)
+    assert move is not None and (move.previous, move.current) == (blue, green) and "gates" in move.reason
+    assert aliases.serving("docs") == green
+    assert logical_manifest() == {c.chunk_id: vector_digest(c, new.identity) for c in chunks}, "readers follow"
+    assert switch_after_gates(opener, aliases, "docs", green, passed=True) is None, "already serving: nothing moves"
+    assert aliases.state("docs").previous == blue, "the old generation stays for rollback"
 
 
 def test_index_commands_show_and_move_the_alias(tmp_path: Path, store: LocalArtifactStore) -> None:
