@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lockgate.digest import digest_json, short
 from lockgate.judge import judged_checks
+from lockgate.metrics import JUDGED_METRICS
 from lockgate.policy import GatePolicy, SlicePolicy
 from lockgate.records import (
     DriftReport,
@@ -135,7 +136,7 @@ def _primary_checks(evaluation: EvalReport, policy: GatePolicy) -> tuple[PairedD
     name = policy.primary_metric
     scores = evaluation.per_question.get(name)
     if scores is None:
-        return None, [GateCheck(name=f"{policy.mode}:{name}", passed=False, detail=f"metric {name} missing")]
+        return None, [GateCheck(name=f"{policy.mode}:{name}", passed=False, detail=_missing(name))]
     diff = paired_difference(
         scores.challenger, scores.champion, policy.confidence, policy.bootstrap_samples, policy.seed
     )
@@ -148,8 +149,9 @@ def _primary_checks(evaluation: EvalReport, policy: GatePolicy) -> tuple[PairedD
         )
     ]
     if not diff.is_valid:
+        why = f": {name} is judged by an LLM and the judge left scores missing" if name in JUDGED_METRICS else ""
         checks.append(
-            GateCheck(name=f"{policy.mode}:{name}", passed=False, detail=f"{name} difference is {diff.describe()}")
+            GateCheck(name=f"{policy.mode}:{name}", passed=False, detail=f"{name} difference is {diff.describe()}{why}")
         )
         return diff, checks
     if policy.mode == "superiority":
@@ -169,7 +171,9 @@ def _primary_checks(evaluation: EvalReport, policy: GatePolicy) -> tuple[PairedD
 def _slice_checks(evaluation: EvalReport, policy: GatePolicy, slices: SlicePolicy) -> list[GateCheck]:
     labels = evaluation.slice_labels.get(slices.field)
     scores = evaluation.per_question.get(policy.primary_metric)
-    if labels is None or scores is None or len(labels) != len(scores.challenger):
+    if scores is None:  # the primary check already rejects, naming why
+        return [GateCheck(name=f"slices:{slices.field}", passed=False, detail=f"no {policy.primary_metric} to slice")]
+    if labels is None or len(labels) != len(scores.challenger):
         known = sorted(evaluation.slice_labels)
         return [
             GateCheck(
@@ -211,14 +215,23 @@ def _floor_checks(evaluation: EvalReport, policy: GatePolicy) -> list[GateCheck]
         value = summary.mean if summary is not None and summary.is_valid else None
         ok = value is not None and math.isfinite(value) and value >= floor
         shown = "missing or not a number" if value is None else f"{value:.3f}"
-        checks.append(
-            GateCheck(
-                name=f"floor:{metric}",
-                passed=ok,
-                detail=f"{metric} {shown} {'>=' if ok else 'below or invalid vs'} floor {floor}",
+        detail = f"{metric} {shown} {'>=' if ok else 'below or invalid vs'} floor {floor}"
+        if value is None and metric in JUDGED_METRICS:
+            why = (
+                _missing(metric) if summary is None else f"{metric} is not a number: the LLM judge left scores missing"
             )
-        )
+            detail = f"{why}; floor {floor}"
+        checks.append(GateCheck(name=f"floor:{metric}", passed=ok, detail=detail))
     return checks
+
+
+def _missing(metric: str) -> str:
+    if metric in JUDGED_METRICS:
+        return (
+            f"{metric} missing: it is judged by an LLM and no judge scored this evaluation "
+            "(set evaluation.judge_base_url)"
+        )
+    return f"metric {metric} missing"
 
 
 def _quant_check(quant: QuantCheck | None) -> GateCheck:

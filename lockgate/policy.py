@@ -16,7 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lockgate._io import load_yaml
 from lockgate.digest import digest_json
 from lockgate.errors import ConfigError
-from lockgate.metrics import ANSWER_METRICS
+from lockgate.metrics import ANSWER_METRICS, JUDGED_METRICS
+
+# What a policy may decide on or put a floor under: answer metrics, and LLM-judged ones (scored only with
+# a judge configured; without one, or where its calls failed, they are missing and the gate rejects).
+GATED_METRICS = ANSWER_METRICS + JUDGED_METRICS
 
 
 class _Strict(BaseModel):
@@ -72,16 +76,16 @@ class GatePolicy(_Strict):
     @field_validator("primary_metric")
     @classmethod
     def _known_metric(cls, name: str) -> str:
-        if name not in ANSWER_METRICS:
-            raise ValueError(f"unknown metric {name!r}; known: {list(ANSWER_METRICS)}")
+        if name not in GATED_METRICS:
+            raise ValueError(f"unknown metric {name!r}; known: {list(GATED_METRICS)}")
         return name
 
     @field_validator("min_scores")
     @classmethod
     def _known_floors(cls, floors: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(floors) - set(ANSWER_METRICS))
+        unknown = sorted(set(floors) - set(GATED_METRICS))
         if unknown:
-            raise ValueError(f"unknown metrics {unknown}; known: {list(ANSWER_METRICS)}")
+            raise ValueError(f"unknown metrics {unknown}; known: {list(GATED_METRICS)}")
         bad = {m: v for m, v in floors.items() if not 0.0 <= v <= 1.0}
         if bad:
             raise ValueError(f"floors must lie in [0, 1], got {bad}")
@@ -151,6 +155,12 @@ def explain(policy: GatePolicy) -> str:
         lines.append("- No slice vetoes.")
     for m, floor in sorted(policy.min_scores.items()):
         lines.append(f"- The challenger's mean {m} must be at least {floor}.")
+    judged = sorted({metric, *policy.min_scores} & set(JUDGED_METRICS))
+    if judged:
+        lines.append(
+            f"- {', '.join(judged)} {'is' if len(judged) == 1 else 'are'} judged by an LLM: without a judge "
+            "(evaluation.judge_base_url), or where a judge call failed, the score is missing: a rejection."
+        )
     if policy.require_quant_check:
         lines.append("- The quantized model must have passed its own check (smaller, not much worse).")
     if policy.block_on_drift:

@@ -238,6 +238,9 @@ def evaluate_prompt_matrix(
         evaluation,
         LocalArtifactStore(Path(artifacts_root)),
     )
+    if metric not in ANSWER_METRICS:  # the matrix scores without a judge: a judged policy metric is not in it
+        logger.info("the matrix has no LLM-judged %s; its table shows rouge_l", metric)
+        metric = "rouge_l"
     create_markdown_artifact(
         key="prompt-matrix",
         markdown=report.markdown(metric),

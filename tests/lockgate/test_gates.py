@@ -240,3 +240,50 @@ def test_leading_zero_is_decimal_in_a_policy(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text("min_questions: 030\n")
     assert load_policy(path).min_questions == 30
+
+
+def judged(r: EvalReport, metric: str, challenger: tuple[float, ...] | None = None) -> EvalReport:
+    """``r`` with LLM-judged scores for ``metric``: its rouge_l scores, or ``challenger`` for the challenger."""
+    from lockgate.records import MetricSummary, PairedScores
+
+    scores = r.per_question["rouge_l"]
+    paired = PairedScores(challenger=challenger or scores.challenger, champion=scores.champion)
+    values = np.asarray(paired.challenger)
+    mean = float(values.mean())
+    summary = MetricSummary(mean=mean, ci_low=mean - 0.01, ci_high=mean + 0.01, n=values.size)
+    challenger_scores = r.challenger.model_copy(update={"metrics": {**r.challenger.metrics, metric: summary}})
+    return r.model_copy(update={"per_question": {**r.per_question, metric: paired}, "challenger": challenger_scores})
+
+
+def test_judged_metrics_may_decide_and_floor_a_release() -> None:
+    policy = GatePolicy(
+        primary_metric="faithfulness", min_scores={"answer_relevancy": 0.3}, slices=SlicePolicy(field="type")
+    )
+    r = judged(judged(report(), "faithfulness"), "answer_relevancy")
+    d = decide(r, quant(), drift(), policy, LINEAGE)
+    assert d.passed, d.reasons
+    assert "superiority:faithfulness" in {c.name for c in d.checks} and "faithfulness" in d.paired
+    assert "judged by an LLM" in explain(policy) and "judge_base_url" in explain(policy)
+
+
+def test_a_judged_metric_without_a_judge_fails_closed_naming_why() -> None:
+    policy = GatePolicy(primary_metric="faithfulness", min_scores={"llm_context_precision": 0.1})
+    d = decide(report(), quant(), drift(), policy, LINEAGE)  # no judge configured: no judged scores at all
+    assert not d.passed
+    assert {"superiority:faithfulness", "floor:llm_context_precision"} <= failed(d)
+    reasons = " | ".join(d.reasons)
+    assert "faithfulness missing: it is judged by an LLM and no judge scored" in reasons, reasons
+    assert "llm_context_precision missing: it is judged by an LLM" in reasons, reasons
+
+
+def test_a_judged_metric_the_judge_failed_on_fails_closed_naming_why() -> None:
+    r = report()
+    n = r.n_questions
+    broken = judged(r, "faithfulness", (math.nan,) * n)  # every judge call timed out or answered garbage
+    policy = GatePolicy(primary_metric="faithfulness", min_scores={"faithfulness": 0.1}, slices=None)
+    d = decide(broken, quant(), drift(), policy, LINEAGE)
+    assert not d.passed
+    assert {"superiority:faithfulness", "floor:faithfulness", "judged:faithfulness"} <= failed(d)
+    reasons = " | ".join(d.reasons)
+    assert "not a number" in reasons and "the judge left scores missing" in reasons, reasons
+    assert f"challenger {n}/{n}" in reasons, "the judged check counts the questions without a score"
