@@ -11,7 +11,7 @@ from flows.params import StageParams
 from lockgate.prompts import GROUNDED_QA
 from lockgate.serving.deploy import DeployRequest
 from lockgate.stores.aliases import serving_collection
-from tasks.serving import retire, start_and_smoke_test, switch_manifest
+from tasks.serving import retire, start_and_smoke_test, switch_manifest, wanted_by_promotion
 
 
 class DeployParams(StageParams):
@@ -24,16 +24,23 @@ class DeployParams(StageParams):
         description="Share of traffic the newly promoted model gets while the serving model keeps the rest "
         "(0: everybody at once; empty: serving.canary_weight).",
     )
-    promoted: str | None = Field(default=None, description="Set by promotion events: the promoted model's digest.")
+    promoted: str | None = Field(
+        default=None,
+        description="Set by promotion events: the promoted model's event resource. "
+        "Such a run deploys only with serving.auto_deploy on.",
+    )
 
 
 @flow(name="deploy", log_prints=False)
 def deploy(params: DeployParams = DeployParams()) -> dict[str, Any]:  # noqa: B008 (the UI form's default)
     """Serve the production model: start or reuse its vLLM engine, smoke-test it, then switch the
     gateway's manifest (as a canary beside the serving model, or to everybody). A failed smoke
-    test fails the run and leaves the previous deployment serving.
+    test fails the run and leaves the previous deployment serving. A run started by a promotion
+    event does nothing but say so while serving.auto_deploy is off.
     """
     settings = params.settings()
+    if params.promoted is not None and not wanted_by_promotion(settings, params.promoted):
+        return {"mode": "skipped", "manifest": None, "variants": []}
     weight = settings.serving.canary_weight if params.canary_weight is None else params.canary_weight
     request = DeployRequest(
         canary_weight=weight,

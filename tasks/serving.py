@@ -17,6 +17,17 @@ from lockgate.serving.rollout import record_canary_alias
 from lockgate.settings import LockgateSettings
 
 
+@task(name="auto-deploy-check")
+def wanted_by_promotion(settings: LockgateSettings, promoted: str) -> bool:
+    """A run a promotion event started deploys only with ``serving.auto_deploy`` on; off, one line says so."""
+    if settings.serving.auto_deploy:
+        return True
+    get_run_logger().info(
+        "serving.auto_deploy is off: %s is not deployed (serve it with `python -m flows deploy`)", promoted
+    )
+    return False
+
+
 @task(name="start-and-smoke-test")
 def start_and_smoke_test(settings: LockgateSettings, request: DeployRequest) -> DeployOutcome:
     """Start (or reuse) a vLLM engine per served model and smoke-test each; nothing goes live yet."""
