@@ -321,7 +321,23 @@ class EmbeddingSettings(_Area):
         default=32, ge=0, description="Tokens a long paragraph's consecutive chunks share; below half of chunk_tokens."
     )
 
-    NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset({"model", "batch_size"})  # the weights' digest counts
+    scale_out: Literal["none", "dask"] = Field(
+        default="none",
+        description="'dask': a refresh with at least dask_min_chunks chunks to embed embeds them on a Dask "
+        "cluster through prefect-dask (dask_address, or a local cluster of dask_workers processes).",
+    )
+    dask_address: str | None = Field(
+        default=None, description="Scheduler of an existing Dask cluster (tcp://host:8786); none: start a local one."
+    )
+    dask_workers: int = Field(default=2, ge=1, le=256, description="Worker processes of the local Dask cluster.")
+    dask_min_chunks: int = Field(
+        default=5000, ge=1, description="Smaller refresh plans embed in the flow's own process (no cluster start-up)."
+    )
+
+    # The weights' digest counts; where the vectors are computed does not change them.
+    NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset(
+        {"model", "batch_size", "scale_out", "dask_address", "dask_workers", "dask_min_chunks"}
+    )
 
     @model_validator(mode="after")
     def _overlap_below_half(self) -> EmbeddingSettings:
