@@ -189,6 +189,9 @@ class EvalReport(Record):
     slice_labels: dict[str, tuple[str, ...]]
     rows_path: str
     n_questions: int
+    judge_failures: dict[str, int] = Field(
+        default={}, description="Why LLM-judged scores are missing: timeout / error / unparseable -> calls, both sides."
+    )
 
 
 class DriftReport(Record):
