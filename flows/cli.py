@@ -190,7 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 success, 1 a stage failed, 2 bad input, settings or arguments, "
         "3 the gate rejected the candidate.",
     )
-    parser.add_argument("--profile", default="embedded", help="settings profile under profiles/ (default: embedded)")
+    parser.add_argument(
+        "--profile",
+        default="embedded",
+        help="a settings profile shipped with lockgate (lockgate/profiles/; profiles/ in a checkout), default embedded",
+    )
     parser.add_argument("--home", default=None, help="state folder; default from the profile (.lockgate)")
     sub = parser.add_subparsers(dest="command", required=True)
 

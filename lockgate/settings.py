@@ -1,8 +1,9 @@
 """The one typed settings root, composed of per-area models.
 
 Values come, lowest priority first, from the field defaults, a profile file under
-``profiles/`` (YAML, same shape as this model), and environment variables named after the
-path: ``LOCKGATE_TRAINING__MAX_STEPS=50``. Settings are read once, at the edge (a flow's
+``lockgate/profiles/`` (package data, so an installed package has them; ``profiles/`` in a
+checkout links there; YAML, same shape as this model), and environment variables named after
+the path: ``LOCKGATE_TRAINING__MAX_STEPS=50``. Settings are read once, at the edge (a flow's
 start or the CLI), never at import time. A bad value is reported with every other bad
 value at once, each naming its field.
 """
@@ -10,6 +11,8 @@ value at once, each naming its field.
 from __future__ import annotations
 
 import json
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -20,7 +23,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from lockgate._io import load_yaml
 from lockgate.errors import ConfigError
 
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+# The checkout (or, installed, the folder holding the package): relative paths resolve here.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUILTIN_TINY_MODEL = "builtin:tiny-llama"
 
 
@@ -571,7 +575,7 @@ class LockgateSettings(BaseSettings):
     profile: str = Field(default="embedded", description="Name of the profile these settings came from.")
     home: str = Field(default=".lockgate", description="State folder: artifacts, registry, index, logs.")
     project_root: str = Field(
-        default=str(PROFILES_DIR.parent),
+        default=str(PROJECT_ROOT),
         description="Relative paths in settings resolve against this (default: the checkout).",
     )
     data: DataSettings = DataSettings()
@@ -652,18 +656,24 @@ def _format_errors(source: str, exc: ValidationError) -> str:
     return f"invalid settings ({source}): {exc.error_count()} problem(s): " + "; ".join(problems)
 
 
-def profile_path(name: str) -> Path:
+def shipped_profiles() -> Traversable:
+    """The profiles folder, package data of ``lockgate``: found in a checkout (where ``profiles/``
+    links to it) and in an installed package alike."""
+    return resources.files("lockgate") / "profiles"
+
+
+def profile_path(name: str) -> Traversable:
     """The file that holds a named profile."""
-    return PROFILES_DIR / f"{name}.yaml"
+    return shipped_profiles() / f"{name}.yaml"
 
 
 def list_profiles() -> list[str]:
     """Names of the profiles shipped with Lockgate."""
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+    return sorted(p.name.removesuffix(".yaml") for p in shipped_profiles().iterdir() if p.name.endswith(".yaml"))
 
 
 def load_settings(
-    profile: str = "embedded", overrides: dict[str, Any] | None = None, profile_file: Path | None = None
+    profile: str = "embedded", overrides: dict[str, Any] | None = None, profile_file: Path | Traversable | None = None
 ) -> LockgateSettings:
     """Build the settings from a profile, the environment and explicit overrides.
 
@@ -684,7 +694,7 @@ def load_settings(
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: a profile must be a mapping, got {type(values).__name__}")
-    values.setdefault("profile", path.stem)
+    values.setdefault("profile", Path(path.name).stem)
     # Priority: explicit overrides > LOCKGATE_* environment > profile file > defaults.
     # pydantic-settings ranks init kwargs above the environment, so the layers are merged
     # here and handed over as one set of init values.
