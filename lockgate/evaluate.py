@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -412,6 +413,7 @@ def evaluate_models(
         slice_labels={name: tuple(i.labels[name] for i in items) for name in settings.slice_fields},
         rows_path=str(Path(path) / "rows.jsonl"),
         n_questions=len(items),
+        judge_failures=dict(sum((Counter(r.reasons) for r in judge_reports.values()), Counter())),
     )
 
 

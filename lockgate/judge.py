@@ -208,6 +208,21 @@ async def _judged_scores(
     return scores, report
 
 
+def judge_complete(evaluation: Any) -> bool:
+    """Whether an evaluation may be reused: no LLM-judged score of it is missing.
+
+    A judge that timed out or answered garbage may answer next time, so such a report is never
+    served from a cache; anything other than an ``EvalReport`` is not this function's business.
+    """
+    if not isinstance(evaluation, EvalReport):
+        return True
+    return all(
+        np.all(np.isfinite(np.asarray(scores.challenger + scores.champion, dtype=float)))
+        for name, scores in evaluation.per_question.items()
+        if name in JUDGED_METRICS
+    )
+
+
 def judged_checks(evaluation: EvalReport) -> list[GateCheck]:
     """Gate checks of the judged metrics an evaluation carries: each must be a number for both sides.
 
@@ -225,14 +240,28 @@ def judged_checks(evaluation: EvalReport) -> list[GateCheck]:
         }
         ok = not any(missing.values()) and len(scores.challenger) > 0
         where = ", ".join(f"{side} {n}/{len(scores.challenger)}" for side, n in missing.items() if n)
+        why = _failures(evaluation.judge_failures)
         checks.append(
             GateCheck(
                 name=f"judged:{name}",
                 passed=ok,
                 detail=f"{name} judged for every question"
                 if ok
-                else f"{name} missing for {where or 'every'} question(s): the judge timed out, failed or answered "
-                "unparseably (see judge.json beside the eval rows); a missing score never passes",
+                else f"{name} missing for {where or 'every'} question(s): {why} (see judge.json beside the eval "
+                "rows); a missing score never passes",
             )
         )
     return checks
+
+
+_FAILURE_WORDS = {"timeout": "timed out", "unparseable": "answered unparseably", "error": "failed"}
+
+
+def _failures(counts: dict[str, int]) -> str:
+    """``the judge timed out (12 scores), answered unparseably (3 scores)``: why judged scores are missing."""
+    if not counts:
+        return "the judge timed out, failed or answered unparseably"
+    kinds = [
+        f"{_FAILURE_WORDS.get(kind, kind)} ({n} score{'s' if n != 1 else ''})" for kind, n in sorted(counts.items())
+    ]
+    return "the judge " + ", ".join(kinds)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -32,6 +32,9 @@ class StageCache(CachePolicy):
     stage: str = ""
     modules: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
+    # A result this says no to is never served from cache (``StageLog.run_cached`` re-runs the stage):
+    # one that holds a failure which may pass next time, e.g. an evaluation whose LLM judge failed.
+    reusable: Callable[[Any], bool] | None = None
 
     def compute_key(
         self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
@@ -132,13 +135,18 @@ class StageLog:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
     def run_cached(self, stage: str, task: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run a cached task; a cache hit whose files are gone (deleted by hand) is rebuilt."""
+        """Run a cached task; a cache hit whose files are gone (deleted by hand), or that its cache policy
+        says is not reusable, is rebuilt."""
         state = task(*args, return_state=True, **kwargs)
         result = state.result()
         if state.name != "Cached":
             return result
         if self.artifacts is not None:
             result = _relocate(result, self.artifacts)
+        policy = getattr(task, "cache_policy", None)
+        reusable = policy.reusable if isinstance(policy, StageCache) else None
+        if reusable is not None and not reusable(result):
+            return task.with_options(refresh_cache=True)(*args, **kwargs)
         if outputs_exist(result, self.artifacts.root if self.artifacts is not None else None):
             self.cached.append(stage)
             return result

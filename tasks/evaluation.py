@@ -18,7 +18,7 @@ from lockgate.evaluate import (
     evaluate_models,
     log_matrix_to_wandb,
 )
-from lockgate.judge import judge_config
+from lockgate.judge import judge_complete, judge_config
 from lockgate.metrics import ANSWER_METRICS, JUDGED_METRICS
 from lockgate.prep import load_jsonl
 from lockgate.prompts import PromptSpec, find_prompt
@@ -64,7 +64,12 @@ def serving_prompt(name: str, prompts_dir: str, registry: RegistrySettings, regi
 # embedder enters by its weights, the prompts by their content (template and variables).
 @task(
     name="evaluate",
-    cache_policy=StageCache(stage="evaluate", modules=("lockgate.evaluate",), ignore=("index", "artifacts_root")),
+    cache_policy=StageCache(
+        stage="evaluate",
+        modules=("lockgate.evaluate",),
+        ignore=("index", "artifacts_root"),
+        reusable=judge_complete,  # a report with a failed judge call is re-evaluated: the judge may answer now
+    ),
     persist_result=True,
     result_serializer="json",
 )

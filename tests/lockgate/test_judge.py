@@ -84,3 +84,18 @@ def test_the_judge_is_off_by_default_and_its_key_comes_from_the_environment(monk
     assert KEY not in repr(config) and KEY not in str(config)
     dumped = json.dumps(EvaluationSettings(judge_base_url="http://127.0.0.1:9/v1").model_dump())
     assert KEY not in dumped, "the key is never a setting"
+
+
+def test_the_gate_names_why_the_judge_left_scores_missing() -> None:
+    base = report()
+    n = len(base.per_question["rouge_l"].challenger)
+    down = PairedScores(challenger=(math.nan,) * n, champion=(math.nan,) * n)
+    judged = {m: down for m in JUDGED_METRICS}
+    timed_out = base.model_copy(
+        update={"per_question": {**base.per_question, **judged}, "judge_failures": {"timeout": 3 * 2 * n}}
+    )
+    (check, *_) = judged_checks(timed_out)
+    assert not check.passed and f"the judge timed out ({6 * n} scores)" in check.detail, check.detail
+    garbage = timed_out.model_copy(update={"judge_failures": {"unparseable": 1, "timeout": 2}})
+    detail = judged_checks(garbage)[0].detail
+    assert "timed out (2 scores), answered unparseably (1 score)" in detail, detail
