@@ -9,11 +9,14 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from lockgate.digest import short
+from lockgate.errors import ConfigError
 from lockgate.registry import open_registry
+from lockgate.registry.prompts import open_prompt_registry
 from lockgate.serving import paths, write_manifest
 from lockgate.serving.deploy import DeployOutcome, DeployRequest, deploy, retire_engines
 from lockgate.serving.manifest import ServingManifest
-from lockgate.serving.rollout import record_canary_alias
+from lockgate.serving.retrieval import PromptBook
+from lockgate.serving.rollout import PromptCanary, is_prompt_canary, prompt_canary, record_canary_alias
 from lockgate.settings import LockgateSettings
 
 
@@ -28,13 +31,33 @@ def wanted_by_promotion(settings: LockgateSettings, promoted: str) -> bool:
     return False
 
 
+def servable_prompt_canary(settings: LockgateSettings) -> PromptCanary | None:
+    """The prompt registry's canary with its traffic weight, if the gateway can render it (else None, logged)."""
+    prompts = open_prompt_registry(settings.registry, Path(settings.registry_dir), settings.prompts.name)
+    canary = prompt_canary(prompts)
+    if canary is None:
+        return None
+    try:  # the gateway renders prompt versions from the prompt files: one it cannot find must not go live
+        PromptBook(settings.resolve(settings.prompts.dir)).render(canary.version, "question", "context")
+    except ConfigError as exc:
+        get_run_logger().warning("prompt canary %s left out: %s", canary.version, exc)
+        return None
+    return canary
+
+
 @task(name="start-and-smoke-test")
 def start_and_smoke_test(settings: LockgateSettings, request: DeployRequest) -> DeployOutcome:
-    """Start (or reuse) a vLLM engine per served model and smoke-test each; nothing goes live yet."""
+    """Start (or reuse) a vLLM engine per served model and smoke-test each; nothing goes live yet.
+
+    A canary prompt in the prompt registry (``prompts promote --to canary``, or a prompt release with
+    ``prompts.promote_to: canary``) is served with production's model to its share of the traffic,
+    unless a model canary is in progress.
+    """
     logger = get_run_logger()
     where = paths(settings)
     registry = open_registry(settings.registry, Path(settings.registry_dir))
-    outcome = deploy(registry, settings.serving, request, where.manifest, where.engines, where.logs)
+    prompts = servable_prompt_canary(settings)
+    outcome = deploy(registry, settings.serving, request, where.manifest, where.engines, where.logs, prompts)
     for line in outcome.smoke:
         logger.info("smoke test passed: %s", line)
     return outcome
@@ -46,7 +69,7 @@ def switch_manifest(settings: LockgateSettings, outcome: DeployOutcome) -> Servi
     where = paths(settings)
     write_manifest(where.manifest, outcome.manifest)
     canary = outcome.manifest.canary
-    if canary is not None:
+    if canary is not None and not is_prompt_canary(outcome.manifest):  # a prompt canary's model is production's
         record_canary_alias(open_registry(settings.registry, Path(settings.registry_dir)), canary.model_digest)
     rows = "\n".join(
         f"| {v.name} | `{short(v.model_digest)}` | {v.served_model} | {v.prompt_version} | {v.index_collection} "

@@ -16,7 +16,7 @@ from pathlib import Path
 from lockgate.errors import DataError, StageError
 from lockgate.registry import ModelRegistry, ModelVersion
 from lockgate.serving.manifest import ServingManifest, Variant, load_manifest, now_iso
-from lockgate.serving.rollout import plan_rollout, promoted_prompt_version, served_name, variant_for
+from lockgate.serving.rollout import PromptCanary, plan_rollout, plan_variants, served_name, variant_for
 from lockgate.serving.vllm import (
     EngineBook,
     EngineSpec,
@@ -113,8 +113,12 @@ def deploy(
     manifest_path: Path,
     engines_book: Path,
     logs: Path,
+    prompts: PromptCanary | None = None,
 ) -> DeployOutcome:
     """Start or reuse the engines, smoke-test them, then switch the manifest.
+
+    Without a model canary, a prompt canary (``prompts``, from the prompt registry) serves
+    production's model with the canary prompt to its share of the traffic (see ``plan_variants``).
 
     Raises:
         DataError: nothing is in production.
@@ -161,15 +165,11 @@ def deploy(
                 model_path=specs[index].model_path,
             ).model_copy(update={"served_model": served})
 
-        variants: list[Variant] = []
         weight = request.canary_weight if stable is not None else 0.0
-        prompt = promoted_prompt_version(registry, production.digest, request.default_prompt_version)
-        if stable is not None:
-            stable_prompt = promoted_prompt_version(registry, stable.digest, request.default_prompt_version)
-            variants.append(place(stable, "production", 1 - weight, stable_prompt))
-            variants.append(place(production, "canary", weight, prompt))
-        else:
-            variants.append(place(production, "production", 1.0, prompt))
+        planned = plan_variants(registry, production, stable, weight, request.default_prompt_version, prompts)
+        variants = [place(p.version, p.name, p.weight, p.prompt_version) for p in planned]
+        if stable is None and len(variants) == 2:
+            mode = "prompt canary"
         manifest = ServingManifest(
             variants=tuple(variants), max_model_len=settings.max_model_len, created_at=now_iso(), reason=mode
         )

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lockgate.errors import DataError
 from lockgate.registry import ModelRegistry, ModelVersion
-from lockgate.serving.manifest import ServingManifest, Variant, now_iso
+from lockgate.registry.prompts import PromptRegistry
+from lockgate.serving.manifest import ServingManifest, Variant, VariantName, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,66 @@ def promoted_prompt_version(registry: ModelRegistry, digest: str, default: str) 
     return default
 
 
+@dataclass(frozen=True)
+class PromptCanary:
+    """A prompt version the prompt registry sends ``weight`` of the traffic to, with production's model."""
+
+    version: str
+    weight: float
+
+
+def prompt_canary(prompts: PromptRegistry) -> PromptCanary | None:
+    """The prompt registry's canary and its traffic weight (``PromptRegistry.traffic``), or None without one."""
+    weight = prompts.traffic().get("canary")
+    if weight is None:
+        return None
+    return PromptCanary(version=prompts.spec("canary").version, weight=weight)
+
+
+@dataclass(frozen=True)
+class PlannedVariant:
+    """One variant of the manifest to come, before its engine is known."""
+
+    name: VariantName
+    version: ModelVersion
+    weight: float
+    prompt_version: str
+
+
+def plan_variants(
+    registry: ModelRegistry,
+    production: ModelVersion,
+    stable: ModelVersion | None,
+    canary_weight: float,
+    default_prompt_version: str,
+    prompts: PromptCanary | None = None,
+) -> list[PlannedVariant]:
+    """The variants a deploy serves, each model with the prompt the gate judged it with.
+
+    A model canary (``stable`` keeps ``1 - canary_weight``) comes first; without one, a prompt canary
+    serves production's model with the canary prompt to ``prompts.weight`` of the traffic.
+    """
+    prompt = promoted_prompt_version(registry, production.digest, default_prompt_version)
+    if stable is not None:
+        stable_prompt = promoted_prompt_version(registry, stable.digest, default_prompt_version)
+        return [
+            PlannedVariant("production", stable, 1 - canary_weight, stable_prompt),
+            PlannedVariant("canary", production, canary_weight, prompt),
+        ]
+    if prompts is not None and 0.0 < prompts.weight < 1.0 and prompts.version != prompt:
+        return [
+            PlannedVariant("production", production, 1 - prompts.weight, prompt),
+            PlannedVariant("canary", production, prompts.weight, prompts.version),
+        ]
+    return [PlannedVariant("production", production, 1.0, prompt)]
+
+
+def is_prompt_canary(manifest: ServingManifest) -> bool:
+    """Whether the manifest's canary is a prompt canary: production's model with another prompt."""
+    canary = manifest.canary
+    return canary is not None and canary.model_digest == manifest.production.model_digest
+
+
 def plan_rollout(
     production: ModelVersion | None,
     live: ServingManifest | None,
@@ -97,28 +159,40 @@ def roll_back_canary(
     registry: ModelRegistry,
     emit: Emitter,
     reason: str,
+    prompts: PromptRegistry | None = None,
 ) -> ServingManifest:
     """The manifest with all traffic on production; registry aliases moved back; the event sent.
 
-    The caller writes the returned manifest (before this returns nothing serves differently).
+    A prompt canary (production's model with another prompt) moves no model alias: production's
+    model is not what failed. With ``prompts``, that prompt registry's ``canary`` is pointed back at
+    its production version (no split). The caller writes the returned manifest (before this
+    returns nothing serves differently).
     """
     canary = manifest.canary
     if canary is None:
         return manifest
     moved: list[str] = []
-    state = registry.snapshot()
-    if state.aliases.get("canary") == canary.model_digest:
-        registry.rollback("canary", reason=reason)
-        moved.append("canary")
-    if state.aliases.get("production") == canary.model_digest:
-        registry.rollback("production", reason=reason)
-        moved.append("production")
+    if is_prompt_canary(manifest):
+        if prompts is not None and (production := prompts.get("production")) is not None:
+            current = prompts.get("canary")
+            if current is not None and prompts.spec("canary").version == canary.prompt_version:
+                prompts.set_alias("canary", production.digest, reason=reason)
+                moved.append(f"prompt {prompts.name} canary")
+    else:
+        state = registry.snapshot()
+        if state.aliases.get("canary") == canary.model_digest:
+            registry.rollback("canary", reason=reason)
+            moved.append("canary")
+        if state.aliases.get("production") == canary.model_digest:
+            registry.rollback("production", reason=reason)
+            moved.append("production")
     emit(
         CANARY_ROLLED_BACK,
         {"prefect.resource.id": "lockgate.model." + canary.model_digest.split(":", 1)[-1][:12]},
         {
             "canary": canary.model_digest,
             "production": manifest.production.model_digest,
+            "prompt": canary.prompt_version,
             "reason": reason,
             "aliases_moved": moved,
         },

@@ -8,14 +8,24 @@ from pathlib import Path
 import pytest
 
 from lockgate.errors import ConfigError, DataError
-from lockgate.registry import ModelVersion
+from lockgate.prompts import PromptSpec
+from lockgate.registry import LocalRegistry, ModelVersion
+from lockgate.registry.prompts import PromptRegistry
 from lockgate.serving.canary import CanaryMonitor, RollbackPolicy, route
 from lockgate.serving.deploy import engine_specs
 from lockgate.serving.gateway import _BadRequest, parse_chat
 from lockgate.serving.keys import KeyStore, add_key, key_digest
 from lockgate.serving.manifest import ServingManifest, Variant, load_manifest, write_manifest
 from lockgate.serving.ratelimit import RateLimiter
-from lockgate.serving.rollout import plan_rollout
+from lockgate.serving.rollout import (
+    PromptCanary,
+    is_prompt_canary,
+    plan_rollout,
+    plan_variants,
+    prompt_canary,
+    roll_back_canary,
+    variant_for,
+)
 from lockgate.serving.vllm import vllm_command
 
 
@@ -213,3 +223,73 @@ def test_chat_content_may_be_a_list_of_text_parts() -> None:
     assert parse_chat(body, 16).question == "a\nb"
     with pytest.raises(_BadRequest):
         parse_chat({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, 16)
+
+
+def prompt_registries(tmp_path: Path) -> tuple[LocalRegistry, ModelVersion, PromptRegistry, PromptSpec, PromptSpec]:
+    """A model in production judged with prompt ``shipped``, and ``reworded`` promoted to the prompt canary (20%)."""
+    shipped = PromptSpec(
+        name="grounded-qa", description="d", variables=("question", "context"), template="{{ context }} {{ question }}"
+    )
+    reworded = shipped.model_copy(update={"template": "Context: {{ context }}\nQuestion: {{ question }}"})
+    models = LocalRegistry(tmp_path / "registry")
+    evidence = {"lineage": {"prompt_version": shipped.version}}
+    assert models.record_release("sha256:m", "/m", {}, evidence, True, None)[0] == "promoted"
+    production = models.get("production")
+    assert production is not None
+    prompts = PromptRegistry(tmp_path / "registry", "grounded-qa")
+    assert prompts.serving(shipped) == shipped
+    action, _ = prompts.release(reworded, {}, True, shipped.digest, to="canary", weight=0.2)
+    assert action == "canary" and prompts.traffic() == {"canary": 0.2}
+    return models, production, prompts, shipped, reworded
+
+
+def test_a_prompt_canary_serves_the_production_model_with_the_canary_prompt(tmp_path: Path) -> None:
+    models, production, prompts, shipped, reworded = prompt_registries(tmp_path)
+    canary = prompt_canary(prompts)
+    assert canary == PromptCanary(version=reworded.version, weight=0.2)
+    planned = plan_variants(models, production, None, 0.0, "default@0", canary)
+    assert [(p.name, p.version.digest, p.weight, p.prompt_version) for p in planned] == [
+        ("production", "sha256:m", 0.8, shipped.version),
+        ("canary", "sha256:m", 0.2, reworded.version),
+    ]
+    served = ServingManifest(
+        variants=tuple(
+            variant_for(p.version, p.name, p.weight, "http://127.0.0.1:1", None, None, p.prompt_version)
+            for p in planned
+        ),
+        max_model_len=256,
+    )
+    assert served.canary is not None and served.canary.weight == 0.2 and is_prompt_canary(served)
+    assert served.canary.served_model == served.production.served_model, "one engine serves both"
+
+    # A model canary in progress keeps its split: each model with the prompt it was judged with.
+    stable = version("sha256:old", "/o")
+    with_model_canary = plan_variants(models, production, stable, 0.1, "default@0", canary)
+    assert [(p.name, p.version.digest, p.weight) for p in with_model_canary] == [
+        ("production", "sha256:old", 0.9),
+        ("canary", "sha256:m", 0.1),
+    ]
+    assert {p.prompt_version for p in with_model_canary} == {"default@0", shipped.version}
+
+    prompts.set_alias("canary", shipped.digest, reason="canary done")  # canary equal to production: no split
+    assert prompt_canary(prompts) is None
+    assert [p.name for p in plan_variants(models, production, None, 0.0, "default@0", None)] == ["production"]
+
+
+def test_rolling_back_a_prompt_canary_moves_the_prompt_not_the_model(tmp_path: Path) -> None:
+    models, production, prompts, shipped, reworded = prompt_registries(tmp_path)
+    planned = plan_variants(models, production, None, 0.0, "default@0", prompt_canary(prompts))
+    served = ServingManifest(
+        variants=tuple(
+            variant_for(p.version, p.name, p.weight, "http://127.0.0.1:1", None, None, p.prompt_version)
+            for p in planned
+        ),
+        max_model_len=256,
+    )
+    events: list[tuple[str, dict[str, str], dict[str, object]]] = []
+    after = roll_back_canary(served, models, lambda *e: events.append(e), "error rate 30%", prompts)
+    assert after.canary is None and after.production.prompt_version == shipped.version
+    assert models.get("production") == production and models.revoked_reason("sha256:m") is None
+    assert prompts.traffic() == {} and prompts.production() == shipped
+    ((_, _, payload),) = events
+    assert payload["prompt"] == reworded.version and payload["aliases_moved"] == ["prompt grounded-qa canary"]
