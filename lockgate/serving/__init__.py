@@ -80,12 +80,14 @@ def build_gateway(settings: LockgateSettings, emit: Emitter) -> Gateway:
     """
     from lockgate.embeddings import Embedder, SentenceTransformerEmbedder
     from lockgate.registry import open_registry
+    from lockgate.registry.prompts import open_prompt_registry
     from lockgate.serving.retrieval import IndexRetriever, PromptBook
     from lockgate.stores import VectorStore, open_store
 
     s = settings.serving
     where = paths(settings)
     registry = open_registry(settings.registry, Path(settings.registry_dir))
+    prompts = open_prompt_registry(settings.registry, Path(settings.registry_dir), settings.prompts.name)
     embedder: Embedder = SentenceTransformerEmbedder(settings.embeddings.model, settings.embeddings.batch_size)  # type: ignore[assignment]
     store_settings = settings.vector_store
 
@@ -101,7 +103,7 @@ def build_gateway(settings: LockgateSettings, emit: Emitter) -> Gateway:
         retriever=retriever,
         render=book.render,
         monitor=CanaryMonitor(rollback_policy(s)),
-        on_rollback=lambda manifest, reason: roll_back_canary(manifest, registry, emit, reason),
+        on_rollback=lambda manifest, reason: roll_back_canary(manifest, registry, emit, reason, prompts),
         options=GatewayOptions(
             max_tokens=s.max_tokens,
             max_body_bytes=s.max_body_bytes,
