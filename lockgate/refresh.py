@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+import numpy as np
 
 from lockgate.corpus import Chunk
 from lockgate.digest import digest_json
@@ -28,6 +30,29 @@ log = logging.getLogger(__name__)
 
 # Chunks embedded and written per step: a crash loses at most one step's embedding work.
 REFRESH_BATCH = 256
+
+# Encodes batches of texts, yielding each batch's vectors in the order given (as they are ready):
+# in this process by default, or spread over a cluster (the task layer's Dask encoder).
+BatchEncoder = Callable[[list[list[str]]], Iterator[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ScaleOut:
+    """Where large plans are embedded: ``encode`` for plans of at least ``min_chunks`` chunks."""
+
+    encode: BatchEncoder
+    min_chunks: int
+    name: str = "cluster"
+
+
+def encode_here(embedder: Embedder) -> BatchEncoder:
+    """Encode batch after batch in this process."""
+
+    def encode(batches: list[list[str]]) -> Iterator[np.ndarray]:
+        for texts in batches:
+            yield embedder.encode(texts)
+
+    return encode
 
 
 @dataclass(frozen=True)
@@ -99,11 +124,14 @@ def apply_refresh(
     max_delete_share: float = 0.5,
     force: bool = False,
     batch: int = REFRESH_BATCH,
+    scale_out: ScaleOut | None = None,
 ) -> IndexBuild:
     """Bring the vector store in line with ``chunks`` and record the build.
 
     Changed chunks are embedded and upserted ``batch`` at a time, then vanished ones deleted.
     The embedder is only touched when something changed, so a no-op refresh loads no model.
+    A plan of at least ``scale_out.min_chunks`` changed chunks is embedded by ``scale_out.encode``
+    (a cluster); each batch is still written as soon as its vectors arrive, in order.
 
     Raises:
         ConfigError: the plan deletes more than ``max_delete_share`` of the index (unless ``force``).
@@ -125,10 +153,14 @@ def apply_refresh(
     changed = plan.to_add + plan.to_update
     if changed:
         store.ensure_collection(embedder.dim)
+    batches = [changed[start : start + batch] for start in range(0, len(changed), batch)]
+    encode = encode_here(embedder)
+    if scale_out is not None and len(changed) >= scale_out.min_chunks:
+        log.info("embedding %d chunks in %d batches on %s", len(changed), len(batches), scale_out.name)
+        encode = scale_out.encode
     try:
-        for start in range(0, len(changed), batch):
-            part = changed[start : start + batch]
-            vectors = embedder.encode([c.embed_text for c in part])
+        encoded = encode([[c.embed_text for c in part] for part in batches])
+        for part, vectors in zip(batches, encoded, strict=True):
             rows = [
                 StoredChunk(c.chunk_id, vector_digest(c, embedder_id), c.doc, c.title, c.text, embedder_id)
                 for c in part
@@ -184,6 +216,7 @@ def refresh_generation(
     switch: bool = True,
     max_delete_share: float = 0.5,
     force: bool = False,
+    scale_out: ScaleOut | None = None,
 ) -> tuple[IndexBuild, AliasMove | None]:
     """Blue/green refresh: bring the embedder's own collection up to date, then record it.
 
@@ -199,7 +232,15 @@ def refresh_generation(
     store = open_collection(physical)
     try:
         build = apply_refresh(
-            chunks, store, embedder, artifacts, uri, physical, max_delete_share=max_delete_share, force=force
+            chunks,
+            store,
+            embedder,
+            artifacts,
+            uri,
+            physical,
+            max_delete_share=max_delete_share,
+            force=force,
+            scale_out=scale_out,
         )
     finally:
         store.close()

@@ -16,6 +16,7 @@ from lockgate.store import LocalArtifactStore
 from lockgate.stores import open_store
 from lockgate.stores.aliases import IndexAliases
 from tasks.common import embedder_of, retry_transient
+from tasks.scaleout import dask_scale_out
 
 
 @task(name="refresh-index", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)
@@ -54,6 +55,7 @@ def refresh_index(
         switch=vector_store.switch == "auto",  # after_gates: the release flow switches once the gates pass
         max_delete_share=vector_store.max_delete_share,
         force=force,
+        scale_out=dask_scale_out(embeddings, artifacts_root),
     )
     if move is not None:
         logger.info("index %s now serves %s (was %s)", vector_store.collection, move.current, move.previous)
