@@ -10,9 +10,11 @@ import logging
 from pathlib import Path
 
 import pytest
+import yaml
 
 from flows.deploy import DeployParams, deploy
 from lockgate.registry import LocalRegistry
+from tests.conftest import ROOT
 
 DIGEST = "sha256:" + "c" * 64
 EVENT_RESOURCE = "lockgate.model." + "c" * 12
@@ -55,3 +57,13 @@ def test_a_promotion_with_auto_deploy_on_or_an_explicit_deploy_tries_to_serve(
     assert state.is_failed()
     with pytest.raises(Exception, match=r"serving\.vllm_python: .*no-serving-env/python does not exist"):
         state.result()
+
+
+def test_the_promotion_trigger_marks_its_runs_as_started_by_a_promotion() -> None:
+    """The check above keys on ``promoted``: the deploy deployment's promotion trigger must set it."""
+    deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text(encoding="utf-8"))["deployments"]
+    (deploy_deployment,) = [d for d in deployments if d["name"] == "deploy"]
+    assert "promoted" not in deploy_deployment["parameters"]["params"]  # a run from the UI or CLI deploys
+    (trigger,) = deploy_deployment["triggers"]
+    assert trigger["expect"] == ["lockgate.model.promoted"]
+    assert trigger["parameters"]["params"]["promoted"] == "{{ event.resource.id }}"
