@@ -169,7 +169,12 @@ def register(subparsers: Any) -> None:
     )
     pr.add_argument("ref", help="alias, name@hex, digest or 'file' (registers the file's version)")
     pr.add_argument("--to", default="production", choices=["candidate", "canary", "production"])
-    pr.add_argument("--weight", type=float, default=None, help="canary: share of requests, between 0 and 1")
+    pr.add_argument(
+        "--weight",
+        type=float,
+        default=None,
+        help="canary: share of requests, between 0 and 1 (the next deploy serves it beside production)",
+    )
     pr.add_argument("--reason", default="manual promotion", help="recorded in the history")
     pr.set_defaults(func=cmd_promote)
 
