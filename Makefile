@@ -22,8 +22,9 @@ setup:  ## build (or reuse) the app and trainer environments
 images:  ## build the app and trainer images (Docker; tagged by the lock files' hash, built once per change)
 	@scripts/images.sh
 
-demo: setup  ## run the release pipeline end to end on the sample data
+demo: setup  ## run the release pipeline end to end on the sample data, then ask the served model one question
 	$(PY) -m flows release
+	$(PY) -m flows ask
 
 demo-reject: setup  ## run it with a sabotaged candidate: the gate rejects, production stays
 	$(PY) -m flows release --scenario no-training; code=$$?; \

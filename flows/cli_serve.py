@@ -1,4 +1,5 @@
-"""``lockgate serve``, ``serve-key`` and ``deploy``: the gateway, its API keys, and the deploy flow."""
+"""``lockgate serve``, ``serve-key``, ``deploy`` and ``ask``: the gateway, its API keys, the deploy flow, and
+one question through them all."""
 
 from __future__ import annotations
 
@@ -73,8 +74,117 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample_question(settings: Any) -> str:
+    """The first question of the profile's data sources (a QA/Alpaca instruction or a chat's user turn)."""
+    from lockgate.errors import DataError
+    from lockgate.readers import read_source
+
+    for source in settings.sources:
+        for record in read_source(source):
+            value = record.value or {}
+            if isinstance(value.get("instruction"), str) and value["instruction"].strip():
+                return str(value["instruction"]).strip()
+            users = [
+                m.get("content") for m in value.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"
+            ]
+            if users and isinstance(users[-1], str):
+                return users[-1].strip()
+    raise DataError(f"no question found in data.sources {settings.sources}; pass one: ask 'QUESTION'")
+
+
+def _gateway_thread(app: Any, start_port: int) -> tuple[Any, Any, str]:
+    """The gateway served by uvicorn in a thread of this process on a free localhost port."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from lockgate.errors import StageError
+    from lockgate.serving.vllm import free_port
+
+    port = free_port(start_port)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name="gateway", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            server.should_exit = True
+            raise StageError(f"the gateway did not start on port {port} (see the log)")
+        time.sleep(0.05)
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from flows.cli import _prefect_defaults, _quiet_verdict_tracebacks
+    from flows.console import Mode, quiet_libraries, release_console
+    from flows.deploy import DeployParams
+    from lockgate.errors import StageError
+
+    params = DeployParams(profile=args.profile, home=args.home, canary_weight=0.0, drain_s=0.0)
+    settings = params.settings()
+    vllm_python = settings.serving.vllm_python
+    if settings.serving.engine == "local" and not Path(vllm_python).exists():
+        print(
+            f"serving skipped: the serving environment ({vllm_python}) is missing; "
+            "`make setup` builds it (vLLM, about 3.4 GB)",
+            flush=True,
+        )
+        return 0
+    question = args.question or _sample_question(settings)
+    _prefect_defaults(settings.home_path)
+    mode: Mode = "quiet" if args.quiet else "normal"
+    quiet_libraries()
+    import httpx
+
+    from flows.deploy import deploy
+    from lockgate.serving import GATEWAY_MODEL, VARIANT_HEADER, add_key, build_gateway, load_manifest, paths
+    from lockgate.serving.vllm import EngineBook, stop_engine
+
+    _quiet_verdict_tracebacks()
+    where = paths(settings)
+    book = EngineBook(where.engines)
+    before = {e.pid for e in book.read()}
+    server = thread = None
+    with release_console(settings.home_path / "logs", mode, "ask") as log_path:
+        try:
+            deploy(params)
+            manifest = load_manifest(where.manifest)
+            key = add_key(where.keys, "demo", settings.serving.tokens_per_minute, settings.serving.requests_per_minute)
+            server, thread, url = _gateway_thread(build_gateway(settings, _prefect_emitter).app, settings.serving.port)
+            reply = httpx.post(
+                f"{url}/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key}"},
+                json={"model": GATEWAY_MODEL, "messages": [{"role": "user", "content": question}], "temperature": 0},
+                timeout=settings.serving.request_timeout_s,
+            )
+            if reply.status_code != 200:
+                raise StageError(f"the gateway answered HTTP {reply.status_code}: {reply.text[:300]}")
+        finally:
+            if server is not None:
+                server.should_exit = True
+                thread.join(timeout=15)
+            # Only what this command started: an engine that was serving before keeps serving.
+            running = book.read()
+            started = [e for e in running if e.pid not in before]
+            for engine in started:
+                stop_engine(engine.pid)
+            book.write([e for e in running if e.pid in before])
+    answer = reply.json()["choices"][0]["message"]["content"].strip()
+    variant = next(v for v in manifest.variants if v.name == reply.headers.get(VARIANT_HEADER))
+    print(f"\nAsked through the gateway ({url}/v1, a new key for 'demo'):")
+    print(f"  Q: {question}")
+    print(f"  A: {answer or '(an empty answer)'}")
+    print(f"  served by: {variant.name} ({variant.served_model}, prompt {variant.prompt_version})")
+    stopped = f"and {len(started)} vLLM engine(s) " if started else ""
+    print(f"Stopped the gateway {stopped}this command started. Full log: `{log_path}`", flush=True)
+    return 0
+
+
 def register(sub: Any) -> None:
-    """Add ``serve``, ``serve-key`` and ``deploy`` to the CLI."""
+    """Add ``serve``, ``serve-key``, ``deploy`` and ``ask`` to the CLI."""
     se = sub.add_parser(
         "serve",
         help="run the gateway (OpenAI-compatible API in front of the deployed vLLM engines)",
@@ -103,3 +213,16 @@ def register(sub: Any) -> None:
     )
     de.add_argument("--canary-weight", type=float, default=None, help="0..0.5; default: serving.canary_weight")
     de.set_defaults(func=cmd_deploy)
+
+    ask = sub.add_parser(
+        "ask",
+        help="deploy the production model, start the gateway, ask it one question, stop what it started",
+        description="Run the deploy flow (everybody on the production model), start the gateway on a free "
+        "localhost port, create the API key 'demo' (as serve-key does), ask one question (default: the first of "
+        "the sample data), print the answer and the variant that served it, then stop the gateway and the vLLM "
+        "engines this command started. Without the serving environment it says so and exits 0. `make demo` ends "
+        "with it.",
+    )
+    ask.add_argument("question", nargs="?", default=None, help="default: the first question of data.sources")
+    ask.add_argument("--quiet", action="store_true", help="print only errors and the answer")
+    ask.set_defaults(func=cmd_ask)

@@ -101,12 +101,12 @@ def quiet_libraries() -> None:
 
 
 @contextmanager
-def release_console(log_dir: Path, mode: Mode) -> Iterator[Path]:
-    """Route this process's logging for a release: everything to a new file in ``log_dir``
-    (yielded), the console to :class:`StageLines`. Call after Prefect is imported (its logging
-    set-up replaces the root handlers)."""
+def release_console(log_dir: Path, mode: Mode, command: str = "release") -> Iterator[Path]:
+    """Route this process's logging for a release (or another ``command``): everything to a new
+    file in ``log_dir`` (yielded), the console to :class:`StageLines`. Call after Prefect is
+    imported (its logging set-up replaces the root handlers)."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    path = log_dir / f"release-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}.log"
+    path = log_dir / f"{command}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}.log"
     to_file = logging.FileHandler(path, encoding="utf-8")
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     to_file.setLevel(logging.INFO)

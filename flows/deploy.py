@@ -24,11 +24,24 @@ class DeployParams(StageParams):
         description="Share of traffic the newly promoted model gets while the serving model keeps the rest "
         "(0: everybody at once; empty: serving.canary_weight).",
     )
+    drain_s: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=3600,
+        description="Seconds engines nothing serves any more keep running after the switch, for requests "
+        "on them (empty: serving.drain_s).",
+    )
     promoted: str | None = Field(
         default=None,
         description="Set by promotion events: the promoted model's event resource. "
         "Such a run deploys only with serving.auto_deploy on.",
     )
+
+    def overrides(self) -> dict[str, Any]:
+        out = super().overrides()
+        if self.drain_s is not None:
+            out["serving"] = {"drain_s": self.drain_s}
+        return out
 
 
 @flow(name="deploy", log_prints=False)

@@ -10,9 +10,13 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 
+from lockgate.serving import load_manifest
+from lockgate.serving.vllm import EngineBook
 from tests.conftest import ROOT
+from tests.serving.conftest import needs_vllm
 
 pytestmark = pytest.mark.slow
 
@@ -20,14 +24,14 @@ CONSOLE_LINE = re.compile(r"^\d\d:\d\d:\d\d  (WARNING |ERROR |CRITICAL )?\S")
 PROGRESS = re.compile(r"^\d\d:\d\d:\d\d  ([\w-]+): (completed|cached) \(\d+\.\d s\)$")
 
 
-def release(home: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-    """`python -m flows release` as `make demo` runs it (Makefile's environment), piped."""
+def flows(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m flows ARGS` as `make demo` runs it (Makefile's environment), piped."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LOCKGATE_"))}
     env.update(PYTHONPATH=str(ROOT), LOCKGATE_HOME=str(home), WANDB_MODE="offline")
     # As the rest of the suite: vLLM's serving benchmark of the quantized model is tested on its own.
     env["LOCKGATE_QUANTIZATION__SERVING_BENCHMARK"] = os.environ.get("LOCKGATE_QUANTIZATION__SERVING_BENCHMARK", "off")
     return subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "python"), "-m", "flows", "release", *flags],
+        [str(ROOT / ".venv" / "bin" / "python"), "-m", "flows", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -36,20 +40,37 @@ def release(home: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_demo_prints_stage_lines_and_a_summary_naming_its_log(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    done = release(home)
+def release(home: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return flows(home, "release", *flags)
+
+
+def stage_lines(stderr: str) -> Counter[str]:
+    """Progress lines per stage; fails on any terminal line that is not Lockgate's own."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    strangers = [line for line in lines if not CONSOLE_LINE.match(line)]
+    assert strangers == [], "\n".join(strangers[:20])
+    return Counter(m.group(1) for line in lines if (m := PROGRESS.match(line)))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The demo's release, once for the module: its state folder and what it printed."""
+    home = tmp_path_factory.mktemp("demo") / "home"
+    return home, release(home)
+
+
+def test_the_demo_prints_stage_lines_and_a_summary_naming_its_log(
+    demo: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    home, done = demo
     everything = done.stdout + done.stderr
     assert done.returncode == 0, everything[-4000:]
     assert "Traceback" not in everything, everything[-4000:]
 
     # The terminal (stderr) holds only Lockgate's own lines: no progress bars, gRPC or torch
     # log lines, loguru output or library warnings.
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    strangers = [line for line in lines if not CONSOLE_LINE.match(line)]
-    assert strangers == [], "\n".join(strangers[:20])
-    progress = Counter(m.group(1) for line in lines if (m := PROGRESS.match(line)))
-    assert {"prep-dataset", "finetune", "quantize", "refresh-index", "gate"} <= set(progress), lines
+    progress = stage_lines(done.stderr)
+    assert {"prep-dataset", "finetune", "quantize", "refresh-index", "gate"} <= set(progress), done.stderr
     assert max(progress.values()) == 1, f"more than one progress line for a stage: {progress}"
 
     # It ends with the summary, which names the log file that has everything.
@@ -65,3 +86,38 @@ def test_the_demo_prints_stage_lines_and_a_summary_naming_its_log(tmp_path: Path
     summary = json.loads(again.stdout)
     assert summary["passed"] is True and Path(summary["log"]).is_file() and Path(summary["log"]) != log
     assert summary["cached"], "a second run with unchanged data rebuilt every stage"
+
+
+@needs_vllm
+def test_the_demo_ends_with_an_answer_through_the_gateway(demo: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    """`make demo`'s last step: deploy, a gateway, a new key, one sample question; what it started is stopped."""
+    home, released = demo
+    assert released.returncode == 0, released.stderr[-4000:]
+    done = flows(home, "ask")
+    everything = done.stdout + done.stderr
+    assert done.returncode == 0, everything[-4000:]
+    assert "Traceback" not in everything, everything[-4000:]
+    progress = stage_lines(done.stderr)
+    assert {"start-and-smoke-test", "switch-manifest", "retire-engines"} <= set(progress), done.stderr
+    assert max(progress.values()) == 1, f"more than one progress line for a stage: {progress}"
+
+    out = done.stdout.strip().splitlines()
+    first = json.loads((ROOT / "examples" / "data" / "qa.jsonl").read_text().splitlines()[0])["instruction"]
+    assert out[0].startswith("Asked through the gateway (http://127.0.0.1:"), done.stdout
+    assert out[1] == f"  Q: {first}"
+    assert out[2].startswith("  A: ") and len(out[2]) > len("  A: "), done.stdout
+    manifest = load_manifest(home / "serving" / "manifest.json")
+    production = manifest.production
+    assert out[3] == f"  served by: production ({production.served_model}, prompt {production.prompt_version})"
+    assert out[-1].startswith("Stopped the gateway and 1 vLLM engine(s) this command started."), done.stdout
+    assert "lg-" not in everything  # the key it made is used, never shown
+
+    # The request really went through the gateway (its query log), with the key 'demo' it created.
+    (logged,) = [json.loads(line) for line in (home / "serving" / "queries.jsonl").read_text().splitlines()]
+    assert logged["variant"] == "production" and logged["question"] == first, logged
+    keys = json.loads((home / "serving" / "keys.json").read_text())["keys"]
+    assert [k["name"] for k in keys] == ["demo"]
+    # Nothing it started outlives it: the engine it deployed is gone.
+    assert EngineBook(home / "serving" / "engines.json").read() == []
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{production.engine_url}/health", timeout=5)

@@ -30,3 +30,17 @@ def test_serve_without_a_deployment_is_one_clear_line(tmp_path: Path, capsys: py
 def test_deploy_rejects_a_bad_canary_weight(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--home", str(tmp_path), "deploy", "--canary-weight", "0.9"]) == 2
     assert "canary_weight" in capsys.readouterr().err
+
+
+def test_ask_without_the_serving_environment_says_so_in_one_line_and_succeeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "no-serving-env" / "bin" / "python"
+    monkeypatch.setenv("LOCKGATE_SERVING__VLLM_PYTHON", str(missing))
+    assert main(["--home", str(tmp_path / "home"), "ask"]) == 0
+    shown = capsys.readouterr()
+    assert shown.err == ""
+    assert shown.out.strip().splitlines() == [
+        f"serving skipped: the serving environment ({missing}) is missing; `make setup` builds it (vLLM, about 3.4 GB)"
+    ]
+    assert not (tmp_path / "home").exists()  # nothing deployed, no key made, no Prefect started
