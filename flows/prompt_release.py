@@ -168,9 +168,10 @@ def prompt_summary_markdown(summary: PromptReleaseSummary) -> str:
 
 @flow(name="prompt-matrix", log_prints=False)
 def prompt_matrix(params: PromptMatrixParams = PromptMatrixParams()) -> MatrixReport:  # noqa: B008
-    """Evaluate prompt versions x model variants on the eval set with retrieval: a table of every
-    cell's score with its paired confidence interval against the first prompt with the first model
-    (production's), published here as an artifact and to W&B as a table."""
+    """Evaluate prompt versions x model variants on the eval set with retrieval (each model alias after
+    the first also with its merged, un-quantized twin): a table of every cell's score with its paired
+    confidence interval against the first prompt with the first model (production's), published here
+    as an artifact and to W&B as a table."""
     settings = params.settings()
     name = params.prompt or settings.prompts.name
     artifacts_root = settings.artifacts_dir

@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from lockgate._io import write_jsonl
-from lockgate.digest import digest_json, short
+from lockgate.digest import digest_json, digest_tree, short
 from lockgate.embeddings import Embedder, resolve_model_path
 from lockgate.errors import StageError
 from lockgate.judge import JudgeConfig
@@ -124,6 +124,18 @@ def prompt_contenders(
         ModelUnderTest(label=f"candidate prompt {candidate.version}", digest=digest, path=path, registered=True),
         ModelUnderTest(label=f"production prompt {current.version}", digest=digest, path=path, registered=True),
     )
+
+
+def merged_twin(model: ModelUnderTest) -> ModelUnderTest | None:
+    """The un-quantized (merged) checkpoint a quantized model was made from, where the quantize stage kept
+    it beside the model (``QuantizedModel.merged_path``); None for any other model or if it is gone."""
+    folder = Path(model.path)
+    merged = folder.parent / "merged"
+    if folder.name != "model" or not (folder.parent / "lockgate-quantized.json").is_file():
+        return None
+    if not (merged / "config.json").is_file():
+        return None
+    return ModelUnderTest(label=f"{model.label} merged (un-quantized)", digest=digest_tree(merged), path=str(merged))
 
 
 def retrieve(
@@ -380,18 +392,22 @@ def evaluate_models(
                 **{m: retrieval_rows[m][k] for m in RETRIEVAL_METRICS},
             }
         )
-    digest = digest_json(
-        {
-            "challenger": challenger.digest,
-            "champion": champion.digest,
-            "data": job.dataset_digest,
-            "index": job.index_digest,
-            "prompt": job.prompts[0].version,
-            "champion_prompt": job.prompts[1].version,
-            "settings": settings.model_dump(),
-            "judged": sorted(judge_reports),
+    identity: dict[str, Any] = {
+        "challenger": challenger.digest,
+        "champion": champion.digest,
+        "data": job.dataset_digest,
+        "index": job.index_digest,
+        "prompt": job.prompts[0].version,
+        "champion_prompt": job.prompts[1].version,
+        "settings": settings.model_dump(),
+        "judged": sorted(judge_reports),
+    }
+    if judge_reports:  # a judge may score on one run what it failed on another: rows and judge.json are this run's
+        identity["judged_scores"] = {
+            side: {m: [v if math.isfinite(v) else None for v in scored[m]] for m in JUDGED_METRICS}
+            for side, scored in (("challenger", chall_rows), ("champion", champ_rows))
         }
-    )
+    digest = digest_json(identity)
     staged = artifacts.staging("eval")
     write_jsonl(staged / "rows.jsonl", rows)
     if judge_reports:

@@ -11,7 +11,7 @@ from prefect.events import emit_event
 from lockgate import events
 from lockgate.digest import short
 from lockgate.errors import ConfigError
-from lockgate.evaluate import ModelUnderTest
+from lockgate.evaluate import ModelUnderTest, merged_twin
 from lockgate.gates import promotion_evidence
 from lockgate.policy import GatePolicy
 from lockgate.prompts import PromptSpec, find_prompt, find_prompt_version
@@ -151,7 +151,9 @@ def matrix_contenders(
     registry_root: str,
     artifacts_root: str,
 ) -> tuple[list[PromptSpec], list[ModelUnderTest]]:
-    """The distinct prompt versions and registered models the names point at, in the order given.
+    """The distinct prompt versions and registered models the names point at, in the order given; each
+    alias after the first (the reference, production) also brings its merged, un-quantized twin, so the
+    matrix shows champion, challenger and quantized challenger side by side.
 
     Raises:
         ConfigError: a prompt reference matches nothing, or no model alias points at a model.
@@ -164,13 +166,19 @@ def matrix_contenders(
         prompts.setdefault(spec.digest, spec)
     models: dict[str, ModelUnderTest] = {}
     store = LocalArtifactStore(Path(artifacts_root))
-    for alias in model_aliases:
+    for position, alias in enumerate(model_aliases):
         version = open_registry(registry, Path(registry_root)).get(alias)
         if version is None:
             logger.info("no model is %s; left out of the matrix", alias)
             continue
         label = f"{alias} {short(version.digest)}"
-        models.setdefault(version.digest, ModelUnderTest(label, version.digest, store.locate(version.path), True))
+        model = ModelUnderTest(label, version.digest, store.locate(version.path), True)
+        models.setdefault(version.digest, model)
+        twin = merged_twin(model) if position > 0 else None
+        if twin is not None:
+            models.setdefault(twin.digest, twin)
+        elif position > 0:
+            logger.info("%s has no merged twin beside it; only its quantized model is in the matrix", label)
     if not models:
         raise ConfigError(f"no model registry alias of {model_aliases} points at a model; run the release flow first")
     return list(prompts.values()), list(models.values())

@@ -8,12 +8,14 @@ the eval set twice with the tiny model.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from flows.params import PromptMatrixParams, PromptReleaseParams, ReleaseParams
+from flows.params import PromptMatrixParams, PromptReleaseParams, PromptReleaseSummary, ReleaseParams
 from flows.pipeline import release
 from flows.prompt_release import prompt_matrix, prompt_release
 from lockgate.errors import GateRejected
@@ -127,14 +129,82 @@ def test_a_neutral_rewording_passes_non_inferiority_and_is_promoted(
 def test_the_matrix_crosses_prompt_versions_with_models_and_logs_a_wandb_table(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from lockgate.digest import digest_tree
+    from lockgate.registry import LocalRegistry
+
     candidate(tmp_path, monkeypatch, CONTEXT_LAST)
     report = prompt_matrix(PromptMatrixParams(home=str(home), prompts=[SHIPPED.version, "file"]))
-    cells = {cell.prompt: cell for cell in report.cells}
+    # production (the champion, quantized) and the candidate: the same model after one release, so the
+    # candidate adds only its merged, un-quantized twin, kept beside the quantized model by the quantize stage
+    models = list(dict.fromkeys(cell.model for cell in report.cells))
+    assert len(models) == 2 and len(report.cells) == 4, models
+    assert models[0].startswith("production ") and models[1].endswith("merged (un-quantized)"), models
+    production = LocalRegistry(home / "registry").get("production")
+    assert production is not None
+    cells = {cell.prompt: cell for cell in report.cells if cell.model == models[0]}
     assert len(cells) == 2 and report.reference.startswith(SHIPPED.version)
+    assert {c.model_digest for c in cells.values()} == {production.digest}
     worse = cells[load_prompt(tmp_path / "prompts" / "grounded-qa.yaml").version].paired["rouge_l"]
     assert worse.ci_high < 0, "the worse prompt is significantly worse, paired on the same questions"
     assert cells[SHIPPED.version].paired["rouge_l"].mean == 0.0
+    merged = {cell.prompt: cell for cell in report.cells if cell.model == models[1]}
+    assert set(merged) == set(cells)
+    twin = merged[SHIPPED.version]
+    assert twin.model_digest == digest_tree(Path(production.path).parent / "merged") != production.digest
+    assert twin.paired["rouge_l"].is_valid and twin.paired["rouge_l"].n == report.n_questions
     logged = matrix_tables(home)
     assert logged and logged[-1][1]["_type"] == "table-file", logged
     table = json.loads(next(logged[-1][0].rglob("prompt_matrix_*.table.json")).read_text())
     assert {row[0] for row in table["data"]} == set(cells) and "paired gain vs" in table["columns"][-1]
+    assert {row[1] for row in table["data"]} == set(models)
+
+
+# The shipped template with the question trimmed: renders as the shipped one for every eval question.
+TRIMMED = """\
+name: grounded-qa
+description: The shipped template, the question trimmed.
+variables: [question, context]
+template: "{% if context %}Context: {{ context }}\\n{% endif %}Question: {{ question | trim }}\\nAnswer:"
+"""
+
+
+def test_an_llm_judge_scores_the_release_and_a_failing_one_fails_it_closed_with_the_reason(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The judge is a real HTTP server on 127.0.0.1 (tests/lockgate/judge_server.py); dry runs move nothing."""
+    from lockgate.metrics import JUDGED_METRICS
+    from tests.lockgate.judge_server import judge_server
+
+    candidate(tmp_path, monkeypatch, TRIMMED)
+    monkeypatch.setenv("LOCKGATE_GATES__DECISION_MODE", "dry_run")
+    production = PromptRegistry(home / "registry", "grounded-qa").production()
+
+    def judged_release(base_url: str, timeout_s: float) -> tuple[PromptReleaseSummary, dict[str, dict[str, Any]]]:
+        monkeypatch.setenv("LOCKGATE_EVALUATION__JUDGE_BASE_URL", base_url)
+        monkeypatch.setenv("LOCKGATE_EVALUATION__JUDGE_TIMEOUT_S", str(timeout_s))
+        summary = prompt_release(PromptReleaseParams(home=str(home)))
+        assert summary.action == "dry_run" and summary.eval_rows, summary
+        return summary, json.loads((Path(summary.eval_rows).parent / "judge.json").read_text())
+
+    with judge_server("garbage") as server:
+        garbage, report = judged_release(server.base_url, 20.0)
+        asked = server.requests
+        assert not garbage.passed and asked > 0
+        reasons = " | ".join(garbage.reasons)
+        assert "faithfulness missing for challenger" in reasons and "the judge answered unparseably" in reasons
+        assert all(r["reasons"].keys() == {"unparseable"} for r in report.values()), report
+
+        server.mode = "ok"  # the judge recovers: the same evaluation (same cache key) must ask it again
+        judged, report = judged_release(server.base_url, 20.0)
+        assert server.requests > asked, "the evaluation with missing judged scores was not reused from the cache"
+        assert judged.passed, judged.reasons
+        assert all(math.isfinite(judged.metrics.get(m, math.nan)) for m in JUDGED_METRICS), judged.metrics
+        assert any(c.startswith("pass judged:faithfulness") for c in judged.checks), judged.checks
+        assert sum(int(r["calls"]) for r in report.values()) == server.requests - asked
+        assert all(float(r["latency_ms_p50"]) > 0 and not any(r["missing"].values()) for r in report.values())
+
+    with judge_server("slow", delay_s=2.0) as slow:
+        timed_out, report = judged_release(slow.base_url, 0.1)
+        assert not timed_out.passed and "the judge timed out" in " | ".join(timed_out.reasons), timed_out.reasons
+        assert all(r["reasons"].keys() == {"timeout"} for r in report.values()), report
+    assert PromptRegistry(home / "registry", "grounded-qa").production() == production, "dry runs move nothing"
