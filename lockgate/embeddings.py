@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -265,7 +268,9 @@ def export_int8(model_path: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as work:
         fp32 = Path(work) / "model.onnx"
-        with torch.no_grad():
+        # The tracer's and the quantizer's advice is for whoever writes this export, not for the user.
+        with torch.no_grad(), warnings.catch_warnings(), _quiet_root_logger():
+            warnings.simplefilter("ignore")
             torch.onnx.export(
                 Pooled().eval(),
                 tuple(sample[n] for n in names),
@@ -276,15 +281,27 @@ def export_int8(model_path: str, target: Path) -> None:
                 opset_version=int(ONNX_INT8["opset"]),  # type: ignore[call-overload]
                 dynamo=False,
             )
-        staged = Path(work) / target.name
-        quantize_dynamic(
-            str(fp32),
-            str(staged),
-            weight_type=QuantType.QInt8,
-            per_channel=bool(ONNX_INT8["per_channel"]),
-            op_types_to_quantize=list(ONNX_INT8["op_types"]),  # type: ignore[call-overload]
-        )
+            staged = Path(work) / target.name
+            quantize_dynamic(
+                str(fp32),
+                str(staged),
+                weight_type=QuantType.QInt8,
+                per_channel=bool(ONNX_INT8["per_channel"]),
+                op_types_to_quantize=list(ONNX_INT8["op_types"]),  # type: ignore[call-overload]
+            )
         staged.replace(target)  # atomic: a half-written model is never loaded
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime.quantization logs its advice on the root logger (``WARNING:root:...``)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def open_embedder(backend: str, model: str, batch_size: int, cache_dir: Path) -> Embedder:
