@@ -18,17 +18,21 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
     check_corpus_dir(settings.resolve(settings.data.corpus_dir))
     _prefect_defaults(settings.home_path)
+    from flows.console import quiet_libraries, release_console
+
+    quiet_libraries()  # before the flow imports them
     from flows.refresh import refresh
 
     _quiet_verdict_tracebacks()
     started = time.perf_counter()
-    build = refresh(params)
+    with release_console(settings.home_path / "logs", "normal", command="refresh") as log_path:
+        build = refresh(params)
     seconds = time.perf_counter() - started
     print(
         f"\nindex {build.collection} at {build.uri}\n"
         f"added {build.added}, updated {build.updated}, deleted {build.deleted}, unchanged {build.unchanged} "
         f"(total {build.total}) in {seconds:.1f} s (the whole run, Prefect's start included)\n"
-        f"manifest {build.manifest_path}"
+        f"manifest {build.manifest_path}\nfull log {log_path}"
     )
     return 0
 

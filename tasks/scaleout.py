@@ -52,7 +52,13 @@ def dask_scale_out(embeddings: EmbeddingSettings, artifacts_root: str) -> ScaleO
                     "dashboard_address": ":0",
                     # Workers report their task runs to this run's API (in the default ephemeral
                     # mode, the server this process started), not to one of their own.
-                    "env": {"PREFECT_API_URL": _api_url()},
+                    "env": {
+                        "PREFECT_API_URL": _api_url(),
+                        # The flow's terminal shows stages, not each worker's task runs and bars.
+                        "PREFECT_LOGGING_LEVEL": "WARNING",
+                        "TQDM_DISABLE": "1",
+                        "TRANSFORMERS_VERBOSITY": "error",
+                    },
                 }
             )
         )

@@ -32,6 +32,12 @@ def test_refresh_prints_the_build_and_refuses_a_wrong_corpus(tmp_path: Path) -> 
     added, updated, deleted, unchanged, total = map(int, found.groups())
     assert added == total > 0 and (updated, deleted, unchanged) == (0, 0, 0)
     assert "Traceback" not in first.stdout + first.stderr
+    # Quiet success: one line per finished stage, no library bars or chatter; the rest is in the log.
+    terminal = first.stderr.strip().splitlines()
+    assert all(re.match(r"\d\d:\d\d:\d\d  ", line) for line in terminal), terminal
+    assert sum("refresh-index: completed" in line for line in terminal) == 1, terminal
+    log = Path(first.stdout.strip().splitlines()[-1].removeprefix("full log "))
+    assert log.is_file() and "refresh plan for" in log.read_text(), "the full log keeps the details"
 
     wrong = tmp_path / "sub"
     wrong.mkdir()
