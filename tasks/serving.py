@@ -31,33 +31,44 @@ def wanted_by_promotion(settings: LockgateSettings, promoted: str) -> bool:
     return False
 
 
-def servable_prompt_canary(settings: LockgateSettings) -> PromptCanary | None:
-    """The prompt registry's canary with its traffic weight, if the gateway can render it (else None, logged)."""
+def servable_prompts(settings: LockgateSettings) -> tuple[PromptCanary | None, str | None]:
+    """The prompt registry's canary (with its traffic weight) and production version, each only if
+    the gateway can render it (else None, logged): the gateway renders prompt versions from the
+    prompt files, and one it cannot find must not go live."""
     prompts = open_prompt_registry(settings.registry, Path(settings.registry_dir), settings.prompts.name)
+    book = PromptBook(settings.resolve(settings.prompts.dir))
+
+    def servable(version: str, role: str) -> bool:
+        try:
+            book.render(version, "question", "context")
+        except ConfigError as exc:
+            get_run_logger().warning("%s prompt %s left out: %s", role, version, exc)
+            return False
+        return True
+
     canary = prompt_canary(prompts)
-    if canary is None:
-        return None
-    try:  # the gateway renders prompt versions from the prompt files: one it cannot find must not go live
-        PromptBook(settings.resolve(settings.prompts.dir)).render(canary.version, "question", "context")
-    except ConfigError as exc:
-        get_run_logger().warning("prompt canary %s left out: %s", canary.version, exc)
-        return None
-    return canary
+    production = prompts.get("production")
+    production_version = prompts.spec("production").version if production is not None else None
+    return (
+        canary if canary is not None and servable(canary.version, "canary") else None,
+        production_version if production_version is not None and servable(production_version, "production") else None,
+    )
 
 
 @task(name="start-and-smoke-test")
 def start_and_smoke_test(settings: LockgateSettings, request: DeployRequest) -> DeployOutcome:
     """Start (or reuse) a vLLM engine per served model and smoke-test each; nothing goes live yet.
 
-    A canary prompt in the prompt registry (``prompts promote --to canary``, or a prompt release with
+    Production's model answers with the prompt registry's production prompt (a prompt-only release
+    reaches serving this way). A canary prompt in the prompt registry (``prompts promote --to canary``, or a prompt release with
     ``prompts.promote_to: canary``) is served with production's model to its share of the traffic,
     unless a model canary is in progress.
     """
     logger = get_run_logger()
     where = paths(settings)
     registry = open_registry(settings.registry, Path(settings.registry_dir))
-    prompts = servable_prompt_canary(settings)
-    outcome = deploy(registry, settings.serving, request, where.manifest, where.engines, where.logs, prompts)
+    canary, production = servable_prompts(settings)
+    outcome = deploy(registry, settings.serving, request, where.manifest, where.engines, where.logs, canary, production)
     for line in outcome.smoke:
         logger.info("smoke test passed: %s", line)
     return outcome

@@ -114,10 +114,12 @@ def deploy(
     engines_book: Path,
     logs: Path,
     prompts: PromptCanary | None = None,
+    production_prompt: str | None = None,
 ) -> DeployOutcome:
     """Start or reuse the engines, smoke-test them, then switch the manifest.
 
-    Without a model canary, a prompt canary (``prompts``, from the prompt registry) serves
+    Production's model answers with ``production_prompt`` (the prompt registry's production) when
+    given. Without a model canary, a prompt canary (``prompts``, from the prompt registry) serves
     production's model with the canary prompt to its share of the traffic (see ``plan_variants``).
 
     Raises:
@@ -166,7 +168,9 @@ def deploy(
             ).model_copy(update={"served_model": served})
 
         weight = request.canary_weight if stable is not None else 0.0
-        planned = plan_variants(registry, production, stable, weight, request.default_prompt_version, prompts)
+        planned = plan_variants(
+            registry, production, stable, weight, request.default_prompt_version, prompts, production_prompt
+        )
         variants = [place(p.version, p.name, p.weight, p.prompt_version) for p in planned]
         if stable is None and len(variants) == 2:
             mode = "prompt canary"

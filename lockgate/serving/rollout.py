@@ -102,13 +102,17 @@ def plan_variants(
     canary_weight: float,
     default_prompt_version: str,
     prompts: PromptCanary | None = None,
+    production_prompt: str | None = None,
 ) -> list[PlannedVariant]:
     """The variants a deploy serves, each model with the prompt the gate judged it with.
 
-    A model canary (``stable`` keeps ``1 - canary_weight``) comes first; without one, a prompt canary
-    serves production's model with the canary prompt to ``prompts.weight`` of the traffic.
+    Production's model answers with ``production_prompt`` (the prompt registry's production: a
+    prompt-only release gates it with that model, and a model release is evaluated with it), else
+    the prompt recorded at the model's promotion. A model canary (``stable`` keeps ``1 - canary_weight``,
+    with the prompt it was promoted with) comes first; without one, a prompt canary serves
+    production's model with the canary prompt to ``prompts.weight`` of the traffic.
     """
-    prompt = promoted_prompt_version(registry, production.digest, default_prompt_version)
+    prompt = production_prompt or promoted_prompt_version(registry, production.digest, default_prompt_version)
     if stable is not None:
         stable_prompt = promoted_prompt_version(registry, stable.digest, default_prompt_version)
         return [

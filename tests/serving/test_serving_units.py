@@ -293,3 +293,15 @@ def test_rolling_back_a_prompt_canary_moves_the_prompt_not_the_model(tmp_path: P
     assert prompts.traffic() == {} and prompts.production() == shipped
     ((_, _, payload),) = events
     assert payload["prompt"] == reworded.version and payload["aliases_moved"] == ["prompt grounded-qa canary"]
+
+
+def test_a_prompt_promoted_to_production_is_what_production_serves(tmp_path: Path) -> None:
+    models, production, prompts, shipped, reworded = prompt_registries(tmp_path)
+    action, _ = prompts.release(reworded, {}, True, prompts.spec("production").digest, to="production")
+    assert action == "promoted" and prompts.spec("production").version == reworded.version
+    planned = plan_variants(models, production, None, 0.0, "default@0", None, prompts.spec("production").version)
+    assert [(p.name, p.version.digest, p.weight, p.prompt_version) for p in planned] == [
+        ("production", "sha256:m", 1.0, reworded.version)
+    ], "a prompt-only release reaches serving with the model it was gated with"
+    before = plan_variants(models, production, None, 0.0, "default@0", None, None)
+    assert before[0].prompt_version == shipped.version, "without one: the prompt the model was promoted with"
