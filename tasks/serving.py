@@ -60,9 +60,9 @@ def start_and_smoke_test(settings: LockgateSettings, request: DeployRequest) -> 
     """Start (or reuse) a vLLM engine per served model and smoke-test each; nothing goes live yet.
 
     Production's model answers with the prompt registry's production prompt (a prompt-only release
-    reaches serving this way). A canary prompt in the prompt registry (``prompts promote --to canary``, or a prompt release with
-    ``prompts.promote_to: canary``) is served with production's model to its share of the traffic,
-    unless a model canary is in progress.
+    reaches serving this way). A canary prompt in the prompt registry (``prompts promote --to
+    canary``, or a prompt release with ``prompts.promote_to: canary``) is served with production's
+    model to its share of the traffic, unless a model canary is in progress.
     """
     logger = get_run_logger()
     where = paths(settings)
