@@ -22,18 +22,27 @@ from tests.conftest import EXAMPLES, ROOT
 from tests.lockgate.test_corpus_refresh import FlakyStore, HashEmbedder
 
 
-def test_a_new_embedder_builds_beside_the_serving_collection(tmp_path: Path, store: LocalArtifactStore) -> None:
-    uri = str(tmp_path / "index" / "m.db")
-    aliases = IndexAliases(tmp_path / "index" / "aliases.json")
-    chunks = load_corpus(EXAMPLES / "corpus", 600)
-    old, new = HashEmbedder("old"), HashEmbedder("new")
+class BlueGreen:
+    """A Milvus Lite file with a logical collection ``docs``, two embedders and the sample corpus."""
 
-    def opener(physical: str) -> VectorStore:
-        return MilvusStore(uri, physical)
+    def __init__(self, tmp_path: Path) -> None:
+        self.uri = str(tmp_path / "index" / "m.db")
+        self.aliases = IndexAliases(tmp_path / "index" / "aliases.json")
+        self.chunks = load_corpus(EXAMPLES / "corpus", 600)
+        self.old, self.new = HashEmbedder("old"), HashEmbedder("new")
 
-    def logical_manifest() -> dict[str, str]:
-        with MilvusStore(uri, "docs") as reader:  # what a reader of the logical name sees (a Milvus alias)
+    def opener(self, physical: str) -> VectorStore:
+        return MilvusStore(self.uri, physical)
+
+    def logical_manifest(self) -> dict[str, str]:
+        with MilvusStore(self.uri, "docs") as reader:  # what a reader of the logical name sees (a Milvus alias)
             return reader.manifest()
+
+
+def test_a_new_embedder_builds_beside_the_serving_collection(tmp_path: Path, store: LocalArtifactStore) -> None:
+    bg = BlueGreen(tmp_path)
+    uri, aliases, chunks, old, new = bg.uri, bg.aliases, bg.chunks, bg.old, bg.new
+    opener, logical_manifest = bg.opener, bg.logical_manifest
 
     with MilvusStore(uri, "docs") as before:  # an index from before blue/green, under the logical name
         before.ensure_collection(32)
@@ -87,18 +96,9 @@ def test_a_new_embedder_builds_beside_the_serving_collection(tmp_path: Path, sto
 def test_after_gates_the_new_generation_serves_only_once_a_release_with_it_passed(
     tmp_path: Path, store: LocalArtifactStore
 ) -> None:
-    uri = str(tmp_path / "index" / "m.db")
-    aliases = IndexAliases(tmp_path / "index" / "aliases.json")
-    chunks = load_corpus(EXAMPLES / "corpus", 600)
-    old, new = HashEmbedder("old"), HashEmbedder("new")
-
-    def opener(physical: str) -> VectorStore:
-        return MilvusStore(uri, physical)
-
-    def logical_manifest() -> dict[str, str]:
-        with MilvusStore(uri, "docs") as reader:
-            return reader.manifest()
-
+    bg = BlueGreen(tmp_path)
+    uri, aliases, chunks, old, new = bg.uri, bg.aliases, bg.chunks, bg.old, bg.new
+    opener, logical_manifest = bg.opener, bg.logical_manifest
     blue = refresh_generation(chunks, opener, old, store, aliases, "docs", uri, switch=False)[0].collection
     green = refresh_generation(chunks, opener, new, store, aliases, "docs", uri, switch=False)[0].collection
     assert aliases.serving("docs") == blue
