@@ -3,10 +3,16 @@
 Starts vLLM (the serving environment) on the demo's tiny model and the gateway as its own
 process (`python -m flows serve`, retrieval off so the comparison is the gateway alone), then
 sends the same bounded load to both at concurrency 1, 8 and 32 over localhost and prints
-requests/s, completion tokens/s and p50/p95 latency, and the gateway's throughput as a share
-of direct vLLM's (target: under 10% loss at concurrency 8), and the gateway process's CPU time
-per request: on a machine with fewer cores than the processes involved (load generator, gateway,
-vLLM's API server and engine), that CPU is taken from vLLM. Takes about 2 minutes.
+requests/s, completion tokens/s and p50/p95 latency, the gateway's throughput as a share of
+direct vLLM's (target: under 10% loss at concurrency 8) and the gateway's CPU time per request.
+
+Two layouts, each measured in the same run:
+- ``separate``, as deployed (the gateway's pods are not on vLLM's GPU nodes): vLLM's processes
+  and threads on the first half of the cores, the gateway and the load generator on the rest;
+- ``shared``: everything on every core. With two cores, vLLM's busy engine threads take the
+  CPU the gateway needs to pass requests on, so this shows co-location, not the gateway's cost.
+Each path runs ``ROUNDS`` times, alternating which goes first, and medians are compared. Takes
+about 5 minutes.
 
     .venv/bin/python -m benchmarks.bench_serving
 """
@@ -14,11 +20,14 @@ vLLM's API server and engine), that CPU is taken from vLLM. Takes about 2 minute
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -32,6 +41,7 @@ from lockgate.settings import BaseModelSettings
 from tests.conftest import ROOT
 
 REQUESTS = {1: 16, 8: 64, 32: 128}
+ROUNDS = 3
 MAX_TOKENS = 32
 QUESTION = "Where does the picker robot charge?"
 
@@ -71,6 +81,38 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Put a process, its children and every thread of each on ``cpus`` (Linux affinity is per thread)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        for task in Path(f"/proc/{proc.pid}/task").iterdir():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.sched_setaffinity(int(task.name), cpus)
+
+
+def layouts(engine_pid: int, gateway_pid: int) -> list[tuple[str, Callable[[], None]]]:
+    """The CPU layouts to measure: ``separate`` (engine apart from gateway and client), then ``shared``."""
+    every = set(range(os.cpu_count() or 1))
+    half = max(1, len(every) // 2)
+    engine_cpus, rest = set(sorted(every)[:half]), set(sorted(every)[half:])
+
+    def separate() -> None:
+        pin(engine_pid, engine_cpus)
+        pin(gateway_pid, rest)
+        pin(os.getpid(), rest)
+
+    def shared() -> None:
+        for pid in (engine_pid, gateway_pid, os.getpid()):
+            pin(pid, every)
+
+    out: list[tuple[str, Callable[[], None]]] = [("shared", shared)]
+    if rest:
+        out.insert(0, (f"separate (vLLM on cores {sorted(engine_cpus)}, the rest on {sorted(rest)})", separate))
+    return out
 
 
 def main() -> None:
@@ -134,32 +176,55 @@ def main() -> None:
                 "max_tokens": MAX_TOKENS,
                 "temperature": 0.0,
             }
-            print(f"serving benchmark: tiny Llama on vLLM (CPU), {MAX_TOKENS} tokens per answer, localhost")
             print(
-                f"{'path':9} {'conc':>4} {'req/s':>7} {'tok/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'vs direct':>10} "
+                f"serving benchmark: tiny Llama on vLLM (CPU), {MAX_TOKENS} tokens per answer, localhost; "
+                f"medians of {ROUNDS} alternating rounds (vs direct: the median ratio, then the rounds' range)"
+            )
+            print(
+                f"{'path':9} {'conc':>4} {'req/s':>7} {'tok/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'vs direct':>18} "
                 f"{'gw CPU ms/req':>13}"
             )
-            for concurrency, n in REQUESTS.items():
-                direct = asyncio.run(load(f"{engine.url}/v1/completions", direct_body, {}, concurrency, n))
-                # The gateway forwards to vLLM's completions API; ask it for the same fixed length.
-                cpu_before = cpu_seconds(gateway.pid)
-                via = asyncio.run(
-                    load(
-                        f"http://127.0.0.1:{port}/v1/chat/completions",
-                        gateway_body,
-                        {"Authorization": f"Bearer {key}"},
-                        concurrency,
-                        n,
-                    )
-                )
-                via["cpu_ms"] = (cpu_seconds(gateway.pid) - cpu_before) * 1000 / (n + 1)
-                for label, row in (("direct", direct), ("gateway", via)):
-                    share = f"{row['tps'] / direct['tps']:.1%}" if label == "gateway" and direct["tps"] else ""
-                    cpu = f"{row['cpu_ms']:.1f}" if "cpu_ms" in row else ""
-                    print(
-                        f"{label:9} {concurrency:4d} {row['rps']:7.1f} {row['tps']:8.0f} {row['p50']:8.1f} "
-                        f"{row['p95']:8.1f} {share:>10} {cpu:>13}"
-                    )
+            for layout, apply in layouts(engine.pid, gateway.pid):
+                apply()
+                print(f"-- {layout}")
+                for concurrency, n in REQUESTS.items():
+                    # Each path runs ROUNDS times, alternating which goes first: on two shared cores one run's
+                    # throughput swings by tens of percent, so the medians are compared, with the spread.
+                    runs: dict[str, list[dict[str, float]]] = {"direct": [], "gateway": []}
+                    cpu_ms: list[float] = []
+                    for round_ in range(ROUNDS):
+                        for path in ("direct", "gateway") if round_ % 2 == 0 else ("gateway", "direct"):
+                            if path == "direct":
+                                runs["direct"].append(
+                                    asyncio.run(load(f"{engine.url}/v1/completions", direct_body, {}, concurrency, n))
+                                )
+                                continue
+                            # The gateway forwards to vLLM's completions API; ask it for the same fixed length.
+                            cpu_before = cpu_seconds(gateway.pid)
+                            runs["gateway"].append(
+                                asyncio.run(
+                                    load(
+                                        f"http://127.0.0.1:{port}/v1/chat/completions",
+                                        gateway_body,
+                                        {"Authorization": f"Bearer {key}"},
+                                        concurrency,
+                                        n,
+                                    )
+                                )
+                            )
+                            cpu_ms.append((cpu_seconds(gateway.pid) - cpu_before) * 1000 / (n + 1))
+                    shares = [g["tps"] / d["tps"] for d, g in zip(runs["direct"], runs["gateway"], strict=True)]
+                    for label in ("direct", "gateway"):
+                        row = {k: statistics.median(r[k] for r in runs[label]) for k in ("rps", "tps", "p50", "p95")}
+                        share = cpu = ""
+                        if label == "gateway":
+                            median_share = row["tps"] / statistics.median(r["tps"] for r in runs["direct"])
+                            share = f"{median_share:.1%} ({min(shares):.0%}-{max(shares):.0%})"
+                            cpu = f"{statistics.median(cpu_ms):.1f}"
+                        print(
+                            f"{label:9} {concurrency:4d} {row['rps']:7.1f} {row['tps']:8.0f} {row['p50']:8.1f} "
+                            f"{row['p95']:8.1f} {share:>18} {cpu:>13}"
+                        )
         finally:
             if gateway is not None:
                 gateway.terminate()
