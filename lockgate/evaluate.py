@@ -30,6 +30,7 @@ from lockgate.errors import StageError
 from lockgate.judge import JudgeConfig
 from lockgate.metrics import ANSWER_METRICS, JUDGED_METRICS, RETRIEVAL_METRICS
 from lockgate.prompts import EVAL_VARIABLES, PromptSpec
+from lockgate.quantize import merged_beside
 from lockgate.records import BaseModelArtifact, EvalReport, MetricSummary, ModelScores, PairedScores
 from lockgate.registry import ModelVersion
 from lockgate.settings import EvaluationSettings
@@ -129,11 +130,8 @@ def prompt_contenders(
 def merged_twin(model: ModelUnderTest) -> ModelUnderTest | None:
     """The un-quantized (merged) checkpoint a quantized model was made from, where the quantize stage kept
     it beside the model (``QuantizedModel.merged_path``); None for any other model or if it is gone."""
-    folder = Path(model.path)
-    merged = folder.parent / "merged"
-    if folder.name != "model" or not (folder.parent / "lockgate-quantized.json").is_file():
-        return None
-    if not (merged / "config.json").is_file():
+    merged = merged_beside(Path(model.path))
+    if merged is None:
         return None
     return ModelUnderTest(label=f"{model.label} merged (un-quantized)", digest=digest_tree(merged), path=str(merged))
 

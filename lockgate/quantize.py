@@ -145,6 +145,21 @@ def weights_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.glob("*.safetensors"))
 
 
+# The stored folder of a quantized model: the served checkpoint, the merged one it was made from, and
+# what made it. ``QuantizedModel.path`` is the first; ``merged_beside`` finds the second from it.
+QUANTIZED_DIR, MERGED_DIR, QUANTIZED_META = "model", "merged", "lockgate-quantized.json"
+
+
+def merged_beside(model_path: Path) -> Path | None:
+    """The merged (un-quantized) checkpoint kept beside a quantized model's folder, or None for any
+    other model, or if it is gone."""
+    stored = model_path.parent
+    if model_path.name != QUANTIZED_DIR or not (stored / QUANTIZED_META).is_file():
+        return None
+    merged = stored / MERGED_DIR
+    return merged if (merged / "config.json").is_file() else None
+
+
 def quantize_adapter(
     base: BaseModelArtifact,
     adapter: AdapterArtifact,
@@ -154,23 +169,23 @@ def quantize_adapter(
 ) -> QuantizedModel:
     """Merge, quantize and store; the merged checkpoint is kept beside for comparison."""
     staged = store.staging("quantized")
-    merged = merge_adapter(base, adapter, staged / "merged")
+    merged = merge_adapter(base, adapter, staged / MERGED_DIR)
     texts = calibration_rows(load_jsonl(train_path))
-    quantize_checkpoint(merged, staged / "model", texts, settings)
-    digest = digest_tree(staged / "model")
+    quantize_checkpoint(merged, staged / QUANTIZED_DIR, texts, settings)
+    digest = digest_tree(staged / QUANTIZED_DIR)
     meta = {"adapter_digest": adapter.digest, "method": settings.method, "scheme": settings.scheme}
-    (staged / "lockgate-quantized.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    (staged / QUANTIZED_META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     _, path = store.commit("quantized", staged, digest)
     return QuantizedModel(
         digest=digest,
         parents=(adapter.digest,),
-        path=str(path / "model"),
-        merged_path=str(path / "merged"),
+        path=str(path / QUANTIZED_DIR),
+        merged_path=str(path / MERGED_DIR),
         method=settings.method,
         scheme=settings.scheme,
         adapter_digest=adapter.digest,
-        size_bytes=weights_size(path / "model"),
-        merged_size_bytes=weights_size(path / "merged"),
+        size_bytes=weights_size(path / QUANTIZED_DIR),
+        merged_size_bytes=weights_size(path / MERGED_DIR),
     )
 
 
