@@ -75,20 +75,22 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def _sample_question(settings: Any) -> str:
-    """The first question of the profile's data sources (a QA/Alpaca instruction or a chat's user turn)."""
+    """The first question of the profile's data sources: the first record prep would keep, read with
+    prep's own row schema (its ``instruction``: a QA/Alpaca instruction or a chat's last user turn)."""
     from lockgate.errors import DataError
     from lockgate.readers import read_source
+    from lockgate.rows import RowError, parse_row, telling_shape
 
+    data = settings.data
     for source in settings.sources:
         for record in read_source(source):
-            value = record.value or {}
-            if isinstance(value.get("instruction"), str) and value["instruction"].strip():
-                return str(value["instruction"]).strip()
-            users = [
-                m.get("content") for m in value.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"
-            ]
-            if users and isinstance(users[-1], str):
-                return users[-1].strip()
+            if record.value is None:
+                continue
+            try:
+                row = parse_row(record.value, telling_shape(record.value) or "qa", data.min_chars, data.max_chars)
+            except RowError:
+                continue
+            return str(row["instruction"]).strip()
     raise DataError(f"no question found in data.sources {settings.sources}; pass one: ask 'QUESTION'")
 
 
