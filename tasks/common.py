@@ -99,6 +99,11 @@ def artifact_key(text: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")[:100]
 
 
+def dataset_card_key(name: str) -> str:
+    """The artifact key of a dataset's card (prep writes it; the finetune task adds the length filter)."""
+    return artifact_key(f"dataset-{name}")
+
+
 def outputs_exist(result: Any, root: Path | None = None) -> bool:
     """Whether every local file or folder a stage result (or tuple of results) points at still exists,
     and, given a store ``root``, lies inside it (a cache hit made for another state folder is not ours)."""

@@ -16,7 +16,7 @@ from lockgate.prep import snapshot_dataset
 from lockgate.records import BaseModelArtifact, DatasetSnapshot
 from lockgate.settings import BaseModelSettings, DataSettings
 from lockgate.store import LocalArtifactStore
-from tasks.common import artifact_key, retry_transient
+from tasks.common import artifact_key, dataset_card_key, retry_transient
 
 QUARANTINE_TABLE_ROWS = 500
 
@@ -37,7 +37,7 @@ def prepare_dataset(sources: list[str], data: DataSettings, artifacts_root: str)
         pii,
     )
     create_markdown_artifact(
-        key=artifact_key(f"dataset-{data.name}"),
+        key=dataset_card_key(data.name),
         markdown=Path(snapshot.card_path).read_text(encoding="utf-8"),
         description="Dataset card: every input record's outcome, PII found, sources, rows set aside",
     )

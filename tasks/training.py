@@ -19,7 +19,7 @@ from lockgate.prep import card_with_length_filter
 from lockgate.records import AdapterArtifact, BaseModelArtifact, DatasetSnapshot
 from lockgate.settings import TrainingSettings
 from lockgate.store import LocalArtifactStore
-from tasks.common import StageCache, artifact_key, retry_transient
+from tasks.common import StageCache, dataset_card_key, retry_transient
 
 
 @task(
@@ -88,7 +88,7 @@ def finetune_adapter(
             adapter.rows_too_long,
         )
         create_markdown_artifact(
-            key=artifact_key(f"dataset-{snapshot.name}"),
+            key=dataset_card_key(snapshot.name),
             markdown=card,
             description="Dataset card, with the rows the length filter left out of training",
         )
