@@ -40,10 +40,10 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 def cmd_index(args: argparse.Namespace) -> int:
     from flows.params import StageParams
     from lockgate.digest import short
-    from lockgate.stores.aliases import IndexAliases
+    from lockgate.stores.aliases import home_aliases
 
     settings = StageParams(profile=args.profile, home=args.home).settings()
-    aliases = IndexAliases(settings.home_path / "index" / "aliases.json")
+    aliases = home_aliases(settings.home_path)
     logical = settings.vector_store.collection
     if args.action == "switch":
         move = aliases.switch(logical, to=args.to, reason=args.reason or "manual switch")

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from flows.params import StageParams
 from lockgate.records import IndexBuild
+from lockgate.stores.aliases import home_aliases
 from tasks.index import refresh_index
 
 
@@ -49,5 +50,5 @@ def refresh(params: RefreshParams = RefreshParams()) -> IndexBuild:  # noqa: B00
         settings.vector_uri,
         settings.artifacts_dir,
         force=params.force,
-        aliases_path=str(settings.home_path / "index" / "aliases.json"),
+        aliases_path=str(home_aliases(settings.home_path).path),
     )

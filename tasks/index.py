@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -13,8 +14,8 @@ from lockgate.records import IndexBuild
 from lockgate.refresh import refresh_generation, switch_after_gates
 from lockgate.settings import DataSettings, EmbeddingSettings, VectorStoreSettings
 from lockgate.store import LocalArtifactStore
-from lockgate.stores import open_store
-from lockgate.stores.aliases import IndexAliases
+from lockgate.stores import VectorStore, open_store
+from lockgate.stores.aliases import IndexAliases, home_aliases
 from tasks.common import embedder_of, retry_transient
 from tasks.scaleout import dask_scale_out
 
@@ -46,7 +47,7 @@ def refresh_index(
     aliases = _aliases(artifacts_root, aliases_path)
     build, move = refresh_generation(
         chunks,
-        lambda physical: open_store(vector_store.backend, vector_uri, physical, vector_store),
+        _opener(vector_store, vector_uri),
         embedder,
         LocalArtifactStore(Path(artifacts_root)),
         aliases,
@@ -100,7 +101,7 @@ def switch_index_after_gates(
     """With ``vector_store.switch: after_gates``, serve the index generation the release was evaluated
     with once the release passed its gates. Returns the collection now serving, if it moved."""
     move = switch_after_gates(
-        lambda physical: open_store(vector_store.backend, vector_uri, physical, vector_store),
+        _opener(vector_store, vector_uri),
         _aliases(artifacts_root, aliases_path),
         vector_store.collection,
         evaluated,
@@ -116,4 +117,10 @@ def switch_index_after_gates(
 
 
 def _aliases(artifacts_root: str, aliases_path: str | None) -> IndexAliases:
-    return IndexAliases(Path(aliases_path) if aliases_path else Path(artifacts_root).parent / "index" / "aliases.json")
+    # The state folder holds the artifacts: <home>/artifacts, <home>/index/aliases.json.
+    return IndexAliases(Path(aliases_path)) if aliases_path else home_aliases(Path(artifacts_root).parent)
+
+
+def _opener(vector_store: VectorStoreSettings, vector_uri: str) -> Callable[[str], VectorStore]:
+    """Opens the store for one physical collection (a blue/green generation)."""
+    return lambda physical: open_store(vector_store.backend, vector_uri, physical, vector_store)

@@ -140,7 +140,12 @@ class IndexAliases:
         return move
 
 
+def home_aliases(home: Path) -> IndexAliases:
+    """The serving aliases of the state folder ``home`` (``<home>/index/aliases.json``)."""
+    return IndexAliases(home / "index" / "aliases.json")
+
+
 def serving_collection(home: Path, collection: str) -> str:
     """The physical collection serving ``collection`` in the state folder ``home`` (the logical name
     itself before any blue/green build, or where the store resolves it through its own alias)."""
-    return IndexAliases(home / "index" / "aliases.json").serving(collection) or collection
+    return home_aliases(home).serving(collection) or collection
