@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from lockgate.embeddings import resolve_model_path
 from lockgate.errors import ConfigError
 from lockgate.metrics import JUDGED_METRICS
-from lockgate.records import EvalReport, GateCheck
+from lockgate.records import EvalReport, GateCheck, PairedScores
 from lockgate.settings import EvaluationSettings
 
 log = logging.getLogger(__name__)
@@ -216,11 +216,19 @@ def judge_complete(evaluation: Any) -> bool:
     """
     if not isinstance(evaluation, EvalReport):
         return True
-    return all(
-        np.all(np.isfinite(np.asarray(scores.challenger + scores.champion, dtype=float)))
+    return not any(
+        any(_missing_scores(scores).values())
         for name, scores in evaluation.per_question.items()
         if name in JUDGED_METRICS
     )
+
+
+def _missing_scores(scores: PairedScores) -> dict[str, int]:
+    """How many questions lack a judged score, per side (a failed judge call scores NaN)."""
+    return {
+        side: sum(not np.isfinite(v) for v in values)
+        for side, values in (("challenger", scores.challenger), ("champion", scores.champion))
+    }
 
 
 def judged_checks(evaluation: EvalReport) -> list[GateCheck]:
@@ -234,10 +242,7 @@ def judged_checks(evaluation: EvalReport) -> list[GateCheck]:
         scores = evaluation.per_question.get(name)
         if scores is None:
             continue  # no judge configured: nothing judged, nothing to check
-        missing = {
-            side: sum(not np.isfinite(v) for v in values)
-            for side, values in (("challenger", scores.challenger), ("champion", scores.champion))
-        }
+        missing = _missing_scores(scores)
         ok = not any(missing.values()) and len(scores.challenger) > 0
         where = ", ".join(f"{side} {n}/{len(scores.challenger)}" for side, n in missing.items() if n)
         why = _failures(evaluation.judge_failures)
