@@ -47,6 +47,18 @@ def api(url: str, path: str, body: dict[str, Any] | None = None, method: str | N
     return json.loads(raw) if raw else None
 
 
+def events(url: str, name: str, *, timeout: float = 60) -> list[dict[str, Any]]:
+    """The server's events named ``name``, waiting up to ``timeout`` seconds for the first one:
+    the server persists events in batches, so one emitted just before a run ends can reach the
+    filter endpoint seconds after the run is COMPLETED."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found: list[dict[str, Any]] = api(url, "/events/filter", {"filter": {"event": {"name": [name]}}})["events"]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     # Prefect's server and workers may sit on SIGTERM; two SIGINTs stop them promptly.
     for _ in range(2):

@@ -17,7 +17,7 @@ import yaml
 
 from lockgate.registry import LocalRegistry
 from tests.conftest import ROOT
-from tests.live import PREFECT, TERMINAL, api, stop
+from tests.live import PREFECT, TERMINAL, api, events, stop
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ def test_data_change_event_starts_the_release_deployment(server: tuple[str, dict
         # the worker stops before the debounce window closes.
         stop(worker)
     assert api(url, f"/flow_runs/{watch_id}")["state_type"] == "COMPLETED", (tmp_path / "worker.log").read_text()
-    changed = api(url, "/events/filter", {"filter": {"event": {"name": ["lockgate.dataset.changed"]}}})["events"]
+    changed = events(url, "lockgate.dataset.changed")
     assert len(changed) == 1, changed
     deadline = time.monotonic() + 120
     triggered: list[dict[str, Any]] = []
@@ -84,12 +84,7 @@ def test_cli_rollback_emits_rolled_back_event(server: tuple[str, dict[str, str]]
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert registry.get("production").digest == a  # type: ignore[union-attr]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        found = api(url, "/events/filter", {"filter": {"event": {"name": ["lockgate.model.rolled_back"]}}})["events"]
-        if found:
-            break
-        time.sleep(1)
+    found = events(url, "lockgate.model.rolled_back")
     assert found, "no lockgate.model.rolled_back event reached the server"
     payload = found[0]["payload"]
     assert (payload["previous"], payload["current"], payload["reason"]) == (b, a, "canary errors")
