@@ -19,7 +19,7 @@ help:  ## list the targets
 setup:  ## build (or reuse) the app and trainer environments
 	@scripts/setup.sh
 
-images:  ## build the app and trainer images (Docker; tagged by the lock files' hash, built once per change)
+images:  ## build the app, trainer and serving images (Docker; tagged by the lock files' hash, built once per change)
 	@scripts/images.sh
 
 demo: setup  ## run the release pipeline end to end on the sample data, then ask the served model one question

@@ -2,14 +2,15 @@
 # Build Lockgate's container images (`make images`):
 #   lockgate-app:<key>      Python 3.11 + the app environment (requirements/app.lock)
 #   lockgate-trainer:<key>  the app image + Axolotl's environment (requirements/trainer.lock)
+#   lockgate-serving:<key>  vLLM's OpenAI server in its own environment (requirements/serving.lock)
 # <key> hashes the lock files and Dockerfiles: an image is rebuilt only when they change.
-# Both are also tagged :latest, which prefect.yaml's Docker pool uses by default.
+# All are also tagged :latest (prefect.yaml's Docker pool uses the trainer's by default).
 #
 # The base is BASE_IMAGE (default debian:bookworm-slim). Where no registry can be reached,
 # the same Debian release is built from Debian's packages with debootstrap and imported
 # (lockgate-base:bookworm), so the build works offline from an image registry.
 #   scripts/images.sh            build what is missing
-#   scripts/images.sh --tags     print the two image names for the current lock files
+#   scripts/images.sh --tags     print the three image names for the current lock files
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -17,16 +18,18 @@ KEY=$(cat requirements/app.lock requirements/trainer.lock infra/docker/app.Docke
   | sha256sum | cut -c1-12)
 APP=lockgate-app:$KEY
 TRAINER=lockgate-trainer:$KEY
-if [ "${1:-}" = "--tags" ]; then echo "$APP $TRAINER"; exit 0; fi
+SERVING=lockgate-serving:$(cat requirements/serving.lock infra/docker/serving.Dockerfile | sha256sum | cut -c1-12)
+if [ "${1:-}" = "--tags" ]; then echo "$APP $TRAINER $SERVING"; exit 0; fi
 
 if ! docker info >/dev/null 2>&1; then
   echo "images: no Docker engine answers (start dockerd, or see .ci/provision.d/10-docker.sh)" >&2
   exit 2
 fi
 have() { docker image inspect "$1" >/dev/null 2>&1; }
-if have "$APP" && have "$TRAINER"; then
+if have "$APP" && have "$TRAINER" && have "$SERVING"; then
   docker tag "$APP" lockgate-app:latest && docker tag "$TRAINER" lockgate-trainer:latest
-  echo "images: up to date ($APP, $TRAINER)"
+  docker tag "$SERVING" lockgate-serving:latest
+  echo "images: up to date ($APP, $TRAINER, $SERVING)"
   exit 0
 fi
 
@@ -53,7 +56,7 @@ fi
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 mkdir -p "$ctx/requirements" "$ctx/wheels"
-cp requirements/app.lock requirements/trainer.lock "$ctx/requirements/"
+cp requirements/app.lock requirements/trainer.lock requirements/serving.lock "$ctx/requirements/"
 torch=$(grep -E '^torch==' requirements/app.lock)
 for dir in ${PIP_FIND_LINKS:-}; do
   [ -d "$dir" ] || continue
@@ -73,9 +76,11 @@ build() {
     exit 1
   fi
 }
-cp infra/docker/app.Dockerfile infra/docker/trainer.Dockerfile "$ctx/"
+cp infra/docker/app.Dockerfile infra/docker/trainer.Dockerfile infra/docker/serving.Dockerfile "$ctx/"
 have "$APP" || build "$APP" "$ctx/app.Dockerfile" --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "TORCH=$torch"
 have "$TRAINER" || build "$TRAINER" "$ctx/trainer.Dockerfile" --build-arg "APP_IMAGE=$APP" --build-arg "TORCH=$torch"
+have "$SERVING" || build "$SERVING" "$ctx/serving.Dockerfile" --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "TORCH=$torch"
 docker tag "$APP" lockgate-app:latest
 docker tag "$TRAINER" lockgate-trainer:latest
-echo "images: ready ($APP, $TRAINER)"
+docker tag "$SERVING" lockgate-serving:latest
+echo "images: ready ($APP, $TRAINER, $SERVING)"

@@ -18,11 +18,11 @@ def docker_answers() -> bool:
     return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
 
 
-def image_tags() -> tuple[str, str]:
-    """The app and trainer images for the current lock files (scripts/images.sh --tags)."""
+def image_tags() -> tuple[str, str, str]:
+    """The app, trainer and serving images for the current lock files (scripts/images.sh --tags)."""
     out = subprocess.run([str(ROOT / "scripts" / "images.sh"), "--tags"], capture_output=True, text=True, check=True)
-    app, trainer = out.stdout.split()
-    return app, trainer
+    app, trainer, serving = out.stdout.split()
+    return app, trainer, serving
 
 
 def images_built() -> bool:

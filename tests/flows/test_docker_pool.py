@@ -41,7 +41,7 @@ def running_finetunes(image: str) -> list[str]:
 def docker_pool(server: tuple[str, dict[str, str]], tmp_path: Path) -> Iterator[tuple[str, dict[str, str], str]]:
     """The server with apply.sh's pools and deployments, and a Docker worker on lockgate-docker."""
     url, env = server
-    _, trainer = image_tags()
+    _, trainer, _ = image_tags()
     env = {
         **env,
         "LOCKGATE_TRAINER_IMAGE": trainer,

@@ -46,7 +46,7 @@ def test_one_oom_among_attempts_wins() -> None:
 
 
 def run_container(label: str, options: list[str], *command: str) -> str:
-    app, _ = image_tags()
+    app, _, _ = image_tags()
     out = subprocess.run(
         ["docker", "run", "-d", "--label", f"{DOCKER_FLOW_RUN_LABEL}={label}", *options, app, *command],
         capture_output=True,

@@ -69,6 +69,7 @@ def test_each_chart_lints_and_renders_valid_kubernetes(chart: str) -> None:
     [
         ("lockgate-serving", "gateway.replicas=two", "gateway.replicas"),
         ("lockgate-serving", "vllm.maxLoraRank=12", "vllm.maxLoraRank"),
+        ("lockgate-serving", "vllm.shmSize=lots", "vllm.shmSize"),
         ("lockgate-serving", "vllm.gpus=1", "vllm"),
         ("lockgate-worker", "apiKeySecret.name=prefect", "apiKeySecret"),
         ("lockgate-worker", "apiUrl=prefect-server:4200", "apiUrl"),
@@ -96,6 +97,10 @@ def test_gateway_and_vllm_each_have_a_service_and_an_autoscaler_on_load() -> Non
     )
     vllm = kinds["Deployment"]["lockgate-vllm"]["spec"]["template"]["spec"]["containers"][0]
     assert vllm["resources"]["limits"]["nvidia.com/gpu"] == "1" and "--enable-lora" in vllm["args"]
+    # vLLM refuses to start on a pod's 64 MiB /dev/shm (found running the serving image).
+    pod = kinds["Deployment"]["lockgate-vllm"]["spec"]["template"]["spec"]
+    shm = next(m["name"] for m in vllm["volumeMounts"] if m["mountPath"] == "/dev/shm")
+    assert next(v for v in pod["volumes"] if v["name"] == shm)["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
     gateway = kinds["Deployment"]["lockgate-gateway"]["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "LOCKGATE_SERVING__ENGINE_URL", "value": "http://lockgate-vllm:8000"} in gateway["env"]
 
