@@ -12,7 +12,7 @@ Two layouts, each measured in the same run:
 - ``shared``: everything on every core. With two cores, vLLM's busy engine threads take the
   CPU the gateway needs to pass requests on, so this shows co-location, not the gateway's cost.
 Each path runs ``ROUNDS`` times, alternating which goes first, and medians are compared. Takes
-about 5 minutes.
+about 6 minutes.
 
     .venv/bin/python -m benchmarks.bench_serving
 """
@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 from lockgate.basemodel import build_tiny_llama, corpus_texts
@@ -40,8 +41,9 @@ from lockgate.serving.vllm import EngineSpec, free_port, start_engine, stop_engi
 from lockgate.settings import BaseModelSettings
 from tests.conftest import ROOT
 
-REQUESTS = {1: 16, 8: 64, 32: 128}
-ROUNDS = 3
+# Enough requests that one round lasts seconds, not one: shorter rounds swung by tens of percent.
+REQUESTS = {1: 32, 8: 256, 32: 512}
+ROUNDS = 5
 MAX_TOKENS = 32
 QUESTION = "Where does the picker robot charge?"
 
@@ -49,22 +51,26 @@ QUESTION = "Where does the picker robot charge?"
 async def load(
     url: str, body: dict[str, object], headers: dict[str, str], concurrency: int, n: int
 ) -> dict[str, float]:
+    """``n`` requests, ``concurrency`` at a time, from one aiohttp session (a light client: the
+    load generator shares its core with the gateway in the ``separate`` layout)."""
     latencies: list[float] = []
     tokens = 0
     queue = list(range(n))
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(client: aiohttp.ClientSession) -> None:
         nonlocal tokens
         while queue:
             queue.pop()
             start = time.perf_counter()
-            r = await client.post(url, json=body, headers=headers)
-            r.raise_for_status()
+            async with client.post(url, json=body, headers=headers) as r:
+                r.raise_for_status()
+                answer = await r.json()
             latencies.append(time.perf_counter() - start)
-            tokens += int(r.json()["usage"]["completion_tokens"])
+            tokens += int(answer["usage"]["completion_tokens"])
 
-    async with httpx.AsyncClient(timeout=120) as client:
-        await client.post(url, json=body, headers=headers)  # warm-up
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as client:
+        async with client.post(url, json=body, headers=headers) as warm:  # warm-up
+            await warm.read()
         start = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         elapsed = time.perf_counter() - start

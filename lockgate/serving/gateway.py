@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
 import anyio
-import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 GATEWAY_MODEL = "lockgate"
 VARIANT_HEADER = "x-lockgate-variant"
 USER_HEADER = "x-user-id"
+# What a call to an engine can raise: connection and protocol errors, and timeouts (aiohttp's own
+# timeouts subclass TimeoutError).
+UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError)
+_HEALTH_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
 # Questions and comments are logged for drift monitoring, with anything that looks like personal
 # data or a secret redacted (users paste keys and e-mail addresses into questions).
 REDACT_ALL = PiiRules(policies=dict.fromkeys(KINDS, "redact"))
@@ -219,7 +223,7 @@ class Gateway:
         self.queries = _JsonlLog(self.options.query_log)
         self.feedback_log = _JsonlLog(self.options.feedback_log)
         self._rollback_lock = threading.Lock()
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
@@ -233,12 +237,17 @@ class Gateway:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-        self._client = httpx.AsyncClient(timeout=self.options.request_timeout_s, limits=limits)
+        # aiohttp, not httpx, to the engines: httpx's connection pool bookkeeping cost about 1 ms
+        # of CPU per forwarded request at concurrency 8 (profiled), a tenth of the gateway's budget.
+        self._client = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.options.request_timeout_s),
+            connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
+            raise_for_status=False,
+        )
         try:
             yield
         finally:
-            await self._client.aclose()
+            await self._client.close()
             self.queries.close()
             self.feedback_log.close()
 
@@ -287,8 +296,9 @@ class Gateway:
         engines = {}
         for v in manifest.variants:
             try:
-                ok = (await self._client.get(f"{v.engine_url}/health", timeout=2.0)).status_code == 200
-            except httpx.HTTPError:
+                async with self._client.get(f"{v.engine_url}/health", timeout=_HEALTH_TIMEOUT) as reply:
+                    ok = reply.status == 200
+            except UPSTREAM_ERRORS:
                 ok = False
             engines[v.name] = ok
         healthy = engines.get("production", False)
@@ -434,14 +444,13 @@ class Gateway:
         assert self._client is not None
         try:
             try:
-                upstream = await self._client.post(f"{variant.engine_url}/v1/completions", json=payload)
-            except httpx.HTTPError as exc:
+                async with self._client.post(f"{variant.engine_url}/v1/completions", json=payload) as upstream:
+                    status, text = upstream.status, await upstream.text()
+            except UPSTREAM_ERRORS as exc:
                 return self._upstream_failed(manifest, variant, started, chat, exc, headers)
-            if upstream.status_code != 200:
-                return self._upstream_status(
-                    manifest, variant, started, chat, upstream.status_code, upstream.text, headers
-                )
-            body = upstream.json()
+            if status != 200:
+                return self._upstream_status(manifest, variant, started, chat, status, text, headers)
+            body = json.loads(text)
             choice = body["choices"][0]
             usage = body.get("usage") or {}
             self._finished(manifest, variant, key, chat, started, usage, "ok")
@@ -478,16 +487,19 @@ class Gateway:
     ) -> Response:
         assert self._client is not None
         try:
-            upstream_request = self._client.build_request("POST", f"{variant.engine_url}/v1/completions", json=payload)
-            upstream = await self._client.send(upstream_request, stream=True)
-        except httpx.HTTPError as exc:
+            upstream = await self._client.post(f"{variant.engine_url}/v1/completions", json=payload)
+        except UPSTREAM_ERRORS as exc:
             self.metrics.in_flight.dec()
             return self._upstream_failed(manifest, variant, started, chat, exc, headers)
-        if upstream.status_code != 200:
-            text = (await upstream.aread()).decode("utf-8", "replace")
-            await upstream.aclose()
+        if upstream.status != 200:
+            try:
+                text = await upstream.text(errors="replace")
+            except UPSTREAM_ERRORS:
+                text = ""
+            finally:
+                upstream.release()
             self.metrics.in_flight.dec()
-            return self._upstream_status(manifest, variant, started, chat, upstream.status_code, text, headers)
+            return self._upstream_status(manifest, variant, started, chat, upstream.status, text, headers)
 
         async def events() -> AsyncIterator[bytes]:
             usage: dict[str, Any] = {}
@@ -506,7 +518,8 @@ class Gateway:
 
             try:
                 yield chunk({"role": "assistant", "content": ""}, None)
-                async for line in upstream.aiter_lines():
+                async for raw in upstream.content:
+                    line = raw.decode("utf-8", "replace").rstrip("\r\n")
                     if not line.startswith("data: "):
                         continue
                     data = line[len("data: ") :].strip()
@@ -527,13 +540,18 @@ class Gateway:
                 }
                 yield f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode()
                 status = "ok"
-            except (httpx.HTTPError, ValueError) as exc:
+            except (*UPSTREAM_ERRORS, ValueError) as exc:
                 log.warning("stream from %s broke: %s", variant.served_model, exc)
             except (asyncio.CancelledError, GeneratorExit):
                 status = "cancelled"  # the client went away: not the engine's fault
                 raise
             finally:
-                await upstream.aclose()
+                # A finished stream's connection is kept for the next request; a broken or abandoned
+                # one is closed, which also tells vLLM to stop generating.
+                if status == "ok":
+                    upstream.release()
+                else:
+                    upstream.close()
                 self.metrics.in_flight.dec()
                 self._finished(
                     manifest, variant, key, chat, started, usage, status, count_for_canary=status != "cancelled"
@@ -551,7 +569,7 @@ class Gateway:
         headers: dict[str, str],
     ) -> Response:
         self._finished(manifest, variant, None, chat, started, {}, "error")
-        timeout = isinstance(exc, httpx.TimeoutException)
+        timeout = isinstance(exc, TimeoutError)
         return _error(
             504 if timeout else 502,
             f"the model engine for variant {variant.name} {'timed out' if timeout else 'is unreachable'}",
