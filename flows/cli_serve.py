@@ -127,7 +127,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     params = DeployParams(profile=args.profile, home=args.home, canary_weight=0.0, drain_s=0.0)
     settings = params.settings()
-    vllm_python = settings.serving.vllm_python
+    vllm_python = settings.serving_settings().vllm_python
     if settings.serving.engine == "local" and not Path(vllm_python).exists():
         print(
             f"serving skipped: the serving environment ({vllm_python}) is missing; "

@@ -608,6 +608,12 @@ class LockgateSettings(BaseSettings):
     def home_path(self) -> Path:
         return self.resolve(self.home)
 
+    def serving_settings(self) -> ServingSettings:
+        """``serving`` with ``vllm_python`` made absolute against the project root, like every
+        relative path in settings: ``deploy`` and ``ask`` started outside the checkout find the
+        serving environment."""
+        return self.serving.model_copy(update={"vllm_python": str(self.resolve(self.serving.vllm_python))})
+
     @property
     def artifacts_dir(self) -> str:
         """The content-addressed artifact store."""

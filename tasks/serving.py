@@ -68,7 +68,8 @@ def start_and_smoke_test(settings: LockgateSettings, request: DeployRequest) -> 
     where = paths(settings)
     registry = open_registry(settings.registry, Path(settings.registry_dir))
     canary, production = servable_prompts(settings)
-    outcome = deploy(registry, settings.serving, request, where.manifest, where.engines, where.logs, canary, production)
+    serving = settings.serving_settings()
+    outcome = deploy(registry, serving, request, where.manifest, where.engines, where.logs, canary, production)
     for line in outcome.smoke:
         logger.info("smoke test passed: %s", line)
     return outcome

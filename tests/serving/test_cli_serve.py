@@ -32,6 +32,26 @@ def test_deploy_rejects_a_bad_canary_weight(tmp_path: Path, capsys: pytest.Captu
     assert "canary_weight" in capsys.readouterr().err
 
 
+def test_the_serving_environment_is_found_against_the_project_root_from_any_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lockgate.settings import LockgateSettings
+
+    project = tmp_path / "project"
+    (project / ".venv-serving" / "bin").mkdir(parents=True)
+    (project / ".venv-serving" / "bin" / "python").touch()
+    monkeypatch.chdir(tmp_path)  # not the project: a relative path must not be read against this
+    settings = LockgateSettings(project_root=str(project))
+    assert settings.serving_settings().vllm_python == str(project / ".venv-serving" / "bin" / "python")
+    absolute = LockgateSettings(project_root=str(project), serving={"vllm_python": "/opt/vllm/bin/python"})
+    assert absolute.serving_settings().vllm_python == "/opt/vllm/bin/python"
+    # ask says which file it looked for: the project's, not one under the current folder.
+    monkeypatch.setenv("LOCKGATE_PROJECT_ROOT", str(tmp_path / "elsewhere"))
+    assert main(["--home", str(tmp_path / "home"), "ask"]) == 0
+    expected = tmp_path / "elsewhere" / ".venv-serving" / "bin" / "python"
+    assert f"the serving environment ({expected}) is missing" in capsys.readouterr().out
+
+
 def test_ask_without_the_serving_environment_says_so_in_one_line_and_succeeds(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
