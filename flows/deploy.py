@@ -9,7 +9,8 @@ from pydantic import Field
 
 from flows.params import StageParams
 from lockgate.prompts import GROUNDED_QA
-from lockgate.serving.deploy import DeployRequest
+from lockgate.serving import paths
+from lockgate.serving.deploy import DeployRequest, deploy_lock
 from lockgate.stores.aliases import serving_collection
 from tasks.serving import retire, start_and_smoke_test, switch_manifest, wanted_by_promotion
 
@@ -67,7 +68,9 @@ def deploy(params: DeployParams = DeployParams()) -> dict[str, Any]:  # noqa: B0
             else serving_collection(settings.home_path, settings.vector_store.collection)
         ),
     )
-    outcome = start_and_smoke_test(settings, request)
-    manifest = switch_manifest(settings, outcome)
-    retire(settings, manifest)
+    # Start, switch and retire as one: another deploy of this state folder waits (deploy_lock).
+    with deploy_lock(paths(settings).folder, settings.serving.deploy_wait_s):
+        outcome = start_and_smoke_test(settings, request)
+        manifest = switch_manifest(settings, outcome)
+        retire(settings, manifest)
     return {"mode": outcome.mode, "manifest": manifest.digest, "variants": [v.name for v in manifest.variants]}

@@ -510,6 +510,12 @@ class ServingSettings(_Area):
     drain_s: float = Field(
         default=30.0, ge=0.0, le=3600, description="After a switch, old engines live this long for in-flight requests."
     )
+    deploy_wait_s: float = Field(
+        default=900.0,
+        ge=0.0,
+        le=86400,
+        description="A deploy waits this long for another deploy of the same state folder to finish, then fails.",
+    )
     request_timeout_s: float = Field(default=60.0, gt=0.0, le=3600, description="Upstream request timeout.")
     max_tokens: int = Field(default=64, ge=1, le=65536, description="Completion length when a request names none.")
     max_body_bytes: int = Field(default=65536, ge=1024, description="Larger request bodies are refused (413).")
@@ -538,6 +544,7 @@ class ServingSettings(_Area):
             "vllm_python",
             "engine_port",
             "auto_deploy",
+            "deploy_wait_s",
         }
     )
 

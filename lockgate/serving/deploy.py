@@ -8,8 +8,12 @@ what this deploy started and leaves the previous manifest, and the engines behin
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +108,42 @@ def engine_specs(versions: list[ModelVersion]) -> tuple[list[EngineSpec], dict[s
         specs[index] = EngineSpec(spec.model_path, spec.served_model, (*spec.loras, (name, version.path)))
         placement[version.digest] = (index, name, version.path)
     return specs, placement
+
+
+@contextmanager
+def deploy_lock(folder: Path, wait_s: float, poll_s: float = 0.5) -> Iterator[None]:
+    """One deploy at a time per serving folder.
+
+    A deploy starts engines, switches the manifest, then stops the engines its manifest does not
+    use; two interleaved, one would stop the engines the other had just smoke-tested and is about
+    to send traffic to. A second deploy waits up to ``wait_s`` seconds (and says so once).
+
+    Raises:
+        StageError: the lock was still held after ``wait_s`` seconds (the lock file named).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "deploy.lock"
+    with path.open("a") as handle:
+        deadline = time.monotonic() + wait_s
+        waited = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StageError(
+                        f"another deploy still holds {path} after {wait_s:g}s (serving.deploy_wait_s); "
+                        "run this one again when it has finished"
+                    ) from None
+                if not waited:
+                    log.info("another deploy is running (%s); waiting up to %gs", path, wait_s)
+                    waited = True
+                time.sleep(poll_s)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def deploy(

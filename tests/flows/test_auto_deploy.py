@@ -67,3 +67,21 @@ def test_the_promotion_trigger_marks_its_runs_as_started_by_a_promotion() -> Non
     (trigger,) = deploy_deployment["triggers"]
     assert trigger["expect"] == ["lockgate.model.promoted"]
     assert trigger["parameters"]["params"]["promoted"] == "{{ event.resource.id }}"
+
+
+def test_a_deploy_while_another_holds_the_state_folder_fails_naming_the_lock(
+    prefect_harness: None, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two deploys interleaved could stop the engines the other just smoke-tested: the second waits
+    (serving.deploy_wait_s), then fails before starting anything."""
+    import fcntl
+
+    monkeypatch.setenv("LOCKGATE_SERVING__DEPLOY_WAIT_S", "0.5")
+    (home / "serving").mkdir(parents=True)
+    with (home / "serving" / "deploy.lock").open("a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)  # a deploy in progress
+        state = deploy(DeployParams(home=str(home), canary_weight=0.0), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match=r"another deploy still holds .*serving/deploy\.lock after 0\.5s"):
+        state.result()
+    assert not (home / "serving" / "manifest.json").exists() and not (home / "serving" / "engines.json").exists()

@@ -305,3 +305,31 @@ def test_a_prompt_promoted_to_production_is_what_production_serves(tmp_path: Pat
     ], "a prompt-only release reaches serving with the model it was gated with"
     before = plan_variants(models, production, None, 0.0, "default@0", None, None)
     assert before[0].prompt_version == shipped.version, "without one: the prompt the model was promoted with"
+
+
+def test_a_second_deploy_waits_for_the_first_and_gives_up_naming_the_lock(tmp_path: Path) -> None:
+    import threading
+
+    from lockgate.errors import StageError
+    from lockgate.serving.deploy import deploy_lock
+
+    order: list[str] = []
+    held, release = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with deploy_lock(tmp_path, wait_s=5):
+            held.set()
+            release.wait(5)
+            order.append("first done")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    held.wait(5)
+    giving_up = pytest.raises(StageError, match=r"another deploy still holds .*deploy\.lock after 0\.2s")
+    with giving_up, deploy_lock(tmp_path, wait_s=0.2, poll_s=0.05):
+        order.append("overtook")
+    threading.Timer(0.3, release.set).start()
+    with deploy_lock(tmp_path, wait_s=5, poll_s=0.05):
+        order.append("second")
+    thread.join(5)
+    assert order == ["first done", "second"]
