@@ -33,10 +33,9 @@ def wanted_by_promotion(settings: LockgateSettings, promoted: str) -> bool:
 
 def servable_prompts(settings: LockgateSettings) -> tuple[PromptCanary | None, str | None]:
     """The prompt registry's canary (with its traffic weight) and production version, each only if
-    the gateway can render it (else None, logged): the gateway renders prompt versions from the
-    prompt files, and one it cannot find must not go live."""
+    the gateway can render it (else None, logged): one it cannot render must not go live."""
     prompts = open_prompt_registry(settings.registry, Path(settings.registry_dir), settings.prompts.name)
-    book = PromptBook(settings.resolve(settings.prompts.dir))
+    book = PromptBook(settings.resolve(settings.prompts.dir), Path(settings.registry_dir))
 
     def servable(version: str, role: str) -> bool:
         try:

@@ -96,7 +96,7 @@ def build_gateway(settings: LockgateSettings, emit: Emitter) -> Gateway:
 
     retriever = IndexRetriever(embedder, store_for, s.top_k)
     prompts_dir = settings.resolve(getattr(getattr(settings, "prompts", None), "dir", "prompts"))
-    book = PromptBook(prompts_dir)
+    book = PromptBook(prompts_dir, Path(settings.registry_dir))
     return Gateway(
         manifests=ManifestWatcher(where.manifest),
         keys=KeyStore.load(where.keys),

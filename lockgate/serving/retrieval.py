@@ -39,13 +39,16 @@ class IndexRetriever:
 
 
 class PromptBook:
-    """Renders a question and its context with a prompt version: the built-in template, or a prompt file.
+    """Renders a question and its context with a prompt version: the built-in template, a prompt
+    file, or the copy the prompt registry keeps of every registered version (so a version whose
+    file was edited since can still be served, and rolled back to).
 
     Versions are resolved once and kept: a prompt version is content-addressed, so it never changes.
     """
 
-    def __init__(self, prompts_dir: Path | None = None) -> None:
+    def __init__(self, prompts_dir: Path | None = None, registry_root: Path | None = None) -> None:
         self.prompts_dir = prompts_dir
+        self.registry_root = registry_root
         self._renderers: dict[str, Callable[[str, str], str]] = {}
         self._lock = threading.Lock()
 
@@ -62,9 +65,26 @@ class PromptBook:
                     continue
                 if spec.version == version:
                     return _file_renderer(spec)
+        registered = self._registered(version)
+        if registered is not None:
+            return _file_renderer(registered)
         raise ConfigError(
-            f"serving manifest: prompt version {version!r} is neither built in nor a file in {self.prompts_dir}"
+            f"serving manifest: prompt version {version!r} is neither built in, nor a file in {self.prompts_dir}, "
+            "nor registered in the prompt registry"
         )
+
+    def _registered(self, version: str) -> Any:
+        """The prompt registry's copy of ``version`` (``name@hex``), or None."""
+        name = version.split("@", 1)[0]
+        if self.registry_root is None or "@" not in version or not (self.registry_root / "prompts" / name).is_dir():
+            return None
+        from lockgate.registry.prompts import PromptRegistry
+
+        try:
+            spec = PromptRegistry(self.registry_root, name).spec(version)
+        except ConfigError:
+            return None
+        return spec if spec.version == version else None
 
     def render(self, version: str, question: str, context: str) -> str:
         with self._lock:

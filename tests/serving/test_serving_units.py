@@ -333,3 +333,27 @@ def test_a_second_deploy_waits_for_the_first_and_gives_up_naming_the_lock(tmp_pa
         order.append("second")
     thread.join(5)
     assert order == ["first done", "second"]
+
+
+def test_a_prompt_version_whose_file_changed_is_still_served_from_the_registry(tmp_path: Path) -> None:
+    from lockgate.errors import ConfigError
+    from lockgate.prompts import load_prompt
+    from lockgate.serving.retrieval import PromptBook
+
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    file = folder / "grounded-qa.yaml"
+    file.write_text(
+        "name: grounded-qa\ndescription: d\nvariables: [question, context]\n"
+        "template: 'C: {{ context }} Q: {{ question }} A:'\n"
+    )
+    shipped = load_prompt(file)
+    PromptRegistry(tmp_path / "registry", "grounded-qa").add(shipped)
+    file.write_text(file.read_text().replace("A:", "Answer:"))  # edited after it was registered
+    assert load_prompt(file).version != shipped.version
+    book = PromptBook(folder, tmp_path / "registry")
+    assert book.render(shipped.version, "why?", "because") == "C: because Q: why? A:"
+    with pytest.raises(ConfigError, match="nor registered in the prompt registry"):
+        PromptBook(folder).render(shipped.version, "why?", "because")
+    with pytest.raises(ConfigError, match="grounded-qa@000000000000"):
+        book.render("grounded-qa@000000000000", "why?", "because")
