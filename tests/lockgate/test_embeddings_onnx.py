@@ -53,3 +53,28 @@ def test_onnx_int8_vectors_match_pytorch(
 def test_unknown_backend_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"embeddings\.backend"):
         open_embedder("openvino", "m", 8, tmp_path)
+
+
+@pytest.mark.slow
+def test_blockwise_int8_is_closer_to_pytorch_than_dynamic_int8(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    torch = SentenceTransformerEmbedder()
+    a = torch.encode(TEXTS)
+    dynamic = OnnxEmbedder(cache_dir=tmp_path / "onnx")
+    blockwise = open_embedder("onnx-int8-blockwise", dynamic.model, 64, tmp_path / "onnx")
+    assert isinstance(blockwise, OnnxEmbedder) and blockwise.scheme == "blockwise"
+    b_dynamic, b_block = dynamic.encode(TEXTS), blockwise.encode(TEXTS)
+    printed = capfd.readouterr()
+    assert "Warning" not in printed.err + printed.out, "the export is quiet"
+    close_dynamic, close_block = (a * b_dynamic).sum(axis=1), (a * b_block).sum(axis=1)
+    assert close_block.mean() >= 0.998 and close_block.min() >= 0.995, (close_block.mean(), close_block.min())
+    assert close_block.mean() > close_dynamic.mean()
+    assert len({torch.identity, dynamic.identity, blockwise.identity}) == 3, "each backend's vectors stay apart"
+    assert blockwise.model_file() != dynamic.model_file() and blockwise.model_file().is_file()
+    assert "blockwise" in blockwise.name
+
+
+def test_an_unknown_onnx_scheme_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"onnx int8 scheme 'int4'"):
+        OnnxEmbedder(scheme="int4")
