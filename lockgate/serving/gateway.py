@@ -239,8 +239,11 @@ class Gateway:
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         # aiohttp, not httpx, to the engines: httpx's connection pool bookkeeping cost about 1 ms
         # of CPU per forwarded request at concurrency 8 (profiled), a tenth of the gateway's budget.
+        # request_timeout_s bounds connecting and each wait for data, not the whole answer: a long
+        # stream that keeps sending is not cut off.
+        wait = self.options.request_timeout_s
         self._client = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.options.request_timeout_s),
+            timeout=aiohttp.ClientTimeout(total=None, connect=wait, sock_read=wait),
             connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
             raise_for_status=False,
         )

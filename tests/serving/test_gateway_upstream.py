@@ -42,9 +42,9 @@ class NoRetrieval:
         raise AssertionError("no index: nothing to retrieve")
 
 
-def streaming_engine(cut_after: int | None) -> Starlette:
-    """A completions endpoint that streams three text chunks and usage, or drops the connection
-    after ``cut_after`` chunks."""
+def streaming_engine(cut_after: int | None, pause_s: float = 0.01) -> Starlette:
+    """A completions endpoint that streams three text chunks ``pause_s`` apart and usage, or drops
+    the connection after ``cut_after`` chunks."""
 
     async def completions(request: Request) -> Response:
         body = await request.json()
@@ -56,7 +56,7 @@ def streaming_engine(cut_after: int | None) -> Starlette:
                     raise RuntimeError("engine died mid-stream")
                 event = {"choices": [{"index": 0, "text": text, "finish_reason": "length" if i == 2 else None}]}
                 yield f"data: {json.dumps(event)}\n\n".encode()
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(pause_s)
             usage = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
             yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\ndata: [DONE]\n\n".encode()
 
@@ -143,6 +143,16 @@ def test_a_stream_is_passed_on_chunk_by_chunk_with_usage(engine_server: str, tmp
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == " at dock nine"
     assert chunks[-1]["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
     assert statuses(log) == ["ok"]
+
+
+@pytest.mark.parametrize("engine_server", [streaming_engine(cut_after=None, pause_s=0.4)], indirect=True)
+def test_a_stream_longer_than_the_request_timeout_is_not_cut_while_it_keeps_sending(
+    engine_server: str, tmp_path: Path
+) -> None:
+    server, key, log = gateway_before(engine_server, tmp_path, timeout_s=0.6)  # the stream lasts about 1.2 s
+    with server:
+        r = ask(server.url, key, stream=True)
+    assert r.text.rstrip().endswith("data: [DONE]") and statuses(log) == ["ok"]
 
 
 @pytest.mark.parametrize("engine_server", [streaming_engine(cut_after=1)], indirect=True)
