@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +109,40 @@ def write_jsonl(path: Path, rows: Iterable[Any]) -> Path:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
+
+
+@contextlib.contextmanager
+def exclusive_lock(
+    path: Path, wait_s: float | None, on_wait: Callable[[], None], poll_s: float = 0.5
+) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block.
+
+    When another holder has it, ``on_wait`` is called once, then this waits: without limit when
+    ``wait_s`` is None, else up to ``wait_s`` seconds, polling. Yields False (holding nothing) if
+    the wait ran out, True while the lock is held.
+    """
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait()
+            if wait_s is None:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            elif not _poll_flock(handle, time.monotonic() + wait_s, poll_s):
+                yield False
+                return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _poll_flock(handle: Any, deadline: float, poll_s: float) -> bool:
+    while time.monotonic() < deadline:
+        time.sleep(poll_s)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            continue
+    return False

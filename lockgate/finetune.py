@@ -9,18 +9,19 @@ started again resumes from the last complete checkpoint.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import random
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lockgate._io import exclusive_lock
 from lockgate.checkpoints import CheckpointStore
 from lockgate.digest import digest_json, digest_tree, short
 from lockgate.errors import ConfigError, DataError
@@ -264,16 +265,9 @@ def finetune(
 @contextmanager
 def work_lock(work: Path) -> Iterator[None]:
     """Hold the work folder's lock; a second run of the same inputs waits (and says so)."""
-    with (work / ".lock").open("a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("another run is training the same inputs in %s; waiting for it", work)
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    waiting = partial(log.info, "another run is training the same inputs in %s; waiting for it", work)
+    with exclusive_lock(work / ".lock", None, waiting):
+        yield
 
 
 def _finetune_locked(

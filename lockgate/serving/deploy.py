@@ -8,15 +8,15 @@ what this deploy started and leaves the previous manifest, and the engines behin
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
+from lockgate._io import exclusive_lock
 from lockgate.errors import DataError, StageError
 from lockgate.registry import ModelRegistry, ModelVersion
 from lockgate.serving.manifest import ServingManifest, Variant, load_manifest, now_iso
@@ -123,27 +123,14 @@ def deploy_lock(folder: Path, wait_s: float, poll_s: float = 0.5) -> Iterator[No
     """
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "deploy.lock"
-    with path.open("a") as handle:
-        deadline = time.monotonic() + wait_s
-        waited = False
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise StageError(
-                        f"another deploy still holds {path} after {wait_s:g}s (serving.deploy_wait_s); "
-                        "run this one again when it has finished"
-                    ) from None
-                if not waited:
-                    log.info("another deploy is running (%s); waiting up to %gs", path, wait_s)
-                    waited = True
-                time.sleep(poll_s)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    waiting = partial(log.info, "another deploy is running (%s); waiting up to %gs", path, wait_s)
+    with exclusive_lock(path, wait_s, waiting, poll_s) as held:
+        if not held:
+            raise StageError(
+                f"another deploy still holds {path} after {wait_s:g}s (serving.deploy_wait_s); "
+                "run this one again when it has finished"
+            )
+        yield
 
 
 def deploy(
