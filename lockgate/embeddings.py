@@ -163,8 +163,9 @@ class OnnxEmbedder:
     The model is exported once with ``torch.onnx`` (transformer, mean pooling and L2 normalisation
     in one graph) and quantized with ``onnxruntime.quantization``, into ``cache_dir`` under the
     weights' digest; later runs load the file. Only mean-pooling sentence-transformers models
-    are supported (what all-MiniLM-L6-v2 is). Dynamic quantization scales activations per batch,
-    so a text's vector depends slightly on the texts batched with it (cosine about 0.99 apart).
+    are supported (what all-MiniLM-L6-v2 is). ``scheme`` ``dynamic`` scales activations per batch,
+    so a text's vector depends slightly on the texts batched with it (cosine about 0.99 apart);
+    ``blockwise`` quantizes weights and activations per block of 128 inputs (closer, slower).
     """
 
     def __init__(
