@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.corpus import TokenChunking, load_corpus
 from lockgate.embeddings import OnnxEmbedder, SentenceTransformerEmbedder
 from lockgate.refresh import apply_refresh
-from lockgate.store import LocalArtifactStore
 from lockgate.stores.milvus import MilvusStore
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

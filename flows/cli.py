@@ -152,9 +152,9 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 def cmd_prep(args: argparse.Namespace) -> int:
     from flows.params import StageParams
+    from lockgate.artifacts import LocalArtifactStore
     from lockgate.prep import snapshot_dataset
     from lockgate.readers import is_url
-    from lockgate.store import LocalArtifactStore
 
     settings = StageParams(profile=args.profile, home=args.home).settings()
     sources = [f if is_url(f) else str(Path(f).resolve()) for f in args.files] if args.files else settings.sources

@@ -7,9 +7,9 @@ from pathlib import Path
 from prefect import flow
 
 from flows.params import StageParams
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.records import DatasetSnapshot, DriftReport
 from lockgate.settings import LockgateSettings
-from lockgate.store import LocalArtifactStore
 from tasks.common import StageLog, fingerprints
 from tasks.data import prepare_dataset
 from tasks.drift import check_drift, drift_inputs

@@ -10,10 +10,10 @@ from prefect.artifacts import create_markdown_artifact
 from flows.drift import check_drift_here
 from flows.finetune import train_here, train_on_pool
 from flows.params import ReleaseParams, ReleaseSummary
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.errors import GateRejected
 from lockgate.policy import load_policy
 from lockgate.records import ReleaseLineage
-from lockgate.store import LocalArtifactStore
 from tasks.common import StageLog, fingerprints
 from tasks.data import prepare_dataset, resolve_base_model
 from tasks.evaluation import evaluate_candidate, find_champion, serving_prompt

@@ -9,12 +9,12 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.params import PromptMatrixParams, PromptReleaseParams, PromptReleaseSummary
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.errors import GateRejected
 from lockgate.evaluate import MatrixReport, prompt_contenders
 from lockgate.policy import load_policy
 from lockgate.records import ReleaseLineage
 from lockgate.registry.prompts import prompt_policy
-from lockgate.store import LocalArtifactStore
 from tasks.common import StageLog, fingerprints
 from tasks.data import prepare_dataset
 from tasks.evaluation import evaluate_candidate, evaluate_prompt_matrix, serving_prompt

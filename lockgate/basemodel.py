@@ -13,11 +13,11 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.digest import digest_json, digest_tree
 from lockgate.errors import ConfigError
 from lockgate.records import BaseModelArtifact
 from lockgate.settings import BUILTIN_TINY_MODEL, BaseModelSettings
-from lockgate.store import LocalArtifactStore
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.digest import digest_json
 from lockgate.records import DriftReport
 from lockgate.settings import DriftSettings
-from lockgate.store import LocalArtifactStore
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from lockgate._io import write_jsonl
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.digest import digest_json, digest_tree, short
 from lockgate.embeddings import Embedder, resolve_model_path
 from lockgate.errors import StageError
@@ -35,8 +36,7 @@ from lockgate.records import BaseModelArtifact, EvalReport, MetricSummary, Model
 from lockgate.registry import ModelVersion
 from lockgate.settings import EvaluationSettings
 from lockgate.stats import PairedDifference, paired_difference
-from lockgate.store import LocalArtifactStore
-from lockgate.vectorstore import VectorStore
+from lockgate.stores import VectorStore
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from lockgate._io import exclusive_lock
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.checkpoints import CheckpointStore
 from lockgate.digest import digest_json, digest_tree, short
 from lockgate.errors import ConfigError, DataError
@@ -31,7 +32,6 @@ from lockgate.prep import load_jsonl
 from lockgate.prompts import GROUNDED_QA, PromptTemplate
 from lockgate.records import AdapterArtifact, BaseModelArtifact, DatasetSnapshot
 from lockgate.settings import TrainingSettings
-from lockgate.store import LocalArtifactStore
 
 log = logging.getLogger(__name__)
 

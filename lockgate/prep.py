@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.dedupe import DedupeIndex
 from lockgate.digest import digest_file, digest_json
 from lockgate.errors import DataError, StageError
@@ -42,7 +43,6 @@ from lockgate.rows import (
     telling_shape,
 )
 from lockgate.settings import DataSettings
-from lockgate.store import LocalArtifactStore
 
 __all__ = [
     "card_with_length_filter",

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.digest import digest_json, digest_tree
 from lockgate.errors import ConfigError, StageError
 from lockgate.hf import load_causal_lm
@@ -28,7 +29,6 @@ from lockgate.prep import load_jsonl
 from lockgate.prompts import GROUNDED_QA, PromptTemplate
 from lockgate.records import AdapterArtifact, BaseModelArtifact, QuantCheck, QuantizedModel
 from lockgate.settings import QuantizationSettings
-from lockgate.store import LocalArtifactStore
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.corpus import Chunk
 from lockgate.digest import digest_json
 from lockgate.embeddings import Embedder
 from lockgate.errors import ConfigError
 from lockgate.records import IndexBuild
-from lockgate.store import LocalArtifactStore
 from lockgate.stores import StoredChunk, VectorStore
 from lockgate.stores.aliases import AliasMove, Generation, IndexAliases, physical_collection
 

@@ -471,6 +471,16 @@ class GateSettings(_Area):
     )
 
 
+class ArtifactSettings(_Area):
+    """Where stage outputs (datasets, adapters, models, reports) are kept, content-addressed."""
+
+    url: str = Field(
+        default="",
+        description="Empty: <home>/artifacts. A folder, or an fsspec URL (s3://bucket/prefix, gs://..., "
+        "memory://...): a remote store is read through a local cache under <home>/artifacts-cache.",
+    )
+
+
 class RegistrySettings(_Area):
     """Where model versions and aliases live."""
 
@@ -595,6 +605,7 @@ class LockgateSettings(BaseSettings):
     evaluation: EvaluationSettings = EvaluationSettings()
     drift: DriftSettings = DriftSettings()
     gates: GateSettings = GateSettings()
+    artifacts: ArtifactSettings = ArtifactSettings()
     registry: RegistrySettings = RegistrySettings()
     prompts: PromptSettings = PromptSettings()
     serving: ServingSettings = ServingSettings()

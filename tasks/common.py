@@ -14,12 +14,12 @@ from prefect import task
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.embeddings import Embedder, SentenceTransformerEmbedder, resolve_model_path
 from lockgate.errors import TransientError
 from lockgate.fingerprint import stage_cache_key, trainer_environment_digest, weights_digest
 from lockgate.records import Record
 from lockgate.settings import EmbeddingSettings, LockgateSettings
-from lockgate.store import LocalArtifactStore
 
 
 @dataclass(kw_only=True)  # CachePolicy's own fields come first: positional arguments would fill those

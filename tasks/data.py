@@ -8,6 +8,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.basemodel import ensure_base_model
 from lockgate.corpus import REDACT_ALL
 from lockgate.digest import short
@@ -15,7 +16,6 @@ from lockgate.pii import redacted_copies
 from lockgate.prep import snapshot_dataset
 from lockgate.records import BaseModelArtifact, DatasetSnapshot
 from lockgate.settings import BaseModelSettings, DataSettings
-from lockgate.store import LocalArtifactStore
 from tasks.common import artifact_key, dataset_card_key, retry_transient
 
 QUARANTINE_TABLE_ROWS = 500

@@ -9,11 +9,11 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.events import emit_event
 
 from lockgate import events
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.drift import detect_drift, drift_questions
 from lockgate.records import DatasetSnapshot, DriftReport
 from lockgate.registry import drift_reference, open_registry
 from lockgate.settings import DriftSettings, EmbeddingSettings, RegistrySettings
-from lockgate.store import LocalArtifactStore
 from tasks.common import StageCache, embedder_of
 
 

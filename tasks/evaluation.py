@@ -8,6 +8,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.evaluate import (
     EvalJob,
     MatrixReport,
@@ -32,8 +33,7 @@ from lockgate.settings import (
     VectorStoreSettings,
 )
 from lockgate.stats import paired_difference
-from lockgate.store import LocalArtifactStore
-from lockgate.vectorstore import open_store
+from lockgate.stores import open_store
 from tasks.common import StageCache, embedder_of
 
 

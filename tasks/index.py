@@ -8,12 +8,12 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.corpus import TokenChunking, load_corpus
 from lockgate.prep import pii_rules
 from lockgate.records import IndexBuild
 from lockgate.refresh import refresh_generation, switch_after_gates
 from lockgate.settings import DataSettings, EmbeddingSettings, VectorStoreSettings
-from lockgate.store import LocalArtifactStore
 from lockgate.stores import VectorStore, open_store
 from lockgate.stores.aliases import IndexAliases, home_aliases
 from tasks.common import embedder_of, retry_transient

@@ -9,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 
 from lockgate import events
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.digest import short
 from lockgate.errors import ConfigError
 from lockgate.evaluate import ModelUnderTest, merged_twin
@@ -19,7 +20,6 @@ from lockgate.records import EvalReport, GateDecision, ReleaseLineage
 from lockgate.registry import ModelVersion, open_registry
 from lockgate.registry.prompts import decide_prompt, open_prompt_registry
 from lockgate.settings import PromptSettings, RegistrySettings
-from lockgate.store import LocalArtifactStore
 from tasks.release import publish_decision
 
 

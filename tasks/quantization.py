@@ -7,11 +7,11 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.prep import load_jsonl
 from lockgate.quantize import check_quantized, quantize_adapter
 from lockgate.records import AdapterArtifact, BaseModelArtifact, DatasetSnapshot, QuantCheck, QuantizedModel
 from lockgate.settings import QuantizationSettings
-from lockgate.store import LocalArtifactStore
 from tasks.common import StageCache
 
 

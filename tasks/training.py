@@ -12,13 +12,13 @@ from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.digest import short
 from lockgate.finetune import finetune
 from lockgate.launchers import open_launcher
 from lockgate.prep import card_with_length_filter
 from lockgate.records import AdapterArtifact, BaseModelArtifact, DatasetSnapshot
 from lockgate.settings import TrainingSettings
-from lockgate.store import LocalArtifactStore
 from tasks.common import StageCache, dataset_card_key, retry_transient
 
 

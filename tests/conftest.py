@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.offline import apply_offline_defaults
-from lockgate.store import LocalArtifactStore
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -15,6 +15,7 @@ from lockgate.serving.manifest import ManifestWatcher, ServingManifest, Variant,
 from lockgate.serving.ratelimit import RateLimiter
 from lockgate.serving.rollout import CANARY_ROLLED_BACK, Emitter, roll_back_canary
 from lockgate.settings import LockgateSettings, ServingSettings
+from lockgate.workspace import ServingPaths
 
 __all__ = [
     "CANARY_ROLLED_BACK",
@@ -42,21 +43,6 @@ __all__ = [
     "subject_point",
     "write_manifest",
 ]
-
-
-class ServingPaths:
-    """Where serving state lives for a settings tree."""
-
-    def __init__(self, settings: LockgateSettings) -> None:
-        s = settings.serving
-        folder = settings.home_path / "serving"
-        self.folder = folder
-        self.manifest = settings.resolve(s.manifest) if s.manifest else folder / "manifest.json"
-        self.keys = settings.resolve(s.keys_file) if s.keys_file else folder / "keys.json"
-        self.query_log = settings.resolve(s.query_log) if s.query_log else folder / "queries.jsonl"
-        self.feedback_log = folder / "feedback.jsonl"
-        self.engines = folder / "engines.json"
-        self.logs = folder / "logs"
 
 
 def paths(settings: LockgateSettings) -> ServingPaths:

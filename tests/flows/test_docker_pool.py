@@ -183,10 +183,10 @@ def uninterrupted_training(adapter_dir: Path, home: Path, tmp_path: Path) -> tup
 
     Returns the adapter folder, the eval rows and the base model's path."""
     from flows.params import ReleaseParams
+    from lockgate.artifacts import LocalArtifactStore
     from lockgate.finetune import filter_rows_that_fit, write_training_data
     from lockgate.launchers.local import LocalAxolotlLauncher
     from lockgate.prep import snapshot_dataset
-    from lockgate.store import LocalArtifactStore
 
     settings = ReleaseParams(home=str(home)).settings()
     cfg = yaml.safe_load((adapter_dir / "axolotl.yaml").read_text())

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.basemodel import ensure_base_model
 from lockgate.fingerprint import trainer_environment_digest
 from lockgate.prep import snapshot_dataset
 from lockgate.settings import BaseModelSettings, DataSettings, TrainingSettings
-from lockgate.store import LocalArtifactStore
 from tests.conftest import EXAMPLES
 
 # First call: writes checkpoint-5, then dies as a preempted spot node would (SIGKILL).

@@ -63,7 +63,7 @@ def test_quantized_checkpoint_loads_and_generates(first_run) -> None:  # type: i
 
 def test_index_answers_queries(first_run) -> None:  # type: ignore[no-untyped-def]
     from lockgate.embeddings import SentenceTransformerEmbedder
-    from lockgate.vectorstore import MilvusStore
+    from lockgate.stores.milvus import MilvusStore
 
     uri, collection = first_run.outputs["index"].split("#")
     store = MilvusStore(uri, collection)

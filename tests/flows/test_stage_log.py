@@ -44,7 +44,7 @@ def make_anywhere(folder: str, name: str) -> Made:
 
 
 def test_a_cache_hit_made_for_another_state_folder_is_rebuilt_here(prefect_harness: None, tmp_path: Path) -> None:
-    from lockgate.store import LocalArtifactStore
+    from lockgate.artifacts import LocalArtifactStore
 
     mine, theirs = LocalArtifactStore(tmp_path / "mine"), LocalArtifactStore(tmp_path / "theirs")
     name = f"out-{tmp_path.name}.txt"  # a key of its own: no earlier session's cache entry

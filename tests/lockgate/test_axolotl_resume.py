@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.basemodel import ensure_base_model
 from lockgate.finetune import (
     OFFLINE_ENV,
@@ -21,7 +22,6 @@ from lockgate.finetune import (
 )
 from lockgate.prep import snapshot_dataset
 from lockgate.settings import BaseModelSettings, DataSettings, TrainingSettings
-from lockgate.store import LocalArtifactStore
 from tests.conftest import EXAMPLES, ROOT, needs
 from tests.factories import adapter_eval_loss
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.corpus import Chunk, load_corpus, split_markdown
 from lockgate.digest import digest_json
 from lockgate.errors import ConfigError, DataError, TransientError
 from lockgate.refresh import apply_refresh, refresh_plan, vector_digest
-from lockgate.store import LocalArtifactStore
 from lockgate.stores import Hit, StoredChunk, VectorStore
 from lockgate.stores.milvus import MilvusStore
 from tests.conftest import EXAMPLES, ROOT

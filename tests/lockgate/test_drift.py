@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.drift import detect_drift
 from lockgate.embeddings import SentenceTransformerEmbedder
 from lockgate.prep import load_jsonl
 from lockgate.settings import DriftSettings
-from lockgate.store import LocalArtifactStore
 from tests.conftest import EXAMPLES
 
 OFF_DOMAIN = [

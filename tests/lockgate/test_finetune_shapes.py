@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.basemodel import ensure_base_model
 from lockgate.errors import DataError
 from lockgate.finetune import (
@@ -22,7 +23,6 @@ from lockgate.finetune import (
 from lockgate.prep import snapshot_dataset
 from lockgate.records import BaseModelArtifact
 from lockgate.settings import BaseModelSettings, DataSettings, TrainingSettings
-from lockgate.store import LocalArtifactStore
 from tests.conftest import ROOT, needs, write_jsonl
 
 BASE = BaseModelArtifact(

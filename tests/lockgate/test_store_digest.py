@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.digest import digest_json, digest_tree
-from lockgate.store import LocalArtifactStore
 
 
 def test_digest_json_is_order_independent_for_keys() -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.corpus import load_corpus
 from lockgate.errors import ConfigError, TransientError
 from lockgate.refresh import point_store_alias, refresh_generation, switch_after_gates, vector_digest
-from lockgate.store import LocalArtifactStore
 from lockgate.stores import StoredChunk, VectorStore
 from lockgate.stores.aliases import IndexAliases, physical_collection
 from lockgate.stores.milvus import MilvusStore

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lockgate.vectorstore import MilvusStore, StoredChunk  # the old import path keeps working
+from lockgate.stores import StoredChunk
+from lockgate.stores.milvus import MilvusStore
 
 
 def test_milvus_lite_round_trip_logs_no_traceback(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -129,7 +129,7 @@ import sys
 from pathlib import Path
 from lockgate.corpus import load_corpus
 from lockgate.refresh import apply_refresh
-from lockgate.store import LocalArtifactStore
+from lockgate.artifacts import LocalArtifactStore
 from lockgate.stores import open_store
 from tests.lockgate.test_corpus_refresh import HashEmbedder
 store = open_store("milvus-lite", sys.argv[1], "t")
@@ -153,9 +153,9 @@ print("retrieved", len(found))
 
 @pytest.mark.slow
 def test_a_refresh_and_an_evaluation_started_together_on_one_file_both_succeed(tmp_path: Path) -> None:
+    from lockgate.artifacts import LocalArtifactStore
     from lockgate.corpus import load_corpus
     from lockgate.refresh import apply_refresh
-    from lockgate.store import LocalArtifactStore
     from tests.conftest import EXAMPLES
     from tests.lockgate.test_corpus_refresh import HashEmbedder
 
