@@ -5,6 +5,8 @@ Deployment triggers in ``prefect.yaml`` match on these; a test keeps the two in 
 
 from __future__ import annotations
 
+from lockgate.digest import short
+
 DATASET_CHANGED = "lockgate.dataset.changed"
 DRIFT_DETECTED = "lockgate.drift.detected"
 GATE_PASSED = "lockgate.gate.passed"
@@ -22,7 +24,7 @@ def dataset_resource(name: str) -> dict[str, str]:
 
 def model_resource(digest: str) -> dict[str, str]:
     """The event resource of a model version, by the start of its digest."""
-    return {"prefect.resource.id": f"lockgate.model.{digest.split(':', 1)[-1][:12]}"}
+    return {"prefect.resource.id": f"lockgate.model.{short(digest)}"}
 
 
 def prompt_resource(name: str) -> dict[str, str]:

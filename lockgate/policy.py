@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lockgate._io import load_yaml
-from lockgate.digest import digest_json
+from lockgate.digest import digest_json, short
 from lockgate.errors import ConfigError
 from lockgate.metrics import ANSWER_METRICS, JUDGED_METRICS
 
@@ -140,7 +140,7 @@ def explain(policy: GatePolicy) -> str:
             f"per-question difference must be at or above {0.0 - policy.max_regression:+.3f}."
         )
     lines = [
-        f"Gate policy ({policy.mode}, digest {policy.digest.split(':', 1)[-1][:12]}):",
+        f"Gate policy ({policy.mode}, digest {short(policy.digest)}):",
         f"- {rule}",
         f"- At least {policy.min_questions} questions answered by both models; fewer is a rejection.",
     ]
