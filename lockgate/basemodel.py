@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from lockgate.artifacts import LocalArtifactStore
+from lockgate.artifacts import ArtifactStore
 from lockgate.digest import digest_json, digest_tree
 from lockgate.errors import ConfigError
 from lockgate.records import BaseModelArtifact
@@ -94,7 +94,7 @@ def corpus_texts(paths: Iterable[Path]) -> list[str]:
 
 
 def ensure_base_model(
-    base_model: str, settings: BaseModelSettings, text_files: list[Path], store: LocalArtifactStore
+    base_model: str, settings: BaseModelSettings, text_files: list[Path], store: ArtifactStore
 ) -> BaseModelArtifact:
     """Resolve the configured base model to an artifact, building the tiny one if asked.
 

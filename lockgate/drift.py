@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lockgate.artifacts import LocalArtifactStore
+from lockgate.artifacts import ArtifactStore
 from lockgate.digest import digest_json
 from lockgate.records import DriftReport
 from lockgate.settings import DriftSettings
@@ -45,7 +45,7 @@ def detect_drift(
     reference: np.ndarray,
     current: np.ndarray,
     settings: DriftSettings,
-    store: LocalArtifactStore | None = None,
+    store: ArtifactStore | None = None,
     dataset_digest: str | None = None,
     texts: tuple[list[str], list[str]] | None = None,
 ) -> DriftReport:

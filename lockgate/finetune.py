@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from lockgate._io import exclusive_lock
-from lockgate.artifacts import LocalArtifactStore
+from lockgate.artifacts import ArtifactStore
 from lockgate.checkpoints import CheckpointStore
 from lockgate.digest import digest_json, digest_tree, short
 from lockgate.errors import ConfigError, DataError
@@ -242,7 +242,7 @@ def finetune(
     snapshot: DatasetSnapshot,
     base: BaseModelArtifact,
     settings: TrainingSettings,
-    store: LocalArtifactStore,
+    store: ArtifactStore,
     launcher: TrainerLauncher,
     shuffle_labels: bool = False,
 ) -> AdapterArtifact:
@@ -274,7 +274,7 @@ def _finetune_locked(
     snapshot: DatasetSnapshot,
     base: BaseModelArtifact,
     settings: TrainingSettings,
-    store: LocalArtifactStore,
+    store: ArtifactStore,
     launcher: TrainerLauncher,
     shuffle_labels: bool,
     work: Path,

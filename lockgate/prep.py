@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from lockgate.artifacts import LocalArtifactStore
+from lockgate.artifacts import ArtifactStore
 from lockgate.dedupe import DedupeIndex
 from lockgate.digest import digest_file, digest_json
 from lockgate.errors import DataError, StageError
@@ -362,7 +362,7 @@ def _write_rows(fh: IO[str], rows: Iterable[dict[str, Any]]) -> int:
 
 
 def snapshot_dataset(
-    sources: list[Path] | list[str], settings: DataSettings, store: LocalArtifactStore
+    sources: list[Path] | list[str], settings: DataSettings, store: ArtifactStore
 ) -> DatasetSnapshot:
     """Run the whole prep stage and store a content-addressed snapshot.
 

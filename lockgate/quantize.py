@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lockgate.artifacts import LocalArtifactStore
+from lockgate.artifacts import ArtifactStore
 from lockgate.digest import digest_json, digest_tree
 from lockgate.errors import ConfigError, StageError
 from lockgate.hf import load_causal_lm
@@ -165,7 +165,7 @@ def quantize_adapter(
     adapter: AdapterArtifact,
     train_path: Path,
     settings: QuantizationSettings,
-    store: LocalArtifactStore,
+    store: ArtifactStore,
 ) -> QuantizedModel:
     """Merge, quantize and store; the merged checkpoint is kept beside for comparison."""
     staged = store.staging("quantized")

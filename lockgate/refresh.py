@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lockgate.artifacts import LocalArtifactStore
+from lockgate.artifacts import ArtifactStore
 from lockgate.corpus import Chunk
 from lockgate.digest import digest_json
 from lockgate.embeddings import Embedder
@@ -117,7 +117,7 @@ def apply_refresh(
     chunks: list[Chunk],
     store: VectorStore,
     embedder: Embedder,
-    artifacts: LocalArtifactStore,
+    artifacts: ArtifactStore,
     uri: str,
     collection: str,
     *,
@@ -211,7 +211,7 @@ def refresh_generation(
     chunks: list[Chunk],
     open_collection: Callable[[str], VectorStore],
     embedder: Embedder,
-    artifacts: LocalArtifactStore,
+    artifacts: ArtifactStore,
     aliases: IndexAliases,
     collection: str,
     uri: str,
