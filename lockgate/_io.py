@@ -1,4 +1,4 @@
-"""Small I/O helpers every module shares: strict YAML, atomic writes."""
+"""Small I/O helpers every module shares: strict YAML, atomic writes, JSONL files, file locks."""
 
 from __future__ import annotations
 
@@ -102,13 +102,19 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_jsonl(path: Path, rows: Iterable[Any]) -> Path:
-    """One JSON object a line, UTF-8, keys in the order given."""
+def write_jsonl(path: Path, rows: Iterable[Any], sort_keys: bool = False) -> Path:
+    """One JSON object a line, UTF-8, keys in the order given (or sorted, with ``sort_keys``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as fh:
         for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.write(json.dumps(row, ensure_ascii=False, sort_keys=sort_keys) + "\n")
     return path
+
+
+def load_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Read a JSONL file written by Lockgate."""
+    with Path(path).open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lockgate._io import load_jsonl
 from lockgate.artifacts import ArtifactStore
 from lockgate.digest import digest_json
 from lockgate.records import DriftReport
@@ -123,7 +124,6 @@ def drift_questions(
             else would hide drift.
     """
     from lockgate.errors import DataError
-    from lockgate.prep import load_jsonl
 
     reference = Path(production_train) if production_train else Path(snapshot_train)
     if not reference.is_file():

@@ -21,14 +21,13 @@ from typing import Any
 
 import yaml
 
-from lockgate._io import exclusive_lock
+from lockgate._io import exclusive_lock, load_jsonl, write_jsonl
 from lockgate.artifacts import ArtifactStore
 from lockgate.checkpoints import CheckpointStore
 from lockgate.digest import digest_json, digest_tree, short
 from lockgate.errors import ConfigError, DataError
 from lockgate.launchers import TrainerLauncher
 from lockgate.launchers.local import ADAPTER_FILES, OFFLINE_ENV, LocalAxolotlLauncher, latest_checkpoint
-from lockgate.prep import load_jsonl
 from lockgate.prompts import GROUNDED_QA, PromptTemplate
 from lockgate.records import AdapterArtifact, BaseModelArtifact, DatasetSnapshot
 from lockgate.settings import TrainingSettings
@@ -224,11 +223,7 @@ def write_training_data(snapshot: DatasetSnapshot, out: Path, shuffle_labels: bo
         outputs = [r["output"] for r in rows]
         random.Random(seed).shuffle(outputs)
         rows = [_with_answer(r, o) for r, o in zip(rows, outputs, strict=True)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    return out
+    return write_jsonl(out, rows)
 
 
 def _with_answer(row: dict[str, Any], answer: str) -> dict[str, Any]:

@@ -14,7 +14,6 @@ nothing.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import shutil
 import tempfile
@@ -22,8 +21,9 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
+from lockgate._io import load_jsonl, write_jsonl
 from lockgate.artifacts import ArtifactStore
 from lockgate.dedupe import DedupeIndex
 from lockgate.digest import digest_file, digest_json
@@ -48,7 +48,7 @@ __all__ = [
     "card_with_length_filter",
     "clean_text",
     "describe",
-    "load_jsonl",
+    "load_jsonl",  # lives in lockgate._io; named here for the importers that still read it from prep
     "pii_rules",
     "prepare",
     "snapshot_dataset",
@@ -249,25 +249,31 @@ def prepare(sources: Iterable[str | Path], settings: DataSettings, work: Path) -
                     # Only set-aside records keep their text (redacted); kept rows are stored cleaned.
                     raw = _Redacted(record.raw, rules)
                     if record.error is not None or record.value is None:
-                        set_aside(_q(record, raw, None, record.error or "unreadable"))
+                        set_aside(_quarantined_row(record, raw, None, record.error or "unreadable"))
                         continue
                     try:
                         shape, telling = shapes.of(record, record.value)
                         row = parse_row(record.value, shape, settings.min_chars, settings.max_chars)
                         row, found, drop = _scrub_row(row, rules)
                     except RowError as err:
-                        set_aside(_q(record, raw, err.field, err.reason))
+                        set_aside(_quarantined_row(record, raw, err.field, err.reason))
                         continue
                     except DataError:
                         raise
                     except Exception as exc:  # one odd row must never stop the stage
-                        set_aside(_q(record, raw, None, f"could not validate: {type(exc).__name__}: {exc}"))
+                        set_aside(
+                            _quarantined_row(record, raw, None, f"could not validate: {type(exc).__name__}: {exc}")
+                        )
                         continue
                     if telling:
                         seen_shapes.setdefault(shape, f"{record.source}:{record.line}")
                     result.pii_found.update(found)
                     if drop:
-                        set_aside(_q(record, raw, None, f"contains {', '.join(drop)} (policy: drop)", "filtered"))
+                        set_aside(
+                            _quarantined_row(
+                                record, raw, None, f"contains {', '.join(drop)} (policy: drop)", "filtered"
+                            )
+                        )
                         continue
                     index.add(
                         row,
@@ -292,9 +298,11 @@ def prepare(sources: Iterable[str | Path], settings: DataSettings, work: Path) -
                         outcome=gone.outcome,
                     )
                 )
+        kept = index.counts()
         for split, path in (("train", result.train_path), ("eval", result.eval_path)):
-            with path.open("w", encoding="utf-8") as fh:
-                result.counts[split] = _write_rows(fh, index.kept(split))
+            # Sorted keys: a row's bytes, and so the snapshot's digest, never depend on its source's key order.
+            write_jsonl(path, index.kept(split), sort_keys=True)
+            result.counts[split] = kept.get(split, 0)
     finally:
         index.close()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -338,9 +346,12 @@ class _Redacted:
         return redact_text(self.text, self.rules)[:RAW_KEEP]
 
 
-def _q(record: RawRecord, raw: _Redacted, fld: str | None, reason: str, outcome: str = "quarantined") -> QuarantinedRow:
+def _quarantined_row(
+    record: RawRecord, raw: _Redacted, field_name: str | None, reason: str, outcome: str = "quarantined"
+) -> QuarantinedRow:
+    """The quarantine file's entry for a record that is not kept, naming its file, line and field."""
     return QuarantinedRow(
-        source=record.source, line=record.line, field=fld, reason=reason, raw=str(raw), outcome=outcome
+        source=record.source, line=record.line, field=field_name, reason=reason, raw=str(raw), outcome=outcome
     )
 
 
@@ -351,14 +362,6 @@ def _reason_class(q: QuarantinedRow) -> str:
         reason = "near copy of an eval row"
     reason = reason.split(" (", 1)[0]
     return f"[{q.field}] {reason}" if q.field else reason
-
-
-def _write_rows(fh: IO[str], rows: Iterable[dict[str, Any]]) -> int:
-    n = 0
-    for row in rows:
-        fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-        n += 1
-    return n
 
 
 def snapshot_dataset(
@@ -503,9 +506,3 @@ def card_with_length_filter(card: str, base_model: str, sequence_len: int, train
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
-
-
-def load_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Read a JSONL file written by Lockgate."""
-    with Path(path).open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]

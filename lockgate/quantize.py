@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lockgate._io import load_jsonl
 from lockgate.artifacts import ArtifactStore
 from lockgate.digest import digest_json, digest_tree
 from lockgate.errors import ConfigError, StageError
 from lockgate.hf import load_causal_lm
-from lockgate.prep import load_jsonl
 from lockgate.prompts import GROUNDED_QA, PromptTemplate
 from lockgate.records import AdapterArtifact, BaseModelArtifact, QuantCheck, QuantizedModel
 from lockgate.settings import QuantizationSettings

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from lockgate._io import load_jsonl
 from lockgate.artifacts import LocalArtifactStore
 from lockgate.dedupe import DedupeIndex, Signer, similarity
 from lockgate.errors import DataError, StageError
-from lockgate.prep import load_jsonl, prepare, snapshot_dataset, split_of
+from lockgate.prep import prepare, snapshot_dataset, split_of
 from lockgate.settings import DataSettings
 from tests.conftest import EXAMPLES, write_jsonl
 
