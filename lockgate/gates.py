@@ -96,6 +96,35 @@ def decide(
     )
 
 
+def decide_prompt(
+    evaluation: EvalReport | None,
+    policy: GatePolicy,
+    expected: ReleaseLineage,
+    champion_prompt: str,
+    revoked: str | None = None,
+) -> GateDecision:
+    """``decide`` for a candidate prompt against the production prompt, both with production's model.
+
+    Adds one lineage check: the evaluation's champion answered with the production prompt
+    ``champion_prompt`` (a version), so a report about another pair of prompts cannot decide.
+    """
+    decision = decide(evaluation, None, None, policy, expected, revoked=revoked)
+    seen = evaluation.champion.label if evaluation is not None else None
+    ok = seen is not None and seen.endswith(champion_prompt)
+    check = GateCheck(
+        name="evaluation-champion-prompt",
+        passed=ok,
+        detail=f"the champion answered with {champion_prompt}"
+        if ok
+        else f"the evaluated champion is {seen!r}, but this release's production prompt is {champion_prompt}",
+    )
+    checks = (*decision.checks, check)
+    passed = decision.passed and ok
+    reasons = tuple(c.detail for c in checks if not c.passed) or ("all checks passed",)
+    digest = digest_json({"decision": decision.digest, "champion_prompt": champion_prompt})
+    return decision.model_copy(update={"digest": digest, "checks": checks, "passed": passed, "reasons": reasons})
+
+
 def lineage_checks(
     expected: ReleaseLineage, evaluation: EvalReport | None, quant: QuantCheck | None, drift: DriftReport | None
 ) -> list[GateCheck]:

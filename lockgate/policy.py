@@ -123,6 +123,13 @@ def load_policy(path: Path) -> GatePolicy:
         raise ConfigError(f"{path}: invalid gate policy, {exc.error_count()} problem(s): {problems}") from None
 
 
+def prompt_policy(policy: GatePolicy, mode: Literal["superiority", "non_inferiority"]) -> GatePolicy:
+    """The release policy for a prompt-only release: the prompt's gate mode, every other rule as written,
+    except the quantization and drift checks: the model is production's, checked when it was released,
+    and a prompt changes neither (the decision records this policy's own digest)."""
+    return policy.model_copy(update={"mode": mode, "require_quant_check": False, "block_on_drift": False})
+
+
 def explain(policy: GatePolicy) -> str:
     """The policy in words, one rule a line, as ``lockgate gate explain`` prints it."""
     pct = f"{policy.confidence:.0%}"

@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lockgate._io import atomic_write_text
-from lockgate.digest import digest_json, short
+from lockgate.digest import short
 from lockgate.errors import ConfigError
-from lockgate.gates import decide
-from lockgate.policy import GatePolicy
+from lockgate.policy import prompt_policy
 from lockgate.prompts import PromptSpec
-from lockgate.records import EvalReport, GateCheck, GateDecision, ReleaseLineage
 from lockgate.registry.local import ALIASES, AliasMove, LocalRegistry, ModelVersion, RegistryState, RevokedModel
 from lockgate.registry.local import StaleChampion as StaleProduction
 from lockgate.settings import RegistrySettings
@@ -33,9 +31,8 @@ from lockgate.settings import RegistrySettings
 __all__ = [
     "PromptRegistry",
     "StaleProduction",
-    "decide_prompt",
     "open_prompt_registry",
-    "prompt_policy",
+    "prompt_policy",  # lives in lockgate.policy; named here until flows/prompt_release.py imports it from there
 ]
 
 
@@ -228,42 +225,3 @@ def _lineage(spec: PromptSpec) -> dict[str, Any]:
 
 def _show(digest: str | None) -> str:
     return short(digest) if digest else "none"
-
-
-# -- the gate, as it applies to a prompt-only release ------------------------------------------
-
-
-def prompt_policy(policy: GatePolicy, mode: Literal["superiority", "non_inferiority"]) -> GatePolicy:
-    """The release policy for a prompt-only release: the prompt's gate mode, every other rule as written,
-    except the quantization and drift checks: the model is production's, checked when it was released,
-    and a prompt changes neither (the decision records this policy's own digest)."""
-    return policy.model_copy(update={"mode": mode, "require_quant_check": False, "block_on_drift": False})
-
-
-def decide_prompt(
-    evaluation: EvalReport | None,
-    policy: GatePolicy,
-    expected: ReleaseLineage,
-    champion_prompt: str,
-    revoked: str | None = None,
-) -> GateDecision:
-    """``gates.decide`` for a candidate prompt against the production prompt, both with production's model.
-
-    Adds one lineage check: the evaluation's champion answered with the production prompt
-    ``champion_prompt`` (a version), so a report about another pair of prompts cannot decide.
-    """
-    decision = decide(evaluation, None, None, policy, expected, revoked=revoked)
-    seen = evaluation.champion.label if evaluation is not None else None
-    ok = seen is not None and seen.endswith(champion_prompt)
-    check = GateCheck(
-        name="evaluation-champion-prompt",
-        passed=ok,
-        detail=f"the champion answered with {champion_prompt}"
-        if ok
-        else f"the evaluated champion is {seen!r}, but this release's production prompt is {champion_prompt}",
-    )
-    checks = (*decision.checks, check)
-    passed = decision.passed and ok
-    reasons = tuple(c.detail for c in checks if not c.passed) or ("all checks passed",)
-    digest = digest_json({"decision": decision.digest, "champion_prompt": champion_prompt})
-    return decision.model_copy(update={"digest": digest, "checks": checks, "passed": passed, "reasons": reasons})

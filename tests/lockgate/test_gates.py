@@ -8,8 +8,8 @@ import pytest
 
 from lockgate.calibration import mean_rule_rate, promotion_rate, simulated_report
 from lockgate.errors import ConfigError
-from lockgate.gates import Approval, decide, promotion_outcome, with_approval
-from lockgate.policy import GatePolicy, SlicePolicy, explain, load_policy
+from lockgate.gates import Approval, decide, decide_prompt, promotion_outcome, with_approval
+from lockgate.policy import GatePolicy, SlicePolicy, explain, load_policy, prompt_policy
 from lockgate.records import DriftReport, EvalReport, QuantCheck, ReleaseLineage
 from tests.conftest import ROOT
 
@@ -188,6 +188,26 @@ def test_approval_is_one_more_check_and_silence_rejects() -> None:
     assert not no.passed and no.reasons == ("rejected by ana",)
     silent = with_approval(d, None, 60)
     assert not silent.passed and "no approval within 60 s" in silent.reasons[0]
+
+
+def test_the_prompt_gate_is_the_release_policy_in_the_prompts_mode_and_checks_the_champion_prompt() -> None:
+    policy = prompt_policy(POLICY, "non_inferiority")
+    assert policy.mode == "non_inferiority" and policy.digest != POLICY.digest
+    assert (policy.slices, policy.min_scores) == (POLICY.slices, POLICY.min_scores), "the other rules as written"
+    production = "p@production"
+    neutral = report(gain=0.0, sd=0.01)
+    neutral = neutral.model_copy(
+        update={"champion": neutral.champion.model_copy(update={"label": f"production prompt {production}"})}
+    )
+    decision = decide_prompt(neutral, policy, LINEAGE, production)
+    assert decision.passed, decision.reasons
+    assert {"quantization", "drift"}.isdisjoint(c.name for c in decision.checks), "the model is production's"
+    other = decide_prompt(neutral, policy, LINEAGE, "p@other")
+    assert not other.passed and other.digest != decision.digest
+    assert "production prompt is p@other" in " ".join(other.reasons)
+    worse = report(gain=-0.1, sd=0.02).model_copy(update={"champion": neutral.champion})
+    rejected = decide_prompt(worse, policy, LINEAGE, production)
+    assert not rejected.passed and any(c.name == "non_inferiority:rouge_l" and not c.passed for c in rejected.checks)
 
 
 def test_promotion_outcome() -> None:

@@ -108,26 +108,3 @@ def test_prompt_versions_and_aliases_are_mirrored_to_wandb(tmp_path: Path) -> No
     by_version = {version: set(aliases) for _, _, version, aliases in logged}
     assert "production" in by_version[BASE.version], "the first version was production when it was mirrored"
     assert {"production", "candidate"} <= by_version[better.version]
-
-
-def test_the_prompt_gate_is_the_release_policy_in_the_prompts_mode_and_checks_the_champion_prompt() -> None:
-    from lockgate.registry.prompts import decide_prompt, prompt_policy
-    from tests.lockgate.test_gates import LINEAGE, POLICY, report
-
-    policy = prompt_policy(POLICY, "non_inferiority")
-    assert policy.mode == "non_inferiority" and policy.digest != POLICY.digest
-    assert (policy.slices, policy.min_scores) == (POLICY.slices, POLICY.min_scores), "the other rules as written"
-    production = "p@production"
-    neutral = report(gain=0.0, sd=0.01)
-    neutral = neutral.model_copy(
-        update={"champion": neutral.champion.model_copy(update={"label": f"production prompt {production}"})}
-    )
-    decision = decide_prompt(neutral, policy, LINEAGE, production)
-    assert decision.passed, decision.reasons
-    assert {"quantization", "drift"}.isdisjoint(c.name for c in decision.checks), "the model is production's"
-    other = decide_prompt(neutral, policy, LINEAGE, "p@other")
-    assert not other.passed and other.digest != decision.digest
-    assert "production prompt is p@other" in " ".join(other.reasons)
-    worse = report(gain=-0.1, sd=0.02).model_copy(update={"champion": neutral.champion})
-    rejected = decide_prompt(worse, policy, LINEAGE, production)
-    assert not rejected.passed and any(c.name == "non_inferiority:rouge_l" and not c.passed for c in rejected.checks)
