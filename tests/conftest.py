@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import fsspec
 import pytest
 
-from lockgate.artifacts import LocalArtifactStore
+from lockgate.artifacts import ArtifactStore, LocalArtifactStore
+from lockgate.artifacts.fsspec import FsspecArtifactStore
 from lockgate.offline import apply_offline_defaults
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,9 +28,21 @@ os.environ.setdefault("LOCKGATE_QUANTIZATION__SERVING_BENCHMARK", "off")
 os.environ.setdefault("LOCKGATE_SERVING__AUTO_DEPLOY", "off")
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> LocalArtifactStore:
-    return LocalArtifactStore(tmp_path / "artifacts")
+@pytest.fixture(params=["local", "fsspec-memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ArtifactStore]:
+    """An empty artifact store: a local folder, and an fsspec URL read through a local cache.
+
+    Every test that takes it runs on both: a stage must work through the port, whichever
+    adapter is behind it.
+    """
+    if request.param == "local":
+        yield LocalArtifactStore(tmp_path / "artifacts")
+        return
+    url = f"memory://lockgate-tests/{uuid.uuid4().hex}"
+    yield FsspecArtifactStore(url, tmp_path / "artifacts-cache")
+    fs, path = fsspec.core.url_to_fs(url)
+    if fs.exists(path):  # the memory filesystem lives as long as the test process
+        fs.rm(path, recursive=True)
 
 
 def write_jsonl(path: Path, lines: list[str]) -> Path:

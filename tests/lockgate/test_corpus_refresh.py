@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lockgate.artifacts import LocalArtifactStore
+from lockgate.artifacts import ArtifactStore, LocalArtifactStore
 from lockgate.corpus import Chunk, load_corpus, split_markdown
 from lockgate.digest import digest_json
 from lockgate.errors import ConfigError, DataError, TransientError
@@ -153,7 +153,7 @@ def assert_exact(vs: VectorStore, chunks: list[Chunk], embedder: HashEmbedder) -
 
 
 def test_refresh_adds_changes_deletes_and_reruns_as_noop(
-    tmp_path: Path, store: LocalArtifactStore, open_backend: tuple[str, StoreFactory, dict[str, str]]
+    tmp_path: Path, store: ArtifactStore, open_backend: tuple[str, StoreFactory, dict[str, str]]
 ) -> None:
     _, make, _ = open_backend
     corpus = _corpus(tmp_path)
@@ -239,7 +239,7 @@ def _until_done(run: Callable[[], object], tries: int = 60) -> int:
 
 
 def test_a_store_failing_20_percent_of_writes_converges(
-    tmp_path: Path, store: LocalArtifactStore, open_backend: tuple[str, StoreFactory, dict[str, str]]
+    tmp_path: Path, store: ArtifactStore, open_backend: tuple[str, StoreFactory, dict[str, str]]
 ) -> None:
     _, make, _ = open_backend
     corpus = _corpus(tmp_path)
@@ -291,7 +291,7 @@ def refresh_and_die(where: dict[str, str], corpus: str, artifacts: str, after: i
 
 
 def test_a_refresh_killed_mid_write_is_finished_by_the_next(
-    tmp_path: Path, store: LocalArtifactStore, open_backend: tuple[str, StoreFactory, dict[str, str]]
+    tmp_path: Path, store: ArtifactStore, open_backend: tuple[str, StoreFactory, dict[str, str]]
 ) -> None:
     _, make, where = open_backend
     corpus = _corpus(tmp_path)
@@ -320,7 +320,7 @@ def test_a_refresh_killed_mid_write_is_finished_by_the_next(
 
 
 def test_mass_delete_is_refused_and_leaves_the_index_untouched(
-    tmp_path: Path, store: LocalArtifactStore, open_backend: tuple[str, StoreFactory, dict[str, str]]
+    tmp_path: Path, store: ArtifactStore, open_backend: tuple[str, StoreFactory, dict[str, str]]
 ) -> None:
     _, make, _ = open_backend
     corpus = _corpus(tmp_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lockgate._io import load_jsonl
-from lockgate.artifacts import LocalArtifactStore
+from lockgate.artifacts import ArtifactStore
 from lockgate.dedupe import DedupeIndex, Signer, similarity
 from lockgate.errors import DataError, StageError
 from lockgate.prep import prepare, snapshot_dataset, split_of
@@ -256,7 +256,7 @@ def test_split_is_stable_when_rows_are_added() -> None:
     assert 0.1 < share < 0.3
 
 
-def test_appending_rows_moves_no_old_row_and_order_does_not_matter(tmp_path: Path, store: LocalArtifactStore) -> None:
+def test_appending_rows_moves_no_old_row_and_order_does_not_matter(tmp_path: Path, store: ArtifactStore) -> None:
     settings = DataSettings(eval_fraction=0.3)
     base = facts(200)
     a = write_jsonl(tmp_path / "a.jsonl", base[:120])
@@ -281,7 +281,7 @@ def test_appending_rows_moves_no_old_row_and_order_does_not_matter(tmp_path: Pat
     assert changed.digest != first.digest, "one character changed"
 
 
-def test_sample_data_snapshot_and_card(store: LocalArtifactStore) -> None:
+def test_sample_data_snapshot_and_card(store: ArtifactStore) -> None:
     sources = [EXAMPLES / "data" / "qa.jsonl", EXAMPLES / "data" / "qa_contrib.jsonl"]
     first = snapshot_dataset(sources, DataSettings(), store)
     second = snapshot_dataset(sources, DataSettings(), store)
@@ -296,21 +296,21 @@ def test_sample_data_snapshot_and_card(store: LocalArtifactStore) -> None:
     assert "| leaked |" in card and "| email | 1 |" in card
 
 
-def test_changed_input_changes_digest(tmp_path: Path, store: LocalArtifactStore) -> None:
+def test_changed_input_changes_digest(tmp_path: Path, store: ArtifactStore) -> None:
     a = write_jsonl(tmp_path / "a.jsonl", facts(40))
     b = write_jsonl(tmp_path / "b.jsonl", facts(41))
     settings = DataSettings(eval_fraction=0.3)
     assert snapshot_dataset([a], settings, store).digest != snapshot_dataset([b], settings, store).digest
 
 
-def test_too_many_bad_rows_fail_with_a_clear_message(tmp_path: Path, store: LocalArtifactStore) -> None:
+def test_too_many_bad_rows_fail_with_a_clear_message(tmp_path: Path, store: ArtifactStore) -> None:
     src = write_jsonl(tmp_path / "bad.jsonl", ["not json"] * 5 + [row("Fine?", "Yes it is.")])
     with pytest.raises(DataError, match=r"bad\.jsonl:1 \[row\] invalid JSON"):
         snapshot_dataset([src], DataSettings(), store)
     assert not list((store.root / ".staging").iterdir()), "no staging debris"
 
 
-def test_empty_and_blank_sources(tmp_path: Path, store: LocalArtifactStore) -> None:
+def test_empty_and_blank_sources(tmp_path: Path, store: ArtifactStore) -> None:
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "blank.jsonl").write_text("\n\n  \n")
     with pytest.raises(DataError, match="no rows found"):
@@ -334,9 +334,7 @@ def test_csv_source(tmp_path: Path) -> None:
     assert bad["line"] == 3 and bad["field"] == "instruction"
 
 
-def test_other_quarantined_rows_get_their_own_card_with_the_same_digest(
-    tmp_path: Path, store: LocalArtifactStore
-) -> None:
+def test_other_quarantined_rows_get_their_own_card_with_the_same_digest(tmp_path: Path, store: ArtifactStore) -> None:
     good = facts(40)
     a = write_jsonl(tmp_path / "a.jsonl", [*good, "broken one"])
     first = snapshot_dataset([a], DataSettings(eval_fraction=0.3), store)
@@ -396,7 +394,7 @@ def test_a_secret_cut_by_the_quarantine_copy_is_redacted_first(tmp_path: Path) -
 
 
 def test_accounting_that_does_not_add_up_is_a_stage_error(
-    tmp_path: Path, store: LocalArtifactStore, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, store: ArtifactStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import lockgate.prep as prep_module
 
@@ -458,7 +456,7 @@ def test_reason_counts_stay_bounded(tmp_path: Path) -> None:
     assert sum(reasons.values()) == result.counts["quarantined"] == MAX_REASONS + 50
 
 
-def test_parquet_and_fsspec_sources_through_a_snapshot(tmp_path: Path, store: LocalArtifactStore) -> None:
+def test_parquet_and_fsspec_sources_through_a_snapshot(tmp_path: Path, store: ArtifactStore) -> None:
     import fsspec
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lockgate.artifacts import LocalArtifactStore
+from lockgate.artifacts import ArtifactStore
 from lockgate.digest import digest_json, digest_tree
 
 
@@ -21,8 +21,7 @@ def test_digest_tree_depends_on_content_and_names_only(tmp_path: Path) -> None:
     assert digest_tree(a) != digest_tree(b)
 
 
-def test_commit_is_content_addressed_and_deduplicates(tmp_path: Path) -> None:
-    store = LocalArtifactStore(tmp_path)
+def test_commit_is_content_addressed_and_deduplicates(store: ArtifactStore) -> None:
     paths = []
     for _ in range(2):
         staged = store.staging("thing")
@@ -30,5 +29,5 @@ def test_commit_is_content_addressed_and_deduplicates(tmp_path: Path) -> None:
         digest, path = store.commit("things", staged)
         paths.append(path)
     assert paths[0] == paths[1] and (paths[0] / "f").read_text() == "same"
-    assert not any((tmp_path / ".staging").iterdir())
+    assert not any((store.root / ".staging").iterdir())
     assert digest == digest_tree(paths[0])
