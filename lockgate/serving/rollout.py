@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lockgate.digest import short
 from lockgate.errors import DataError
 from lockgate.registry import ModelRegistry, ModelVersion
 from lockgate.registry.prompts import PromptRegistry
@@ -30,7 +31,7 @@ Emitter = Callable[[str, dict[str, str], dict[str, Any]], None]
 
 def served_name(digest: str) -> str:
     """The model name vLLM serves a registry version under."""
-    return "lockgate-" + digest.split(":", 1)[-1][:12]
+    return "lockgate-" + short(digest)
 
 
 def variant_for(
@@ -192,7 +193,7 @@ def roll_back_canary(
             moved.append("production")
     emit(
         CANARY_ROLLED_BACK,
-        {"prefect.resource.id": "lockgate.model." + canary.model_digest.split(":", 1)[-1][:12]},
+        {"prefect.resource.id": "lockgate.model." + short(canary.model_digest)},
         {
             "canary": canary.model_digest,
             "production": manifest.production.model_digest,
