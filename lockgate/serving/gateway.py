@@ -5,6 +5,10 @@ are consulted, a variant is chosen (sticky by user id or key), context is retrie
 the variant's index, the variant's prompt version is rendered, and vLLM's completions API
 answers. The answer, its variant and its token counts go to Prometheus and the query log;
 canary outcomes feed the rollback policy.
+
+This module keeps the routes, auth, budgets and that bookkeeping. The request and response
+shapes are in ``openai``, the client to the engines and its error table in ``upstream``, the
+metrics in ``metrics``.
 """
 
 from __future__ import annotations
@@ -21,9 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import aiohttp
 import anyio
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -33,20 +36,32 @@ from lockgate.pii import KINDS, PiiRules, redact_text
 from lockgate.serving.canary import CanaryMonitor, route
 from lockgate.serving.keys import ApiKey, KeyStore
 from lockgate.serving.manifest import ManifestWatcher, ServingManifest, Variant
+from lockgate.serving.metrics import GatewayMetrics
+from lockgate.serving.openai import (
+    GATEWAY_MODEL,
+    BadRequest,
+    ChatRequest,
+    chat_chunk,
+    chat_completion,
+    completion_events,
+    completion_request,
+    error_message,
+    error_response,
+    last_chunks,
+    parse_chat,
+)
 from lockgate.serving.ratelimit import RateLimiter
+from lockgate.serving.upstream import UPSTREAM_ERRORS, EngineClient, EngineRefused, EngineStream, failure_for
 
 log = logging.getLogger(__name__)
 
-GATEWAY_MODEL = "lockgate"
 VARIANT_HEADER = "x-lockgate-variant"
 USER_HEADER = "x-user-id"
-# What a call to an engine can raise: connection and protocol errors, and timeouts (aiohttp's own
-# timeouts subclass TimeoutError).
-UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError)
-_HEALTH_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
 # Questions and comments are logged for drift monitoring, with anything that looks like personal
 # data or a secret redacted (users paste keys and e-mail addresses into questions).
 REDACT_ALL = PiiRules(policies=dict.fromkeys(KINDS, "redact"))
+# What ends a stream early: the engine's failure, or an event that is not JSON.
+_STREAM_BREAKS: tuple[type[BaseException], ...] = (*UPSTREAM_ERRORS, ValueError)
 
 
 class Retriever(Protocol):
@@ -70,105 +85,6 @@ class GatewayOptions:
     request_timeout_s: float = 60.0
     query_log: Path | None = None
     feedback_log: Path | None = None
-
-
-class _Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "lockgate_gateway_requests",
-            "Chat requests by variant and outcome",
-            ["variant", "model", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "lockgate_gateway_latency_seconds",
-            "End-to-end latency of answered requests",
-            ["variant", "model"],
-            buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
-            registry=self.registry,
-        )
-        self.tokens = Counter(
-            "lockgate_gateway_tokens", "Tokens served", ["variant", "model", "kind"], registry=self.registry
-        )
-        self.in_flight = Gauge("lockgate_gateway_in_flight", "Requests being answered now", registry=self.registry)
-        self.rejected = Counter(
-            "lockgate_gateway_rejected", "Requests refused before routing", ["reason"], registry=self.registry
-        )
-        self.rollbacks = Counter(
-            "lockgate_gateway_canary_rollbacks", "Automatic canary rollbacks", registry=self.registry
-        )
-        self.feedback = Counter("lockgate_gateway_feedback", "Feedback by rating", ["rating"], registry=self.registry)
-
-
-def _error(
-    status: int, message: str, kind: str, code: str | None = None, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    """An error in OpenAI's shape, so clients raise their usual exceptions."""
-    return JSONResponse({"error": {"message": message, "type": kind, "code": code}}, status, headers=headers)
-
-
-class _BadRequest(Exception):
-    def __init__(self, message: str, status: int = 400, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-@dataclass(frozen=True)
-class _Chat:
-    question: str
-    stream: bool
-    max_tokens: int
-    temperature: float
-    top_p: float
-    stop: list[str] | None
-
-
-def parse_chat(body: Any, default_max_tokens: int) -> _Chat:
-    """The parts of an OpenAI chat request the gateway uses; a clear 400 otherwise."""
-    if not isinstance(body, dict):
-        raise _BadRequest("request body must be a JSON object")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise _BadRequest("'messages' must be a non-empty list")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise _BadRequest(f"messages[{i}] must be an object with a 'role'")
-    users = [m for m in messages if m["role"] == "user"]
-    question = _text(users[-1].get("content")) if users else None
-    if not question or not question.strip():
-        raise _BadRequest("the last user message must have non-empty text 'content'")
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if max_tokens is None:
-        max_tokens = default_max_tokens
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise _BadRequest("'max_tokens' must be a positive integer")
-    temperature = body.get("temperature", 0.0)
-    top_p = body.get("top_p", 1.0)
-    for name, value in (("temperature", temperature), ("top_p", top_p)):
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-            raise _BadRequest(f"'{name}' must be a non-negative number")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise _BadRequest("'stream' must be true or false")
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        stop = [stop]
-    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
-        raise _BadRequest("'stop' must be a string or a list of strings")
-    return _Chat(question, stream, max_tokens, float(temperature), float(top_p), stop)
-
-
-def _text(content: Any) -> str | None:
-    """A message's text: a string, or OpenAI's list of parts (its text parts joined)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
-        texts = [p.get("text") for p in content if p.get("type") == "text"]
-        if texts and all(isinstance(t, str) for t in texts):
-            return "\n".join(texts)
-    return None
 
 
 @dataclass
@@ -197,6 +113,19 @@ class _JsonlLog:
                 self._file = None
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One chat request routed to a variant: what its answer and the bookkeeping at its end need."""
+
+    manifest: ServingManifest
+    variant: Variant
+    key: ApiKey
+    chat: ChatRequest
+    started: float
+    request_id: str
+    headers: dict[str, str]
+
+
 class Gateway:
     """The gateway's state and request handling; ``app`` is the ASGI application."""
 
@@ -219,11 +148,11 @@ class Gateway:
         self.on_rollback = on_rollback
         self.options = options or GatewayOptions()
         self.limiter = limiter or RateLimiter()
-        self.metrics = _Metrics()
+        self.metrics = GatewayMetrics()
         self.queries = _JsonlLog(self.options.query_log)
         self.feedback_log = _JsonlLog(self.options.feedback_log)
+        self.engines = EngineClient(self.options.request_timeout_s)
         self._rollback_lock = threading.Lock()
-        self._client: aiohttp.ClientSession | None = None
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
@@ -237,20 +166,11 @@ class Gateway:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        # aiohttp, not httpx, to the engines: httpx's connection pool bookkeeping cost about 1 ms
-        # of CPU per forwarded request at concurrency 8 (profiled), a tenth of the gateway's budget.
-        # request_timeout_s bounds connecting and each wait for data, not the whole answer: a long
-        # stream that keeps sending is not cut off.
-        wait = self.options.request_timeout_s
-        self._client = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, connect=wait, sock_read=wait),
-            connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
-            raise_for_status=False,
-        )
+        await self.engines.start()
         try:
             yield
         finally:
-            await self._client.close()
+            await self.engines.close()
             self.queries.close()
             self.feedback_log.close()
 
@@ -265,16 +185,21 @@ class Gateway:
 
     def _refuse_unauthenticated(self) -> JSONResponse:
         self.metrics.rejected.labels("auth").inc()
-        return _error(
+        return error_response(
             401,
             "missing or unknown API key (send 'Authorization: Bearer <key>')",
             "invalid_request_error",
             "invalid_api_key",
         )
 
+    def _refuse_too_large(self, message: str) -> JSONResponse:
+        self.metrics.rejected.labels("too_large").inc()
+        return error_response(413, message, "invalid_request_error", "request_too_large")
+
     # ---- endpoints ----------------------------------------------------------------------
 
     async def models(self, request: Request) -> Response:
+        """``GET /v1/models``: the one model clients see, with the variants behind it."""
         if self._authenticate(request) is None:
             return self._refuse_unauthenticated()
         manifest = self.manifests.current()
@@ -294,16 +219,9 @@ class Gateway:
         )
 
     async def healthz(self, request: Request) -> Response:
+        """``GET /healthz``: each engine's health; 503 unless production's engine is up."""
         manifest = self.manifests.current()
-        assert self._client is not None
-        engines = {}
-        for v in manifest.variants:
-            try:
-                async with self._client.get(f"{v.engine_url}/health", timeout=_HEALTH_TIMEOUT) as reply:
-                    ok = reply.status == 200
-            except UPSTREAM_ERRORS:
-                ok = False
-            engines[v.name] = ok
+        engines = {v.name: await self.engines.healthy(v.engine_url) for v in manifest.variants}
         healthy = engines.get("production", False)
         return JSONResponse(
             {"status": "ok" if healthy else "degraded", "manifest": manifest.digest, "engines": engines},
@@ -311,24 +229,26 @@ class Gateway:
         )
 
     async def prometheus(self, request: Request) -> Response:
+        """``GET /metrics``: the gateway's metrics for Prometheus."""
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def feedback(self, request: Request) -> Response:
+        """``POST /v1/feedback``: a rating (and comment, redacted) of an answer, by its completion id."""
         key = self._authenticate(request)
         if key is None:
             return self._refuse_unauthenticated()
         try:
             body = json.loads(await request.body())
         except ValueError:
-            return _error(400, "request body is not valid JSON", "invalid_request_error")
+            return error_response(400, "request body is not valid JSON", "invalid_request_error")
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):
-            return _error(400, "feedback needs the completion's 'id'", "invalid_request_error")
+            return error_response(400, "feedback needs the completion's 'id'", "invalid_request_error")
         rating = body.get("rating")
         if rating not in (-1, 0, 1):
-            return _error(400, "'rating' must be -1, 0 or 1", "invalid_request_error")
+            return error_response(400, "'rating' must be -1, 0 or 1", "invalid_request_error")
         comment = body.get("comment", "")
         if not isinstance(comment, str) or len(comment) > 2000:
-            return _error(400, "'comment' must be text of at most 2000 characters", "invalid_request_error")
+            return error_response(400, "'comment' must be text of at most 2000 characters", "invalid_request_error")
         self.metrics.feedback.labels(str(rating)).inc()
         self.feedback_log.write(
             {
@@ -342,42 +262,32 @@ class Gateway:
         return JSONResponse({"accepted": True})
 
     async def chat_completions(self, request: Request) -> Response:
+        """``POST /v1/chat/completions``: a key's question answered by the variant it is routed to."""
         key = self._authenticate(request)
         if key is None:
             return self._refuse_unauthenticated()
+        limit = self.options.max_body_bytes
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.options.max_body_bytes:
+        if declared.isdigit() and int(declared) > limit:
             # Refused before reading: a client cannot make the gateway hold a huge body.
-            self.metrics.rejected.labels("too_large").inc()
-            return _error(
-                413,
-                f"request body is {declared} bytes; the limit is {self.options.max_body_bytes}",
-                "invalid_request_error",
-                "request_too_large",
-            )
+            return self._refuse_too_large(f"request body is {declared} bytes; the limit is {limit}")
         raw = bytearray()
         async for part in request.stream():  # a body without a length is read only up to the limit
             raw += part
-            if len(raw) > self.options.max_body_bytes:
-                self.metrics.rejected.labels("too_large").inc()
-                return _error(
-                    413,
-                    f"request body is over the limit of {self.options.max_body_bytes} bytes",
-                    "invalid_request_error",
-                    "request_too_large",
-                )
+            if len(raw) > limit:
+                return self._refuse_too_large(f"request body is over the limit of {limit} bytes")
         try:
             chat = parse_chat(json.loads(raw), self.options.max_tokens)
         except ValueError:
             self.metrics.rejected.labels("bad_request").inc()
-            return _error(400, "request body is not valid JSON", "invalid_request_error")
-        except _BadRequest as bad:
+            return error_response(400, "request body is not valid JSON", "invalid_request_error")
+        except BadRequest as bad:
             self.metrics.rejected.labels("bad_request").inc()
-            return _error(bad.status, str(bad), "invalid_request_error", bad.code)
+            return error_response(bad.status, str(bad), "invalid_request_error", bad.code)
         admission = self.limiter.admit(key.name, key.tokens_per_minute, key.requests_per_minute)
         if not admission.allowed:
             self.metrics.rejected.labels("rate_limited").inc()
-            return _error(
+            return error_response(
                 429,
                 f"rate limit reached ({admission.budget}); retry after {admission.retry_after_s}s",
                 "rate_limit_error",
@@ -386,14 +296,22 @@ class Gateway:
             )
         manifest = self.manifests.current()
         if chat.max_tokens >= manifest.max_model_len:
-            return _error(
+            return error_response(
                 400,
                 f"max_tokens {chat.max_tokens} does not fit the model's context of {manifest.max_model_len} tokens",
                 "invalid_request_error",
                 "context_length_exceeded",
             )
         variant = route(manifest, request.headers.get(USER_HEADER) or key.sha256)
-        started = time.perf_counter()
+        call = _Call(
+            manifest=manifest,
+            variant=variant,
+            key=key,
+            chat=chat,
+            started=time.perf_counter(),
+            request_id=f"chatcmpl-{uuid.uuid4().hex}",
+            headers={VARIANT_HEADER: variant.name},
+        )
         try:
             contexts = (
                 await anyio.to_thread.run_sync(self.retriever.contexts, variant, chat.question)
@@ -404,227 +322,124 @@ class Gateway:
         except Exception as exc:
             # The variant's index or prompt is broken: its error, counted against it (a canary rolls back).
             log.warning("variant %s cannot prepare the prompt: %s: %s", variant.name, type(exc).__name__, exc)
-            self._finished(manifest, variant, None, chat, started, {}, "error")
-            return _error(
+            self._finished(call, {}, "error", charge=False)
+            return error_response(
                 503,
                 f"variant {variant.name} cannot answer now (retrieval or prompt failed)",
                 "api_error",
-                headers={VARIANT_HEADER: variant.name},
+                headers=call.headers,
             )
-        payload = {
-            "model": variant.served_model,
-            "prompt": prompt,
-            "max_tokens": chat.max_tokens,
-            "temperature": chat.temperature,
-            "top_p": chat.top_p,
-            "stream": chat.stream,
-        }
-        if chat.stop:
-            payload["stop"] = chat.stop
-        if chat.stream:
-            payload["stream_options"] = {"include_usage": True}
+        payload = completion_request(chat, variant.served_model, prompt)
         self.metrics.in_flight.inc()
-        request_id = f"chatcmpl-{uuid.uuid4().hex}"
-        headers: dict[str, str] = {VARIANT_HEADER: variant.name}
         # Each path below takes the request out of in_flight when it ends (a stream: when it is consumed).
         if chat.stream:
-            return await self._stream(manifest, variant, key, chat, payload, started, request_id, headers)
-        return await self._complete(manifest, variant, key, chat, payload, started, request_id, headers)
+            return await self._stream(call, payload)
+        return await self._complete(call, payload)
 
-    # ---- upstream -----------------------------------------------------------------------
+    # ---- answers from the engine --------------------------------------------------------
 
-    async def _complete(
-        self,
-        manifest: ServingManifest,
-        variant: Variant,
-        key: ApiKey,
-        chat: _Chat,
-        payload: dict[str, Any],
-        started: float,
-        request_id: str,
-        headers: dict[str, str],
-    ) -> Response:
-        assert self._client is not None
+    async def _complete(self, call: _Call, payload: dict[str, Any]) -> Response:
         try:
             try:
-                async with self._client.post(f"{variant.engine_url}/v1/completions", json=payload) as upstream:
-                    status, text = upstream.status, await upstream.text()
+                text = await self.engines.complete(call.variant.engine_url, payload)
+            except EngineRefused as refused:
+                return self._engine_refused(call, refused)
             except UPSTREAM_ERRORS as exc:
-                return self._upstream_failed(manifest, variant, started, chat, exc, headers)
-            if status != 200:
-                return self._upstream_status(manifest, variant, started, chat, status, text, headers)
+                return self._engine_failed(call, exc)
             body = json.loads(text)
             choice = body["choices"][0]
             usage = body.get("usage") or {}
-            self._finished(manifest, variant, key, chat, started, usage, "ok")
-            return JSONResponse(
-                {
-                    "id": request_id,
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": GATEWAY_MODEL,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": choice.get("text", "")},
-                            "finish_reason": choice.get("finish_reason") or "stop",
-                        }
-                    ],
-                    "usage": {k: int(usage.get(k, 0)) for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
-                },
-                headers=headers,
-            )
+            self._finished(call, usage, "ok", charge=True)
+            return JSONResponse(chat_completion(call.request_id, int(time.time()), choice, usage), headers=call.headers)
         finally:
             self.metrics.in_flight.dec()
 
-    async def _stream(
-        self,
-        manifest: ServingManifest,
-        variant: Variant,
-        key: ApiKey,
-        chat: _Chat,
-        payload: dict[str, Any],
-        started: float,
-        request_id: str,
-        headers: dict[str, str],
-    ) -> Response:
-        assert self._client is not None
+    async def _stream(self, call: _Call, payload: dict[str, Any]) -> Response:
         try:
-            upstream = await self._client.post(f"{variant.engine_url}/v1/completions", json=payload)
+            stream = await self.engines.stream(call.variant.engine_url, payload)
+        except EngineRefused as refused:
+            self.metrics.in_flight.dec()
+            return self._engine_refused(call, refused)
         except UPSTREAM_ERRORS as exc:
             self.metrics.in_flight.dec()
-            return self._upstream_failed(manifest, variant, started, chat, exc, headers)
-        if upstream.status != 200:
-            try:
-                text = await upstream.text(errors="replace")
-            except UPSTREAM_ERRORS:
-                text = ""
-            finally:
-                upstream.release()
-            self.metrics.in_flight.dec()
-            return self._upstream_status(manifest, variant, started, chat, upstream.status, text, headers)
+            return self._engine_failed(call, exc)
+        return StreamingResponse(self._relay(call, stream), media_type="text/event-stream", headers=call.headers)
 
-        async def events() -> AsyncIterator[bytes]:
-            usage: dict[str, Any] = {}
-            status = "error"
-            created = int(time.time())
-
-            def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
-                body = {
-                    "id": request_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": GATEWAY_MODEL,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                }
-                return f"data: {json.dumps(body)}\n\n".encode()
-
-            try:
-                yield chunk({"role": "assistant", "content": ""}, None)
-                async for raw in upstream.content:
-                    line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                    if not line.startswith("data: "):
-                        continue
-                    data = line[len("data: ") :].strip()
-                    if data == "[DONE]":
-                        break
-                    event = json.loads(data)
+    async def _relay(self, call: _Call, stream: EngineStream) -> AsyncIterator[bytes]:
+        """The engine's completion events as chat chunks, then the bookkeeping (however the stream ended)."""
+        usage: dict[str, Any] = {}
+        status = "error"
+        created = int(time.time())
+        try:
+            yield chat_chunk(call.request_id, created, {"role": "assistant", "content": ""}, None)
+            async with contextlib.aclosing(completion_events(stream.lines)) as events:
+                async for event in events:
                     if event.get("usage"):
                         usage = event["usage"]
                     for choice in event.get("choices") or []:
-                        yield chunk({"content": choice.get("text", "")}, choice.get("finish_reason"))
-                final = {
-                    "id": request_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": GATEWAY_MODEL,
-                    "choices": [],
-                    "usage": {k: int(usage.get(k, 0)) for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
-                }
-                yield f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode()
-                status = "ok"
-            except (*UPSTREAM_ERRORS, ValueError) as exc:
-                log.warning("stream from %s broke: %s", variant.served_model, exc)
-            except (asyncio.CancelledError, GeneratorExit):
-                status = "cancelled"  # the client went away: not the engine's fault
-                raise
-            finally:
-                # A finished stream's connection is kept for the next request; a broken or abandoned
-                # one is closed, which also tells vLLM to stop generating.
-                if status == "ok":
-                    upstream.release()
-                else:
-                    upstream.close()
-                self.metrics.in_flight.dec()
-                self._finished(
-                    manifest, variant, key, chat, started, usage, status, count_for_canary=status != "cancelled"
-                )
+                        yield chat_chunk(
+                            call.request_id, created, {"content": choice.get("text", "")}, choice.get("finish_reason")
+                        )
+            yield last_chunks(call.request_id, created, usage)
+            status = "ok"
+        except _STREAM_BREAKS as exc:
+            log.warning("stream from %s broke: %s", call.variant.served_model, exc)
+        except (asyncio.CancelledError, GeneratorExit):
+            status = "cancelled"  # the client went away: not the engine's fault
+            raise
+        finally:
+            stream.finish(complete=status == "ok")
+            self.metrics.in_flight.dec()
+            self._finished(call, usage, status, charge=True, count_for_canary=status != "cancelled")
 
-        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
-
-    def _upstream_failed(
-        self,
-        manifest: ServingManifest,
-        variant: Variant,
-        started: float,
-        chat: _Chat,
-        exc: Exception,
-        headers: dict[str, str],
-    ) -> Response:
-        self._finished(manifest, variant, None, chat, started, {}, "error")
-        timeout = isinstance(exc, TimeoutError)
-        return _error(
-            504 if timeout else 502,
-            f"the model engine for variant {variant.name} {'timed out' if timeout else 'is unreachable'}",
+    def _engine_failed(self, call: _Call, exc: BaseException) -> Response:
+        self._finished(call, {}, "error", charge=False)
+        failure = failure_for(exc)
+        return error_response(
+            failure.status,
+            f"the model engine for variant {call.variant.name} {failure.says}",
             "api_error",
-            headers=headers,
+            headers=call.headers,
         )
 
-    def _upstream_status(
-        self,
-        manifest: ServingManifest,
-        variant: Variant,
-        started: float,
-        chat: _Chat,
-        status: int,
-        text: str,
-        headers: dict[str, str],
-    ) -> Response:
-        message = _upstream_message(text)
-        if 400 <= status < 500:
+    def _engine_refused(self, call: _Call, refused: EngineRefused) -> Response:
+        message = error_message(refused.text)
+        if 400 <= refused.status < 500:
             # The request's fault (most often: the prompt with its retrieved context is too long).
-            self._finished(manifest, variant, None, chat, started, {}, "client_error", count_for_canary=False)
+            self._finished(call, {}, "client_error", charge=False, count_for_canary=False)
             if "context" in message.lower() or "too long" in message.lower() or "max_model_len" in message:
-                return _error(
+                return error_response(
                     400,
                     f"prompt too long: the question with its retrieved context does not fit the "
-                    f"model's context of {manifest.max_model_len} tokens (engine: {message})",
+                    f"model's context of {call.manifest.max_model_len} tokens (engine: {message})",
                     "invalid_request_error",
                     "context_length_exceeded",
-                    headers,
+                    call.headers,
                 )
-            return _error(
-                400, f"the model engine refused the request: {message}", "invalid_request_error", headers=headers
+            return error_response(
+                400, f"the model engine refused the request: {message}", "invalid_request_error", headers=call.headers
             )
-        self._finished(manifest, variant, None, chat, started, {}, "error")
-        return _error(
-            502, f"the model engine for variant {variant.name} failed (HTTP {status})", "api_error", headers=headers
+        self._finished(call, {}, "error", charge=False)
+        return error_response(
+            502,
+            f"the model engine for variant {call.variant.name} failed (HTTP {refused.status})",
+            "api_error",
+            headers=call.headers,
         )
 
     # ---- bookkeeping --------------------------------------------------------------------
 
     def _finished(
-        self,
-        manifest: ServingManifest,
-        variant: Variant,
-        key: ApiKey | None,
-        chat: _Chat,
-        started: float,
-        usage: dict[str, Any],
-        status: str,
-        count_for_canary: bool = True,
+        self, call: _Call, usage: dict[str, Any], status: str, *, charge: bool, count_for_canary: bool = True
     ) -> None:
-        latency = time.perf_counter() - started
+        """Count, log and charge a finished request; judge the canary by it.
+
+        Args:
+            charge: take its tokens from the key's budget (only answers the engine gave count).
+            count_for_canary: count it for or against its model (not when the client caused it).
+        """
+        variant, chat = call.variant, call.chat
+        latency = time.perf_counter() - call.started
         prompt_tokens = int(usage.get("prompt_tokens", 0))
         completion_tokens = int(usage.get("completion_tokens", 0))
         labels = (variant.name, variant.served_model)
@@ -633,8 +448,8 @@ class Gateway:
             self.metrics.latency.labels(*labels).observe(latency)
             self.metrics.tokens.labels(*labels, "prompt").inc(prompt_tokens)
             self.metrics.tokens.labels(*labels, "completion").inc(completion_tokens)
-        if key is not None:
-            self.limiter.charge(key.name, prompt_tokens + completion_tokens)
+        if charge:
+            self.limiter.charge(call.key.name, prompt_tokens + completion_tokens)
         self.queries.write(
             {
                 "at": time.time(),
@@ -652,9 +467,9 @@ class Gateway:
         if count_for_canary:
             self.monitor.observe(variant.model_digest, status == "ok", latency * 1000)
             if variant.name == "canary":
-                self._judge_canary(manifest, variant)
+                self._judge_canary(variant)
 
-    def _judge_canary(self, manifest: ServingManifest, canary: Variant) -> None:
+    def _judge_canary(self, canary: Variant) -> None:
         reason = self.monitor.verdict(canary.model_digest)
         if reason is None:
             return
@@ -670,17 +485,3 @@ class Gateway:
             self.manifests.replace(replacement)
             self.monitor.forget(canary.model_digest)
             self.metrics.rollbacks.inc()
-
-
-def _upstream_message(text: str) -> str:
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return " ".join(text.split())[:300]
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return " ".join(str(err["message"]).split())[:300]
-        if isinstance(body.get("message"), str):
-            return " ".join(body["message"].split())[:300]
-    return " ".join(text.split())[:300]

@@ -13,9 +13,9 @@ from lockgate.registry import LocalRegistry, ModelVersion
 from lockgate.registry.prompts import PromptRegistry
 from lockgate.serving.canary import CanaryMonitor, RollbackPolicy, route
 from lockgate.serving.deploy import engine_specs
-from lockgate.serving.gateway import _BadRequest, parse_chat
 from lockgate.serving.keys import KeyStore, add_key, key_digest
 from lockgate.serving.manifest import ServingManifest, Variant, load_manifest, write_manifest
+from lockgate.serving.openai import BadRequest, parse_chat
 from lockgate.serving.ratelimit import RateLimiter
 from lockgate.serving.rollout import (
     PromptCanary,
@@ -168,7 +168,7 @@ def test_keys_are_stored_only_as_digests(tmp_path: Path) -> None:
     ],
 )
 def test_chat_requests_are_checked(body: object, message: str) -> None:
-    with pytest.raises(_BadRequest, match=message):
+    with pytest.raises(BadRequest, match=message):
         parse_chat(body, 16)
 
 
@@ -221,7 +221,7 @@ def test_adapters_of_one_base_share_an_engine(tmp_path: Path) -> None:
 def test_chat_content_may_be_a_list_of_text_parts() -> None:
     body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]}
     assert parse_chat(body, 16).question == "a\nb"
-    with pytest.raises(_BadRequest):
+    with pytest.raises(BadRequest):
         parse_chat({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, 16)
 
 
