@@ -1,0 +1,87 @@
+"""How a release is judged: the ``evaluation``, ``drift``, ``gates`` and ``prompts`` areas."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from lockgate.settings.base import Area
+
+
+class EvaluationSettings(Area):
+    """How challenger and champion are answered and scored."""
+
+    top_k: int = Field(default=1, ge=1, le=20, description="Chunks retrieved per question.")
+    max_new_tokens: int = Field(default=40, ge=1, le=512, description="Longest generated answer.")
+    bootstrap_samples: int = Field(default=1000, ge=100, description="Resamples for confidence intervals.")
+    seed: int = Field(default=7, description="Seed for bootstrap and generation.")
+    slice_fields: list[str] = Field(
+        default=["question_type", "source_doc"],
+        description="Eval-row fields recorded per question for slice vetoes ('question_type' is derived from the "
+        "question's first word; any other name is a field of the eval rows).",
+    )
+    judge_base_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="OpenAI-compatible base URL of an LLM judge (e.g. http://vllm:8000/v1): adds the LLM-judged "
+        "Ragas metrics (faithfulness, answer relevancy, context precision). Unset: only metrics that need no LLM.",
+    )
+    judge_model: str = Field(default="judge", min_length=1, description="Model name the judge endpoint serves.")
+    judge_api_key_env: str = Field(
+        default="LOCKGATE_JUDGE_API_KEY",
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="Environment variable that holds the judge's API key (the key is never a setting nor logged).",
+    )
+    judge_timeout_s: float = Field(default=60.0, gt=0.0, le=600.0, description="Per judge call; a timeout scores NaN.")
+
+
+class DriftSettings(Area):
+    """Evidently embedding drift of current questions against the reference."""
+
+    method: Literal["mmd", "distance", "ratio", "model"] = Field(default="mmd", description="Evidently drift method.")
+    threshold: float = Field(
+        default=0.01, gt=0.0, description="Score above which drift is declared (calibrated for MMD on MiniLM)."
+    )
+    max_rows: int = Field(default=2000, ge=10, description="Sample cap per side.")
+    html_report: bool = Field(default=True, description="Write Evidently's HTML report (adds a few seconds).")
+
+
+class GateSettings(Area):
+    """How the gate is run: which policy file, and who has the last word."""
+
+    policy: str = Field(
+        default="policies/release.yaml",
+        description="The gate policy (YAML, see lockgate/policy.py); relative to the project root.",
+    )
+    decision_mode: Literal["auto", "manual", "dry_run"] = Field(
+        default="auto",
+        description="'auto' promotes on pass; 'manual' pauses the run for an approval from the Prefect UI; "
+        "'dry_run' decides and reports but moves no alias.",
+    )
+    approval_timeout_s: int = Field(
+        default=3600, ge=10, le=7 * 24 * 3600, description="manual: no answer within this many seconds rejects."
+    )
+
+
+class PromptSettings(Area):
+    """Which prompt the pipeline serves and how a new prompt version is released."""
+
+    dir: str = Field(default="prompts", description="Folder of prompt files, relative to the project root.")
+    name: str = Field(
+        default="grounded-qa", pattern=r"^[a-z0-9][a-z0-9._-]*$", description="The prompt evaluated and served."
+    )
+    release_mode: Literal["superiority", "non_inferiority"] = Field(
+        default="non_inferiority",
+        description="Gate mode of a prompt-only release (the policy file's other rules apply as written): "
+        "'non_inferiority' lets a rewording through unless it is worse by more than the policy's max_regression.",
+    )
+    promote_to: Literal["production", "canary"] = Field(
+        default="production",
+        description="Where a prompt that passes the gate goes: 'canary' serves it to canary_weight of requests first.",
+    )
+    canary_weight: float = Field(
+        default=0.1, gt=0.0, lt=1.0, description="Share of requests a canary prompt gets (recorded in the registry)."
+    )
+
+    NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset({"dir"})
