@@ -364,9 +364,7 @@ def _reason_class(q: QuarantinedRow) -> str:
     return f"[{q.field}] {reason}" if q.field else reason
 
 
-def snapshot_dataset(
-    sources: list[Path] | list[str], settings: DataSettings, store: ArtifactStore
-) -> DatasetSnapshot:
+def snapshot_dataset(sources: list[Path] | list[str], settings: DataSettings, store: ArtifactStore) -> DatasetSnapshot:
     """Run the whole prep stage and store a content-addressed snapshot.
 
     Raises:
