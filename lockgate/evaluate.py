@@ -18,13 +18,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from lockgate._io import write_jsonl
-from lockgate.artifacts import LocalArtifactStore
+from lockgate.artifacts import ArtifactStore
 from lockgate.digest import digest_json, digest_tree, short
 from lockgate.embeddings import Embedder, resolve_model_path
 from lockgate.errors import StageError
@@ -37,6 +37,7 @@ from lockgate.registry import ModelVersion
 from lockgate.settings import EvaluationSettings
 from lockgate.stats import PairedDifference, paired_difference
 from lockgate.stores import VectorStore
+from lockgate.tracking import Tracker, open_tracker
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ def answers_for(
     prompt: PromptSpec,
     items: list[Retrieved],
     max_new_tokens: int,
-    artifacts: LocalArtifactStore,
+    artifacts: ArtifactStore,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[str]:
     """``generate_answers``, kept by content: greedy decoding is deterministic, so another evaluation of
@@ -326,7 +327,7 @@ def evaluate_models(
     job: EvalJob,
     retrieval: Retrieval,
     settings: EvaluationSettings,
-    artifacts: LocalArtifactStore,
+    artifacts: ArtifactStore,
     progress: Callable[[str, int, int], None] | None = None,
     judge: JudgeConfig | None = None,
 ) -> EvalReport:
@@ -494,7 +495,7 @@ def evaluate_matrix(
     eval_rows: list[dict[str, str]],
     retrieval: Retrieval,
     settings: EvaluationSettings,
-    artifacts: LocalArtifactStore,
+    artifacts: ArtifactStore,
     confidence: float = 0.95,
 ) -> MatrixReport:
     """Answer the eval set with every prompt and model; compare each cell with the first prompt x first model.
@@ -565,24 +566,24 @@ def evaluate_matrix(
     )
 
 
-def log_matrix_to_wandb(report: MatrixReport, metric: str, project: str, mode: str, wandb_dir: Path) -> str:
-    """The matrix as a W&B table (offline: staged under ``wandb_dir`` for ``wandb sync``); returns the run id."""
-    import wandb
-
-    wandb_dir.mkdir(parents=True, exist_ok=True)
+def log_matrix(report: MatrixReport, metric: str, tracker: Tracker) -> str | None:
+    """The matrix as the table ``prompt_matrix`` of one tracker run; returns the run id (``None``: tracking is off)."""
     rows = report.table(metric)
-    names = list(rows[0]) if rows else []
-    columns: list[str | int] = list(names)
-    run = wandb.init(
-        project=project,
-        mode=mode,  # type: ignore[arg-type]
-        dir=str(wandb_dir),
+    columns = list(rows[0]) if rows else []
+    return tracker.log_table(
+        "prompt_matrix",
+        columns,
+        [[r[c] for c in columns] for r in rows],
         job_type="prompt-matrix",
         config={"matrix": report.digest, "metric": metric},
-        settings=wandb.Settings(silent=True, console="off", x_disable_stats=True, x_disable_meta=True),
     )
-    try:
-        run.log({"prompt_matrix": wandb.Table(columns=columns, data=[[r[c] for c in names] for r in rows])})
-        return str(run.id)
-    finally:
-        run.finish()
+
+
+def log_matrix_to_wandb(
+    report: MatrixReport, metric: str, project: str, mode: Literal["offline", "online"], wandb_dir: Path
+) -> str:
+    """The matrix as a W&B table (offline: staged under ``wandb_dir`` for ``wandb sync``); returns the run id.
+
+    Kept for tasks/evaluation.py until it calls ``log_matrix`` with a tracker from ``open_tracker``.
+    """
+    return str(log_matrix(report, metric, open_tracker("wandb", project=project, mode=mode, directory=wandb_dir)))

@@ -111,17 +111,17 @@ class WandbMirroredRegistry:
     def _log(self, state: RegistryState, by_version: dict[str, list[str]], reason: str) -> None:
         import wandb
 
+        from lockgate.tracking.wandb import start_run
+
         if not by_version:
             return
-        self.wandb_dir.mkdir(parents=True, exist_ok=True)
-        run = wandb.init(
+        run = start_run(
             project=self.settings.wandb_project,
             entity=self.settings.wandb_entity,
             mode=self.settings.wandb_mode,
-            dir=str(self.wandb_dir),
+            directory=self.wandb_dir,
             job_type="registry-mirror",
             config={"reason": reason},
-            settings=wandb.Settings(silent=True, console="off", x_disable_stats=True, x_disable_meta=True),
         )
         try:
             for digest, aliases in sorted(by_version.items()):
