@@ -22,7 +22,6 @@ from typing import Any, Literal
 from lockgate._io import atomic_write_text
 from lockgate.digest import short
 from lockgate.errors import ConfigError
-from lockgate.policy import prompt_policy
 from lockgate.prompts import PromptSpec
 from lockgate.registry.local import ALIASES, AliasMove, LocalRegistry, ModelVersion, RegistryState, RevokedModel
 from lockgate.registry.local import StaleChampion as StaleProduction
@@ -32,7 +31,6 @@ __all__ = [
     "PromptRegistry",
     "StaleProduction",
     "open_prompt_registry",
-    "prompt_policy",  # lives in lockgate.policy; named here until flows/prompt_release.py imports it from there
 ]
 
 
