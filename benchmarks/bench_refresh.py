@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lockgate.artifacts import LocalArtifactStore
+from lockgate.artifacts import open_artifacts
 from lockgate.corpus import TokenChunking, load_corpus
 from lockgate.embeddings import OnnxEmbedder, SentenceTransformerEmbedder
 from lockgate.refresh import apply_refresh
@@ -154,7 +154,7 @@ def main() -> None:
         base_vectors = torch_emb.encode(texts)
         raw_s = time.perf_counter() - start
 
-        artifacts = LocalArtifactStore(work / "artifacts")
+        artifacts = open_artifacts(str(work / "artifacts"))
         uri = str(work / "index" / "bench.db")
         store = MilvusStore(uri, "bench")
         start = time.perf_counter()

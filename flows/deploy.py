@@ -9,9 +9,9 @@ from pydantic import Field
 
 from flows.params import StageParams
 from lockgate.prompts import GROUNDED_QA
-from lockgate.serving import paths
 from lockgate.serving.deploy import DeployRequest, deploy_lock
 from lockgate.stores.aliases import serving_collection
+from lockgate.workspace import Workspace
 from tasks.serving import retire, start_and_smoke_test, switch_manifest, wanted_by_promotion
 
 
@@ -53,24 +53,26 @@ def deploy(params: DeployParams = DeployParams()) -> dict[str, Any]:  # noqa: B0
     event does nothing but say so while serving.auto_deploy is off.
     """
     settings = params.settings()
-    if params.promoted is not None and not wanted_by_promotion(settings, params.promoted):
+    if params.promoted is not None and not wanted_by_promotion(settings=settings, promoted=params.promoted):
         return {"mode": "skipped", "manifest": None, "variants": []}
+    # Opened only past the auto_deploy check: a skipped run leaves the state folder as it was.
+    workspace = Workspace.open(settings)
     weight = settings.serving.canary_weight if params.canary_weight is None else params.canary_weight
     request = DeployRequest(
         canary_weight=weight,
         default_prompt_version=GROUNDED_QA.version,
-        index_uri=settings.vector_uri,
+        index_uri=workspace.index_uri,
         # Milvus follows a blue/green switch through its own alias; Pinecone has none, so the
         # serving namespace is resolved here (a later switch is served after the next deploy).
         index_collection=(
             settings.vector_store.collection
             if settings.vector_store.backend != "pinecone"
-            else serving_collection(settings.home_path, settings.vector_store.collection)
+            else serving_collection(workspace.home, settings.vector_store.collection)
         ),
     )
     # Start, switch and retire as one: another deploy of this state folder waits (deploy_lock).
-    with deploy_lock(paths(settings).folder, settings.serving.deploy_wait_s):
-        outcome = start_and_smoke_test(settings, request)
-        manifest = switch_manifest(settings, outcome)
-        retire(settings, manifest)
+    with deploy_lock(workspace.serving.folder, settings.serving.deploy_wait_s):
+        outcome = start_and_smoke_test(settings=settings, request=request, workspace=workspace)
+        manifest = switch_manifest(outcome=outcome, workspace=workspace)
+        retire(settings=settings, manifest=manifest, workspace=workspace)
     return {"mode": outcome.mode, "manifest": manifest.digest, "variants": [v.name for v in manifest.variants]}

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow
 
 from flows.params import StageParams
-from lockgate.artifacts import LocalArtifactStore
 from lockgate.records import DatasetSnapshot, DriftReport
 from lockgate.settings import LockgateSettings
+from lockgate.workspace import Workspace
 from tasks.common import StageLog, fingerprints
 from tasks.data import prepare_dataset
-from tasks.drift import check_drift, drift_inputs
+from tasks.drift import DriftInputs, check_drift, drift_inputs
 
 
 @flow(name="drift")
@@ -22,26 +20,35 @@ def drift(params: StageParams = StageParams()) -> DriftReport:  # noqa: B008 (th
     ``lockgate.drift.detected`` when the score crosses the threshold.
     """
     settings = params.settings()
-    snapshot = prepare_dataset(settings.sources, settings.data, settings.artifacts_dir)
-    stages = StageLog(artifacts=LocalArtifactStore(Path(settings.artifacts_dir)))
-    return check_drift_here(stages, settings, snapshot, fingerprints(settings).embedder_weights)
+    workspace = Workspace.open(settings)
+    snapshot = prepare_dataset(sources=settings.sources, data=settings.data, workspace=workspace)
+    return check_drift_here(
+        stages=StageLog(artifacts=workspace.artifacts),
+        settings=settings,
+        workspace=workspace,
+        snapshot=snapshot,
+        embedder_weights=fingerprints(settings).embedder_weights,
+    )
 
 
 def check_drift_here(
-    stages: StageLog, settings: LockgateSettings, snapshot: DatasetSnapshot, embedder_weights: str
+    *,
+    stages: StageLog,
+    settings: LockgateSettings,
+    workspace: Workspace,
+    snapshot: DatasetSnapshot,
+    embedder_weights: str,
 ) -> DriftReport:
     """Drift of this snapshot's questions against production's training questions, through the
     stage log (a cached report made for another state folder is rebuilt here, not borrowed)."""
-    reference, current = drift_inputs(settings.registry, settings.registry_dir, snapshot, settings.artifacts_dir)
+    reference, current = drift_inputs(snapshot=snapshot, workspace=workspace)
+    inputs = DriftInputs(
+        reference_texts=reference,
+        current_texts=current,
+        dataset_name=settings.data.name,
+        dataset_digest=snapshot.digest,
+        embedder_weights=embedder_weights,
+    )
     return stages.run_cached(
-        "drift",
-        check_drift,
-        reference,
-        current,
-        settings.drift,
-        settings.embeddings,
-        settings.artifacts_dir,
-        settings.data.name,
-        snapshot.digest,
-        embedder_weights,
+        "drift", check_drift, inputs=inputs, drift=settings.drift, embeddings=settings.embeddings, workspace=workspace
     )

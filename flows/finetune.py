@@ -3,20 +3,18 @@ and how the release starts it there and waits (training.launcher: deployment).""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from flows.params import FinetuneParams
-from lockgate.artifacts import LocalArtifactStore
 from lockgate.digest import short
 from lockgate.errors import StageError, TransientError
 from lockgate.launchers.exits import WorkerExit, open_exit_probe
 from lockgate.records import AdapterArtifact, BaseModelArtifact, DatasetSnapshot
 from lockgate.settings import LockgateSettings, TrainingSettings
+from lockgate.workspace import Workspace
 from tasks.common import StageLog, fingerprints
 from tasks.data import prepare_dataset, resolve_base_model
 from tasks.training import finetune_adapter
@@ -31,20 +29,31 @@ def finetune(params: FinetuneParams = FinetuneParams()) -> AdapterArtifact:  # n
     fine-tune holds the team's GPU quota (gpu-<team>) while it trains.
     """
     settings = params.settings()
-    artifacts_root = settings.artifacts_dir
-    snapshot = prepare_dataset(settings.sources, settings.data, artifacts_root)
-    corpus_dir = settings.resolve(settings.data.corpus_dir)
+    workspace = Workspace.open(settings)
+    snapshot = prepare_dataset(sources=settings.sources, data=settings.data, workspace=workspace)
     base = resolve_base_model(
-        settings.training.base_model, settings.base, str(corpus_dir), snapshot.train_path, artifacts_root
+        base_model=settings.training.base_model,
+        shape=settings.base,
+        corpus_dir=str(settings.resolve(settings.data.corpus_dir)),
+        train_path=snapshot.train_path,
+        workspace=workspace,
     )
-    stages = StageLog(artifacts=LocalArtifactStore(Path(artifacts_root)))
-    trainer_env = fingerprints(settings).trainer_env
-    return train_here(stages, settings, snapshot, base, trainer_env, params.scenario == "shuffled-labels")
+    return train_here(
+        stages=StageLog(artifacts=workspace.artifacts),
+        settings=settings,
+        workspace=workspace,
+        snapshot=snapshot,
+        base=base,
+        trainer_env=fingerprints(settings).trainer_env,
+        shuffle_labels=params.scenario == "shuffled-labels",
+    )
 
 
 def train_here(
+    *,
     stages: StageLog,
     settings: LockgateSettings,
+    workspace: Workspace,
     snapshot: DatasetSnapshot,
     base: BaseModelArtifact,
     trainer_env: str,
@@ -52,17 +61,16 @@ def train_here(
 ) -> AdapterArtifact:
     """The finetune task in this process, through the stage log (a cached adapter made for
     another state folder is rebuilt here, not borrowed)."""
-    axolotl_bin = str(settings.resolve(settings.training.axolotl_bin))
     return stages.run_cached(
         "finetune",
         finetune_adapter,
-        snapshot,
-        base,
-        settings.training,
-        axolotl_bin,
-        settings.artifacts_dir,
-        trainer_env,
-        shuffle_labels,
+        snapshot=snapshot,
+        base=base,
+        training=settings.training,
+        axolotl_bin=str(settings.resolve(settings.training.axolotl_bin)),
+        trainer_env=trainer_env,
+        workspace=workspace,
+        shuffle_labels=shuffle_labels,
     )
 
 

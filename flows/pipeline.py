@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.drift import check_drift_here
 from flows.finetune import train_here, train_on_pool
 from flows.params import ReleaseParams, ReleaseSummary
-from lockgate.artifacts import LocalArtifactStore
 from lockgate.errors import GateRejected
 from lockgate.policy import load_policy
 from lockgate.records import ReleaseLineage
+from lockgate.workspace import Workspace
 from tasks.common import StageLog, fingerprints
 from tasks.data import prepare_dataset, resolve_base_model
-from tasks.evaluation import evaluate_candidate, find_champion, serving_prompt
+from tasks.evaluation import EvalInputs, evaluate_candidate, find_champion, serving_prompt
 from tasks.index import refresh_index, switch_index_after_gates
 from tasks.quantization import quantize_model
 from tasks.release import await_approval, emit_verdict, gate, promote
@@ -33,58 +31,79 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
     logger = get_run_logger()
     settings = params.settings()
     policy = load_policy(settings.policy_path)
-    artifacts_root = settings.artifacts_dir
-    stages = StageLog(artifacts=LocalArtifactStore(Path(artifacts_root)))
-    prints = fingerprints(settings)
+    workspace = Workspace.open(settings)
+    stages = StageLog(artifacts=workspace.artifacts)
+    stage_fingerprints = fingerprints(settings)
 
     with stages.timed("prep"):
-        snapshot = prepare_dataset(settings.sources, settings.data, artifacts_root)
+        snapshot = prepare_dataset(sources=settings.sources, data=settings.data, workspace=workspace)
     with stages.timed("base model"):
         corpus_dir = settings.resolve(settings.data.corpus_dir)
         base = resolve_base_model(
-            settings.training.base_model, settings.base, str(corpus_dir), snapshot.train_path, artifacts_root
+            base_model=settings.training.base_model,
+            shape=settings.base,
+            corpus_dir=str(corpus_dir),
+            train_path=snapshot.train_path,
+            workspace=workspace,
         )
     with stages.timed("finetune"):
         if settings.training.launcher == "deployment":
             adapter = train_on_pool(params.finetune_params(settings), settings.training)
         else:
-            shuffle_labels = params.scenario == "shuffled-labels"
-            adapter = train_here(stages, settings, snapshot, base, prints.trainer_env, shuffle_labels)
+            adapter = train_here(
+                stages=stages,
+                settings=settings,
+                workspace=workspace,
+                snapshot=snapshot,
+                base=base,
+                trainer_env=stage_fingerprints.trainer_env,
+                shuffle_labels=params.scenario == "shuffled-labels",
+            )
     with stages.timed("quantize"):
         quantized, quant_check = stages.run_cached(
-            "quantize", quantize_model, base, adapter, snapshot, settings.quantization, artifacts_root
+            "quantize",
+            quantize_model,
+            base=base,
+            adapter=adapter,
+            snapshot=snapshot,
+            quantization=settings.quantization,
+            workspace=workspace,
         )
     with stages.timed("refresh"):
         index = refresh_index(
-            str(corpus_dir),
-            settings.data,
-            settings.embeddings,
-            settings.vector_store,
-            settings.vector_uri,
-            artifacts_root,
+            corpus_dir=str(corpus_dir),
+            data=settings.data,
+            embeddings=settings.embeddings,
+            vector_store=settings.vector_store,
+            workspace=workspace,
         )
     with stages.timed("evaluate"):
-        champion = find_champion(settings.registry, settings.registry_dir, base, quantized.digest, artifacts_root)
-        prompt = serving_prompt(
-            settings.prompts.name, str(settings.prompts_path), settings.registry, settings.registry_dir
-        )
+        champion = find_champion(base=base, candidate_digest=quantized.digest, workspace=workspace)
+        prompt = serving_prompt(name=settings.prompts.name, prompts_dir=str(settings.prompts_path), workspace=workspace)
         evaluation = stages.run_cached(
             "evaluate",
             evaluate_candidate,
-            quantized,
-            champion,
-            snapshot,
-            index,
-            index.digest,
-            settings.evaluation,
-            settings.embeddings,
-            settings.vector_store,
-            artifacts_root,
-            prints.embedder_weights,
-            prompt,
+            inputs=EvalInputs(
+                candidate=quantized,
+                champion=champion,
+                snapshot=snapshot,
+                index=index,
+                embedder_weights=stage_fingerprints.embedder_weights,
+                prompt=prompt,
+            ),
+            evaluation=settings.evaluation,
+            embeddings=settings.embeddings,
+            vector_store=settings.vector_store,
+            workspace=workspace,
         )
     with stages.timed("drift"):
-        drift = check_drift_here(stages, settings, snapshot, prints.embedder_weights)
+        drift = check_drift_here(
+            stages=stages,
+            settings=settings,
+            workspace=workspace,
+            snapshot=snapshot,
+            embedder_weights=stage_fingerprints.embedder_weights,
+        )
     with stages.timed("gate"):
         expected = ReleaseLineage(
             candidate=quantized.digest,
@@ -93,25 +112,34 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
             index=index.digest,
             prompt_version=prompt.version,
         )
-        decision = gate(evaluation, quant_check, drift, policy, expected, settings.registry, settings.registry_dir)
+        decision = gate(
+            evaluation=evaluation,
+            quant=quant_check,
+            drift=drift,
+            policy=policy,
+            expected=expected,
+            workspace=workspace,
+        )
     if settings.gates.decision_mode == "manual":
         with stages.timed("approval"):
             decision = await_approval(decision, settings.gates.approval_timeout_s)
     emit_verdict(decision, settings.data.name)
     with stages.timed("promote"):
         promotion = promote(
-            decision,
-            quantized,
-            adapter,
-            snapshot,
-            champion.digest if champion.registered else None,
-            settings.registry,
-            settings.registry_dir,
+            decision=decision,
+            candidate=quantized,
+            adapter=adapter,
+            snapshot=snapshot,
+            expected_production=champion.digest if champion.registered else None,
+            workspace=workspace,
             dry_run=settings.gates.decision_mode == "dry_run",
         )
     if settings.vector_store.switch == "after_gates" and promotion.action != "dry_run":
         switch_index_after_gates(
-            settings.vector_store, settings.vector_uri, artifacts_root, index.collection, decision.passed
+            vector_store=settings.vector_store,
+            evaluated=index.collection,
+            passed=decision.passed,
+            workspace=workspace,
         )
 
     summary = ReleaseSummary(
@@ -137,7 +165,7 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
             "index": f"{index.uri}#{index.collection}",
             "eval_rows": evaluation.rows_path,
             "drift_html": drift.html_path or "",
-            "registry": str(Path(settings.registry_dir) / "state.json"),
+            "registry": str(workspace.registry_root / "state.json"),
         },
     )
     create_markdown_artifact(

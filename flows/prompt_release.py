@@ -3,21 +3,18 @@ and the prompt x model evaluation matrix."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.params import PromptMatrixParams, PromptReleaseParams, PromptReleaseSummary
-from lockgate.artifacts import LocalArtifactStore
 from lockgate.errors import GateRejected
 from lockgate.evaluate import MatrixReport, prompt_contenders
-from lockgate.policy import load_policy
+from lockgate.policy import load_policy, prompt_policy
 from lockgate.records import ReleaseLineage
-from lockgate.registry.prompts import prompt_policy
+from lockgate.workspace import Workspace
 from tasks.common import StageLog, fingerprints
 from tasks.data import prepare_dataset
-from tasks.evaluation import evaluate_candidate, evaluate_prompt_matrix, serving_prompt
+from tasks.evaluation import EvalInputs, MatrixInputs, evaluate_candidate, evaluate_prompt_matrix, serving_prompt
 from tasks.index import refresh_index
 from tasks.prompts import candidate_prompt, gate_prompt, matrix_contenders, production_model, promote_prompt
 from tasks.release import await_approval
@@ -36,12 +33,12 @@ def prompt_release(params: PromptReleaseParams = PromptReleaseParams()) -> Promp
     settings = params.settings()
     policy = prompt_policy(load_policy(settings.policy_path), settings.prompts.release_mode)
     name = params.prompt or settings.prompts.name
-    artifacts_root = settings.artifacts_dir
-    stages = StageLog(artifacts=LocalArtifactStore(Path(artifacts_root)))
+    workspace = Workspace.open(settings)
+    stages = StageLog(artifacts=workspace.artifacts)
 
-    candidate = candidate_prompt(str(settings.prompts_path), name, params.prompt_digest)
-    model = production_model(settings.registry, settings.registry_dir, artifacts_root)
-    current = serving_prompt(name, str(settings.prompts_path), settings.registry, settings.registry_dir)
+    candidate = candidate_prompt(prompts_dir=str(settings.prompts_path), name=name, digest=params.prompt_digest)
+    model = production_model(workspace=workspace)
+    current = serving_prompt(name=name, prompts_dir=str(settings.prompts_path), workspace=workspace)
     summary = PromptReleaseSummary(
         passed=True,
         action="kept",
@@ -56,35 +53,35 @@ def prompt_release(params: PromptReleaseParams = PromptReleaseParams()) -> Promp
         logger.info("nothing to release: %s", summary.reasons[0])
         return summary
 
-    prints = fingerprints(settings)
+    stage_fingerprints = fingerprints(settings)
     with stages.timed("prep"):
-        snapshot = prepare_dataset(settings.sources, settings.data, artifacts_root)
+        snapshot = prepare_dataset(sources=settings.sources, data=settings.data, workspace=workspace)
     with stages.timed("refresh"):
         index = refresh_index(
-            str(settings.resolve(settings.data.corpus_dir)),
-            settings.data,
-            settings.embeddings,
-            settings.vector_store,
-            settings.vector_uri,
-            artifacts_root,
+            corpus_dir=str(settings.resolve(settings.data.corpus_dir)),
+            data=settings.data,
+            embeddings=settings.embeddings,
+            vector_store=settings.vector_store,
+            workspace=workspace,
         )
     with stages.timed("evaluate"):
         challenger, champion = prompt_contenders(model, candidate, current)
         evaluation = stages.run_cached(
             "evaluate",
             evaluate_candidate,
-            challenger,
-            champion,
-            snapshot,
-            index,
-            index.digest,
-            settings.evaluation,
-            settings.embeddings,
-            settings.vector_store,
-            artifacts_root,
-            prints.embedder_weights,
-            candidate,
-            current,
+            inputs=EvalInputs(
+                candidate=challenger,
+                champion=champion,
+                snapshot=snapshot,
+                index=index,
+                embedder_weights=stage_fingerprints.embedder_weights,
+                prompt=candidate,
+                champion_prompt=current,
+            ),
+            evaluation=settings.evaluation,
+            embeddings=settings.embeddings,
+            vector_store=settings.vector_store,
+            workspace=workspace,
         )
     expected = ReleaseLineage(
         candidate=model.digest,
@@ -93,16 +90,22 @@ def prompt_release(params: PromptReleaseParams = PromptReleaseParams()) -> Promp
         index=index.digest,
         prompt_version=candidate.version,
     )
-    decision = gate_prompt(evaluation, policy, expected, candidate, current, settings.registry, settings.registry_dir)
+    decision = gate_prompt(
+        evaluation=evaluation,
+        policy=policy,
+        expected=expected,
+        candidate=candidate,
+        production=current,
+        workspace=workspace,
+    )
     if settings.gates.decision_mode == "manual":
         decision = await_approval(decision, settings.gates.approval_timeout_s)
     action, production, traffic = promote_prompt(
-        decision,
-        candidate,
-        current,
-        settings.prompts,
-        settings.registry,
-        settings.registry_dir,
+        decision=decision,
+        candidate=candidate,
+        production=current,
+        prompts=settings.prompts,
+        workspace=workspace,
         dry_run=settings.gates.decision_mode == "dry_run",
     )
     summary = summary.model_copy(
@@ -174,35 +177,27 @@ def prompt_matrix(params: PromptMatrixParams = PromptMatrixParams()) -> MatrixRe
     as an artifact and to W&B as a table."""
     settings = params.settings()
     name = params.prompt or settings.prompts.name
-    artifacts_root = settings.artifacts_dir
+    workspace = Workspace.open(settings)
     prompts, models = matrix_contenders(
-        name,
-        params.prompts,
-        params.models,
-        str(settings.prompts_path),
-        settings.registry,
-        settings.registry_dir,
-        artifacts_root,
+        name=name,
+        prompt_refs=params.prompts,
+        model_aliases=params.models,
+        prompts_dir=str(settings.prompts_path),
+        workspace=workspace,
     )
-    snapshot = prepare_dataset(settings.sources, settings.data, artifacts_root)
+    snapshot = prepare_dataset(sources=settings.sources, data=settings.data, workspace=workspace)
     index = refresh_index(
-        str(settings.resolve(settings.data.corpus_dir)),
-        settings.data,
-        settings.embeddings,
-        settings.vector_store,
-        settings.vector_uri,
-        artifacts_root,
+        corpus_dir=str(settings.resolve(settings.data.corpus_dir)),
+        data=settings.data,
+        embeddings=settings.embeddings,
+        vector_store=settings.vector_store,
+        workspace=workspace,
     )
     return evaluate_prompt_matrix(
-        prompts,
-        models,
-        snapshot,
-        index,
-        settings.evaluation,
-        settings.embeddings,
-        settings.vector_store,
-        artifacts_root,
-        settings.registry,
-        str(settings.home_path / "wandb"),
-        load_policy(settings.policy_path).primary_metric,
+        matrix=MatrixInputs(prompts=prompts, models=models, snapshot=snapshot, index=index),
+        evaluation=settings.evaluation,
+        embeddings=settings.embeddings,
+        vector_store=settings.vector_store,
+        workspace=workspace,
+        metric=load_policy(settings.policy_path).primary_metric,
     )

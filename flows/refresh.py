@@ -9,7 +9,7 @@ from pydantic import Field
 
 from flows.params import StageParams
 from lockgate.records import IndexBuild
-from lockgate.stores.aliases import home_aliases
+from lockgate.workspace import Workspace
 from tasks.index import refresh_index
 
 
@@ -42,13 +42,12 @@ def refresh(params: RefreshParams = RefreshParams()) -> IndexBuild:  # noqa: B00
     is refused unless ``force`` is set.
     """
     settings = params.settings()
+    workspace = Workspace.open(settings)
     return refresh_index(
-        str(settings.resolve(settings.data.corpus_dir)),
-        settings.data,
-        settings.embeddings,
-        settings.vector_store,
-        settings.vector_uri,
-        settings.artifacts_dir,
+        corpus_dir=str(settings.resolve(settings.data.corpus_dir)),
+        data=settings.data,
+        embeddings=settings.embeddings,
+        vector_store=settings.vector_store,
+        workspace=workspace,
         force=params.force,
-        aliases_path=str(home_aliases(settings.home_path).path),
     )

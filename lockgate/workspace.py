@@ -74,6 +74,11 @@ class Workspace:
             serving=ServingPaths(settings),
         )
 
+    @property
+    def exported_models(self) -> Path:
+        """Embedders exported for another runtime (ONNX), each under its weights' digest."""
+        return self.home / "models" / "onnx"
+
     def prompts(self, name: str) -> PromptRegistry:
         """The registry of the prompt called ``name``."""
         return open_prompt_registry(self.registry_settings, self.registry_root, name)

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import CachePolicy
+from prefect.cache_policies import DEFAULT, CachePolicy
 from prefect.context import TaskRunContext
 
-from lockgate.artifacts import LocalArtifactStore
+from lockgate.artifacts import ArtifactStore
 from lockgate.embeddings import Embedder, SentenceTransformerEmbedder, resolve_model_path
 from lockgate.errors import TransientError
 from lockgate.fingerprint import stage_cache_key, trainer_environment_digest, weights_digest
@@ -40,6 +40,12 @@ class StageCache(CachePolicy):
         self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
     ) -> str | None:
         return stage_cache_key(self.stage, self.modules, inputs, self.ignore).split(":", 1)[-1]
+
+
+# Prefect's default policy (inputs, task source, run id) without the workspace, for tasks that take
+# one and cache nothing across runs: the workspace says where, not what, and its open stores have
+# nothing worth hashing (Prefect would log that it cannot hash them).
+DEFAULT_BUT_WORKSPACE = DEFAULT - "workspace"
 
 
 @dataclass(frozen=True)
@@ -84,14 +90,13 @@ def _exported_embedder(backend: str, model: str, batch_size: int, cache_dir: str
     return open_embedder(backend, model, batch_size, Path(cache_dir))
 
 
-def embedder_of(embeddings: EmbeddingSettings, artifacts_root: str) -> Embedder:
+def embedder_of(embeddings: EmbeddingSettings, exported_models: Path) -> Embedder:
     """The embedder ``embeddings.backend`` names, for every stage alike: vectors built with one
     backend are searched and compared with the same one. An exported model (ONNX) is kept in
-    the state folder under its weights' digest."""
+    ``exported_models`` (``Workspace.exported_models``) under its weights' digest."""
     if embeddings.backend == "torch":
         return embedder_for(embeddings.model, embeddings.batch_size)
-    cache_dir = str(Path(artifacts_root).parent / "models" / "onnx")
-    return _exported_embedder(embeddings.backend, embeddings.model, embeddings.batch_size, cache_dir)
+    return _exported_embedder(embeddings.backend, embeddings.model, embeddings.batch_size, str(exported_models))
 
 
 def artifact_key(text: str) -> str:
@@ -127,7 +132,7 @@ class StageLog:
     artifact store before its files are checked.
     """
 
-    artifacts: LocalArtifactStore | None = None
+    artifacts: ArtifactStore | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     cached: list[str] = field(default_factory=list)
 
@@ -158,7 +163,7 @@ class StageLog:
         return task.with_options(refresh_cache=True)(*args, **kwargs)
 
 
-def _relocate(result: Any, artifacts: LocalArtifactStore) -> Any:
+def _relocate(result: Any, artifacts: ArtifactStore) -> Any:
     if isinstance(result, tuple | list):
         return tuple(_relocate(r, artifacts) for r in result)
     return artifacts.relocate(result) if isinstance(result, Record) else result

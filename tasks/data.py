@@ -8,7 +8,6 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from lockgate.artifacts import LocalArtifactStore
 from lockgate.basemodel import ensure_base_model
 from lockgate.corpus import REDACT_ALL
 from lockgate.digest import short
@@ -16,16 +15,17 @@ from lockgate.pii import redacted_copies
 from lockgate.prep import snapshot_dataset
 from lockgate.records import BaseModelArtifact, DatasetSnapshot
 from lockgate.settings import BaseModelSettings, DataSettings
-from tasks.common import artifact_key, dataset_card_key, retry_transient
+from lockgate.workspace import Workspace
+from tasks.common import DEFAULT_BUT_WORKSPACE, artifact_key, dataset_card_key, retry_transient
 
 QUARANTINE_TABLE_ROWS = 500
 
 
-@task(name="prep-dataset", retries=1, retry_condition_fn=retry_transient)
-def prepare_dataset(sources: list[str], data: DataSettings, artifacts_root: str) -> DatasetSnapshot:
+@task(name="prep-dataset", cache_policy=DEFAULT_BUT_WORKSPACE, retries=1, retry_condition_fn=retry_transient)
+def prepare_dataset(*, sources: list[str], data: DataSettings, workspace: Workspace) -> DatasetSnapshot:
     """Read, validate, clean, redact, dedupe and split the sources into a versioned snapshot."""
     logger = get_run_logger()
-    snapshot = snapshot_dataset(sources, data, LocalArtifactStore(Path(artifacts_root)))
+    snapshot = snapshot_dataset(sources, data, workspace.artifacts)
     outcomes = ", ".join(f"{n} {outcome}" for outcome, n in snapshot.counts.items() if n)
     pii = ", ".join(f"{n} {kind}" for kind, n in snapshot.pii_found.items() if n) or "none"
     logger.info(
@@ -60,15 +60,15 @@ def prepare_dataset(sources: list[str], data: DataSettings, artifacts_root: str)
     return snapshot
 
 
-@task(name="base-model", retries=2, retry_condition_fn=retry_transient)
+@task(name="base-model", cache_policy=DEFAULT_BUT_WORKSPACE, retries=2, retry_condition_fn=retry_transient)
 def resolve_base_model(
-    base_model: str, shape: BaseModelSettings, corpus_dir: str, train_path: str, artifacts_root: str
+    *, base_model: str, shape: BaseModelSettings, corpus_dir: str, train_path: str, workspace: Workspace
 ) -> BaseModelArtifact:
     """The base model to fine-tune: built locally for the demo, pinned to a revision otherwise."""
     # The demo tokenizer learns its vocabulary from the corpus and the prepared training split:
     # never from raw sources, whose quarantined rows and unredacted addresses must not leak in.
     # The corpus is redacted on the way, as it is for the index.
-    store = LocalArtifactStore(Path(artifacts_root))
+    store = workspace.artifacts
     docs = redacted_copies(sorted(Path(corpus_dir).glob("*.md")), store.scratch("tokenizer-text"), REDACT_ALL)
     base = ensure_base_model(base_model, shape, [*docs, Path(train_path)], store)
     get_run_logger().info("base model %s at %s (%s)", base.name, base.path, short(base.digest))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from lockgate.artifacts import LocalArtifactStore
+from lockgate._io import load_jsonl
 from lockgate.evaluate import (
     EvalJob,
     MatrixReport,
@@ -21,79 +22,96 @@ from lockgate.evaluate import (
 )
 from lockgate.judge import judge_complete, judge_config
 from lockgate.metrics import ANSWER_METRICS, JUDGED_METRICS
-from lockgate.prep import load_jsonl
 from lockgate.prompts import PromptSpec, find_prompt
 from lockgate.records import BaseModelArtifact, DatasetSnapshot, EvalReport, IndexBuild, QuantizedModel
-from lockgate.registry import open_registry
-from lockgate.registry.prompts import open_prompt_registry
-from lockgate.settings import (
-    EmbeddingSettings,
-    EvaluationSettings,
-    RegistrySettings,
-    VectorStoreSettings,
-)
+from lockgate.settings import EmbeddingSettings, EvaluationSettings, VectorStoreSettings
 from lockgate.stats import paired_difference
 from lockgate.stores import open_store
-from tasks.common import StageCache, embedder_of
+from lockgate.workspace import Workspace
+from tasks.common import DEFAULT_BUT_WORKSPACE, StageCache, embedder_of
 
 
-@task(name="find-champion")
-def find_champion(
-    registry: RegistrySettings, registry_root: str, base: BaseModelArtifact, candidate_digest: str, artifacts_root: str
-) -> ModelUnderTest:
+@dataclass(frozen=True)
+class EvalInputs:
+    """What one evaluation compares: two models (each with its prompt) on an eval set, with retrieval.
+
+    Every field enters the evaluate stage's cache key: records by their content digest (the index's
+    digest, not the counts of the refresh that produced it, which differ between a first build and a
+    no-op re-run), the prompts by their content, the embedder by its weights' digest.
+
+    Attributes:
+        candidate: the challenger (a quantized model, or a registered one in a prompt-only release).
+        champion: the model to beat.
+        snapshot: the dataset whose eval split is asked.
+        index: the index build retrieval searches.
+        embedder_weights: the embedder's content digest.
+        prompt: the challenger's prompt.
+        champion_prompt: the champion's prompt (a prompt-only release: production's); default ``prompt``.
+    """
+
+    candidate: QuantizedModel | ModelUnderTest
+    champion: ModelUnderTest
+    snapshot: DatasetSnapshot
+    index: IndexBuild
+    embedder_weights: str
+    prompt: PromptSpec
+    champion_prompt: PromptSpec | None = None
+
+
+@dataclass(frozen=True)
+class MatrixInputs:
+    """What the evaluation matrix crosses (prompt versions x model variants), on which eval set and index."""
+
+    prompts: list[PromptSpec]
+    models: list[ModelUnderTest]
+    snapshot: DatasetSnapshot
+    index: IndexBuild
+
+
+@task(name="find-champion", cache_policy=DEFAULT_BUT_WORKSPACE)
+def find_champion(*, base: BaseModelArtifact, candidate_digest: str, workspace: Workspace) -> ModelUnderTest:
     """The model to beat: production (or what it replaced, if the candidate is production), else the base."""
-    production = open_registry(registry, Path(registry_root)).champion_for(candidate_digest)
+    production = workspace.registry.champion_for(candidate_digest)
     if production is not None:  # registered under another store root if the state folder moved
-        production = production.model_copy(
-            update={"path": LocalArtifactStore(Path(artifacts_root)).locate(production.path)}
-        )
+        production = production.model_copy(update={"path": workspace.artifacts.locate(production.path)})
     return choose_champion(production, base)
 
 
-@task(name="serving-prompt")
-def serving_prompt(name: str, prompts_dir: str, registry: RegistrySettings, registry_root: str) -> PromptSpec:
+@task(name="serving-prompt", cache_policy=DEFAULT_BUT_WORKSPACE)
+def serving_prompt(*, name: str, prompts_dir: str, workspace: Workspace) -> PromptSpec:
     """The prompt a model release evaluates with: production's (the configured file's before the first one)."""
     configured, _ = find_prompt(Path(prompts_dir), name)
-    spec = open_prompt_registry(registry, Path(registry_root), name).serving(configured)
+    spec = workspace.prompts(name).serving(configured)
     get_run_logger().info("prompt: %s (production)", spec.version)
     return spec
 
 
-# The index enters the cache key by its content digest only: the counts of the refresh that
-# produced it (added/unchanged...) differ between a first build and a no-op re-run. The
-# embedder enters by its weights, the prompts by their content (template and variables).
 @task(
     name="evaluate",
     cache_policy=StageCache(
         stage="evaluate",
         modules=("lockgate.evaluate",),
-        ignore=("index", "artifacts_root"),
+        ignore=("workspace",),
         reusable=judge_complete,  # a report with a failed judge call is re-evaluated: the judge may answer now
     ),
     persist_result=True,
     result_serializer="json",
 )
 def evaluate_candidate(
-    candidate: QuantizedModel | ModelUnderTest,
-    champion: ModelUnderTest,
-    snapshot: DatasetSnapshot,
-    index: IndexBuild,
-    index_digest: str,
+    *,
+    inputs: EvalInputs,
     evaluation: EvaluationSettings,
     embeddings: EmbeddingSettings,
     vector_store: VectorStoreSettings,
-    artifacts_root: str,
-    embedder_weights: str,
-    prompt: PromptSpec,
-    champion_prompt: PromptSpec | None = None,
+    workspace: Workspace,
 ) -> EvalReport:
     """Answer the eval questions with retrieval and both models; score with Ragas (no LLM judge).
 
-    The challenger answers with ``prompt``, the champion with ``champion_prompt`` (a prompt-only
-    release: the production prompt) or the same. ``embedder_weights`` is the embedder's content
-    digest: it is here so that the cache key changes when the weights do.
+    The challenger answers with ``inputs.prompt``, the champion with ``inputs.champion_prompt`` (a
+    prompt-only release: the production prompt) or the same.
     """
     logger = get_run_logger()
+    candidate, champion, index = inputs.candidate, inputs.champion, inputs.index
     challenger = (
         candidate
         if isinstance(candidate, ModelUnderTest)
@@ -107,21 +125,19 @@ def evaluate_candidate(
     job = EvalJob(
         challenger=challenger,
         champion=champion,
-        eval_rows=load_jsonl(Path(snapshot.eval_path)),
-        dataset_digest=snapshot.digest,
-        index_digest=index_digest,
-        prompt=prompt,
-        champion_prompt=champion_prompt,
+        eval_rows=load_jsonl(Path(inputs.snapshot.eval_path)),
+        dataset_digest=inputs.snapshot.digest,
+        index_digest=index.digest,
+        prompt=inputs.prompt,
+        champion_prompt=inputs.champion_prompt,
     )
     engines = Retrieval(
         store=open_store(vector_store.backend, index.uri, index.collection, vector_store),
-        embedder=embedder_of(embeddings, artifacts_root),
+        embedder=embedder_of(embeddings, workspace.exported_models),
         embedding_model=embeddings.model,
     )
     judge = judge_config(evaluation)  # the key is read from the environment here, never a parameter
-    report = evaluate_models(
-        job, engines, evaluation, LocalArtifactStore(Path(artifacts_root)), progress=progress, judge=judge
-    )
+    report = evaluate_models(job, engines, evaluation, workspace.artifacts, progress=progress, judge=judge)
     if judge is not None:
         publish_judge_report(Path(report.rows_path).parent / "judge.json", judge.model)
     rows = []
@@ -213,35 +229,27 @@ def _paired(report: EvalReport, metric: str, evaluation: EvaluationSettings) -> 
     return diff.describe()
 
 
-@task(name="prompt-matrix")
+@task(name="prompt-matrix", cache_policy=DEFAULT_BUT_WORKSPACE)
 def evaluate_prompt_matrix(
-    prompts: list[PromptSpec],
-    models: list[ModelUnderTest],
-    snapshot: DatasetSnapshot,
-    index: IndexBuild,
+    *,
+    matrix: MatrixInputs,
     evaluation: EvaluationSettings,
     embeddings: EmbeddingSettings,
     vector_store: VectorStoreSettings,
-    artifacts_root: str,
-    registry: RegistrySettings,
-    wandb_dir: str,
+    workspace: Workspace,
     metric: str = "rouge_l",
 ) -> MatrixReport:
     """Every prompt version with every model variant on the eval set: a table with paired intervals
     against production's prompt and model, as a Prefect artifact and a W&B table (offline by default)."""
     logger = get_run_logger()
+    prompts, models, index = matrix.prompts, matrix.models, matrix.index
     engines = Retrieval(
         store=open_store(vector_store.backend, index.uri, index.collection, vector_store),
-        embedder=embedder_of(embeddings, artifacts_root),
+        embedder=embedder_of(embeddings, workspace.exported_models),
         embedding_model=embeddings.model,
     )
     report = evaluate_matrix(
-        prompts,
-        models,
-        load_jsonl(Path(snapshot.eval_path)),
-        engines,
-        evaluation,
-        LocalArtifactStore(Path(artifacts_root)),
+        prompts, models, load_jsonl(Path(matrix.snapshot.eval_path)), engines, evaluation, workspace.artifacts
     )
     if metric not in ANSWER_METRICS:  # the matrix scores without a judge: a judged policy metric is not in it
         logger.info("the matrix has no LLM-judged %s; its table shows rouge_l", metric)
@@ -251,6 +259,7 @@ def evaluate_prompt_matrix(
         markdown=report.markdown(metric),
         description=f"{len(prompts)} prompt version(s) x {len(models)} model(s), paired against {report.reference}",
     )
+    registry, wandb_dir = workspace.registry_settings, workspace.home / "wandb"
     try:
         run_id = log_matrix_to_wandb(report, metric, registry.wandb_project, registry.wandb_mode, Path(wandb_dir))
         logger.info("matrix logged to W&B run %s (%s)", run_id, registry.wandb_mode)

@@ -9,22 +9,22 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 
 from lockgate import events
-from lockgate.artifacts import LocalArtifactStore
 from lockgate.digest import short
 from lockgate.errors import ConfigError
 from lockgate.evaluate import ModelUnderTest, merged_twin
-from lockgate.gates import promotion_evidence
+from lockgate.gates import decide_prompt, promotion_evidence
 from lockgate.policy import GatePolicy
 from lockgate.prompts import PromptSpec, find_prompt, find_prompt_version
 from lockgate.records import EvalReport, GateDecision, ReleaseLineage
-from lockgate.registry import ModelVersion, open_registry
-from lockgate.registry.prompts import decide_prompt, open_prompt_registry
-from lockgate.settings import PromptSettings, RegistrySettings
+from lockgate.registry import ModelVersion
+from lockgate.settings import PromptSettings
+from lockgate.workspace import Workspace
+from tasks.common import DEFAULT_BUT_WORKSPACE
 from tasks.release import publish_decision
 
 
 @task(name="candidate-prompt")
-def candidate_prompt(prompts_dir: str, name: str, digest: str | None) -> PromptSpec:
+def candidate_prompt(*, prompts_dir: str, name: str, digest: str | None) -> PromptSpec:
     """The prompt file to release: the version an event named (it must still be in the file), else the file."""
     if digest:
         spec, path = find_prompt_version(Path(prompts_dir), digest)
@@ -36,36 +36,36 @@ def candidate_prompt(prompts_dir: str, name: str, digest: str | None) -> PromptS
     return spec
 
 
-@task(name="production-model")
-def production_model(registry: RegistrySettings, registry_root: str, artifacts_root: str) -> ModelVersion:
+@task(name="production-model", cache_policy=DEFAULT_BUT_WORKSPACE)
+def production_model(*, workspace: Workspace) -> ModelVersion:
     """The model in production: a prompt-only release evaluates with it and trains nothing.
 
     Raises:
         ConfigError: nothing is in production yet (run the release flow first).
     """
-    production = open_registry(registry, Path(registry_root)).get("production")
+    production = workspace.registry.get("production")
     if production is None:
         raise ConfigError(
             "no model is in production yet: a prompt-only release evaluates with production's model; "
             "run the release flow first"
         )
     # Registered under another store root if the state folder moved.
-    return production.model_copy(update={"path": LocalArtifactStore(Path(artifacts_root)).locate(production.path)})
+    return production.model_copy(update={"path": workspace.artifacts.locate(production.path)})
 
 
-@task(name="prompt-gate")
+@task(name="prompt-gate", cache_policy=DEFAULT_BUT_WORKSPACE)
 def gate_prompt(
+    *,
     evaluation: EvalReport,
     policy: GatePolicy,
     expected: ReleaseLineage,
     candidate: PromptSpec,
     production: PromptSpec,
-    registry: RegistrySettings,
-    registry_root: str,
+    workspace: Workspace,
 ) -> GateDecision:
     """The release policy applied to a candidate prompt against the production prompt (fails closed)."""
     logger = get_run_logger()
-    prompts = open_prompt_registry(registry, Path(registry_root), candidate.name)
+    prompts = workspace.prompts(candidate.name)
     decision = decide_prompt(
         evaluation, policy, expected, production.version, revoked=prompts.revoked_reason(candidate.digest)
     )
@@ -86,14 +86,14 @@ def gate_prompt(
     return decision
 
 
-@task(name="promote-prompt")
+@task(name="promote-prompt", cache_policy=DEFAULT_BUT_WORKSPACE)
 def promote_prompt(
+    *,
     decision: GateDecision,
     candidate: PromptSpec,
     production: PromptSpec,
     prompts: PromptSettings,
-    registry: RegistrySettings,
-    registry_root: str,
+    workspace: Workspace,
     dry_run: bool = False,
 ) -> tuple[str, str | None, dict[str, float]]:
     """Register the candidate prompt and, only if the gate passed, move ``production`` (or ``canary``,
@@ -102,7 +102,7 @@ def promote_prompt(
     Returns ``(action, production version after, traffic)``.
     """
     logger = get_run_logger()
-    registry_of = open_prompt_registry(registry, Path(registry_root), candidate.name)
+    registry_of = workspace.prompts(candidate.name)
     if dry_run:
         logger.info("dry run: %s; nothing moved", "would promote" if decision.passed else "would keep production")
         return "dry_run", production.version, registry_of.traffic()
@@ -141,15 +141,9 @@ def promote_prompt(
     return action, current.version if current else None, registry_of.traffic()
 
 
-@task(name="matrix-contenders")
+@task(name="matrix-contenders", cache_policy=DEFAULT_BUT_WORKSPACE)
 def matrix_contenders(
-    name: str,
-    prompt_refs: list[str],
-    model_aliases: list[str],
-    prompts_dir: str,
-    registry: RegistrySettings,
-    registry_root: str,
-    artifacts_root: str,
+    *, name: str, prompt_refs: list[str], model_aliases: list[str], prompts_dir: str, workspace: Workspace
 ) -> tuple[list[PromptSpec], list[ModelUnderTest]]:
     """The distinct prompt versions and registered models the names point at, in the order given; each
     alias after the first (the reference, production) also brings its merged, un-quantized twin, so the
@@ -159,15 +153,15 @@ def matrix_contenders(
         ConfigError: a prompt reference matches nothing, or no model alias points at a model.
     """
     logger = get_run_logger()
-    prompt_registry = open_prompt_registry(registry, Path(registry_root), name)
+    prompt_registry = workspace.prompts(name)
     prompts: dict[str, PromptSpec] = {}
     for ref in prompt_refs:
         spec = find_prompt(Path(prompts_dir), name)[0] if ref == "file" else prompt_registry.spec(ref)
         prompts.setdefault(spec.digest, spec)
     models: dict[str, ModelUnderTest] = {}
-    store = LocalArtifactStore(Path(artifacts_root))
+    store = workspace.artifacts
     for position, alias in enumerate(model_aliases):
-        version = open_registry(registry, Path(registry_root)).get(alias)
+        version = workspace.registry.get(alias)
         if version is None:
             logger.info("no model is %s; left out of the matrix", alias)
             continue

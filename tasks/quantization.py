@@ -7,34 +7,33 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from lockgate.artifacts import LocalArtifactStore
-from lockgate.prep import load_jsonl
+from lockgate._io import load_jsonl
 from lockgate.quantize import check_quantized, quantize_adapter
 from lockgate.records import AdapterArtifact, BaseModelArtifact, DatasetSnapshot, QuantCheck, QuantizedModel
 from lockgate.settings import QuantizationSettings
+from lockgate.workspace import Workspace
 from tasks.common import StageCache
 
 
 @task(
     name="quantize",
     cache_policy=StageCache(
-        stage="quantize", modules=("lockgate.quantize", "lockgate.serving.bench"), ignore=("artifacts_root",)
+        stage="quantize", modules=("lockgate.quantize", "lockgate.serving.bench"), ignore=("workspace",)
     ),
     persist_result=True,
     result_serializer="json",
 )
 def quantize_model(
+    *,
     base: BaseModelArtifact,
     adapter: AdapterArtifact,
     snapshot: DatasetSnapshot,
     quantization: QuantizationSettings,
-    artifacts_root: str,
+    workspace: Workspace,
 ) -> tuple[QuantizedModel, QuantCheck]:
     """Merge the adapter, quantize with llm-compressor, reload and compare with the merged model."""
     logger = get_run_logger()
-    qm = quantize_adapter(
-        base, adapter, Path(snapshot.train_path), quantization, LocalArtifactStore(Path(artifacts_root))
-    )
+    qm = quantize_adapter(base, adapter, Path(snapshot.train_path), quantization, workspace.artifacts)
     check = check_quantized(qm, load_jsonl(Path(snapshot.eval_path)), quantization)
     logger.info(
         "quantized %s %s: size ratio %.2f, eval loss %.3f -> %.3f, served speed: %s, passed=%s",

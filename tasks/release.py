@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import get_run_logger, pause_flow_run, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
@@ -26,24 +24,25 @@ from lockgate.records import (
     QuantizedModel,
     ReleaseLineage,
 )
-from lockgate.registry import describe_state, open_registry
-from lockgate.settings import RegistrySettings
+from lockgate.registry import describe_state
+from lockgate.workspace import Workspace
+from tasks.common import DEFAULT_BUT_WORKSPACE
 
 
-@task(name="gate")
+@task(name="gate", cache_policy=DEFAULT_BUT_WORKSPACE)
 def gate(
+    *,
     evaluation: EvalReport | None,
     quant: QuantCheck | None,
     drift: DriftReport | None,
     policy: GatePolicy,
     expected: ReleaseLineage,
-    registry: RegistrySettings,
-    registry_root: str,
+    workspace: Workspace,
 ) -> GateDecision:
     """Apply the promotion policy; the result is a typed decision that fails closed."""
     logger = get_run_logger()
     candidate = expected.candidate
-    revoked = open_registry(registry, Path(registry_root)).revoked_reason(candidate) if candidate else None
+    revoked = workspace.registry.revoked_reason(candidate) if candidate else None
     decision = decide(evaluation, quant, drift, policy, expected, revoked=revoked)
     publish_decision(decision)
     for check in decision.checks:
@@ -104,15 +103,15 @@ def await_approval(decision: GateDecision, timeout_s: int) -> GateDecision:
     return decided
 
 
-@task(name="promote")
+@task(name="promote", cache_policy=DEFAULT_BUT_WORKSPACE)
 def promote(
+    *,
     decision: GateDecision,
     candidate: QuantizedModel,
     adapter: AdapterArtifact,
     snapshot: DatasetSnapshot,
     expected_production: str | None,
-    registry: RegistrySettings,
-    registry_root: str,
+    workspace: Workspace,
     dry_run: bool = False,
 ) -> Promotion:
     """Register the candidate and, only if the gate passed, make it production, in one atomic write.
@@ -122,7 +121,7 @@ def promote(
     nothing is written at all.
     """
     logger = get_run_logger()
-    models = open_registry(registry, Path(registry_root))
+    models = workspace.registry
     if dry_run:
         current = models.get("production")
         result = promotion_outcome(decision, "kept", current.digest if current else None, candidate.digest, True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,16 +22,18 @@ from tasks.common import embedder_of
 
 
 @task(name="embed-batch", retries=1, retry_delay_seconds=2, persist_result=False)
-def embed_batch(embeddings: EmbeddingSettings, artifacts_root: str, texts: list[str]) -> np.ndarray:
+def embed_batch(*, embeddings: EmbeddingSettings, exported_models: str, texts: list[str]) -> np.ndarray:
     """The vectors of one batch, computed on whichever worker runs this."""
-    return embedder_of(embeddings, artifacts_root).encode(texts)
+    return embedder_of(embeddings, Path(exported_models)).encode(texts)
 
 
-def dask_scale_out(embeddings: EmbeddingSettings, artifacts_root: str) -> ScaleOut | None:
+def dask_scale_out(embeddings: EmbeddingSettings, exported_models: Path) -> ScaleOut | None:
     """What ``embeddings.scale_out`` asks for: ``None`` (embed in this process) or a Dask encoder.
 
     The workers of a cluster at ``dask_address`` need the app environment and ``PREFECT_API_URL``
-    set to the server the flow runs against (the app image and a Prefect server do that).
+    set to the server the flow runs against (the app image and a Prefect server do that). Workers
+    get the folder of exported embedders (``Workspace.exported_models``), not the workspace: a
+    batch needs no store, and what crosses to a worker is pickled.
     """
     if embeddings.scale_out != "dask":
         return None
@@ -63,10 +66,8 @@ def dask_scale_out(embeddings: EmbeddingSettings, artifacts_root: str) -> ScaleO
             )
         )
         with runner:
-            futures: list[Any] = [
-                runner.submit(embed_batch, {"embeddings": embeddings, "artifacts_root": artifacts_root, "texts": texts})
-                for texts in batches
-            ]
+            parameters = {"embeddings": embeddings, "exported_models": str(exported_models)}
+            futures: list[Any] = [runner.submit(embed_batch, {**parameters, "texts": texts}) for texts in batches]
             for future in futures:
                 yield future.result()
 

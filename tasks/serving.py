@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from lockgate.digest import short
 from lockgate.errors import ConfigError
-from lockgate.registry import open_registry
-from lockgate.registry.prompts import open_prompt_registry
-from lockgate.serving import paths, write_manifest
+from lockgate.serving import write_manifest
 from lockgate.serving.deploy import DeployOutcome, DeployRequest, deploy, retire_engines
 from lockgate.serving.manifest import ServingManifest
 from lockgate.serving.retrieval import PromptBook
 from lockgate.serving.rollout import PromptCanary, is_prompt_canary, prompt_canary, record_canary_alias
 from lockgate.settings import LockgateSettings
+from lockgate.workspace import Workspace
+from tasks.common import DEFAULT_BUT_WORKSPACE
 
 
 @task(name="auto-deploy-check")
-def wanted_by_promotion(settings: LockgateSettings, promoted: str) -> bool:
+def wanted_by_promotion(*, settings: LockgateSettings, promoted: str) -> bool:
     """A run a promotion event started deploys only with ``serving.auto_deploy`` on; off, one line says so."""
     if settings.serving.auto_deploy:
         return True
@@ -31,11 +30,11 @@ def wanted_by_promotion(settings: LockgateSettings, promoted: str) -> bool:
     return False
 
 
-def servable_prompts(settings: LockgateSettings) -> tuple[PromptCanary | None, str | None]:
+def servable_prompts(settings: LockgateSettings, workspace: Workspace) -> tuple[PromptCanary | None, str | None]:
     """The prompt registry's canary (with its traffic weight) and production version, each only if
     the gateway can render it (else None, logged): one it cannot render must not go live."""
-    prompts = open_prompt_registry(settings.registry, Path(settings.registry_dir), settings.prompts.name)
-    book = PromptBook(settings.resolve(settings.prompts.dir), Path(settings.registry_dir))
+    prompts = workspace.prompts(settings.prompts.name)
+    book = PromptBook(settings.resolve(settings.prompts.dir), workspace.registry_root)
 
     def servable(version: str, role: str) -> bool:
         try:
@@ -54,8 +53,8 @@ def servable_prompts(settings: LockgateSettings) -> tuple[PromptCanary | None, s
     )
 
 
-@task(name="start-and-smoke-test")
-def start_and_smoke_test(settings: LockgateSettings, request: DeployRequest) -> DeployOutcome:
+@task(name="start-and-smoke-test", cache_policy=DEFAULT_BUT_WORKSPACE)
+def start_and_smoke_test(*, settings: LockgateSettings, request: DeployRequest, workspace: Workspace) -> DeployOutcome:
     """Start (or reuse) a vLLM engine per served model and smoke-test each; nothing goes live yet.
 
     Production's model answers with the prompt registry's production prompt (a prompt-only release
@@ -64,24 +63,25 @@ def start_and_smoke_test(settings: LockgateSettings, request: DeployRequest) -> 
     model to its share of the traffic, unless a model canary is in progress.
     """
     logger = get_run_logger()
-    where = paths(settings)
-    registry = open_registry(settings.registry, Path(settings.registry_dir))
-    canary, production = servable_prompts(settings)
+    where = workspace.serving
+    canary, production = servable_prompts(settings, workspace)
     serving = settings.serving_settings()
-    outcome = deploy(registry, serving, request, where.manifest, where.engines, where.logs, canary, production)
+    outcome = deploy(
+        workspace.registry, serving, request, where.manifest, where.engines, where.logs, canary, production
+    )
     for line in outcome.smoke:
         logger.info("smoke test passed: %s", line)
     return outcome
 
 
-@task(name="switch-manifest")
-def switch_manifest(settings: LockgateSettings, outcome: DeployOutcome) -> ServingManifest:
+@task(name="switch-manifest", cache_policy=DEFAULT_BUT_WORKSPACE)
+def switch_manifest(*, outcome: DeployOutcome, workspace: Workspace) -> ServingManifest:
     """Replace the serving manifest atomically (the gateway re-reads it) and point ``canary`` at a canary."""
-    where = paths(settings)
+    where = workspace.serving
     write_manifest(where.manifest, outcome.manifest)
     canary = outcome.manifest.canary
     if canary is not None and not is_prompt_canary(outcome.manifest):  # a prompt canary's model is production's
-        record_canary_alias(open_registry(settings.registry, Path(settings.registry_dir)), canary.model_digest)
+        record_canary_alias(workspace.registry, canary.model_digest)
     rows = "\n".join(
         f"| {v.name} | `{short(v.model_digest)}` | {v.served_model} | {v.prompt_version} | {v.index_collection} "
         f"| {v.weight:.0%} | {v.engine_url} |"
@@ -97,11 +97,11 @@ def switch_manifest(settings: LockgateSettings, outcome: DeployOutcome) -> Servi
     return outcome.manifest
 
 
-@task(name="retire-engines")
-def retire(settings: LockgateSettings, manifest: ServingManifest) -> int:
+@task(name="retire-engines", cache_policy=DEFAULT_BUT_WORKSPACE)
+def retire(*, settings: LockgateSettings, manifest: ServingManifest, workspace: Workspace) -> int:
     """After ``serving.drain_s`` (in-flight requests finish), stop engines nothing serves any more."""
     time.sleep(settings.serving.drain_s)
-    stopped = retire_engines(manifest, paths(settings).engines)
+    stopped = retire_engines(manifest, workspace.serving.engines)
     for engine in stopped:
         get_run_logger().info("stopped engine %s (pid %d)", engine.url, engine.pid)
     return len(stopped)

@@ -12,20 +12,20 @@ from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 
-from lockgate.artifacts import LocalArtifactStore
 from lockgate.digest import short
 from lockgate.finetune import finetune
 from lockgate.launchers import open_launcher
 from lockgate.prep import card_with_length_filter
 from lockgate.records import AdapterArtifact, BaseModelArtifact, DatasetSnapshot
 from lockgate.settings import TrainingSettings
+from lockgate.workspace import Workspace
 from tasks.common import StageCache, dataset_card_key, retry_transient
 
 
 @task(
     name="finetune",
     # The trainer executable enters the key by its environment's content (trainer_env), not its path.
-    cache_policy=StageCache(stage="finetune", modules=("lockgate.finetune",), ignore=("axolotl_bin", "artifacts_root")),
+    cache_policy=StageCache(stage="finetune", modules=("lockgate.finetune",), ignore=("axolotl_bin", "workspace")),
     persist_result=True,
     result_serializer="json",
     retries=2,
@@ -33,12 +33,13 @@ from tasks.common import StageCache, dataset_card_key, retry_transient
     retry_condition_fn=retry_transient,
 )
 def finetune_adapter(
+    *,
     snapshot: DatasetSnapshot,
     base: BaseModelArtifact,
     training: TrainingSettings,
     axolotl_bin: str,
-    artifacts_root: str,
     trainer_env: str,
+    workspace: Workspace,
     shuffle_labels: bool = False,
 ) -> AdapterArtifact:
     """Train a LoRA adapter with Axolotl; a retry after preemption resumes from the last checkpoint.
@@ -54,7 +55,7 @@ def finetune_adapter(
             snapshot,
             base,
             training,
-            LocalArtifactStore(Path(artifacts_root)),
+            workspace.artifacts,
             open_launcher("local", Path(axolotl_bin)),
             shuffle_labels=shuffle_labels,
         )

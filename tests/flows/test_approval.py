@@ -20,7 +20,8 @@ from lockgate.gates import decide
 from lockgate.policy import GatePolicy
 from lockgate.records import ReleaseLineage
 from lockgate.registry import LocalRegistry
-from lockgate.settings import RegistrySettings
+from lockgate.settings import load_settings
+from lockgate.workspace import Workspace
 from tasks.release import await_approval, promote
 from tests.factories import adapter_artifact, dataset_snapshot, quantized_model
 
@@ -32,7 +33,7 @@ LINEAGE = ReleaseLineage(
 
 
 @flow(name="approval-under-test")
-def gated_promotion(registry_root: str, timeout_s: int) -> str:
+def gated_promotion(home: str, timeout_s: int) -> str:
     """The release flow's last steps: a passing gate, the approval wait, the promotion."""
     rng = np.random.default_rng(0)
     report = simulated_report(rng.normal(0.3, 0.05, 60), np.full(60, 0.4), ["all"] * 60)
@@ -47,16 +48,21 @@ def gated_promotion(registry_root: str, timeout_s: int) -> str:
     assert decision.passed, decision.reasons
     decision = await_approval(decision, timeout_s)
     return promote(
-        decision, quantized_model(), adapter_artifact(), dataset_snapshot(), None, RegistrySettings(), registry_root
+        decision=decision,
+        candidate=quantized_model(),
+        adapter=adapter_artifact(),
+        snapshot=dataset_snapshot(),
+        expected_production=None,
+        workspace=Workspace.open(load_settings(overrides={"home": home})),
     ).action
 
 
-def run_in_background(registry_root: Path, timeout_s: int) -> tuple[threading.Thread, dict[str, Any]]:
+def run_in_background(home: Path, timeout_s: int) -> tuple[threading.Thread, dict[str, Any]]:
     out: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            out["action"] = gated_promotion(str(registry_root), timeout_s)
+            out["action"] = gated_promotion(str(home), timeout_s)
         except BaseException as exc:  # reported by the test
             out["error"] = exc
 
@@ -79,18 +85,19 @@ def paused_run(deadline_s: float = 90) -> UUID:
 def test_approval_through_the_api_promotes(prefect_harness: None, tmp_path: Path) -> None:
     thread, out = run_in_background(tmp_path, timeout_s=120)
     run_id = paused_run()
-    assert LocalRegistry(tmp_path).get("production") is None, "nothing moves while the run waits"
+    registry = LocalRegistry(tmp_path / "registry")
+    assert registry.get("production") is None, "nothing moves while the run waits"
     resume_flow_run(run_id, run_input={"approve": True, "reviewer": "ana", "comment": "checked the slices"})
     thread.join(timeout=60)
     assert out.get("action") == "promoted", out
-    production = LocalRegistry(tmp_path).get("production")
+    production = registry.get("production")
     assert production is not None and production.digest == "sha256:cand"
-    evidence = LocalRegistry(tmp_path).history()[-1].evidence
+    evidence = registry.history()[-1].evidence
     assert evidence["approval"] == "approved by ana: checked the slices"
 
 
 def test_no_answer_before_the_timeout_rejects(prefect_harness: None, tmp_path: Path) -> None:
-    registry = LocalRegistry(tmp_path)
+    registry = LocalRegistry(tmp_path / "registry")
     registry.register("sim:champion", "/m/champ", {})
     registry.set_alias("production", "sim:champion", "before")
     thread, out = run_in_background(tmp_path, timeout_s=8)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from lockgate.artifacts import LocalArtifactStore
 from lockgate.basemodel import ensure_base_model
 from lockgate.fingerprint import trainer_environment_digest
 from lockgate.prep import snapshot_dataset
-from lockgate.settings import BaseModelSettings, DataSettings, TrainingSettings
+from lockgate.settings import BaseModelSettings, DataSettings, TrainingSettings, load_settings
+from lockgate.workspace import Workspace
 from tests.conftest import EXAMPLES
 
 # First call: writes checkpoint-5, then dies as a preempted spot node would (SIGKILL).
@@ -31,7 +31,8 @@ printf 'weights' > adapter_model.safetensors && echo '{}' > adapter_config.json
 def test_preempted_training_is_retried_and_resumes(prefect_harness: None, tmp_path: Path) -> None:
     from tasks.training import finetune_adapter
 
-    store = LocalArtifactStore(tmp_path / "artifacts")
+    workspace = Workspace.open(load_settings(overrides={"home": str(tmp_path)}))
+    store = workspace.artifacts
     snapshot = snapshot_dataset([EXAMPLES / "data" / "qa.jsonl"], DataSettings(), store)
     base = ensure_base_model("builtin:tiny-llama", BaseModelSettings(), [EXAMPLES / "data" / "qa.jsonl"], store)
     trainer = tmp_path / "axolotl"
@@ -39,12 +40,12 @@ def test_preempted_training_is_retried_and_resumes(prefect_harness: None, tmp_pa
     trainer.chmod(trainer.stat().st_mode | stat.S_IEXEC)
 
     state = finetune_adapter.with_options(refresh_cache=True)(  # the test is the training, not the cache
-        snapshot,
-        base,
-        TrainingSettings(max_steps=10),
-        str(trainer),
-        str(store.root),
-        trainer_environment_digest(trainer),
+        snapshot=snapshot,
+        base=base,
+        training=TrainingSettings(max_steps=10),
+        axolotl_bin=str(trainer),
+        trainer_env=trainer_environment_digest(trainer),
+        workspace=workspace,
         return_state=True,
     )
     assert state.is_completed(), state
@@ -78,7 +79,8 @@ def test_gpu_quota_serialises_a_team_and_leaves_others_alone(
 
     with get_client(sync_client=True) as client:
         client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="gpu-team-a", limit=1))
-    store = LocalArtifactStore(tmp_path / "artifacts")
+    workspace = Workspace.open(load_settings(overrides={"home": str(tmp_path)}))
+    store = workspace.artifacts
     snapshot = snapshot_dataset([EXAMPLES / "data" / "qa.jsonl"], DataSettings(), store)
     base = ensure_base_model("builtin:tiny-llama", BaseModelSettings(), [EXAMPLES / "data" / "qa.jsonl"], store)
     times = tmp_path / "times.log"
@@ -90,7 +92,14 @@ def test_gpu_quota_serialises_a_team_and_leaves_others_alone(
         trainer.chmod(0o755)
         settings = TrainingSettings(max_steps=1, save_steps=1, team=team, seed=seed)
         fresh = finetune_adapter.with_options(refresh_cache=True)
-        fresh(snapshot, base, settings, str(trainer), str(store.root), f"sha256:{tag}")
+        fresh(
+            snapshot=snapshot,
+            base=base,
+            training=settings,
+            axolotl_bin=str(trainer),
+            trainer_env=f"sha256:{tag}",
+            workspace=workspace,
+        )
 
     runs = [threading.Thread(target=train, args=args) for args in [("team-a", "a1", 1), ("team-a", "a2", 2)]]
     runs.append(threading.Thread(target=train, args=("team-b", "b1", 3)))
@@ -129,7 +138,8 @@ def test_rows_too_long_for_training_are_counted_on_the_dataset_card(prefect_harn
     digits = " ".join(random.Random(0).choice("0123456789") for _ in range(950))  # under prep's 2000 characters
     long_row = {"instruction": "Tell me every digit?", "context": "", "output": digits}
     data.write_text((EXAMPLES / "data" / "qa.jsonl").read_text() + json.dumps(long_row) + "\n")
-    store = LocalArtifactStore(tmp_path / "artifacts")
+    workspace = Workspace.open(load_settings(overrides={"home": str(tmp_path)}))
+    store = workspace.artifacts
     snapshot = snapshot_dataset([data], DataSettings(name="long-rows", eval_fraction=0.01), store)
     assert digits in Path(snapshot.train_path).read_text(), "the long row is in the train split"
     base = ensure_base_model("builtin:tiny-llama", BaseModelSettings(), [data], store)
@@ -137,7 +147,12 @@ def test_rows_too_long_for_training_are_counted_on_the_dataset_card(prefect_harn
     trainer.write_text(FINISHES)
     trainer.chmod(0o755)
     adapter = finetune_adapter.with_options(refresh_cache=True)(
-        snapshot, base, TrainingSettings(max_steps=2), str(trainer), str(store.root), "sha256:fake"
+        snapshot=snapshot,
+        base=base,
+        training=TrainingSettings(max_steps=2),
+        axolotl_bin=str(trainer),
+        trainer_env="sha256:fake",
+        workspace=workspace,
     )
     assert (adapter.rows_trained, adapter.rows_too_long) == (snapshot.n_train - 1, 1)
     with get_client(sync_client=True) as client:

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lockgate.settings import DataSettings, EmbeddingSettings, VectorStoreSettings
+from lockgate.settings import DataSettings, EmbeddingSettings, VectorStoreSettings, load_settings
 from lockgate.stores.milvus import MilvusStore
+from lockgate.workspace import Workspace
 from tests.conftest import EXAMPLES
 
 pytestmark = pytest.mark.slow
@@ -43,12 +44,19 @@ def test_a_large_plan_embeds_on_a_two_worker_dask_cluster_with_the_same_result(
 
     corpus = str(big_corpus(tmp_path))
     builds = {}
-    for mode in ("none", "dask"):
-        home = tmp_path / mode
+    workspaces = {
+        mode: Workspace.open(load_settings(overrides={"home": str(tmp_path / mode)})) for mode in ("none", "dask")
+    }
+    for mode, workspace in workspaces.items():
         embeddings = EmbeddingSettings(scale_out=mode, dask_workers=2, dask_min_chunks=300)
-        uri = str(home / "index" / "milvus.db")
-        build = refresh_index(corpus, DataSettings(), embeddings, VectorStoreSettings(), uri, str(home / "artifacts"))
-        builds[mode] = (uri, build)
+        build = refresh_index(
+            corpus_dir=corpus,
+            data=DataSettings(),
+            embeddings=embeddings,
+            vector_store=VectorStoreSettings(),
+            workspace=workspace,
+        )
+        builds[mode] = (workspace.index_uri, build)
 
     (uri_here, here), (uri_dask, on_dask) = builds["none"], builds["dask"]
     assert here.total == on_dask.total == here.added > 256, "a plan of two batches or more"
@@ -69,7 +77,11 @@ def test_a_large_plan_embeds_on_a_two_worker_dask_cluster_with_the_same_result(
     doc.write_text(doc.read_text() + "\nThe Relay also logs every order it forwards.\n")
     embeddings = EmbeddingSettings(scale_out="dask", dask_workers=2, dask_min_chunks=300)
     again = refresh_index(
-        corpus, DataSettings(), embeddings, VectorStoreSettings(), uri_dask, str(tmp_path / "dask" / "artifacts")
+        corpus_dir=corpus,
+        data=DataSettings(),
+        embeddings=embeddings,
+        vector_store=VectorStoreSettings(),
+        workspace=workspaces["dask"],
     )
     assert again.added + again.updated <= 3 and again.total >= on_dask.total
     with get_client(sync_client=True) as client:

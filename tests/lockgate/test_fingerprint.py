@@ -22,13 +22,27 @@ def stage_keys(
     """The key of every cached stage, computed by the tasks' own cache policies."""
     from lockgate.evaluate import ModelUnderTest
     from lockgate.prompts import load_prompt
-    from tasks.drift import check_drift
-    from tasks.evaluation import evaluate_candidate
+    from lockgate.records import IndexBuild
+    from tasks.drift import DriftInputs, check_drift
+    from tasks.evaluation import EvalInputs, evaluate_candidate
     from tasks.quantization import quantize_model
     from tasks.training import finetune_adapter
 
     s = load_settings()
     base = BaseModelArtifact(digest="sha256:base", name="b", path=f"{root}/base", hidden_size=128, parameters=1)
+    workspace = Path(root)  # stands in for the Workspace: a key it entered would raise on this path
+    index = IndexBuild(
+        digest="sha256:index",
+        uri=f"{root}/index/milvus.db",
+        collection="docs",
+        embedder="e",
+        manifest_path=f"{root}/index/manifest.json",
+        added=1,
+        updated=0,
+        deleted=0,
+        unchanged=0,
+        total=1,
+    )
     inputs: dict[str, tuple[Any, dict[str, Any]]] = {
         "finetune": (
             finetune_adapter,
@@ -37,40 +51,45 @@ def stage_keys(
                 "base": base,
                 "training": s.training,
                 "axolotl_bin": f"{root}/.venv-trainer/bin/axolotl",
-                "artifacts_root": f"{root}/artifacts",
                 "trainer_env": trainer_env,
+                "workspace": workspace,
                 "shuffle_labels": False,
             },
         ),
         "quantize": (
             quantize_model,
-            {"base": base, "snapshot": dataset_snapshot(root), "quantization": s.quantization, "artifacts_root": root},
+            {"base": base, "snapshot": dataset_snapshot(root), "quantization": s.quantization, "workspace": workspace},
         ),
         "evaluate": (
             evaluate_candidate,
             {
-                "champion": ModelUnderTest(label="champion", digest="sha256:champ", path=f"{root}/m"),
-                "snapshot": dataset_snapshot(root),
-                "index": None,
-                "index_digest": "sha256:index",
+                "inputs": EvalInputs(
+                    candidate=ModelUnderTest(label="challenger", digest="sha256:cand", path=f"{root}/c"),
+                    champion=ModelUnderTest(label="champion", digest="sha256:champ", path=f"{root}/m"),
+                    snapshot=dataset_snapshot(root),
+                    index=index,
+                    embedder_weights=weights,
+                    prompt=prompt or load_prompt(ROOT / "prompts" / "grounded-qa.yaml"),
+                ),
                 "evaluation": s.evaluation,
                 "embeddings": s.embeddings,
                 "vector_store": s.vector_store,
-                "artifacts_root": root,
-                "embedder_weights": weights,
-                "prompt": prompt or load_prompt(ROOT / "prompts" / "grounded-qa.yaml"),
+                "workspace": workspace,
             },
         ),
         "drift": (
             check_drift,
             {
-                "reference_texts": ["a"],
-                "current_texts": ["b"],
+                "inputs": DriftInputs(
+                    reference_texts=["a"],
+                    current_texts=["b"],
+                    dataset_name="data",
+                    dataset_digest="sha256:data",
+                    embedder_weights=weights,
+                ),
                 "drift": s.drift,
                 "embeddings": s.embeddings,
-                "artifacts_root": root,
-                "dataset_digest": "sha256:data",
-                "embedder_weights": weights,
+                "workspace": workspace,
             },
         ),
     }
