@@ -15,7 +15,7 @@ from pathlib import Path
 def checkout() -> Path:
     called = Path(os.path.abspath(sys.argv[0]))  # abspath keeps the .venv link; resolve() would follow it
     for candidate in (called.parent.parent.parent, os.environ.get("LOCKGATE_PROJECT_ROOT")):
-        if candidate and (Path(candidate) / "flows" / "cli.py").is_file():
+        if candidate and (Path(candidate) / "flows" / "__main__.py").is_file():
             return Path(candidate)
     sys.exit(
         f"lockgate: {called} is not inside a Lockgate checkout; run <checkout>/.venv/bin/lockgate "

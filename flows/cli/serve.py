@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from flows.cli._common import add_command, prefect_defaults, run_flow, settings_of
 
-def _settings(args: argparse.Namespace) -> Any:
-    from flows.params import StageParams
-
-    return StageParams(profile=args.profile, home=args.home).settings()
+if TYPE_CHECKING:
+    from lockgate.settings import LockgateSettings
 
 
 def _prefect_emitter(event: str, resource: dict[str, str], payload: dict[str, Any]) -> None:
@@ -24,11 +23,16 @@ def _prefect_emitter(event: str, resource: dict[str, str], payload: dict[str, An
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """run the gateway (OpenAI-compatible API in front of the deployed vLLM engines)
+
+    Serve /v1/chat/completions, /v1/models, /v1/feedback, /healthz and /metrics for what the serving
+    manifest names (written by `deploy`). Needs API keys (`serve-key`).
+    """
     import uvicorn
 
     from lockgate.serving import build_gateway
 
-    settings = _settings(args)
+    settings = settings_of(args)
     gateway = build_gateway(settings, _prefect_emitter)
     host = args.host or settings.serving.host
     port = args.port or settings.serving.port
@@ -38,10 +42,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_key(args: argparse.Namespace) -> int:
-    from lockgate.serving import add_key, paths
+    """create an API key for the gateway (printed once; stored hashed)
 
-    settings = _settings(args)
-    where = paths(settings)
+    Create (or replace) NAME's API key with its budgets; the key is printed once.
+    """
+    from lockgate.serving import add_key
+    from lockgate.workspace import ServingPaths
+
+    settings = settings_of(args)
+    # Only the serving paths: a key needs no store opened (nor the folders they would create).
+    where = ServingPaths(settings)
     key = add_key(
         where.keys,
         args.name,
@@ -54,19 +64,16 @@ def cmd_serve_key(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
+    """serve the production model: start vLLM, smoke-test, switch the gateway's manifest
 
-    from flows.cli import _prefect_defaults
+    Run the deploy flow: the registry's production model is served by vLLM, first as a canary beside
+    the model serving now (--canary-weight), and goes live only after its smoke test.
+    """
     from flows.deploy import DeployParams
-    from lockgate.errors import ConfigError
 
-    try:
-        params = DeployParams(profile=args.profile, home=args.home, canary_weight=args.canary_weight)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid arguments: {problems}") from None
+    params = DeployParams(profile=args.profile, home=args.home, canary_weight=args.canary_weight)
     settings = params.settings()
-    _prefect_defaults(settings.home_path)
+    prefect_defaults(settings.home_path)
     from flows.deploy import deploy
 
     result = deploy(params)
@@ -74,7 +81,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sample_question(settings: Any) -> str:
+def _sample_question(settings: LockgateSettings) -> str:
     """The first question of the profile's data sources: the first record prep would keep, read with
     prep's own row schema (its ``instruction``: a QA/Alpaca instruction or a chat's last user turn)."""
     from lockgate.errors import DataError
@@ -118,10 +125,17 @@ def _gateway_thread(app: Any, start_port: int) -> tuple[Any, Any, str]:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
+    """deploy the production model, start the gateway, ask it one question, stop what it started
+
+    Run the deploy flow (everybody on the production model), start the gateway on a free localhost
+    port, create the API key 'demo' (as serve-key does), ask one question (default: the first of the
+    sample data), print the answer and the variant that served it, then stop the gateway and the
+    vLLM engines this command started. Without the serving environment it says so and exits 0.
+    `make demo` ends with it.
+    """
     from pathlib import Path
 
-    from flows.cli import _prefect_defaults, _quiet_verdict_tracebacks
-    from flows.console import Mode, quiet_libraries, release_console
+    from flows.cli.console import Mode
     from flows.deploy import DeployParams
     from lockgate.errors import StageError
 
@@ -136,21 +150,20 @@ def cmd_ask(args: argparse.Namespace) -> int:
         )
         return 0
     question = args.question or _sample_question(settings)
-    _prefect_defaults(settings.home_path)
     mode: Mode = "quiet" if args.quiet else "normal"
-    quiet_libraries()
-    import httpx
+    with run_flow(settings.home_path, mode, command="ask") as run:
+        import httpx
 
-    from flows.deploy import deploy
-    from lockgate.serving import GATEWAY_MODEL, VARIANT_HEADER, add_key, build_gateway, load_manifest, paths
-    from lockgate.serving.vllm import EngineBook, stop_engine
+        from flows.deploy import deploy
+        from lockgate.serving import GATEWAY_MODEL, VARIANT_HEADER, add_key, build_gateway, load_manifest
+        from lockgate.serving.vllm import EngineBook, stop_engine
+        from lockgate.workspace import ServingPaths
 
-    _quiet_verdict_tracebacks()
-    where = paths(settings)
-    book = EngineBook(where.engines)
-    before = {e.pid for e in book.read()}
-    server = thread = None
-    with release_console(settings.home_path / "logs", mode, "ask") as log_path:
+        where = ServingPaths(settings)
+        book = EngineBook(where.engines)
+        before = {e.pid for e in book.read()}
+        server: Any = None
+        thread: Any = None
         try:
             deploy(params)
             manifest = load_manifest(where.manifest)
@@ -181,50 +194,24 @@ def cmd_ask(args: argparse.Namespace) -> int:
     print(f"  A: {answer or '(an empty answer)'}")
     print(f"  served by: {variant.name} ({variant.served_model}, prompt {variant.prompt_version})")
     stopped = f"and {len(started)} vLLM engine(s) " if started else ""
-    print(f"Stopped the gateway {stopped}this command started. Full log: `{log_path}`", flush=True)
+    print(f"Stopped the gateway {stopped}this command started. Full log: `{run.log_path}`", flush=True)
     return 0
 
 
-def register(sub: Any) -> None:
-    """Add ``serve``, ``serve-key``, ``deploy`` and ``ask`` to the CLI."""
-    se = sub.add_parser(
-        "serve",
-        help="run the gateway (OpenAI-compatible API in front of the deployed vLLM engines)",
-        description="Serve /v1/chat/completions, /v1/models, /v1/feedback, /healthz and /metrics for what the "
-        "serving manifest names (written by `deploy`). Needs API keys (`serve-key`).",
-    )
-    se.add_argument("--host", default=None, help="default: serving.host")
-    se.add_argument("--port", type=int, default=None, help="default: serving.port")
-    se.set_defaults(func=cmd_serve)
+def register(subparsers: Any) -> None:
+    """Add ``serve``, ``serve-key``, ``deploy`` and ``ask`` to the ``lockgate`` command line."""
+    serve = add_command(subparsers, "serve", cmd_serve)
+    serve.add_argument("--host", default=None, help="default: serving.host")
+    serve.add_argument("--port", type=int, default=None, help="default: serving.port")
 
-    sk = sub.add_parser(
-        "serve-key",
-        help="create an API key for the gateway (printed once; stored hashed)",
-        description="Create (or replace) NAME's API key with its budgets; the key is printed once.",
-    )
-    sk.add_argument("name", help="who the key is for (letters, digits, . _ -)")
-    sk.add_argument("--tokens-per-minute", type=int, default=None, help="default: serving.tokens_per_minute")
-    sk.add_argument("--requests-per-minute", type=int, default=None, help="default: serving.requests_per_minute")
-    sk.set_defaults(func=cmd_serve_key)
+    key = add_command(subparsers, "serve-key", cmd_serve_key)
+    key.add_argument("name", help="who the key is for (letters, digits, . _ -)")
+    key.add_argument("--tokens-per-minute", type=int, default=None, help="default: serving.tokens_per_minute")
+    key.add_argument("--requests-per-minute", type=int, default=None, help="default: serving.requests_per_minute")
 
-    de = sub.add_parser(
-        "deploy",
-        help="serve the production model: start vLLM, smoke-test, switch the gateway's manifest",
-        description="Run the deploy flow: the registry's production model is served by vLLM, first as a canary "
-        "beside the model serving now (--canary-weight), and goes live only after its smoke test.",
-    )
-    de.add_argument("--canary-weight", type=float, default=None, help="0..0.5; default: serving.canary_weight")
-    de.set_defaults(func=cmd_deploy)
+    deploy = add_command(subparsers, "deploy", cmd_deploy)
+    deploy.add_argument("--canary-weight", type=float, default=None, help="0..0.5; default: serving.canary_weight")
 
-    ask = sub.add_parser(
-        "ask",
-        help="deploy the production model, start the gateway, ask it one question, stop what it started",
-        description="Run the deploy flow (everybody on the production model), start the gateway on a free "
-        "localhost port, create the API key 'demo' (as serve-key does), ask one question (default: the first of "
-        "the sample data), print the answer and the variant that served it, then stop the gateway and the vLLM "
-        "engines this command started. Without the serving environment it says so and exits 0. `make demo` ends "
-        "with it.",
-    )
+    ask = add_command(subparsers, "ask", cmd_ask)
     ask.add_argument("question", nargs="?", default=None, help="default: the first question of data.sources")
     ask.add_argument("--quiet", action="store_true", help="print only errors and the answer")
-    ask.set_defaults(func=cmd_ask)

@@ -9,20 +9,27 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from flows.cli._common import add_command, run_flow, settings_of
+
+if TYPE_CHECKING:
+    from lockgate.prompts import PromptSpec
+    from lockgate.registry.prompts import PromptRegistry
+    from lockgate.settings import LockgateSettings
+    from lockgate.workspace import Workspace
 
 
-def _context(args: argparse.Namespace) -> tuple[Any, Any]:
-    from flows.params import StageParams
-    from lockgate.registry.prompts import open_prompt_registry
+def _context(args: argparse.Namespace) -> tuple[LockgateSettings, Workspace, PromptRegistry]:
+    """The settings, their workspace, and the registry of ``--prompt`` (default: the profile's prompt)."""
+    from lockgate.workspace import Workspace
 
-    settings = StageParams(profile=args.profile, home=args.home).settings()
-    name = args.prompt or settings.prompts.name
-    return settings, open_prompt_registry(settings.registry, Path(settings.registry_dir), name)
+    settings = settings_of(args)
+    workspace = Workspace.open(settings)
+    return settings, workspace, workspace.prompts(args.prompt or settings.prompts.name)
 
 
-def _spec(settings: Any, registry: Any, ref: str) -> Any:
+def _spec(settings: LockgateSettings, registry: PromptRegistry, ref: str) -> PromptSpec:
     from lockgate.prompts import find_prompt
 
     if ref == "file":
@@ -31,15 +38,17 @@ def _spec(settings: Any, registry: Any, ref: str) -> Any:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """every prompt file, its version, and what each alias points at"""
     from lockgate.digest import short
     from lockgate.errors import ConfigError
     from lockgate.prompts import load_prompt, prompt_files
     from lockgate.registry.prompts import PromptRegistry
 
-    settings, _ = _context(args)
-    rows = []
+    settings, workspace, _ = _context(args)
+    rows: list[dict[str, Any]] = []
     for path in prompt_files(settings.prompts_path):
-        registry = PromptRegistry(Path(settings.registry_dir), path.stem)
+        # Reads only: the plain local registry, never its W&B mirror.
+        registry = PromptRegistry(workspace.registry_root, path.stem)
         aliases = registry.snapshot().aliases
         try:
             spec = load_prompt(path)
@@ -63,7 +72,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    settings, registry = _context(args)
+    """one version's template and variables"""
+    settings, _, registry = _context(args)
     spec = _spec(settings, registry, args.ref)
     if args.json:
         print(json.dumps({"version": spec.version, "digest": spec.digest, **spec.model_dump(mode="json")}, indent=2))
@@ -74,7 +84,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    settings, registry = _context(args)
+    """unified diff of two versions' templates (default: production vs the file)"""
+    settings, _, registry = _context(args)
     old, new = _spec(settings, registry, args.old), _spec(settings, registry, args.new)
     lines = difflib.unified_diff(
         old.template.splitlines(keepends=True),
@@ -90,9 +101,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
+    """point an alias at a version by hand (the prompt-release flow promotes through the gate)"""
     from lockgate.digest import short
 
-    settings, registry = _context(args)
+    settings, _, registry = _context(args)
     if args.ref == "file":
         registry.add(_spec(settings, registry, "file"))
         ref = _spec(settings, registry, "file").version
@@ -105,18 +117,25 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    """point an alias back where it was before its last move
+
+    Rolling production back revokes the version it leaves (it is not promoted again by itself).
+    """
     from lockgate.digest import short
 
-    _, registry = _context(args)
+    _, _, registry = _context(args)
     move = registry.rollback(args.alias, reason=args.reason)
     print(f"{registry.name} {move.alias}: {short(move.previous or '-')} -> {short(move.current or '-')}")
     return 0
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    from flows.cli import EXIT_REJECTED, _prefect_defaults, _quiet_verdict_tracebacks
+    """run the prompt-only release flow on the prompt file (exit 3 if the gate rejects it)
+
+    Evaluate the prompt file's version with the production model against the production prompt,
+    gate it with the release policy (prompts.release_mode) and promote it if it passes.
+    """
     from flows.params import PromptReleaseParams
-    from lockgate.errors import GateRejected
     from lockgate.prompts import find_prompt
 
     params = PromptReleaseParams(
@@ -124,21 +143,16 @@ def cmd_release(args: argparse.Namespace) -> int:
     )
     settings = params.settings()  # fail fast on bad settings, and on a bad prompt file, before Prefect starts
     find_prompt(settings.prompts_path, args.prompt or settings.prompts.name)
-    _prefect_defaults(settings.home_path)
-    from flows.prompt_release import prompt_release, prompt_summary_markdown
+    with run_flow(settings.home_path, catch_rejected=True) as run:
+        from flows.prompt_release import prompt_release, prompt_summary_markdown
 
-    _quiet_verdict_tracebacks()
-    try:
-        summary = prompt_release(params)
-    except GateRejected as rejected:
-        print("\n" + prompt_summary_markdown(rejected.details), flush=True)  # type: ignore[arg-type]
-        return EXIT_REJECTED
-    print("\n" + prompt_summary_markdown(summary))
-    return 0
+        run.result = prompt_release(params)
+    print("\n" + prompt_summary_markdown(run.result), flush=True)
+    return run.exit_code
 
 
 def register(subparsers: Any) -> None:
-    """Add ``prompts list|show|diff|promote|rollback`` to the ``lockgate`` command line."""
+    """Add ``prompts list|show|diff|promote|release|rollback`` to the ``lockgate`` command line."""
     parser = subparsers.add_parser(
         "prompts",
         help="prompt files and their registry: list, show, diff, promote, rollback",
@@ -148,50 +162,33 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--prompt", default=None, help="prompt name (default: the profile's prompts.name)")
     sub = parser.add_subparsers(dest="prompts_command", required=True)
+    version = "alias, name@hex, digest or 'file'"
 
-    ls = sub.add_parser("list", help="every prompt file, its version, and what each alias points at")
-    ls.add_argument("--json", action="store_true", help="print one JSON list")
-    ls.set_defaults(func=cmd_list)
+    listing = add_command(sub, "list", cmd_list)
+    listing.add_argument("--json", action="store_true", help="print one JSON list")
 
-    sh = sub.add_parser("show", help="one version's template and variables")
-    sh.add_argument("ref", nargs="?", default="production", help="alias, name@hex, digest or 'file'")
-    sh.add_argument("--json", action="store_true", help="print the prompt as JSON")
-    sh.set_defaults(func=cmd_show)
+    show = add_command(sub, "show", cmd_show)
+    show.add_argument("ref", nargs="?", default="production", help=version)
+    show.add_argument("--json", action="store_true", help="print the prompt as JSON")
 
-    di = sub.add_parser("diff", help="unified diff of two versions' templates (default: production vs the file)")
-    di.add_argument("old", nargs="?", default="production", help="alias, name@hex, digest or 'file'")
-    di.add_argument("new", nargs="?", default="file", help="alias, name@hex, digest or 'file'")
-    di.set_defaults(func=cmd_diff)
+    diff = add_command(sub, "diff", cmd_diff)
+    diff.add_argument("old", nargs="?", default="production", help=version)
+    diff.add_argument("new", nargs="?", default="file", help=version)
 
-    pr = sub.add_parser(
-        "promote",
-        help="point an alias at a version by hand (the prompt-release flow promotes through the gate)",
-    )
-    pr.add_argument("ref", help="alias, name@hex, digest or 'file' (registers the file's version)")
-    pr.add_argument("--to", default="production", choices=["candidate", "canary", "production"])
-    pr.add_argument(
+    promote = add_command(sub, "promote", cmd_promote)
+    promote.add_argument("ref", help=f"{version} (registers the file's version)")
+    promote.add_argument("--to", default="production", choices=["candidate", "canary", "production"])
+    promote.add_argument(
         "--weight",
         type=float,
         default=None,
         help="canary: share of requests, between 0 and 1 (the next deploy serves it beside production)",
     )
-    pr.add_argument("--reason", default="manual promotion", help="recorded in the history")
-    pr.set_defaults(func=cmd_promote)
+    promote.add_argument("--reason", default="manual promotion", help="recorded in the history")
 
-    rl = sub.add_parser(
-        "release",
-        help="run the prompt-only release flow on the prompt file (exit 3 if the gate rejects it)",
-        description="Evaluate the prompt file's version with the production model against the production "
-        "prompt, gate it with the release policy (prompts.release_mode) and promote it if it passes.",
-    )
-    rl.add_argument("--decision-mode", default=None, choices=["auto", "manual", "dry_run"])
-    rl.set_defaults(func=cmd_release)
+    release = add_command(sub, "release", cmd_release)
+    release.add_argument("--decision-mode", default=None, choices=["auto", "manual", "dry_run"])
 
-    rb = sub.add_parser(
-        "rollback",
-        help="point an alias back where it was before its last move",
-        description="Rolling production back revokes the version it leaves (it is not promoted again by itself).",
-    )
-    rb.add_argument("--alias", default="production", choices=["candidate", "canary", "production"])
-    rb.add_argument("--reason", default="manual rollback", help="recorded in the history")
-    rb.set_defaults(func=cmd_rollback)
+    rollback = add_command(sub, "rollback", cmd_rollback)
+    rollback.add_argument("--alias", default="production", choices=["candidate", "canary", "production"])
+    rollback.add_argument("--reason", default="manual rollback", help="recorded in the history")

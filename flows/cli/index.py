@@ -5,44 +5,52 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
+
+from flows.cli._common import add_command, run_flow, settings_of
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
-    from flows.cli import _prefect_defaults, _quiet_verdict_tracebacks
+    """run the embedding refresh alone and print what it changed
+
+    Chunk the corpus (default: the profile's data.corpus_dir), embed only what changed, upsert it
+    into the vector store (vector_store.backend) and delete what disappeared; print the build:
+    added, updated, deleted, unchanged, seconds. A run that would delete more than
+    vector_store.max_delete_share of the index is refused (exit 2) unless --force.
+    """
     from flows.refresh import RefreshParams
+    from lockgate.corpus import check_corpus_dir
 
     corpus = str(Path(args.corpus).resolve()) if args.corpus else None
     params = RefreshParams(profile=args.profile, home=args.home, corpus_dir=corpus, force=args.force)
     settings = params.settings()  # fail fast on bad config, before Prefect starts
-    from lockgate.corpus import check_corpus_dir
-
     check_corpus_dir(settings.resolve(settings.data.corpus_dir))
-    _prefect_defaults(settings.home_path)
-    from flows.console import quiet_libraries, release_console
-
-    quiet_libraries()  # before the flow imports them
-    from flows.refresh import refresh
-
-    _quiet_verdict_tracebacks()
     started = time.perf_counter()
-    with release_console(settings.home_path / "logs", "normal", command="refresh") as log_path:
+    with run_flow(settings.home_path, "normal", command="refresh") as run:
+        from flows.refresh import refresh
+
         build = refresh(params)
     seconds = time.perf_counter() - started
     print(
         f"\nindex {build.collection} at {build.uri}\n"
         f"added {build.added}, updated {build.updated}, deleted {build.deleted}, unchanged {build.unchanged} "
         f"(total {build.total}) in {seconds:.1f} s (the whole run, Prefect's start included)\n"
-        f"manifest {build.manifest_path}\nfull log {log_path}"
+        f"manifest {build.manifest_path}\nfull log {run.log_path}"
     )
     return 0
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from flows.params import StageParams
+    """blue/green index collections: status, switch, rollback
+
+    Each embedder builds its own collection beside the serving one. 'status' lists them and which
+    serves; 'switch' serves the newest complete one (or --to NAME); 'rollback' serves the previous
+    one again. Nothing is deleted.
+    """
     from lockgate.digest import short
     from lockgate.stores.aliases import home_aliases
 
-    settings = StageParams(profile=args.profile, home=args.home).settings()
+    settings = settings_of(args)
     aliases = home_aliases(settings.home_path)
     logical = settings.vector_store.collection
     if args.action == "switch":
@@ -72,28 +80,13 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add the ``refresh`` and ``index`` commands to the ``python -m flows`` parser."""
-    rf = subparsers.add_parser(
-        "refresh",
-        help="run the embedding refresh alone and print what it changed",
-        description="Chunk the corpus (default: the profile's data.corpus_dir), embed only what changed, "
-        "upsert it into the vector store (vector_store.backend) and delete what disappeared; print the "
-        "build: added, updated, deleted, unchanged, seconds. A run that would delete more than "
-        "vector_store.max_delete_share of the index is refused (exit 2) unless --force.",
-    )
-    rf.add_argument("--corpus", default=None, help="corpus folder instead of the profile's data.corpus_dir")
-    rf.add_argument("--force", action="store_true", help="allow a refresh that deletes most of the index")
-    rf.set_defaults(func=cmd_refresh)
+def register(subparsers: Any) -> None:
+    """Add the ``refresh`` and ``index`` commands to the ``lockgate`` command line."""
+    refresh = add_command(subparsers, "refresh", cmd_refresh)
+    refresh.add_argument("--corpus", default=None, help="corpus folder instead of the profile's data.corpus_dir")
+    refresh.add_argument("--force", action="store_true", help="allow a refresh that deletes most of the index")
 
-    ix = subparsers.add_parser(
-        "index",
-        help="blue/green index collections: status, switch, rollback",
-        description="Each embedder builds its own collection beside the serving one. 'status' lists them and "
-        "which serves; 'switch' serves the newest complete one (or --to NAME); 'rollback' serves the previous "
-        "one again. Nothing is deleted.",
-    )
-    ix.add_argument("action", choices=["status", "switch", "rollback"], help="what to do")
-    ix.add_argument("--to", default=None, help="switch: the collection to serve (default: the newest complete one)")
-    ix.add_argument("--reason", default=None, help="recorded in the alias history")
-    ix.set_defaults(func=cmd_index)
+    index = add_command(subparsers, "index", cmd_index)
+    index.add_argument("action", choices=["status", "switch", "rollback"], help="what to do")
+    index.add_argument("--to", default=None, help="switch: the collection to serve (default: the newest complete one)")
+    index.add_argument("--reason", default=None, help="recorded in the alias history")

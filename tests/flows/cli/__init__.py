@@ -1,0 +1,1 @@
+"""Tests of the ``lockgate`` command line package, ``flows/cli/``."""
