@@ -38,6 +38,106 @@ def test_tasks_never_import_flows() -> None:
         assert not {m for m in imported_modules(path) if m.split(".")[0] == "flows"}, path
 
 
+LAYERS = ("lockgate", "tasks", "flows")
+
+
+def module_imports(root: Path) -> dict[str, list[tuple[str, str]]]:
+    """Each module of ``LAYERS`` under ``root`` -> the (module, name) pairs it imports from the others.
+
+    Imports inside functions count: a lazy import still ties two modules together. ``name`` is ""
+    for a plain ``import module``.
+    """
+    files = {}
+    for layer in LAYERS:
+        for path in (root / layer).rglob("*.py"):
+            parts = path.relative_to(root).with_suffix("").parts
+            files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    out: dict[str, list[tuple[str, str]]] = {}
+    for module, path in files.items():
+        pairs: list[tuple[str, str]] = []
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    submodule = f"{node.module}.{alias.name}"
+                    pairs.append((submodule, "") if submodule in files else (node.module, alias.name))
+            elif isinstance(node, ast.Import):
+                pairs += [(alias.name, "") for alias in node.names]
+        out[module] = [(target, name) for target, name in pairs if target in files and target != module]
+    return out
+
+
+def import_cycles(imports: dict[str, list[tuple[str, str]]]) -> list[list[str]]:
+    """Groups of modules that import each other round a loop (Tarjan's strongly connected components).
+
+    A package with its own submodules (a Protocol in ``__init__``, adapters importing it, a factory
+    importing them lazily) is the ports pattern, not a cycle between rooms.
+    """
+    edges = {m: {t for t, _ in targets} for m, targets in imports.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group: list[str] = []
+            while not group or group[-1] != v:
+                group.append(stack.pop())
+            package = min(group, key=len)
+            if len(group) > 1 and not all(m == package or m.startswith(package + ".") for m in group):
+                cycles.append(sorted(group))
+
+    for module in sorted(edges):
+        if module not in index:
+            visit(module)
+    return cycles
+
+
+def private_imports(imports: dict[str, list[tuple[str, str]]]) -> list[str]:
+    """``module imports other._name``: a private name used outside its module (a private module's names are its own)."""
+    return [
+        f"{module} imports {target}.{name}"
+        for module, targets in imports.items()
+        for target, name in targets
+        if name.startswith("_") and not name.startswith("__") and not target.rsplit(".", 1)[-1].startswith("_")
+    ]
+
+
+def test_no_import_cycle_and_no_private_name_imported_across_modules() -> None:
+    imports = module_imports(ROOT)
+    assert not import_cycles(imports), import_cycles(imports)
+    assert not private_imports(imports), private_imports(imports)
+
+
+def test_the_import_checks_catch_a_planted_cycle_and_a_planted_private_import(tmp_path: Path) -> None:
+    """The two checks above would fail on the mistakes they exist for (planted in a copy, not in the tree)."""
+    for layer in LAYERS:
+        (tmp_path / layer).mkdir()
+    (tmp_path / "lockgate" / "__init__.py").write_text("")
+    (tmp_path / "lockgate" / "ports" / "adapter.py").parent.mkdir()
+    (tmp_path / "lockgate" / "ports" / "__init__.py").write_text(
+        "def open_port():\n    from lockgate.ports import adapter\n"
+    )
+    (tmp_path / "lockgate" / "ports" / "adapter.py").write_text("from lockgate.ports import open_port\n")
+    (tmp_path / "flows" / "a.py").write_text("from flows.b import helper\n")
+    (tmp_path / "flows" / "b.py").write_text("def helper():\n    from flows import a\n")
+    (tmp_path / "tasks" / "t.py").write_text(
+        "from lockgate.ports.adapter import _secret\nfrom lockgate._io import _fine\n"
+    )
+    (tmp_path / "lockgate" / "_io.py").write_text("")
+    imports = module_imports(tmp_path)
+    assert import_cycles(imports) == [["flows.a", "flows.b"]], "the ports package is no cycle; a <-> b is"
+    assert private_imports(imports) == ["tasks.t imports lockgate.ports.adapter._secret"]
+
+
 def test_ruff_lint_and_format() -> None:
     targets = ["lockgate", "tasks", "flows", "tests", "benchmarks", "examples"]
     lint = subprocess.run([sys.executable, "-m", "ruff", "check", *targets], cwd=ROOT, capture_output=True, text=True)
