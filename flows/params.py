@@ -6,12 +6,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lockgate.records import PromotionAction
 from lockgate.settings import LockgateSettings, load_settings
 
 Scenario = Literal["normal", "no-training", "shuffled-labels"]
 DecisionMode = Literal["auto", "manual", "dry_run"]
-# What the promotion did with the candidate: the values of ``lockgate.records.Promotion.action``.
-ReleaseAction = Literal["promoted", "kept", "rolled_back", "dry_run"]
 
 
 class StageParams(BaseModel):
@@ -158,7 +157,7 @@ class ReleaseSummary(BaseModel):
     """What a release run did, for people and for callers."""
 
     passed: bool
-    action: ReleaseAction
+    action: PromotionAction
     reasons: list[str]
     production: str | None
     candidate: str | None

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,7 +37,7 @@ from lockgate.registry import ModelVersion
 from lockgate.settings import EvaluationSettings
 from lockgate.stats import PairedDifference, paired_difference
 from lockgate.stores import VectorStore
-from lockgate.tracking import Tracker, open_tracker
+from lockgate.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -577,13 +577,3 @@ def log_matrix(report: MatrixReport, metric: str, tracker: Tracker) -> str | Non
         job_type="prompt-matrix",
         config={"matrix": report.digest, "metric": metric},
     )
-
-
-def log_matrix_to_wandb(
-    report: MatrixReport, metric: str, project: str, mode: Literal["offline", "online"], wandb_dir: Path
-) -> str:
-    """The matrix as a W&B table (offline: staged under ``wandb_dir`` for ``wandb sync``); returns the run id.
-
-    Kept for tasks/evaluation.py until it calls ``log_matrix`` with a tracker from ``open_tracker``.
-    """
-    return str(log_matrix(report, metric, open_tracker("wandb", project=project, mode=mode, directory=wandb_dir)))

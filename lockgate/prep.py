@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lockgate._io import load_jsonl, write_jsonl
+from lockgate._io import write_jsonl
 from lockgate.artifacts import ArtifactStore
 from lockgate.dedupe import DedupeIndex
 from lockgate.digest import digest_file, digest_json
@@ -48,7 +48,6 @@ __all__ = [
     "card_with_length_filter",
     "clean_text",
     "describe",
-    "load_jsonl",  # lives in lockgate._io; named here for the importers that still read it from prep
     "pii_rules",
     "prepare",
     "snapshot_dataset",

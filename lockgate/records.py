@@ -247,12 +247,16 @@ class GateDecision(Record):
     paired: dict[str, PairedDifference] = {}
 
 
+# What a promotion did with the candidate.
+PromotionAction = Literal["promoted", "kept", "rolled_back", "dry_run"]
+
+
 class Promotion(BaseModel):
     """What the registry did with a decision."""
 
     model_config = ConfigDict(frozen=True)
 
-    action: Literal["promoted", "kept", "rolled_back", "dry_run"]
+    action: PromotionAction
     alias: str
     model_digest: str | None
     previous_digest: str | None

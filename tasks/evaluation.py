@@ -18,7 +18,7 @@ from lockgate.evaluate import (
     choose_champion,
     evaluate_matrix,
     evaluate_models,
-    log_matrix_to_wandb,
+    log_matrix,
 )
 from lockgate.judge import judge_complete, judge_config
 from lockgate.metrics import ANSWER_METRICS, JUDGED_METRICS
@@ -27,6 +27,7 @@ from lockgate.records import BaseModelArtifact, DatasetSnapshot, EvalReport, Ind
 from lockgate.settings import EmbeddingSettings, EvaluationSettings, VectorStoreSettings
 from lockgate.stats import paired_difference
 from lockgate.stores import open_store
+from lockgate.tracking import open_tracker
 from lockgate.workspace import Workspace
 from tasks.common import DEFAULT_BUT_WORKSPACE, StageCache, embedder_of
 
@@ -259,9 +260,12 @@ def evaluate_prompt_matrix(
         markdown=report.markdown(metric),
         description=f"{len(prompts)} prompt version(s) x {len(models)} model(s), paired against {report.reference}",
     )
-    registry, wandb_dir = workspace.registry_settings, workspace.home / "wandb"
+    registry = workspace.registry_settings
     try:
-        run_id = log_matrix_to_wandb(report, metric, registry.wandb_project, registry.wandb_mode, Path(wandb_dir))
+        tracker = open_tracker(
+            "wandb", project=registry.wandb_project, mode=registry.wandb_mode, directory=workspace.home / "wandb"
+        )
+        run_id = log_matrix(report, metric, tracker)
         logger.info("matrix logged to W&B run %s (%s)", run_id, registry.wandb_mode)
     except Exception as exc:  # tracking never fails an evaluation
         logger.warning("W&B logging of the matrix failed (%s: %s)", type(exc).__name__, exc)

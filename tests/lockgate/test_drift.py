@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lockgate._io import load_jsonl
 from lockgate.artifacts import LocalArtifactStore
 from lockgate.drift import detect_drift
 from lockgate.embeddings import SentenceTransformerEmbedder
-from lockgate.prep import load_jsonl
 from lockgate.settings import DriftSettings
 from tests.conftest import EXAMPLES
 

@@ -17,7 +17,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lockgate.prep import PrepResult, load_jsonl, prepare
+from lockgate._io import load_jsonl
+from lockgate.prep import PrepResult, prepare
 from lockgate.settings import DataSettings
 
 # Letters of any script (no digits: numbers tell rows apart, and digit runs are PII candidates).

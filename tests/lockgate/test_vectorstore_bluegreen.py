@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lockgate.artifacts import LocalArtifactStore
+from lockgate.artifacts import ArtifactStore
 from lockgate.corpus import load_corpus
 from lockgate.errors import ConfigError, TransientError
 from lockgate.refresh import point_store_alias, refresh_generation, switch_after_gates, vector_digest
@@ -39,7 +39,7 @@ class BlueGreen:
             return reader.manifest()
 
 
-def test_a_new_embedder_builds_beside_the_serving_collection(tmp_path: Path, store: LocalArtifactStore) -> None:
+def test_a_new_embedder_builds_beside_the_serving_collection(tmp_path: Path, store: ArtifactStore) -> None:
     bg = BlueGreen(tmp_path)
     uri, aliases, chunks, old, new = bg.uri, bg.aliases, bg.chunks, bg.old, bg.new
     opener, logical_manifest = bg.opener, bg.logical_manifest
@@ -94,7 +94,7 @@ def test_a_new_embedder_builds_beside_the_serving_collection(tmp_path: Path, sto
 
 
 def test_after_gates_the_new_generation_serves_only_once_a_release_with_it_passed(
-    tmp_path: Path, store: LocalArtifactStore
+    tmp_path: Path, store: ArtifactStore
 ) -> None:
     bg = BlueGreen(tmp_path)
     uri, aliases, chunks, old, new = bg.uri, bg.aliases, bg.chunks, bg.old, bg.new
@@ -113,7 +113,7 @@ def test_after_gates_the_new_generation_serves_only_once_a_release_with_it_passe
     assert aliases.state("docs").previous == blue, "the old generation stays for rollback"
 
 
-def test_index_commands_show_and_move_the_alias(tmp_path: Path, store: LocalArtifactStore) -> None:
+def test_index_commands_show_and_move_the_alias(tmp_path: Path, store: ArtifactStore) -> None:
     home = tmp_path / "home"
     uri = str(home / "index" / "milvus.db")
     aliases = IndexAliases(home / "index" / "aliases.json")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from lockgate._io import load_jsonl
 from lockgate.basemodel import corpus_texts
 from lockgate.hf import load_causal_lm
-from lockgate.prep import load_jsonl
 from lockgate.prompts import GROUNDED_QA
 from lockgate.quantize import answer_loss, check_quantized, quantize_checkpoint, weights_size
 from lockgate.records import QuantizedModel

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lockgate.evaluate import MatrixCell, MatrixReport, log_matrix, log_matrix_to_wandb
+from lockgate.evaluate import MatrixCell, MatrixReport, log_matrix
 from lockgate.records import MetricSummary
 from lockgate.stats import PairedDifference
 from lockgate.tracking import open_tracker
@@ -50,7 +50,8 @@ def _logged(directory: Path, run_id: str) -> tuple[str, dict[str, Any]]:
 
 
 def test_the_matrix_is_logged_as_a_table_of_an_offline_run(tmp_path: Path) -> None:
-    run_id = log_matrix_to_wandb(_report(), "rouge_l", "lockgate-tests", "offline", tmp_path / "wandb")
+    tracker = open_tracker("wandb", project="lockgate-tests", mode="offline", directory=tmp_path / "wandb")
+    run_id = log_matrix(_report(), "rouge_l", tracker)
     job_type, table = _logged(tmp_path / "wandb", run_id)
     assert job_type == "prompt-matrix"
     assert table["_type"] == "table-file" and table["nrows"] == 2 and table["ncols"] == 5
