@@ -60,3 +60,13 @@ def needs(available: bool, what: str, how: str) -> pytest.MarkDecorator:
     if os.environ.get("CI", "").lower() == "true":
         return pytest.mark.skipif(False, reason=what)  # no skip: the test runs and fails where ``what`` is missing
     return pytest.mark.skipif(not available, reason=f"{what} is missing: {how}")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """A throw-away Prefect server and database for the whole session (about 15 s to start), shared by the
+    task tests (tests/tasks/) and the flow tests (tests/flows/)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

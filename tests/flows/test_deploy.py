@@ -11,7 +11,7 @@ from flows.deploy import DeployParams, deploy
 from lockgate.registry import LocalRegistry
 from lockgate.serving import load_manifest
 from lockgate.serving.vllm import EngineBook, stop_engine
-from tests.serving.conftest import VLLM_PYTHON, needs_vllm, tiny_lora, tiny_model  # noqa: F401  (fixtures)
+from tests.lockgate.serving.conftest import VLLM_PYTHON, needs_vllm, tiny_lora, tiny_model  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.slow, needs_vllm]
 

@@ -22,7 +22,7 @@ from lockgate.errors import GateRejected
 from lockgate.prompts import load_prompt
 from lockgate.registry.prompts import PromptRegistry
 from tests.conftest import ROOT
-from tests.lockgate.test_wandb_mirror import wandb_records
+from tests.lockgate.registry.test_wandb_mirror import wandb_records
 
 pytestmark = pytest.mark.slow
 

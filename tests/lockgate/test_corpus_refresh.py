@@ -28,7 +28,7 @@ from lockgate.refresh import apply_refresh, refresh_plan, vector_digest
 from lockgate.stores import Hit, StoredChunk, VectorStore
 from lockgate.stores.milvus import MilvusStore
 from tests.conftest import EXAMPLES, ROOT
-from tests.lockgate.pinecone_server import NeedleServer, needledb, needs_needledb  # noqa: F401 (fixture)
+from tests.lockgate.stores.pinecone_server import NeedleServer, needledb, needs_needledb  # noqa: F401 (fixture)
 
 DOC = "# Widget\n\nThe widget spins.\n\n## Power\n\nIt uses 5 volts. It draws 1 amp.\n"
 
@@ -262,7 +262,7 @@ def _open_from(where: dict[str, str]) -> VectorStore:
         return MilvusStore(where["uri"], "t")
     from pydantic import SecretStr
 
-    from tests.lockgate.pinecone_server import NeedleServer
+    from tests.lockgate.stores.pinecone_server import NeedleServer
 
     return NeedleServer(where["url"], SecretStr(where["key"])).store(where["index"], "t")
 

@@ -11,7 +11,7 @@ from lockgate.evaluate import MatrixCell, MatrixReport, log_matrix
 from lockgate.records import MetricSummary
 from lockgate.stats import PairedDifference
 from lockgate.tracking import open_tracker
-from tests.lockgate.test_wandb_mirror import wandb_records
+from tests.lockgate.registry.test_wandb_mirror import wandb_records
 
 
 def _report() -> MatrixReport:

@@ -32,7 +32,7 @@ from lockgate.serving import (
 )
 from lockgate.serving.retrieval import PromptBook
 from lockgate.serving.vllm import free_port
-from tests.serving.conftest import FaultyEngine, ServerThread
+from tests.lockgate.serving.conftest import FaultyEngine, ServerThread
 
 
 class NoRetrieval:

@@ -14,7 +14,7 @@ import pytest
 
 from lockgate.serving.vllm import EngineSpec, free_port, vllm_command
 from tests.containers import image_tags, needs_docker
-from tests.serving.conftest import MAX_MODEL_LEN
+from tests.lockgate.serving.conftest import MAX_MODEL_LEN
 
 pytestmark = [pytest.mark.slow, needs_docker()]
 PROMPT = "Question: what is a canary release?\nAnswer:"

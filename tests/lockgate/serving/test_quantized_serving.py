@@ -22,7 +22,7 @@ from lockgate.records import QuantizedModel
 from lockgate.serving.bench import BenchLoad, bench_checkpoint
 from lockgate.settings import QuantizationSettings
 from tests.conftest import EXAMPLES
-from tests.serving.conftest import VLLM_PYTHON, needs_vllm
+from tests.lockgate.serving.conftest import VLLM_PYTHON, needs_vllm
 
 pytestmark = [pytest.mark.slow, needs_vllm]
 

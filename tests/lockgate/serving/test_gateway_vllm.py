@@ -32,7 +32,7 @@ from lockgate.serving import (
 from lockgate.serving.retrieval import IndexRetriever, PromptBook
 from lockgate.serving.vllm import RunningEngine
 from lockgate.stores import StoredChunk, open_store
-from tests.serving.conftest import MAX_MODEL_LEN, ServerThread, needs_vllm
+from tests.lockgate.serving.conftest import MAX_MODEL_LEN, ServerThread, needs_vllm
 
 pytestmark = [pytest.mark.slow, needs_vllm]
 

@@ -15,7 +15,7 @@ from lockgate.registry import RevokedModel
 from lockgate.registry.prompts import PromptRegistry, StaleProduction, open_prompt_registry
 from lockgate.settings import RegistrySettings
 from tests.conftest import ROOT
-from tests.lockgate.test_wandb_mirror import wandb_records
+from tests.lockgate.registry.test_wandb_mirror import wandb_records
 
 BASE = load_prompt(ROOT / "prompts" / "grounded-qa.yaml")
 

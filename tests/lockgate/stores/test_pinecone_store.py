@@ -35,7 +35,7 @@ from lockgate.stores.pinecone import (
     translate_pinecone_error,
     upsert_batches,
 )
-from tests.lockgate.pinecone_server import NeedleControlPlane, NeedleServer, needledb, needs_needledb  # noqa: F401
+from tests.lockgate.stores.pinecone_server import NeedleControlPlane, NeedleServer, needledb, needs_needledb  # noqa: F401
 
 DIM = 384
 

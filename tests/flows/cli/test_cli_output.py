@@ -16,7 +16,7 @@ import pytest
 from lockgate.serving import load_manifest
 from lockgate.serving.vllm import EngineBook
 from tests.conftest import ROOT
-from tests.serving.conftest import needs_vllm
+from tests.lockgate.serving.conftest import needs_vllm
 
 pytestmark = pytest.mark.slow
 
