@@ -4,6 +4,8 @@
 The other launcher, ``deployment``, is Prefect itself (the fine-tune flow started on a GPU
 work pool with ``run_deployment``), so it lives in ``flows/``; inside that worker the same
 local launcher trains.
+
+May import ``lockgate`` below the stages (errors, digest, settings, checkpoints); no stage.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ training data is the drift reference, what a promotion did).
 
 The local registry is the source of truth; W&B Artifacts mirrors it (aliases cannot be
 read back offline, so the mirror never decides anything).
+
+May import settings, digest, errors, prompt templates and the tracker (for the W&B mirror); never a
+stage such as ``gates`` (storage must not depend on a stage).
 """
 
 from __future__ import annotations

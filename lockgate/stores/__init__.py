@@ -5,6 +5,8 @@
 ``pinecone`` is Pinecone serverless through the official SDK, one namespace per collection.
 Each adapter translates its vendor's errors into ``lockgate.errors`` (transient ones retried
 with backoff first) and checks its own request limits.
+
+May import ``lockgate.errors``, ``lockgate.settings`` and the vendors' SDKs; no stage.
 """
 
 from __future__ import annotations
