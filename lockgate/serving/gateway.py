@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,6 +31,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from lockgate.pii import KINDS, PiiRules, redact_text
 from lockgate.serving.canary import CanaryMonitor, route
@@ -41,17 +42,28 @@ from lockgate.serving.openai import (
     GATEWAY_MODEL,
     BadRequest,
     ChatRequest,
+    EngineReplyError,
     chat_chunk,
     chat_completion,
     completion_events,
+    completion_reply,
     completion_request,
     error_message,
     error_response,
     last_chunks,
     parse_chat,
+    read_json,
 )
 from lockgate.serving.ratelimit import RateLimiter
-from lockgate.serving.upstream import UPSTREAM_ERRORS, EngineClient, EngineRefused, EngineStream, failure_for
+from lockgate.serving.upstream import (
+    NOT_A_COMPLETION,
+    UPSTREAM_ERRORS,
+    EngineClient,
+    EngineFailure,
+    EngineRefused,
+    EngineStream,
+    failure_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +72,9 @@ USER_HEADER = "x-user-id"
 # Questions and comments are logged for drift monitoring, with anything that looks like personal
 # data or a secret redacted (users paste keys and e-mail addresses into questions).
 REDACT_ALL = PiiRules(policies=dict.fromkeys(KINDS, "redact"))
-# What ends a stream early: the engine's failure, or an event that is not JSON.
-_STREAM_BREAKS: tuple[type[BaseException], ...] = (*UPSTREAM_ERRORS, ValueError)
+# What ends a stream early: the engine's failure, an event that is not a completions event
+# (EngineReplyError), or a line longer than aiohttp's reader takes (ValueError).
+_STREAM_BREAKS: tuple[type[BaseException], ...] = (*UPSTREAM_ERRORS, EngineReplyError, ValueError)
 
 
 class Retriever(Protocol):
@@ -98,11 +111,16 @@ class _JsonlLog:
     def write(self, row: dict[str, Any]) -> None:
         if self.path is None:
             return
-        line = json.dumps(row, ensure_ascii=False) + "\n"
+        try:
+            line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+        except UnicodeEncodeError:
+            # Text that is not valid Unicode (a lone UTF-16 surrogate a client sent) cannot be UTF-8:
+            # that row is written with JSON's escapes, which a reader turns back into the same text.
+            line = (json.dumps(row, ensure_ascii=True) + "\n").encode("ascii")
         with self._lock:
             if self._file is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self.path.open("a", encoding="utf-8")
+                self._file = self.path.open("ab")
             self._file.write(line)
             self._file.flush()
 
@@ -111,6 +129,28 @@ class _JsonlLog:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+
+
+class _StreamAnswer(StreamingResponse):
+    """A streamed answer that is booked however the response ends.
+
+    Starlette stops iterating the relay when the client goes away; if that happens before the
+    first chunk is asked for, the relay never starts and its ``finally`` never runs. So the
+    response closes the relay itself and then calls ``end``, which books what the relay did not.
+    """
+
+    def __init__(self, relay: AsyncGenerator[bytes, None], end: Callable[[], None], headers: dict[str, str]) -> None:
+        super().__init__(relay, media_type="text/event-stream", headers=headers)
+        self._relay = relay
+        self._end = end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):  # runs even while the request is being cancelled
+                await self._relay.aclose()  # a relay paused at a chunk runs its finally now, not when collected
+            self._end()
 
 
 @dataclass(frozen=True)
@@ -196,6 +236,20 @@ class Gateway:
         self.metrics.rejected.labels("too_large").inc()
         return error_response(413, message, "invalid_request_error", "request_too_large")
 
+    async def _read_body(self, request: Request) -> bytes | Response:
+        """The request's body, or the 413 that refuses it: a body is never read past ``max_body_bytes``."""
+        limit = self.options.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
+            # Refused before reading: a client cannot make the gateway hold a huge body.
+            return self._refuse_too_large(f"request body is {declared} bytes; the limit is {limit}")
+        raw = bytearray()
+        async for part in request.stream():  # a body without a length is read only up to the limit
+            raw += part
+            if len(raw) > limit:
+                return self._refuse_too_large(f"request body is over the limit of {limit} bytes")
+        return bytes(raw)
+
     # ---- endpoints ----------------------------------------------------------------------
 
     async def models(self, request: Request) -> Response:
@@ -237,15 +291,19 @@ class Gateway:
         key = self._authenticate(request)
         if key is None:
             return self._refuse_unauthenticated()
+        raw = await self._read_body(request)
+        if isinstance(raw, Response):
+            return raw
         try:
-            body = json.loads(await request.body())
-        except ValueError:
-            return error_response(400, "request body is not valid JSON", "invalid_request_error")
+            body = read_json(raw)
+        except BadRequest as bad:
+            return error_response(bad.status, str(bad), "invalid_request_error", bad.code)
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):
             return error_response(400, "feedback needs the completion's 'id'", "invalid_request_error")
         rating = body.get("rating")
-        if rating not in (-1, 0, 1):
+        if isinstance(rating, bool) or rating not in (-1, 0, 1):
             return error_response(400, "'rating' must be -1, 0 or 1", "invalid_request_error")
+        rating = int(rating)  # 1.0 is 1: one metric label per rating
         comment = body.get("comment", "")
         if not isinstance(comment, str) or len(comment) > 2000:
             return error_response(400, "'comment' must be text of at most 2000 characters", "invalid_request_error")
@@ -266,21 +324,11 @@ class Gateway:
         key = self._authenticate(request)
         if key is None:
             return self._refuse_unauthenticated()
-        limit = self.options.max_body_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            # Refused before reading: a client cannot make the gateway hold a huge body.
-            return self._refuse_too_large(f"request body is {declared} bytes; the limit is {limit}")
-        raw = bytearray()
-        async for part in request.stream():  # a body without a length is read only up to the limit
-            raw += part
-            if len(raw) > limit:
-                return self._refuse_too_large(f"request body is over the limit of {limit} bytes")
+        raw = await self._read_body(request)
+        if isinstance(raw, Response):
+            return raw
         try:
-            chat = parse_chat(json.loads(raw), self.options.max_tokens)
-        except ValueError:
-            self.metrics.rejected.labels("bad_request").inc()
-            return error_response(400, "request body is not valid JSON", "invalid_request_error")
+            chat = parse_chat(read_json(raw), self.options.max_tokens)
         except BadRequest as bad:
             self.metrics.rejected.labels("bad_request").inc()
             return error_response(bad.status, str(bad), "invalid_request_error", bad.code)
@@ -331,7 +379,7 @@ class Gateway:
             )
         payload = completion_request(chat, variant.served_model, prompt)
         self.metrics.in_flight.inc()
-        # Each path below takes the request out of in_flight when it ends (a stream: when it is consumed).
+        # Each path below takes the request out of in_flight when it ends (a stream: when its response ends).
         if chat.stream:
             return await self._stream(call, payload)
         return await self._complete(call, payload)
@@ -345,10 +393,12 @@ class Gateway:
             except EngineRefused as refused:
                 return self._engine_refused(call, refused)
             except UPSTREAM_ERRORS as exc:
-                return self._engine_failed(call, exc)
-            body = json.loads(text)
-            choice = body["choices"][0]
-            usage = body.get("usage") or {}
+                return self._engine_failed(call, failure_for(exc))
+            try:
+                choice, usage = completion_reply(text)
+            except EngineReplyError as exc:
+                log.warning("the engine of variant %s answered 200 without a completion: %s", call.variant.name, exc)
+                return self._engine_failed(call, NOT_A_COMPLETION)
             self._finished(call, usage, "ok", charge=True)
             return JSONResponse(chat_completion(call.request_id, int(time.time()), choice, usage), headers=call.headers)
         finally:
@@ -362,24 +412,37 @@ class Gateway:
             return self._engine_refused(call, refused)
         except UPSTREAM_ERRORS as exc:
             self.metrics.in_flight.dec()
-            return self._engine_failed(call, exc)
-        return StreamingResponse(self._relay(call, stream), media_type="text/event-stream", headers=call.headers)
+            return self._engine_failed(call, failure_for(exc))
+        booked = False
 
-    async def _relay(self, call: _Call, stream: EngineStream) -> AsyncIterator[bytes]:
-        """The engine's completion events as chat chunks, then the bookkeeping (however the stream ended)."""
-        usage: dict[str, Any] = {}
+        def end(usage: dict[str, int], status: str) -> None:
+            # Called by the relay when it ends and by the response when it ends: the first books it.
+            nonlocal booked
+            if booked:
+                return
+            booked = True
+            stream.finish(complete=status == "ok")
+            self.metrics.in_flight.dec()
+            self._finished(call, usage, status, charge=True, count_for_canary=status != "cancelled")
+
+        # The response books the stream as cancelled if the relay never started (the client left first).
+        return _StreamAnswer(self._relay(call, stream, end), lambda: end({}, "cancelled"), call.headers)
+
+    async def _relay(
+        self, call: _Call, stream: EngineStream, end: Callable[[dict[str, int], str], None]
+    ) -> AsyncGenerator[bytes, None]:
+        """The engine's completion events as chat chunks, then ``end`` (however the stream ended)."""
+        usage: dict[str, int] = {}
         status = "error"
         created = int(time.time())
         try:
             yield chat_chunk(call.request_id, created, {"role": "assistant", "content": ""}, None)
             async with contextlib.aclosing(completion_events(stream.lines)) as events:
                 async for event in events:
-                    if event.get("usage"):
-                        usage = event["usage"]
-                    for choice in event.get("choices") or []:
-                        yield chat_chunk(
-                            call.request_id, created, {"content": choice.get("text", "")}, choice.get("finish_reason")
-                        )
+                    if event.usage:
+                        usage = event.usage
+                    for choice in event.choices:
+                        yield chat_chunk(call.request_id, created, {"content": choice.text}, choice.finish_reason)
             yield last_chunks(call.request_id, created, usage)
             status = "ok"
         except _STREAM_BREAKS as exc:
@@ -388,13 +451,10 @@ class Gateway:
             status = "cancelled"  # the client went away: not the engine's fault
             raise
         finally:
-            stream.finish(complete=status == "ok")
-            self.metrics.in_flight.dec()
-            self._finished(call, usage, status, charge=True, count_for_canary=status != "cancelled")
+            end(usage, status)
 
-    def _engine_failed(self, call: _Call, exc: BaseException) -> Response:
+    def _engine_failed(self, call: _Call, failure: EngineFailure) -> Response:
         self._finished(call, {}, "error", charge=False)
-        failure = failure_for(exc)
         return error_response(
             failure.status,
             f"the model engine for variant {call.variant.name} {failure.says}",
@@ -430,7 +490,7 @@ class Gateway:
     # ---- bookkeeping --------------------------------------------------------------------
 
     def _finished(
-        self, call: _Call, usage: dict[str, Any], status: str, *, charge: bool, count_for_canary: bool = True
+        self, call: _Call, usage: dict[str, int], status: str, *, charge: bool, count_for_canary: bool = True
     ) -> None:
         """Count, log and charge a finished request; judge the canary by it.
 

@@ -8,6 +8,7 @@ nothing else: no network, no state.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncGenerator, AsyncIterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,26 @@ class BadRequest(Exception):
         self.code = code
 
 
+class EngineReplyError(ValueError):
+    """The engine answered 200 with something that is not the completions API's shape: its failure, not the client's."""
+
+
+@dataclass(frozen=True)
+class CompletionChoice:
+    """A completions choice as the gateway passes it on: its text and why it stopped (None: not yet)."""
+
+    text: str
+    finish_reason: str | None
+
+
+@dataclass(frozen=True)
+class CompletionEvent:
+    """One event of a streamed completions answer: its choices, and its usage if it carries one."""
+
+    choices: tuple[CompletionChoice, ...]
+    usage: dict[str, int]
+
+
 @dataclass(frozen=True)
 class ChatRequest:
     """The parts of an OpenAI chat request the gateway uses."""
@@ -39,6 +60,35 @@ class ChatRequest:
     temperature: float
     top_p: float
     stop: list[str] | None
+
+
+def read_json(raw: bytes) -> Any:
+    """A request body's JSON value.
+
+    Raises:
+        BadRequest: the body is not UTF-8 JSON, nests deeper than the parser can follow, or holds
+            ``NaN``/``Infinity`` or a number too large for a float (not JSON numbers).
+    """
+    try:
+        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        # Python's parser recurses per level: a body nested a few thousand deep cannot be read.
+        raise BadRequest("request body is not valid JSON: it nests too deeply") from None
+    except UnicodeDecodeError:
+        raise BadRequest("request body is not valid JSON: it is not UTF-8 text") from None
+    except ValueError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return number
 
 
 def parse_chat(body: Any, default_max_tokens: int) -> ChatRequest:
@@ -59,16 +109,16 @@ def parse_chat(body: Any, default_max_tokens: int) -> ChatRequest:
     question = _text(users[-1].get("content")) if users else None
     if not question or not question.strip():
         raise BadRequest("the last user message must have non-empty text 'content'")
+    if not _is_unicode(question):
+        # Text the engine's tokenizer cannot take: refused here, so the engine never fails on it.
+        raise BadRequest("the last user message's 'content' is not valid Unicode (it holds a lone UTF-16 surrogate)")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is None:
         max_tokens = default_max_tokens
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise BadRequest("'max_tokens' must be a positive integer")
-    temperature = body.get("temperature", 0.0)
-    top_p = body.get("top_p", 1.0)
-    for name, value in (("temperature", temperature), ("top_p", top_p)):
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-            raise BadRequest(f"'{name}' must be a non-negative number")
+    temperature = _non_negative(body.get("temperature", 0.0), "temperature")
+    top_p = _non_negative(body.get("top_p", 1.0), "top_p")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise BadRequest("'stream' must be true or false")
@@ -77,7 +127,30 @@ def parse_chat(body: Any, default_max_tokens: int) -> ChatRequest:
         stop = [stop]
     if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
         raise BadRequest("'stop' must be a string or a list of strings")
-    return ChatRequest(question, stream, max_tokens, float(temperature), float(top_p), stop)
+    if stop is not None and not all(_is_unicode(s) for s in stop):
+        raise BadRequest("'stop' is not valid Unicode (it holds a lone UTF-16 surrogate)")
+    return ChatRequest(question, stream, max_tokens, temperature, top_p, stop)
+
+
+def _non_negative(value: Any, name: str) -> float:
+    """A sampling parameter as a float; a BadRequest naming it unless it is a finite number >= 0."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            number = math.inf
+        if math.isfinite(number) and number >= 0:
+            return number
+    raise BadRequest(f"'{name}' must be a non-negative number")
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` is valid Unicode: JSON's ``\\ud800`` escapes can make a lone surrogate, which is not."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _text(content: Any) -> str | None:
@@ -102,7 +175,7 @@ def error_message(text: str) -> str:
     """The message of an engine's error body (OpenAI's shape, or any text), on one line, at most 300 characters."""
     try:
         body = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return " ".join(text.split())[:300]
     if isinstance(body, dict):
         err = body.get("error", body)
@@ -130,13 +203,58 @@ def completion_request(chat: ChatRequest, model: str, prompt: str) -> dict[str, 
     return payload
 
 
-def usage_counts(usage: Mapping[str, Any]) -> dict[str, int]:
+def usage_counts(usage: Mapping[str, int]) -> dict[str, int]:
     """OpenAI's three token counts from an engine's usage (0 for any it left out)."""
     return {k: int(usage.get(k, 0)) for k in _USAGE_KEYS}
 
 
+def completion_reply(text: str) -> tuple[CompletionChoice, dict[str, int]]:
+    """The first choice and the usage of an engine's whole completions answer.
+
+    Raises:
+        EngineReplyError: the answer is not JSON, or has no choices, or they or its usage have another shape.
+    """
+    body = _engine_json(text)
+    if not isinstance(body, dict):
+        raise EngineReplyError("the answer is not a JSON object")
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise EngineReplyError("the answer has no 'choices'")
+    return _choice(choices[0]), _usage(body.get("usage"))
+
+
+def _engine_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise EngineReplyError("the answer nests too deeply to read") from None
+    except ValueError as exc:
+        raise EngineReplyError(f"the answer is not JSON ({exc})") from None
+
+
+def _choice(value: Any) -> CompletionChoice:
+    if not isinstance(value, dict):
+        raise EngineReplyError("a choice is not a JSON object")
+    text = value.get("text")
+    finish = value.get("finish_reason")
+    if not isinstance(text, str | None) or not isinstance(finish, str | None):
+        raise EngineReplyError("a choice's 'text' or 'finish_reason' is not a string")
+    return CompletionChoice(text or "", finish)
+
+
+def _usage(value: Any) -> dict[str, int]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise EngineReplyError("'usage' is not a JSON object")
+    counts = {k: value[k] for k in _USAGE_KEYS if value.get(k) is not None}
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts.values()):
+        raise EngineReplyError("'usage' holds a token count that is not a non-negative integer")
+    return counts
+
+
 def chat_completion(
-    request_id: str, created: int, choice: Mapping[str, Any], usage: Mapping[str, Any]
+    request_id: str, created: int, choice: CompletionChoice, usage: Mapping[str, int]
 ) -> dict[str, Any]:
     """The chat completion for an engine's completions choice and usage."""
     return {
@@ -147,8 +265,8 @@ def chat_completion(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": choice.get("text", "")},
-                "finish_reason": choice.get("finish_reason") or "stop",
+                "message": {"role": "assistant", "content": choice.text},
+                "finish_reason": choice.finish_reason or "stop",
             }
         ],
         "usage": usage_counts(usage),
@@ -167,7 +285,7 @@ def chat_chunk(request_id: str, created: int, delta: dict[str, Any], finish: str
     return f"data: {json.dumps(body)}\n\n".encode()
 
 
-def last_chunks(request_id: str, created: int, usage: Mapping[str, Any]) -> bytes:
+def last_chunks(request_id: str, created: int, usage: Mapping[str, int]) -> bytes:
     """The chunk that ends a chat stream (no choices, the usage), then ``[DONE]``."""
     final = {
         "id": request_id,
@@ -180,11 +298,11 @@ def last_chunks(request_id: str, created: int, usage: Mapping[str, Any]) -> byte
     return f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode()
 
 
-async def completion_events(lines: AsyncIterable[bytes]) -> AsyncGenerator[dict[str, Any], None]:
+async def completion_events(lines: AsyncIterable[bytes]) -> AsyncGenerator[CompletionEvent, None]:
     """The events of a streamed completions answer, one per ``data:`` line, up to ``[DONE]``.
 
     Raises:
-        ValueError: an event is not JSON.
+        EngineReplyError: an event is not JSON, or not an object, or its choices or usage have another shape.
     """
     async for raw in lines:
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
@@ -193,4 +311,10 @@ async def completion_events(lines: AsyncIterable[bytes]) -> AsyncGenerator[dict[
         data = line[len(_SSE_DATA) :].strip()
         if data == "[DONE]":
             break
-        yield json.loads(data)
+        event = _engine_json(data)
+        if not isinstance(event, dict):
+            raise EngineReplyError("a stream event is not a JSON object")
+        choices = event.get("choices") or []
+        if not isinstance(choices, list):
+            raise EngineReplyError("a stream event's 'choices' is not a list")
+        yield CompletionEvent(tuple(_choice(c) for c in choices), _usage(event.get("usage") or None))

@@ -25,6 +25,8 @@ class EngineFailure(NamedTuple):
 
 TIMED_OUT = EngineFailure(504, "timed out")
 UNREACHABLE = EngineFailure(502, "is unreachable")
+# Not an exception of the client: the engine answered 200 with a body that is not a completion.
+NOT_A_COMPLETION = EngineFailure(502, "answered with something that is not a completion")
 
 ERROR_MAP: dict[type[BaseException], EngineFailure] = {
     # No answer within request_timeout_s, to connect or between two reads (asyncio.TimeoutError is
@@ -162,7 +164,8 @@ class EngineClient:
             UPSTREAM_ERRORS: see ``ERROR_MAP``.
         """
         async with self.session.post(f"{engine_url}/v1/completions", json=payload) as reply:
-            status, text = reply.status, await reply.text()
+            # Bytes that are not UTF-8 become U+FFFD: the body is judged as JSON, not failed as text.
+            status, text = reply.status, await reply.text(errors="replace")
         if status != 200:
             raise EngineRefused(status, text)
         return text
