@@ -60,16 +60,16 @@ class Workspace:
     def open(cls, settings: LockgateSettings) -> Workspace:
         """Open every store the settings name (creating the local folders they need)."""
         home = settings.home_path
-        location = settings.artifacts.url or settings.artifacts_dir
+        location = settings.artifacts.url or str(home / "artifacts")
         cache = home / "artifacts-cache"
         return cls(
             home=home,
             artifacts=open_artifacts(location if "://" in location else str(settings.resolve(location)), cache),
-            registry=open_registry(settings.registry, Path(settings.registry_dir)),
-            registry_root=Path(settings.registry_dir),
+            registry=open_registry(settings.registry, home / "registry"),
+            registry_root=home / "registry",
             registry_settings=settings.registry,
             index_uri=settings.vector_uri,
-            reports=Path(settings.reports_dir),
+            reports=home / "reports",
             logs=home / "logs",
             serving=ServingPaths(settings),
         )

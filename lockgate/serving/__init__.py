@@ -21,8 +21,6 @@ from lockgate.serving.manifest import ManifestWatcher, ServingManifest, Variant,
 from lockgate.serving.openai import GATEWAY_MODEL
 from lockgate.serving.ratelimit import RateLimiter
 from lockgate.serving.rollout import CANARY_ROLLED_BACK, Emitter, roll_back_canary
-from lockgate.settings import LockgateSettings
-from lockgate.workspace import ServingPaths
 
 __all__ = [
     "CANARY_ROLLED_BACK",
@@ -43,15 +41,9 @@ __all__ = [
     "build_gateway",
     "key_digest",
     "load_manifest",
-    "paths",
     "roll_back_canary",
     "rollback_policy",
     "route",
     "subject_point",
     "write_manifest",
 ]
-
-
-def paths(settings: LockgateSettings) -> ServingPaths:
-    """Where serving state lives for a settings tree (``Workspace.open(settings).serving`` opens the rest too)."""
-    return ServingPaths(settings)

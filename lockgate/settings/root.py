@@ -71,21 +71,6 @@ class LockgateSettings(BaseSettings):
         serving environment."""
         return self.serving.model_copy(update={"vllm_python": str(self.resolve(self.serving.vllm_python))})
 
-    @property
-    def artifacts_dir(self) -> str:
-        """The content-addressed artifact store."""
-        return str(self.home_path / "artifacts")
-
-    @property
-    def registry_dir(self) -> str:
-        """The local model registry."""
-        return str(self.home_path / "registry")
-
-    @property
-    def reports_dir(self) -> str:
-        """HTML reports (drift)."""
-        return str(self.home_path / "reports")
-
     def source(self, location: str) -> str:
         """A data source as prep reads it: URLs (``s3://``, ``memory://``...) as they are, paths resolved."""
         return location if "://" in location else str(self.resolve(location))

@@ -8,9 +8,10 @@ import pytest
 
 from lockgate.embeddings import SentenceTransformerEmbedder
 from lockgate.prompts import GROUNDED_QA
-from lockgate.serving import ServingManifest, Variant, add_key, build_gateway, paths, write_manifest
+from lockgate.serving import ServingManifest, Variant, add_key, build_gateway, write_manifest
 from lockgate.settings import load_settings
 from lockgate.stores import StoredChunk, open_store
+from lockgate.workspace import ServingPaths
 
 
 @pytest.mark.slow  # MiniLM and Milvus Lite start
@@ -24,7 +25,7 @@ def test_the_gateway_retrieves_from_the_index_the_manifest_names(tmp_path: Path)
     close = getattr(store, "close", None)
     if close:
         close()
-    where = paths(settings)
+    where = ServingPaths(settings)
     variant = Variant(
         name="production",
         model_digest="sha256:m",
