@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -24,11 +23,11 @@ from typing import Any, TypeVar
 import fsspec
 from pydantic import BaseModel
 
+from lockgate.artifacts.local import ADDRESS, relocated
 from lockgate.digest import digest_tree, short
 from lockgate.errors import ConfigError, DataError, LockgateError, TransientError
 
 _R = TypeVar("_R", bound=BaseModel)
-_ADDRESS = re.compile(r"^[0-9a-f]{16}$")
 
 # Written last into an uploaded artifact's folder (the name checkpoints.py uses for the same job);
 # never copied into the cache, so a cached artifact holds exactly what was staged.
@@ -123,7 +122,7 @@ class FsspecArtifactStore:
         """
         parts = Path(path).parts
         for i in range(len(parts) - 1, 0, -1):
-            if not _ADDRESS.match(parts[i]):
+            if not ADDRESS.match(parts[i]):
                 continue
             kind, address = parts[i - 1], parts[i]
             if self._cached(kind, address).is_dir() or self._fetch(kind, address):
@@ -132,14 +131,7 @@ class FsspecArtifactStore:
 
     def relocate(self, record: _R) -> _R:
         """A copy of ``record`` whose ``*path`` fields point into this store's cache."""
-        fields = type(record).model_fields
-        update = {
-            name: self.locate(value)
-            for name in fields
-            if name == "path" or name.endswith("_path")
-            if isinstance(value := getattr(record, name), str) and value
-        }
-        return record.model_copy(update=update)
+        return relocated(record, self.locate)
 
     def _cached(self, kind: str, address: str) -> Path:
         return self.root / kind / address

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -19,7 +20,7 @@ from pydantic import BaseModel
 from lockgate.digest import digest_tree, short
 
 _R = TypeVar("_R", bound=BaseModel)
-_ADDRESS = re.compile(r"^[0-9a-f]{16}$")
+ADDRESS = re.compile(r"^[0-9a-f]{16}$")  # an artifact folder: the first 16 hex digits of its digest
 
 
 class LocalArtifactStore:
@@ -76,17 +77,21 @@ class LocalArtifactStore:
         """
         parts = Path(path).parts
         for i in range(len(parts) - 1, 0, -1):
-            if _ADDRESS.match(parts[i]) and (self.root / parts[i - 1] / parts[i]).is_dir():
+            if ADDRESS.match(parts[i]) and (self.root / parts[i - 1] / parts[i]).is_dir():
                 return str(self.root.joinpath(*parts[i - 1 :]))
         return path
 
     def relocate(self, record: _R) -> _R:
         """A copy of ``record`` whose ``*path`` fields point into this store."""
-        fields = type(record).model_fields
-        update = {
-            name: self.locate(value)
-            for name in fields
-            if name == "path" or name.endswith("_path")
-            if isinstance(value := getattr(record, name), str) and value
-        }
-        return record.model_copy(update=update)
+        return relocated(record, self.locate)
+
+
+def relocated(record: _R, locate: Callable[[str], str]) -> _R:
+    """A copy of ``record`` whose ``path`` and ``*_path`` fields went through ``locate``."""
+    update = {
+        name: locate(value)
+        for name in type(record).model_fields
+        if name == "path" or name.endswith("_path")
+        if isinstance(value := getattr(record, name), str) and value
+    }
+    return record.model_copy(update=update)
