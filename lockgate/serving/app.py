@@ -49,7 +49,7 @@ def build_gateway(settings: LockgateSettings, emit: Emitter) -> Gateway:
     retriever = IndexRetriever(embedder, store_for, s.top_k)
     book = PromptBook(settings.resolve(settings.prompts.dir), workspace.registry_root)
     return Gateway(
-        manifests=ManifestWatcher(where.manifest),
+        manifests=ManifestWatcher(where.manifest, lock_folder=where.folder),  # the deploys' lock
         keys=KeyStore.load(where.keys),
         retriever=retriever,
         render=book.render,

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from lockgate._io import exclusive_lock
 from lockgate.errors import DataError, StageError
 from lockgate.registry import ModelRegistry, ModelVersion
-from lockgate.serving.manifest import ServingManifest, Variant, load_manifest, now_iso
+from lockgate.serving.manifest import DEPLOY_LOCK, ServingManifest, Variant, load_manifest, now_iso, writer_lock
 from lockgate.serving.rollout import PromptCanary, plan_rollout, plan_variants, served_name, variant_for
 from lockgate.serving.vllm import (
     EngineBook,
@@ -118,13 +117,15 @@ def deploy_lock(folder: Path, wait_s: float, poll_s: float = 0.5) -> Iterator[No
     use; two interleaved, one would stop the engines the other had just smoke-tested and is about
     to send traffic to. A second deploy waits up to ``wait_s`` seconds (and says so once).
 
+    It is the manifest's writer lock (``writer_lock``): the gateway's canary rollback takes it too,
+    without waiting, so while a deploy holds it no rollback is decided or written.
+
     Raises:
         StageError: the lock was still held after ``wait_s`` seconds (the lock file named).
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "deploy.lock"
+    path = folder / DEPLOY_LOCK
     waiting = partial(log.info, "another deploy is running (%s); waiting up to %gs", path, wait_s)
-    with exclusive_lock(path, wait_s, waiting, poll_s) as held:
+    with writer_lock(folder, wait_s, waiting, poll_s) as held:
         if not held:
             raise StageError(
                 f"another deploy still holds {path} after {wait_s:g}s (serving.deploy_wait_s); "

@@ -36,7 +36,7 @@ from starlette.types import Receive, Scope, Send
 from lockgate.pii import KINDS, PiiRules, redact_text
 from lockgate.serving.canary import CanaryMonitor, route
 from lockgate.serving.keys import ApiKey, KeyStore
-from lockgate.serving.manifest import ManifestWatcher, ServingManifest, Variant
+from lockgate.serving.manifest import DEPLOY_LOCK, ManifestWatcher, ServingManifest, Variant
 from lockgate.serving.metrics import GatewayMetrics
 from lockgate.serving.openai import (
     GATEWAY_MODEL,
@@ -193,6 +193,7 @@ class Gateway:
         self.feedback_log = _JsonlLog(self.options.feedback_log)
         self.engines = EngineClient(self.options.request_timeout_s)
         self._rollback_lock = threading.Lock()
+        self._rollback_deferred: str | None = None  # the canary whose rollback waits for a deploy
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
@@ -530,6 +531,14 @@ class Gateway:
                 self._judge_canary(variant)
 
     def _judge_canary(self, canary: Variant) -> None:
+        """Roll the canary back if its verdict says so, as the manifest's other writer (see ``swap_manifest``).
+
+        The rollback is decided and written under the deploy lock, on the manifest it judged. The
+        lock is never waited for (it runs on the event loop, and a deploy holds the lock for
+        minutes): while a deploy holds it, the canary keeps serving and the canary's next finished
+        request tries again; a deploy that has replaced the manifest meanwhile is left serving, and
+        its canary, if it has one, is judged afresh.
+        """
         reason = self.monitor.verdict(canary.model_digest)
         if reason is None:
             return
@@ -537,11 +546,26 @@ class Gateway:
             live = self.manifests.current()
             if live.canary is None or live.canary.model_digest != canary.model_digest:
                 return  # already rolled back (or replaced) by another request
-            try:
-                replacement = self.on_rollback(live, reason)
-            except Exception:
-                log.exception("canary rollback failed; taking the canary out of traffic anyway")
-                replacement = live.without_canary(reason)
-            self.manifests.replace(replacement)
-            self.monitor.forget(canary.model_digest)
-            self.metrics.rollbacks.inc()
+
+            def rolled_back(current: ServingManifest) -> ServingManifest:
+                try:
+                    return self.on_rollback(current, reason)
+                except Exception:
+                    log.exception("canary rollback failed; taking the canary out of traffic anyway")
+                    return current.without_canary(reason)
+
+            outcome = self.manifests.replace_if_current(live, rolled_back, f"canary rollback ({reason})")
+            if outcome == "busy":
+                if self._rollback_deferred != canary.model_digest:  # said once, not on every request
+                    self._rollback_deferred = canary.model_digest
+                    log.warning(
+                        "canary %s is to be rolled back (%s) but a deploy holds %s; trying again on its next request",
+                        canary.served_model,
+                        reason,
+                        self.manifests.lock_folder / DEPLOY_LOCK,
+                    )
+                return
+            self._rollback_deferred = None
+            if outcome == "swapped":
+                self.monitor.forget(canary.model_digest)
+                self.metrics.rollbacks.inc()

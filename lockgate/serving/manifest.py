@@ -3,25 +3,42 @@
 The deploy stage writes it (atomically) only after a smoke test passed; the gateway re-reads
 it when the file changes, so a switch needs no restart and drops no request: a request keeps
 the manifest it started with.
+
+It has two writers, the deploy stage and the gateway's canary rollback, and both hold the serving
+folder's ``deploy.lock`` (``writer_lock``): a deploy from reading the live manifest to retiring
+engines, a rollback while it re-reads, decides and writes (``swap_manifest``). A rollback never
+waits for the lock and acts only on the manifest it judged, so it can neither overwrite a deploy's
+new manifest with a stale one nor roll back a canary a deploy has already replaced.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lockgate._io import atomic_write_text
-from lockgate.digest import digest_json
+from lockgate._io import atomic_write_text, exclusive_lock
+from lockgate.digest import digest_json, short
 from lockgate.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 VariantName = Literal["production", "canary"]
+
+DEPLOY_LOCK = "deploy.lock"
+
+# What a compare-and-swap of the manifest did: ``swapped`` (written); ``busy`` (another writer, a
+# deploy, holds the lock); ``stale`` (the manifest is no longer the one judged). Only ``swapped`` wrote.
+SwapOutcome = Literal["swapped", "busy", "stale"]
 
 
 class Variant(BaseModel):
@@ -115,12 +132,81 @@ def write_manifest(path: Path, manifest: ServingManifest) -> None:
     atomic_write_text(path, json.dumps(manifest.model_dump(mode="json"), indent=2), backup=True)
 
 
-class ManifestWatcher:
-    """The current manifest, re-read when the file is replaced (checked at most every ``interval_s``)."""
+@contextmanager
+def writer_lock(
+    folder: Path, wait_s: float | None, on_wait: Callable[[], None] = lambda: None, poll_s: float = 0.5
+) -> Iterator[bool]:
+    """Hold ``folder/deploy.lock``, the lock every writer of the serving folder's manifest takes.
 
-    def __init__(self, path: Path, interval_s: float = 0.2) -> None:
+    Yields whether it is held: ``on_wait`` is called once if another holder has it, then this waits
+    up to ``wait_s`` seconds (None: without limit; 0: not at all) and yields False if it ran out.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(folder / DEPLOY_LOCK, wait_s, on_wait, poll_s) as held:
+        yield held
+
+
+def swap_manifest(
+    path: Path,
+    judged: ServingManifest,
+    decide: Callable[[ServingManifest], ServingManifest],
+    what: str,
+    lock_folder: Path | None = None,
+    write: Callable[[ServingManifest], None] | None = None,
+) -> SwapOutcome:
+    """Replace the manifest with ``decide(manifest)`` only if it is still ``judged``, holding the writer lock.
+
+    It does not wait for the lock: a deploy holds it for minutes, and a caller that serves requests
+    must not stall behind it; ``busy`` says to try again later. Under the lock the file is re-read
+    and compared with ``judged`` by digest, so a decision made on a manifest a deploy has replaced
+    since (the caller's copy may be a moment old) is dropped, not written over the new one.
+
+    Args:
+        decide: the manifest to write, given the current one; called, under the lock, only if it is ``judged``.
+        what: the change, for the log (``canary rollback (error rate 30%)``).
+        lock_folder: the folder of the writers' ``deploy.lock`` (default: the manifest's folder).
+        write: how to write it (default ``write_manifest`` to ``path``).
+
+    Returns:
+        ``swapped``, ``busy`` or ``stale`` (see ``SwapOutcome``); nothing was decided or written unless ``swapped``.
+    """
+    folder = path.parent if lock_folder is None else lock_folder
+    with writer_lock(folder, wait_s=0) as held:
+        if not held:
+            log.debug("%s deferred: another writer (a deploy) holds %s", what, folder / DEPLOY_LOCK)
+            return "busy"
+        try:
+            current = load_manifest(path)
+        except ConfigError as exc:
+            log.warning("%s not done: the manifest it was decided on is gone (%s)", what, exc)
+            return "stale"
+        if current.digest != judged.digest:
+            log.warning(
+                "%s not done: %s was replaced since it was judged (%s, now %s; %s)",
+                what,
+                path,
+                short(judged.digest),
+                short(current.digest),
+                current.reason or "no reason given",
+            )
+            return "stale"
+        replacement = decide(current)
+        (write or (lambda m: write_manifest(path, m)))(replacement)
+        return "swapped"
+
+
+class ManifestWatcher:
+    """The current manifest, re-read when the file is replaced (checked at most every ``interval_s``).
+
+    Args:
+        lock_folder: the folder of the manifest writers' ``deploy.lock`` (the serving folder;
+            default: the manifest's folder).
+    """
+
+    def __init__(self, path: Path, interval_s: float = 0.2, lock_folder: Path | None = None) -> None:
         self.path = path
         self.interval_s = interval_s
+        self.lock_folder = path.parent if lock_folder is None else lock_folder
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._checked = 0.0
@@ -149,9 +235,18 @@ class ManifestWatcher:
                     pass  # a bad file never replaces a good manifest; the deploy stage validates before writing
             return self._manifest
 
-    def replace(self, manifest: ServingManifest) -> None:
-        """Write a new manifest and serve it at once."""
-        with self._lock:
-            write_manifest(self.path, manifest)
-            self._manifest = manifest
-            self._stamp = self._stat()
+    def replace_if_current(
+        self, judged: ServingManifest, decide: Callable[[ServingManifest], ServingManifest], what: str
+    ) -> SwapOutcome:
+        """``swap_manifest`` on this file; a manifest written is served at once."""
+
+        def write(manifest: ServingManifest) -> None:
+            with self._lock:
+                write_manifest(self.path, manifest)
+                self._manifest = manifest
+                self._stamp = self._stat()
+
+        outcome = swap_manifest(self.path, judged, decide, what, self.lock_folder, write)
+        if outcome == "stale":
+            self._checked = 0.0  # serve the manifest that replaced it from the next look on
+        return outcome

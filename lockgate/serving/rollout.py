@@ -171,7 +171,9 @@ def roll_back_canary(
     A prompt canary (production's model with another prompt) moves no model alias: production's
     model is not what failed. With ``prompts``, that prompt registry's ``canary`` is pointed back at
     its production version (no split). The caller writes the returned manifest (before this
-    returns nothing serves differently).
+    returns nothing serves differently), and calls this as the ``decide`` of ``swap_manifest``:
+    under the deploy lock, on the manifest it judged, so no deploy is moving aliases or replacing
+    the manifest while this decides (the gateway does: ``Gateway._judge_canary``).
     """
     canary = manifest.canary
     if canary is None:
