@@ -1,15 +1,21 @@
-"""PII and secret detection: e-mail, phone numbers, payment cards, IP addresses and API keys.
+"""PII and secret detection: e-mail, phone numbers, payment cards, IP addresses, API keys and credentials.
 
 Phone numbers are found by ``phonenumbers`` (Google's libphonenumber rules: real numbering
 plans, not "any run of digits"), so ports, counts and timestamps are left alone. Cards are
 digit runs that pass the Luhn check; IP addresses are candidates confirmed by the standard
-library's ``ipaddress``; secrets are known key prefixes plus long high-entropy tokens.
+library's ``ipaddress``; secrets are known key prefixes plus long high-entropy tokens;
+credentials are secrets given by their context (``password: hunter2``, ``user:pw@`` in a
+URL, an ``Authorization`` header), see ``credential_spans``.
 Every kind has a policy: ``redact`` replaces the match with a placeholder, ``drop`` sets the
 whole row aside, ``off`` leaves it.
+
+Each detector sits behind a cheap pre-filter that skips it when the text cannot hold its kind
+(no ``@``, too few digits in a row, ...); the pre-filters never change a result, only skip work.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import re
@@ -19,13 +25,17 @@ from pathlib import Path
 from typing import Literal
 
 import phonenumbers
+from phonenumbers import PhoneMetadata
 
-PiiKind = Literal["secret", "email", "card", "ip", "phone"]
+PiiKind = Literal["secret", "credential", "email", "card", "ip", "phone"]
 PiiPolicy = Literal["redact", "drop", "off"]
-# Order matters: a key or a card number must be gone before the phone matcher sees its digits.
-KINDS: tuple[PiiKind, ...] = ("secret", "email", "card", "ip", "phone")
+# Order matters: a key or a card number must be gone before the phone matcher sees its digits;
+# a key in a known format counts as a secret even after ``token =``; a URL's password goes
+# before the e-mail matcher takes ``pw@host.example`` for an address.
+KINDS: tuple[PiiKind, ...] = ("secret", "credential", "email", "card", "ip", "phone")
 PLACEHOLDER: dict[PiiKind, str] = {
     "secret": "[SECRET]",
+    "credential": "[CREDENTIAL]",
     "email": "[EMAIL]",
     "card": "[CARD]",
     "ip": "[IP]",
@@ -57,14 +67,117 @@ _IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:%\w
 _SEGMENT = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 
 
+# A secret given by its context: the name of the thing (ending an identifier or a word: the
+# separator must follow it, so ``password_field``, ``tokens`` and ``tokenizer`` are not names of
+# a secret), then ``:``, ``=``, ``:=``, ``=>`` or ``is``/``was``, then the value (checked by
+# ``_credential_value``).
+_CREDENTIAL = re.compile(
+    r"""
+    (?:(?<![A-Za-z0-9])|(?<=[a-z])(?=[A-Z]))                 # a word starts, or a camelCase hump
+    (?P<name>(?i:password|passphrase|passwd|pwd|secret|token|api[\ _-]?key))
+    ["']?
+    (?:
+        (?P<assign>[ \t]*(?::=|=>|:|=(?!=))[ \t]*)
+      | (?:[ \t]+(?i:for|of|on)[ \t]+(?:the[ \t]+)?[\w.@-]+)?[ \t]+(?P<says>(?i:is|was))[ \t]+
+    )
+    (?P<value>\S+)
+    """,
+    re.VERBOSE,
+)
+# What every credential context holds (the pre-filter for the kind).
+_CREDENTIAL_NAMES = re.compile(r"(?i:passw|passph|pwd|secret|token|api[ _-]?key|://|authorization)")
+_PASSWORD_NAMES = frozenset({"password", "passphrase", "passwd", "pwd"})
+_URL_PASSWORD = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@?#]*:(?P<value>[^\s/@?#]+)@")
+_AUTH_HEADER = re.compile(
+    r"(?i:\bauthorization)[\"']?[ \t]*[:=][ \t]*[\"']?(?i:bearer|basic|token)[ \t]+(?P<value>[A-Za-z0-9._~+/=-]{8,})"
+)
+# After ``is``/``was`` the value must end its clause: "The password is hunter2." but not
+# "the token is utf8-encoded by default".
+_CLAUSE_END = re.compile(r"[.,;:!?)\]]|[ \t]*(?:\n|\r|\(|\Z)")
+# Words with digits that technical prose puts after "the key is" / "the token was".
+_TERMS = frozenset(
+    [
+        "base32",
+        "base58",
+        "base64",
+        "base64url",
+        "sha1",
+        "sha224",
+        "sha256",
+        "sha384",
+        "sha512",
+        "sha3",
+        "md5",
+        "utf8",
+        "utf16",
+        "utf32",
+        "latin1",
+        "aes128",
+        "aes192",
+        "aes256",
+        "rsa2048",
+        "rsa3072",
+        "rsa4096",
+        "ed25519",
+        "x25519",
+        "p256",
+        "p384",
+        "secp256k1",
+        "x509",
+        "pkcs1",
+        "pkcs7",
+        "pkcs8",
+        "pkcs12",
+        "oauth1",
+        "oauth2",
+        "http2",
+        "http3",
+        "ipv4",
+        "ipv6",
+        "tls12",
+        "tls13",
+        "hs256",
+        "hs512",
+        "rs256",
+        "es256",
+        "fp16",
+        "bf16",
+        "fp32",
+        "fp8",
+        "int4",
+        "int8",
+        "gpt2",
+        "s3",
+        "k8s",
+        "2fa",
+    ]
+)
+_VERSION = re.compile(r"v?\d+(?:\.\d+)*")
+_DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
+_PLACEHOLDER_WORDS = frozenset({"string", "required", "optional", "hidden", "redacted", "password", "secret", "none"})
+CREDENTIAL_MIN_LENGTH = 6
+
+
 @dataclass(frozen=True)
 class PiiRules:
-    """What to look for and what to do with it."""
+    """What to look for and what to do with it.
+
+    ``prefilter`` skips a detector when a cheap test shows the text cannot hold its kind; the
+    result is the same either way (tests compare both), so it is only switched off to check that.
+    """
 
     policies: dict[PiiKind, PiiPolicy]
     phone_region: str = "US"
     secret_min_length: int = 20
     secret_min_entropy: float = 4.0
+    prefilter: bool = True
+
+    def policy(self, kind: PiiKind) -> PiiPolicy:
+        """The policy for one kind: ``off`` if not given, except that a credential given by its
+        context follows the ``secret`` policy unless it has its own (a password is a secret)."""
+        if kind == "credential" and kind not in self.policies:
+            return self.policies.get("secret", "off")
+        return self.policies.get(kind, "off")
 
 
 @dataclass
@@ -154,11 +267,175 @@ def _real_ipv6(candidate: str) -> bool:
     return any(c.isdigit() for c in address) and len(groups) >= 2 and max(len(g) for g in groups) >= 3
 
 
+def credential_spans(text: str) -> list[tuple[int, int]]:
+    """Where the values of secrets given by their context are: only the value, not its name.
+
+    Three contexts:
+
+    - a name and a value: ``password``, ``passphrase``, ``passwd``, ``pwd``, ``secret``,
+      ``token`` or ``api key`` (also ending an identifier: ``DB_PASSWORD``, ``dbPassword``,
+      ``"api_key"``, but not ``password_field``, ``tokens``, ``tokenizer``), then ``:``, ``=``,
+      ``:=``, ``=>``, or ``is``/``was`` (``the password for root is``), then the value;
+    - the password of a URL: ``postgres://user:s3cret@db:5432/x``;
+    - an ``Authorization: Bearer|Basic|Token <credential>`` header (8 characters or more).
+
+    The value after a name is one whitespace-free token (or a quoted one), with sentence
+    punctuation at its end not counted. It is a secret only if it reads as one:
+
+    - at least ``CREDENTIAL_MIN_LENGTH`` (6) characters, not one or two characters repeated
+      (``******``, ``xxxxxx``);
+    - not a reference or an expression: it does not start with ``$ { < [ ( % / ~ \\ ! @`` (a
+      variable, template, placeholder, path, YAML tag), hold ``(`` or ``[`` (a call or a lookup:
+      ``tokenizer(text)``, ``os.environ["X"]``) or read as a dotted name (``settings.db_password``);
+    - some piece of it (split at ``- _ . /``) mixes letters with digits or symbols (``hunter2``,
+      ``Tr0ub4dor&3``, ``p@ss``) and is not a technical term (``base64``, ``sha256``, ``utf8``)
+      or a version: words (``required``, ``None``, ``case-sensitive``), numbers (``token_count
+      = 12``, ``max_token = 4096``) and ``SHA-256`` are prose or code, not secrets. A quoted
+      all-letter value after ``password``/``passphrase``/``passwd``/``pwd`` and ``=`` or ``:``
+      is a literal and counts (``password = "swordfish"``) unless it is a word a schema puts
+      there (``"string"``, ``"required"``);
+    - after ``is``/``was`` the value also ends its clause (punctuation, end of line, or ``(``
+      follows): ``The admin password is hunter2-Quartz.``, not ``the token is gpt2's input``.
+
+    So secrets that are plain words, plain numbers, or written mid-sentence after ``is`` are
+    missed; the high-entropy detector (kind ``secret``) still catches long random ones.
+    """
+    spans: list[tuple[int, int]] = []
+    for m in _CREDENTIAL.finditer(text):
+        span = _credential_value(text, m)
+        if span is not None:
+            spans.append(span)
+    for m in _URL_PASSWORD.finditer(text):
+        value = m.group("value")
+        if value.lower() not in {"password", "pass", "pw", "secret"} and not _placeholder(value):
+            spans.append(m.span("value"))
+    for m in _AUTH_HEADER.finditer(text):
+        if not re.fullmatch(r"[A-Z_]+", m.group("value")):  # YOUR_API_KEY
+            spans.append(m.span("value"))
+    return spans
+
+
+def _credential_value(text: str, m: re.Match[str]) -> tuple[int, int] | None:
+    """The span of the value after a secret's name, if it reads as a secret (``credential_spans``)."""
+    raw, start = m.group("value"), m.start("value")
+    quoted = raw[0] in "\"'`"
+    if quoted:
+        close = raw.find(raw[0], 1)
+        if close < 2:
+            return None
+        value, start = raw[1:close], start + 1
+    else:
+        value = raw.rstrip(".,;:!?)]}\"'`")
+    end = start + len(value)
+    if len(value) < CREDENTIAL_MIN_LENGTH or len(set(value)) < 3 or _placeholder(value):
+        return None
+    if "(" in value or "[" in value or _DOTTED_NAME.fullmatch(value):
+        return None
+    if m.group("says") and not quoted and not _CLAUSE_END.match(text, end):
+        return None
+    if _secret_like(value):
+        return start, end
+    literal_password = quoted and m.group("assign") and m.group("name").lower() in _PASSWORD_NAMES
+    if literal_password and value.isalpha() and value.lower() not in _PLACEHOLDER_WORDS:
+        return start, end
+    return None
+
+
+def _placeholder(value: str) -> bool:
+    return value[0] in "${<[(%/~\\!@" or set(value) <= {"*"} or set(value.lower()) <= {"x"}
+
+
+def _secret_like(value: str) -> bool:
+    """Whether some piece of a value mixes letters with digits or symbols, and is no known term."""
+    for piece in re.split(r"[-_./]+", value):
+        if not any(c.isalpha() for c in piece) or piece.isalpha():
+            continue
+        if piece.lower() in _TERMS or _VERSION.fullmatch(piece.lower()):
+            continue
+        return True
+    return False
+
+
+# Characters a phone number candidate is made of (libphonenumber's punctuation, plus signs and
+# opening brackets are all among them), so a number lies within one run of them.
+_PHONE_RUN = re.compile(r"[\d\WxX\u30fc]+")
+_PLUS = re.compile(r"[+\uff0b]")
+_DIGIT = re.compile(r"\d")
+
+
+@functools.lru_cache(maxsize=8)
+def phone_min_digits(region: str) -> tuple[int, int]:
+    """The fewest digits a number valid under ``phonenumbers`` can be written with, as
+    (written with a plus sign, written without one) when ``region`` is the default region.
+
+    A valid number's national significant number has one of the possible lengths of a region
+    with its country code; written with ``+`` it also has the country code. Written without, its
+    country code is ``region``'s, or it starts with ``region``'s international prefix (a digit
+    or more, unless the prefix can be empty). ``parse`` strips a national prefix with the
+    metadata of ``region`` if the number has its country code, else of the code's main region;
+    a transform rule there (San Marino's ``0549\\1``) adds digits that are not written, so
+    they are taken off.
+    """
+
+    def shortest(meta: PhoneMetadata) -> int:
+        lengths = meta.general_desc.possible_length if meta.general_desc else ()
+        return min(lengths or (1,))
+
+    def added(meta: PhoneMetadata | None) -> int:
+        rule = (meta.national_prefix_transform_rule if meta else None) or ""
+        return sum(c.isdigit() for c in re.sub(r"[\\$]\d", "", rule))
+
+    home = PhoneMetadata.metadata_for_region(region)
+    every = [PhoneMetadata.metadata_for_region(r) for r in phonenumbers.SUPPORTED_REGIONS]
+    every += [PhoneMetadata.metadata_for_nongeo_region(c) for c in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS]
+    bounds: dict[int, int] = {}  # country code -> fewest digits written after it
+    for meta in every:
+        if meta is None or meta.country_code is None:
+            continue
+        cc = meta.country_code
+        stripper = home if home is not None and home.country_code == cc else None
+        if stripper is None:
+            main = phonenumbers.region_code_for_country_code(cc)
+            stripper = PhoneMetadata.metadata_for_region_or_calling_code(cc, main)
+        fewest = shortest(meta) - added(stripper)
+        bounds[cc] = min(bounds.get(cc, fewest), fewest)
+    with_plus = max(1, min(len(str(cc)) + n for cc, n in bounds.items()))
+    if home is None or home.country_code is None:
+        return with_plus, with_plus
+    idd = home.international_prefix
+    prefix = 0 if idd is not None and re.fullmatch(idd, "") else 1
+    return with_plus, max(1, min(bounds[home.country_code], prefix + with_plus))
+
+
+def _may_hold(kind: PiiKind, text: str, rules: PiiRules) -> bool:
+    """A cheap necessary condition for ``_find`` to find ``kind`` in ``text``."""
+    if kind == "credential":
+        return _CREDENTIAL_NAMES.search(text) is not None
+    if kind == "email":
+        return "@" in text
+    if kind == "ip":
+        return "." in text or ":" in text
+    if kind == "card":
+        return len(_DIGIT.findall(text)) >= 13
+    if kind == "phone":
+        with_plus, without = phone_min_digits(rules.phone_region)
+        for m in _PHONE_RUN.finditer(text):
+            run = m.group()
+            if len(_DIGIT.findall(run)) >= (with_plus if _PLUS.search(run) else without):
+                return True
+        return False
+    return True
+
+
 def _find(kind: PiiKind, text: str, rules: PiiRules) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
+    if rules.prefilter and not _may_hold(kind, text, rules):
+        return spans
     if kind == "secret":
         spans += [m.span() for m in _KNOWN_KEYS.finditer(text)]
         spans += [m.span() for m in _TOKEN.finditer(text) if _looks_like_secret(m.group(), rules)]
+    elif kind == "credential":
+        spans += credential_spans(text)
     elif kind == "email":
         spans += [m.span() for m in _EMAIL.finditer(text)]
     elif kind == "card":
@@ -198,7 +475,7 @@ def scrub(text: str, rules: PiiRules) -> Scrubbed:
     """
     result = Scrubbed(text)
     for kind in KINDS:
-        policy = rules.policies.get(kind, "off")
+        policy = rules.policy(kind)
         if policy == "off":
             continue
         spans = _find(kind, result.text, rules)

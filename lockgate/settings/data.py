@@ -93,7 +93,9 @@ class DataSettings(Area):
     )
     pii_secret: Literal["redact", "drop", "off"] = Field(
         default="redact",
-        description="API keys and tokens (known prefixes, high-entropy strings): [SECRET], drop, or leave.",
+        description="API keys and tokens (known prefixes, high-entropy strings): [SECRET], drop, or leave; "
+        "also credentials given by their context (password: ..., user:pw@ in URLs, Authorization headers), "
+        "replaced with [CREDENTIAL] and counted apart.",
     )
     phone_region: str = Field(
         default="US", pattern=r"^[A-Z]{2}$", description="Region assumed for phone numbers written without +country."
