@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -149,8 +150,15 @@ def test_ruff_lint_and_format() -> None:
 
 
 def test_mypy_strict_on_the_library() -> None:
+    # One incremental cache per machine, not per clone: CI's fresh clone re-checks only what changed
+    # (mypy validates cached modules by content), about 3 s instead of 45.
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lockgate" / "mypy"
     out = subprocess.run(
-        [sys.executable, "-m", "mypy", "lockgate"], cwd=ROOT, capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "mypy", "--cache-dir", str(cache), "lockgate"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert out.returncode == 0, out.stdout[-4000:]
 
