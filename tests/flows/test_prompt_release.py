@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from flows.params import PromptMatrixParams, PromptReleaseParams, PromptReleaseSummary, ReleaseParams
-from flows.pipeline import release
+from flows.params import PromptMatrixParams, PromptReleaseParams, PromptReleaseSummary
 from flows.prompt_release import prompt_matrix, prompt_release
 from lockgate.errors import GateRejected
 from lockgate.prompts import load_prompt
 from lockgate.registry.prompts import PromptRegistry
 from tests.conftest import ROOT
+from tests.flows.conftest import copy_state
 from tests.lockgate.registry.test_wandb_mirror import wandb_records
 
 pytestmark = pytest.mark.slow
@@ -50,12 +50,10 @@ template: |-
 
 
 @pytest.fixture(scope="module")
-def home(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A state folder with a model and the shipped prompt in production."""
-    home = tmp_path_factory.mktemp("prompt-release-home")
-    summary = release(ReleaseParams(home=str(home)))
-    assert summary.action == "promoted", summary.reasons
-    return home
+def home(released: tuple[Path, object], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state folder with a model and the shipped prompt in production: a copy of the session's
+    shared release (tests/flows/conftest.py), since prompt releases change it."""
+    return copy_state(released[0], tmp_path_factory.mktemp("prompt-release-home") / "home")
 
 
 def candidate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:

@@ -14,18 +14,21 @@ from lockgate.errors import GateRejected
 from lockgate.policy import load_policy
 from lockgate.registry import LocalRegistry
 from tests.conftest import ROOT
+from tests.flows.conftest import copy_state
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("lockgate-home")
+def home(released: tuple[Path, object], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's copy of the shared release's state folder (its tests release again, roll back...)."""
+    return copy_state(released[0], tmp_path_factory.mktemp("lockgate-home") / "home")
 
 
 @pytest.fixture(scope="module")
-def first_run(prefect_harness: None, home: Path):  # type: ignore[no-untyped-def]
-    return release(ReleaseParams(home=str(home)))
+def first_run(released: tuple[Path, object]):  # type: ignore[no-untyped-def]
+    """The first release on a fresh state folder: the session's shared one (tests/flows/conftest.py)."""
+    return released[1]
 
 
 def test_fresh_run_promotes_a_model_that_beats_the_base(first_run, home: Path) -> None:  # type: ignore[no-untyped-def]
