@@ -40,6 +40,7 @@ class JudgeConfig:
     model: str
     api_key: SecretStr | None
     timeout_s: float
+    concurrency: int = 8
 
     def __repr__(self) -> str:  # the key is a SecretStr already; say so plainly
         return f"JudgeConfig(base_url={self.base_url!r}, model={self.model!r}, timeout_s={self.timeout_s})"
@@ -55,6 +56,7 @@ def judge_config(settings: EvaluationSettings) -> JudgeConfig | None:
         model=settings.judge_model,
         api_key=SecretStr(key) if key else None,
         timeout_s=settings.judge_timeout_s,
+        concurrency=settings.judge_concurrency,
     )
 
 
@@ -167,25 +169,39 @@ async def _judged_scores(
     scores: dict[str, list[float]] = {name: [] for name in JUDGED_METRICS}
     reasons: Counter[str] = Counter()
     examples: list[str] = []
+    in_flight = asyncio.Semaphore(config.concurrency)
+
+    async def judged(name: str, inputs: dict[str, Any]) -> tuple[float, tuple[str, str] | None]:
+        """One judged score, or NaN and why it is missing (its kind, and a line saying what happened)."""
+        async with in_flight:
+            try:
+                # A whole metric (several calls) gets a bounded time too: a judge that trickles never hangs us.
+                result = await asyncio.wait_for(metrics[name].ascore(**inputs), 3 * config.timeout_s)
+                value = float(result.value)
+            except Exception as exc:  # any judge failure is a missing score, with its kind
+                kind = failure_kind(exc)
+                return float("nan"), (kind, f"{name}: {kind}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+        return (value if np.isfinite(value) else float("nan")), None
+
+    asked: list[tuple[str, dict[str, Any]]] = []
+    for q, a, ctx, ref in zip(questions, answers, contexts, references, strict=True):
+        inputs: dict[str, dict[str, Any]] = {
+            "faithfulness": {"user_input": q, "response": a or " ", "retrieved_contexts": list(ctx)},
+            "answer_relevancy": {"user_input": q, "response": a or " "},
+            "llm_context_precision": {"user_input": q, "reference": ref, "retrieved_contexts": list(ctx)},
+        }
+        asked += [(name, inputs[name]) for name in JUDGED_METRICS]
     try:
-        for q, a, ctx, ref in zip(questions, answers, contexts, references, strict=True):
-            inputs: dict[str, dict[str, Any]] = {
-                "faithfulness": {"user_input": q, "response": a or " ", "retrieved_contexts": list(ctx)},
-                "answer_relevancy": {"user_input": q, "response": a or " "},
-                "llm_context_precision": {"user_input": q, "reference": ref, "retrieved_contexts": list(ctx)},
-            }
-            for name in JUDGED_METRICS:
-                try:
-                    # A whole metric (several calls) gets a bounded time too: a judge that trickles never hangs us.
-                    result = await asyncio.wait_for(metrics[name].ascore(**inputs[name]), 3 * config.timeout_s)
-                    value = float(result.value)
-                except Exception as exc:  # any judge failure is a missing score, with its kind
-                    kind = failure_kind(exc)
-                    reasons[kind] += 1
-                    if len(examples) < 5:
-                        examples.append(f"{name}: {kind}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
-                    value = float("nan")
-                scores[name].append(value if np.isfinite(value) else float("nan"))
+        # In question order, whatever order the answers arrive in.
+        for (name, _), (value, failure) in zip(
+            asked, await asyncio.gather(*(judged(name, inputs) for name, inputs in asked)), strict=True
+        ):
+            scores[name].append(value)
+            if failure is not None:
+                kind, example = failure
+                reasons[kind] += 1
+                if len(examples) < 5:
+                    examples.append(example)
     finally:
         await client.close()
     seconds = np.asarray(calls.seconds or [0.0]) * 1000.0

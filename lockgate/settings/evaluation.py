@@ -34,6 +34,15 @@ class EvaluationSettings(Area):
         description="Environment variable that holds the judge's API key (the key is never a setting nor logged).",
     )
     judge_timeout_s: float = Field(default=60.0, gt=0.0, le=600.0, description="Per judge call; a timeout scores NaN.")
+    judge_concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="Judged scores asked for at once (a judge endpoint batches concurrent requests; one at a time "
+        "leaves it idle between calls). How it runs, not what it scores: not part of the cache key.",
+    )
+
+    NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset({"judge_concurrency"})
 
 
 class DriftSettings(Area):

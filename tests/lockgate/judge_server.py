@@ -47,6 +47,9 @@ class JudgeServer(ThreadingHTTPServer):
         self.delay_s = delay_s
         self.requests = 0
         self.authorization: set[str] = set()
+        self.in_flight = 0
+        self.most_in_flight = 0  # the most requests it was answering at once
+        self.lock = threading.Lock()
 
     @property
     def base_url(self) -> str:
@@ -61,8 +64,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-        self.server.requests += 1
+        with self.server.lock:
+            self.server.requests += 1
+            self.server.in_flight += 1
+            self.server.most_in_flight = max(self.server.most_in_flight, self.server.in_flight)
         self.server.authorization.add(self.headers.get("Authorization", ""))
+        try:
+            self._answer(body)
+        finally:
+            with self.server.lock:
+                self.server.in_flight -= 1
+
+    def _answer(self, body: dict[str, Any]) -> None:
         if self.server.mode == "slow":
             time.sleep(self.server.delay_s)
         prompt = body["messages"][-1]["content"]

@@ -52,6 +52,18 @@ def test_a_judge_that_times_out_leaves_scores_missing_with_the_reason() -> None:
     assert report_.calls >= 1 and report_.latency_ms_p50 >= 400
 
 
+def test_the_judge_is_asked_several_questions_at_once_but_never_more_than_the_setting() -> None:
+    """One call at a time left a judge endpoint idle between calls (a slow judge cost N x its latency)."""
+    with judge_server("slow", delay_s=0.3) as server:
+        config = JudgeConfig(
+            base_url=server.base_url, model="judge", api_key=SecretStr(KEY), timeout_s=20.0, concurrency=3
+        )
+        scores, report_ = judged_scores(config, QUESTIONS * 3, ANSWERS * 3, CONTEXTS * 3, REFERENCES * 3, EMBEDDER)
+    assert all(len(v) == 6 and all(math.isfinite(x) for x in v) for v in scores.values()), scores
+    assert 2 <= server.most_in_flight <= 3, server.most_in_flight
+    assert report_.calls == server.requests
+
+
 def test_a_judge_that_answers_garbage_leaves_scores_missing_with_the_reason() -> None:
     with judge_server("garbage") as server:
         scores, report_ = score(server.base_url)
