@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -70,3 +71,25 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(autouse=True)
+def logger_levels_restored() -> Iterator[None]:
+    """Each test starts with the logger levels the one before it started with.
+
+    The CLI's ``main`` quiets loggers process-wide as it ends (``prefect`` to WARNING, so its
+    shutdown lines never follow the verdict): right for a command, wrong for the next test in the
+    same process, which would no longer see Prefect's INFO lines (a CLI test run in-process before
+    the flow tests made tests/flows/test_auto_deploy.py fail).
+    """
+    levels = {
+        name: logger.level
+        for name, logger in logging.root.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+    root = logging.root.level
+    yield
+    for name, level in levels.items():  # loggers made during the test keep what their library set
+        if logging.getLogger(name).level != level:
+            logging.getLogger(name).setLevel(level)
+    logging.root.setLevel(root)
