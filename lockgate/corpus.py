@@ -9,11 +9,10 @@ from typing import Protocol
 
 from lockgate.digest import digest_bytes, digest_json, short
 from lockgate.errors import ConfigError, DataError
-from lockgate.pii import KINDS, PiiRules, redact_text
+from lockgate.pii import REDACT_ALL, PiiRules, redact_text
 
 DOC_SUFFIXES = (".md", ".markdown", ".txt")
 # Documents are redacted before chunking, so no address or key reaches the embedder or the index.
-REDACT_ALL = PiiRules(policies=dict.fromkeys(KINDS, "redact"))
 _HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 
 

@@ -180,6 +180,11 @@ class PiiRules:
         return self.policies.get(kind, "off")
 
 
+# Every kind redacted: for text that has no per-kind policy of its own (the corpus, the tokenizer's
+# text, feedback comments in the gateway's log).
+REDACT_ALL = PiiRules(policies=dict.fromkeys(KINDS, "redact"))
+
+
 @dataclass
 class Scrubbed:
     """A text after redaction, with what was found in it."""

@@ -9,9 +9,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from lockgate.basemodel import ensure_base_model
-from lockgate.corpus import REDACT_ALL
 from lockgate.digest import short
-from lockgate.pii import redacted_copies
+from lockgate.pii import REDACT_ALL, redacted_copies
 from lockgate.prep import snapshot_dataset
 from lockgate.records import BaseModelArtifact, DatasetSnapshot
 from lockgate.settings import BaseModelSettings, DataSettings

@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from lockgate.pii import KINDS, PiiRules, redact_text
+from lockgate.pii import REDACT_ALL, redact_text
 from lockgate.serving.canary import CanaryMonitor, route
 from lockgate.serving.keys import ApiKey, KeyStore
 from lockgate.serving.manifest import DEPLOY_LOCK, ManifestWatcher, ServingManifest, Variant
@@ -71,7 +71,6 @@ VARIANT_HEADER = "x-lockgate-variant"
 USER_HEADER = "x-user-id"
 # Questions and comments are logged for drift monitoring, with anything that looks like personal
 # data or a secret redacted (users paste keys and e-mail addresses into questions).
-REDACT_ALL = PiiRules(policies=dict.fromkeys(KINDS, "redact"))
 # What ends a stream early: the engine's failure, an event that is not a completions event
 # (EngineReplyError), or a line longer than aiohttp's reader takes (ValueError).
 _STREAM_BREAKS: tuple[type[BaseException], ...] = (*UPSTREAM_ERRORS, EngineReplyError, ValueError)
