@@ -65,6 +65,17 @@ class BaseModelArtifact(Record):
     revision: str | None = None
     hidden_size: int
     parameters: int
+    source: str | None = Field(
+        default=None, description="Where the weights came from when converted (a GGUF file or package resource)."
+    )
+    source_digest: str | None = Field(default=None, description="SHA-256 of the source file the folder was made from.")
+    architecture: str | None = Field(default=None, description="The transformers architecture, e.g. LlamaForCausalLM.")
+    chat_template_digest: str | None = Field(
+        default=None, description="Digest of the model's own chat template; None: a plain-text (completion) model."
+    )
+    license: str | None = Field(
+        default=None, description="SPDX-style license id (package metadata, model card or setting); None: unknown."
+    )
 
 
 class AdapterArtifact(Record):

