@@ -33,6 +33,7 @@ def finetune(params: FinetuneParams = FinetuneParams()) -> AdapterArtifact:  # n
     snapshot = prepare_dataset(sources=settings.sources, data=settings.data, workspace=workspace)
     base = resolve_base_model(
         base_model=settings.training.base_model,
+        license_=settings.training.base_license,
         shape=settings.base,
         corpus_dir=str(settings.resolve(settings.data.corpus_dir)),
         train_path=snapshot.train_path,

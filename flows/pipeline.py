@@ -41,6 +41,7 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
         corpus_dir = settings.resolve(settings.data.corpus_dir)
         base = resolve_base_model(
             base_model=settings.training.base_model,
+            license_=settings.training.base_license,
             shape=settings.base,
             corpus_dir=str(corpus_dir),
             train_path=snapshot.train_path,

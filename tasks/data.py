@@ -61,7 +61,13 @@ def prepare_dataset(*, sources: list[str], data: DataSettings, workspace: Worksp
 
 @task(name="base-model", cache_policy=DEFAULT_BUT_WORKSPACE, retries=2, retry_condition_fn=retry_transient)
 def resolve_base_model(
-    *, base_model: str, shape: BaseModelSettings, corpus_dir: str, train_path: str, workspace: Workspace
+    *,
+    base_model: str,
+    shape: BaseModelSettings,
+    corpus_dir: str,
+    train_path: str,
+    workspace: Workspace,
+    license_: str | None = None,
 ) -> BaseModelArtifact:
     """The base model to fine-tune: built locally for the demo, pinned to a revision otherwise."""
     # The demo tokenizer learns its vocabulary from the corpus and the prepared training split:
@@ -69,6 +75,6 @@ def resolve_base_model(
     # The corpus is redacted on the way, as it is for the index.
     store = workspace.artifacts
     docs = redacted_copies(sorted(Path(corpus_dir).glob("*.md")), store.scratch("tokenizer-text"), REDACT_ALL)
-    base = ensure_base_model(base_model, shape, [*docs, Path(train_path)], store)
+    base = ensure_base_model(base_model, shape, [*docs, Path(train_path)], store, license_=license_)
     get_run_logger().info("base model %s at %s (%s)", base.name, base.path, short(base.digest))
     return base

