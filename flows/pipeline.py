@@ -8,6 +8,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.drift import check_drift_here
 from flows.finetune import train_here, train_on_pool
 from flows.params import ReleaseParams, ReleaseSummary
+from lockgate.cards import card_path
 from lockgate.errors import GateRejected
 from lockgate.policy import load_policy
 from lockgate.records import ReleaseLineage
@@ -117,6 +118,7 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
             evaluation=evaluation,
             quant=quant_check,
             drift=drift,
+            base=base,
             policy=policy,
             expected=expected,
             workspace=workspace,
@@ -134,6 +136,8 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
             expected_production=champion.digest if champion.registered else None,
             workspace=workspace,
             dry_run=settings.gates.decision_mode == "dry_run",
+            base=base,
+            evaluation=evaluation,
         )
     if settings.vector_store.switch == "after_gates" and promotion.action != "dry_run":
         switch_index_after_gates(
@@ -143,6 +147,7 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
             workspace=workspace,
         )
 
+    carded = decision.passed and promotion.action != "dry_run"  # promote wrote the candidate's card
     summary = ReleaseSummary(
         passed=decision.passed,
         action=promotion.action,
@@ -167,6 +172,7 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
             "eval_rows": evaluation.rows_path,
             "drift_html": drift.html_path or "",
             "registry": str(workspace.registry_root / "state.json"),
+            "model_card": str(card_path(workspace.reports, quantized.digest)) if carded else "",
         },
     )
     create_markdown_artifact(

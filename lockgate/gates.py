@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from lockgate.digest import digest_json, short
 from lockgate.judge import judged_checks
 from lockgate.metrics import JUDGED_METRICS
-from lockgate.policy import GatePolicy, SlicePolicy
+from lockgate.policy import GatePolicy, LicensePolicy, SlicePolicy
 from lockgate.records import (
+    BaseModelArtifact,
     DriftReport,
     EvalReport,
     GateCheck,
@@ -39,6 +40,10 @@ def decide(
     revoked: str | None = None,
 ) -> GateDecision:
     """Apply the policy; ``passed`` only if every check passed and none was skipped for lack of input.
+
+    The rules about the reports; a model release also answers for its base model's license, so the
+    release flow decides with ``decide_release``. Simulations (``lockgate.calibration``) and
+    prompt-only releases (production's model, checked when it was released) use this directly.
 
     Args:
         expected: what the reports must be about (candidate, champion, dataset, index, prompt).
@@ -94,6 +99,50 @@ def decide(
         lineage=expected,
         paired=paired,
     )
+
+
+def decide_release(
+    *,
+    evaluation: EvalReport | None,
+    quant: QuantCheck | None,
+    drift: DriftReport | None,
+    base: BaseModelArtifact | None,
+    policy: GatePolicy,
+    expected: ReleaseLineage,
+    revoked: str | None = None,
+) -> GateDecision:
+    """``decide`` for a model release: the same checks, plus the base model's license (``license``).
+
+    No base model given is a failed check, as any missing input is; ``licenses: null`` in the
+    policy is the only way to skip it.
+    """
+    decision = decide(evaluation, quant, drift, policy, expected, revoked=revoked)
+    if policy.licenses is None:
+        return decision
+    check = license_check(base, policy.licenses)
+    checks = (*decision.checks, check)
+    passed = decision.passed and check.passed
+    reasons = tuple(c.detail for c in checks if not c.passed) or ("all checks passed",)
+    seen = {"digest": base.digest, "license": base.license} if base is not None else None
+    digest = digest_json({"decision": decision.digest, "base": seen})
+    parents = (*decision.parents, base.digest) if base is not None else decision.parents
+    return decision.model_copy(
+        update={"digest": digest, "parents": parents, "checks": checks, "passed": passed, "reasons": reasons}
+    )
+
+
+def license_check(base: BaseModelArtifact | None, licenses: LicensePolicy) -> GateCheck:
+    """The check named ``license``: the base model's license must be one the policy lists."""
+    allowed = ", ".join(licenses.allowed)
+    if base is None:
+        return GateCheck(name="license", passed=False, detail="no base model given: its license is unknown")
+    if base.license is None:
+        detail = f"base model {base.name} has no known license; the policy allows only {allowed}"
+        return GateCheck(name="license", passed=False, detail=detail)
+    if not licenses.allows(base.license):
+        detail = f"base model {base.name} is licensed {base.license}, which the policy does not allow ({allowed})"
+        return GateCheck(name="license", passed=False, detail=detail)
+    return GateCheck(name="license", passed=True, detail=f"base model {base.name} is licensed {base.license}")
 
 
 def decide_prompt(
@@ -302,6 +351,7 @@ def promotion_evidence(decision: GateDecision) -> dict[str, Any]:
         "metrics": decision.metrics,
         "lineage": decision.lineage.model_dump(),
         "approval": next((c.detail for c in decision.checks if c.name == "approval"), None),
+        "license": next((c.detail for c in decision.checks if c.name == "license"), None),
     }
 
 

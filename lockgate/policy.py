@@ -7,6 +7,7 @@ by ``lockgate gate explain``, and its digest is recorded in every decision made 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -47,6 +48,58 @@ class SlicePolicy(_Strict):
     )
 
 
+# Permissive licenses: they allow commercial use, modification and redistribution of weights and
+# derivatives, asking only for attribution (and, for Apache-2.0, notice of changes). Licenses with
+# use restrictions (llama3, gemma, openrail, cc-by-nc-*) or copyleft terms are left to a person to
+# add to a profile's policy file, knowingly.
+PERMISSIVE_LICENSES = ("apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "isc", "cc0-1.0", "cc-by-4.0")
+
+# Hugging Face's placeholders: 'other' is a custom license that has to be read, 'unknown' is none at all.
+NOT_A_LICENSE = ("other", "unknown")
+
+LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
+
+
+class LicensePolicy(_Strict):
+    """Which base-model licenses a release may build on."""
+
+    allowed: tuple[str, ...] = Field(
+        default=PERMISSIVE_LICENSES,
+        description="License ids (SPDX-style, as on the Hugging Face Hub: 'apache-2.0', 'mit'), compared "
+        "case-insensitively. A base model whose license is not listed, or unknown, is rejected.",
+    )
+
+    @field_validator("allowed", mode="before")
+    @classmethod
+    def _a_list(cls, value: object) -> object:
+        if isinstance(value, str):  # a bare string would validate as a tuple of its letters
+            raise ValueError("must be a list of license ids, e.g. [apache-2.0, mit]")
+        return value
+
+    @field_validator("allowed")
+    @classmethod
+    def _license_ids(cls, ids: tuple[str, ...]) -> tuple[str, ...]:
+        if not ids:
+            raise ValueError(
+                "lists no license, so every release would be rejected: list at least one, or set licenses: null"
+            )
+        lowered = tuple(i.strip().lower() for i in ids)
+        malformed = [i for i, low in zip(ids, lowered, strict=True) if not LICENSE_ID.match(low)]
+        if malformed:
+            raise ValueError(f"not license ids: {malformed} (want e.g. apache-2.0, mit)")
+        placeholders = sorted(set(lowered) & set(NOT_A_LICENSE))
+        if placeholders:
+            raise ValueError(f"{placeholders} name no license: list the license itself, e.g. apache-2.0")
+        duplicated = sorted({i for i in lowered if lowered.count(i) > 1})
+        if duplicated:
+            raise ValueError(f"listed twice: {duplicated}")
+        return lowered
+
+    def allows(self, license_id: str | None) -> bool:
+        """Whether a base model under ``license_id`` may be released; an unknown license never may."""
+        return license_id is not None and license_id.strip().lower() in self.allowed
+
+
 class GatePolicy(_Strict):
     """What a challenger must show before it may replace the champion."""
 
@@ -72,6 +125,18 @@ class GatePolicy(_Strict):
     slices: SlicePolicy | None = Field(default=SlicePolicy(), description="Slice vetoes; null switches them off.")
     require_quant_check: bool = Field(default=True, description="Reject if the quantization check failed.")
     block_on_drift: bool = Field(default=True, description="Reject while drift is detected.")
+    licenses: LicensePolicy | None = Field(
+        default=LicensePolicy(),
+        description="Base-model licenses a release may build on (default: the common permissive ones); "
+        "null switches the check off.",
+    )
+
+    @field_validator("licenses", mode="before")
+    @classmethod
+    def _licenses_mapping(cls, value: object) -> object:
+        if isinstance(value, str | list | tuple):
+            raise ValueError("must be a mapping, e.g. licenses: {allowed: [apache-2.0, mit]}")
+        return value
 
     @field_validator("primary_metric")
     @classmethod
@@ -172,6 +237,18 @@ def explain(policy: GatePolicy) -> str:
         lines.append("- The quantized model must have passed its own check (smaller, not much worse).")
     if policy.block_on_drift:
         lines.append("- No embedding drift may be detected in the current data.")
+    if policy.licenses is not None:
+        lines.append(
+            "- A fine-tune is used under its base model's license, so the base model must be licensed under "
+            f"one of: {', '.join(policy.licenses.allowed)} "
+            "(ids compared case-insensitively); a base model whose license is not listed or not known "
+            "is rejected by the 'license' check. A prompt-only release keeps production's model, "
+            "checked when it was released."
+        )
+    else:
+        lines.append(
+            "- No license check (licenses: null): a base model under any license, or none known, may be released."
+        )
     lines += [
         "- Every report must be about this candidate, this champion, this dataset snapshot, this index build "
         "and this prompt version; a missing, mismatched or NaN input rejects (the gate fails closed).",

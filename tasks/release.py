@@ -10,11 +10,13 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from lockgate import events
+from lockgate.cards import card_markdown, card_path, model_card, write_card
 from lockgate.digest import short
-from lockgate.gates import Approval, decide, promotion_evidence, promotion_outcome, with_approval
+from lockgate.gates import Approval, decide_release, promotion_evidence, promotion_outcome, with_approval
 from lockgate.policy import GatePolicy
 from lockgate.records import (
     AdapterArtifact,
+    BaseModelArtifact,
     DatasetSnapshot,
     DriftReport,
     EvalReport,
@@ -35,15 +37,18 @@ def gate(
     evaluation: EvalReport | None,
     quant: QuantCheck | None,
     drift: DriftReport | None,
+    base: BaseModelArtifact | None,
     policy: GatePolicy,
     expected: ReleaseLineage,
     workspace: Workspace,
 ) -> GateDecision:
-    """Apply the promotion policy; the result is a typed decision that fails closed."""
+    """Apply the promotion policy (the base model's license included); a typed decision that fails closed."""
     logger = get_run_logger()
     candidate = expected.candidate
     revoked = workspace.registry.revoked_reason(candidate) if candidate else None
-    decision = decide(evaluation, quant, drift, policy, expected, revoked=revoked)
+    decision = decide_release(
+        evaluation=evaluation, quant=quant, drift=drift, base=base, policy=policy, expected=expected, revoked=revoked
+    )
     publish_decision(decision)
     for check in decision.checks:
         (logger.info if check.passed else logger.warning)("gate %s: %s", check.name, check.detail)
@@ -113,12 +118,17 @@ def promote(
     expected_production: str | None,
     workspace: Workspace,
     dry_run: bool = False,
+    base: BaseModelArtifact | None = None,
+    evaluation: EvalReport | None = None,
 ) -> Promotion:
     """Register the candidate and, only if the gate passed, make it production, in one atomic write.
 
     ``expected_production`` is the production model the candidate was judged against; if
     production moved since (another run promoted meanwhile), nothing moves. In a dry run
-    nothing is written at all.
+    nothing is written at all. A candidate the gate passed gets its model card first
+    (``<home>/reports/cards/<digest>/README.md``, outside the signed model folder), named in the
+    registry's evidence and shown as the ``model-card`` artifact; ``base`` and ``evaluation``
+    fill it (without them it says the license and metrics are unknown).
     """
     logger = get_run_logger()
     models = workspace.registry
@@ -137,6 +147,16 @@ def promote(
         "training_config": adapter.config_digest,
     }
     evidence = promotion_evidence(decision)
+    if decision.passed:
+        card = model_card(
+            model=candidate, adapter=adapter, snapshot=snapshot, decision=decision, base=base, evaluation=evaluation
+        )
+        path = card_path(workspace.reports, candidate.digest)
+        evidence["card"] = {"path": str(path), "digest": write_card(card, path)}
+        create_markdown_artifact(
+            key="model-card", markdown=card_markdown(card), description=f"Model card of {short(candidate.digest)}"
+        )
+        logger.info("model card: %s", path)
     action, previous = models.record_release(
         candidate.digest, candidate.path, lineage, evidence, decision.passed, expected_production
     )

@@ -8,9 +8,17 @@ import pytest
 
 from lockgate.calibration import mean_rule_rate, promotion_rate, simulated_report
 from lockgate.errors import ConfigError
-from lockgate.gates import Approval, decide, decide_prompt, promotion_outcome, with_approval
-from lockgate.policy import GatePolicy, SlicePolicy, explain, load_policy, prompt_policy
-from lockgate.records import DriftReport, EvalReport, QuantCheck, ReleaseLineage
+from lockgate.gates import (
+    Approval,
+    decide,
+    decide_prompt,
+    decide_release,
+    promotion_evidence,
+    promotion_outcome,
+    with_approval,
+)
+from lockgate.policy import GatePolicy, LicensePolicy, SlicePolicy, explain, load_policy, prompt_policy
+from lockgate.records import BaseModelArtifact, DriftReport, EvalReport, QuantCheck, ReleaseLineage
 from tests.conftest import ROOT
 
 LINEAGE = ReleaseLineage(candidate="c", champion="b", dataset="d", index="i", prompt_version="p@1")
@@ -62,6 +70,16 @@ def drift(score: float = 0.001, dataset: str | None = "d") -> DriftReport:
         n_current=50,
         html_path=None,
     )
+
+
+def base_model(license: str | None = "apache-2.0") -> BaseModelArtifact:
+    return BaseModelArtifact(
+        digest="sha256:base", name="org/base-lm", path="/b", hidden_size=64, parameters=1000, license=license
+    )
+
+
+def release_decision(base: BaseModelArtifact | None, policy: GatePolicy = POLICY):  # type: ignore[no-untyped-def]
+    return decide_release(evaluation=report(), quant=quant(), drift=drift(), base=base, policy=policy, expected=LINEAGE)
 
 
 def failed(decision) -> set[str]:  # type: ignore[no-untyped-def]
@@ -210,6 +228,46 @@ def test_the_prompt_gate_is_the_release_policy_in_the_prompts_mode_and_checks_th
     assert not rejected.passed and any(c.name == "non_inferiority:rouge_l" and not c.passed for c in rejected.checks)
 
 
+def test_a_base_model_whose_license_is_not_listed_fails_the_named_license_check() -> None:
+    ok = release_decision(base_model("apache-2.0"))
+    assert ok.passed, ok.reasons
+    assert [c.detail for c in ok.checks if c.name == "license"] == ["base model org/base-lm is licensed apache-2.0"]
+    assert release_decision(base_model("Apache-2.0")).passed, "license ids compare case-insensitively"
+
+    restricted = release_decision(base_model("llama3"))
+    assert not restricted.passed and failed(restricted) == {"license"}, "every other check passed"
+    assert restricted.reasons == (
+        "base model org/base-lm is licensed llama3, which the policy does not allow "
+        "(apache-2.0, mit, bsd-2-clause, bsd-3-clause, isc, cc0-1.0, cc-by-4.0)",
+    )
+    assert promotion_evidence(restricted)["license"] == restricted.reasons[0], "the registry keeps what it saw"
+    unknown = release_decision(base_model(None))
+    assert failed(unknown) == {"license"} and "has no known license" in unknown.reasons[0]
+    missing = release_decision(None)
+    assert failed(missing) == {"license"} and "no base model given" in missing.reasons[0], "fails closed"
+    assert len({ok.digest, restricted.digest, unknown.digest, missing.digest}) == 4, "the license is decision input"
+
+
+def test_a_policy_decides_which_licenses_and_null_switches_the_check_off() -> None:
+    llama = POLICY.model_copy(update={"licenses": LicensePolicy(allowed=("Llama3", "apache-2.0"))})
+    assert llama.licenses is not None and llama.licenses.allowed == ("llama3", "apache-2.0")
+    assert release_decision(base_model("llama3"), llama).passed
+    assert failed(release_decision(base_model("mit"), llama)) == {"license"}
+    off = POLICY.model_copy(update={"licenses": None})
+    assert off.digest != POLICY.digest, "the decision records which rule applied"
+    unchecked = release_decision(base_model(None), off)
+    assert unchecked.passed and "license" not in {c.name for c in unchecked.checks}
+    assert "No license check" in explain(off)
+
+
+def test_the_shipped_policy_allows_the_builtin_models_license_and_explains_why() -> None:
+    policy = load_policy(ROOT / "policies" / "release.yaml")
+    assert policy.licenses is not None and policy.licenses.allows("apache-2.0") and policy.licenses.allows("MIT")
+    assert not policy.licenses.allows("llama3") and not policy.licenses.allows(None)
+    text = explain(policy)
+    assert "apache-2.0" in text and "'license' check" in text and "base model's license" in text
+
+
 def test_promotion_outcome() -> None:
     d = decide(report(), quant(), drift(), POLICY, LINEAGE)
     assert promotion_outcome(d, "promoted", "old", "c").model_digest == "c"
@@ -243,6 +301,14 @@ def test_policy_file_is_valid_and_explained() -> None:
         ("min_scores: {rouge_l: -.inf, bleu: 2}\n", ["min_scores"]),
         ("primary_metric: accuracy\nmode: best\n", ["primary_metric", "mode"]),
         ("min_questions: 030\nsurprise: 1\n", ["surprise"]),
+        ("licenses: apache-2.0\n", ["licenses: Value error, must be a mapping"]),
+        ("licenses: {allowed: apache-2.0}\n", ["licenses.allowed: Value error, must be a list"]),
+        ("licenses: {allowed: [apache-2.0, 3]}\n", ["licenses.allowed.1"]),
+        ("licenses: {allowed: []}\n", ["licenses.allowed: Value error, lists no license"]),
+        ("licenses: {allowed: [mit, MIT, other, 'apache 2']}\n", ["licenses.allowed: Value error, not license ids"]),
+        ("licenses: {allowed: [mit, MIT]}\n", ["licenses.allowed: Value error, listed twice: ['mit']"]),
+        ("licenses: {allowed: [unknown]}\n", ["licenses.allowed: Value error, ['unknown'] name no license"]),
+        ("licenses: {alowed: [mit]}\n", ["licenses.alowed"]),
     ],
 )
 def test_bad_policy_files_report_every_field(tmp_path: Path, content: str, fields: list[str]) -> None:
