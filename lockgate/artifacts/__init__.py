@@ -3,7 +3,8 @@
 ``ArtifactStore`` is the port; ``open_artifacts`` picks the adapter from a URL at the edge (a
 flow's start, through ``lockgate.workspace.Workspace``): a plain path is the local store
 (``local.py``), an fsspec URL (``s3://``, ``gs://``, ``memory://``) the fsspec store
-(``fsspec.py``). May import ``lockgate.digest`` and ``lockgate.errors``; nothing above them.
+(``fsspec.py``). Given a signer (``lockgate.signing``), every commit is signed. May import
+``lockgate.digest``, ``lockgate.errors`` and ``lockgate.signing``; nothing above them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Protocol, TypeVar
 from pydantic import BaseModel
 
 from lockgate.artifacts.local import LocalArtifactStore
+from lockgate.signing import ArtifactSigning
 
 _R = TypeVar("_R", bound=BaseModel)
 
@@ -45,13 +47,16 @@ class ArtifactStore(Protocol):
     def relocate(self, record: _R) -> _R: ...
 
 
-def open_artifacts(location: str, cache_dir: Path | None = None) -> ArtifactStore:
-    """The artifact store at ``location``: a local folder, or an fsspec URL read through ``cache_dir``."""
+def open_artifacts(
+    location: str, cache_dir: Path | None = None, signing: ArtifactSigning | None = None
+) -> ArtifactStore:
+    """The artifact store at ``location``: a local folder, or an fsspec URL read through ``cache_dir``;
+    with ``signing``, every commit is signed."""
     if "://" not in location or location.startswith("file://"):
-        return LocalArtifactStore(Path(location.removeprefix("file://")))
+        return LocalArtifactStore(Path(location.removeprefix("file://")), signing)
     from lockgate.artifacts.fsspec import FsspecArtifactStore
 
     if cache_dir is None:
         raise ValueError(f"artifact store {location}: a remote store needs a local cache folder")
-    store: ArtifactStore = FsspecArtifactStore(location, cache_dir)
+    store: ArtifactStore = FsspecArtifactStore(location, cache_dir, signing)
     return store

@@ -7,6 +7,11 @@ completeness marker, listing every file with its size, last: an upload that died
 has no marker, is never taken for an artifact, and is uploaded again by the next commit.
 Object stores cannot rename a folder in one step, so the marker, not a rename, is what
 makes an artifact visible.
+
+With a signer, the staged folder is signed before the upload; the signature goes to
+``<url>/<kind>/<digest>.sig`` before the marker (so a complete artifact has one) and to the same
+place beside the cached copy, and a fetch brings it along. Verification reads the cached copy:
+what is loaded is what is checked.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pydantic import BaseModel
 from lockgate.artifacts.local import ADDRESS, relocated
 from lockgate.digest import digest_tree, short
 from lockgate.errors import ConfigError, DataError, LockgateError, TransientError
+from lockgate.signing import SIGNATURE_SUFFIX, ArtifactSigning, sign_folder, signature_path
 
 _R = TypeVar("_R", bound=BaseModel)
 
@@ -71,8 +77,9 @@ def _translated(where: str) -> Iterator[None]:
 class FsspecArtifactStore:
     """Artifacts as folders named by their digest at an fsspec URL, read through a local cache."""
 
-    def __init__(self, url: str, cache_dir: Path) -> None:
+    def __init__(self, url: str, cache_dir: Path, signing: ArtifactSigning | None = None) -> None:
         self.url = url.rstrip("/")
+        self.signing = signing
         with _translated(f"artifact store {self.url}"):
             self.fs, self._base = fsspec.core.url_to_fs(self.url)
         self._base = self._base.rstrip("/")
@@ -103,10 +110,15 @@ class FsspecArtifactStore:
         digest = digest or digest_tree(staged)
         address = short(digest, 16)
         remote = self._remote(kind, address)
+        cached = self._cached(kind, address)
         with _translated(f"artifact store {self.url}: committing {kind}/{address}"):
-            if self._listing(remote) is None:
+            complete = self._listing(remote) is not None
+            if self.signing is not None and not (complete and self.fs.exists(f"{remote}{SIGNATURE_SUFFIX}")):
+                signature = sign_folder(self.signing, staged, signature_path(cached))
+                self.fs.put_file(str(signature), f"{remote}{SIGNATURE_SUFFIX}")
+            if not complete:
                 self._upload(staged, remote, digest)
-        return digest, self._keep_in_cache(staged, self._cached(kind, address))
+        return digest, self._keep_in_cache(staged, cached)
 
     def scratch(self, name: str) -> Path:
         """A stable local working folder (e.g. for resumable training), not content-addressed."""
@@ -167,6 +179,11 @@ class FsspecArtifactStore:
             if files is None:
                 return False
             downloaded = self.staging(kind)
+            signature = f"{remote}{SIGNATURE_SUFFIX}"
+            if self.fs.exists(signature):  # before the files: an artifact is never cached without it
+                local_signature = signature_path(self._cached(kind, address))
+                local_signature.parent.mkdir(parents=True, exist_ok=True)
+                self.fs.get_file(signature, str(local_signature))
             try:
                 for rel, size in files.items():
                     target = downloaded / rel

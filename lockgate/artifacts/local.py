@@ -3,6 +3,11 @@
 Writers build an artifact in a private staging folder, then ``commit`` moves it under
 ``<root>/<kind>/<digest>`` in one rename. Two writers of the same content end with one
 copy; a crash mid-write leaves only staging debris, never a half artifact.
+
+With a signer (``signing.method``; the Workspace passes it) every commit signs the folder first:
+the signature ``<kind>/<digest>.sig`` lies beside it (see ``lockgate.signing``), written before
+the rename, so a visible artifact always has one. Committing content already there signs it
+again if its signature is gone (the staged copy is what gets signed, never the stored one).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from lockgate.digest import digest_tree, short
+from lockgate.signing import ArtifactSigning, sign_folder, signature_path
 
 _R = TypeVar("_R", bound=BaseModel)
 ADDRESS = re.compile(r"^[0-9a-f]{16}$")  # an artifact folder: the first 16 hex digits of its digest
@@ -26,8 +32,9 @@ ADDRESS = re.compile(r"^[0-9a-f]{16}$")  # an artifact folder: the first 16 hex 
 class LocalArtifactStore:
     """Artifacts as folders named by their digest under one root."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, signing: ArtifactSigning | None = None) -> None:
         self.root = Path(root)
+        self.signing = signing
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / ".staging").mkdir(exist_ok=True)
 
@@ -51,6 +58,8 @@ class LocalArtifactStore:
         digest = digest or digest_tree(staged)
         final = self.path_of(kind, digest)
         final.parent.mkdir(parents=True, exist_ok=True)
+        if self.signing is not None and not (final.exists() and signature_path(final).is_file()):
+            sign_folder(self.signing, staged, signature_path(final))
         if final.exists():
             shutil.rmtree(staged, ignore_errors=True)
             return digest, final

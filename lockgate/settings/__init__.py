@@ -8,7 +8,7 @@ start or the CLI), never at import time. A bad value is reported with every othe
 value at once, each naming its field.
 
 One module per area (``data``, ``training``, ``quantization``, ``embeddings``, ``vector_store``,
-``evaluation``, ``registry``, ``serving``) on the common ``base.Area``; ``root`` composes them
+``evaluation``, ``registry``, ``serving``, ``signing``) on the common ``base.Area``; ``root`` composes them
 into ``LockgateSettings`` and ``loader`` builds it. Every public name is importable from here.
 This package imports pydantic, pydantic-settings, PyYAML and, of Lockgate, only
 ``lockgate._io`` and ``lockgate.errors``: every other module may import it, never the reverse.
@@ -25,6 +25,7 @@ from lockgate.settings.quantization import QuantizationSettings
 from lockgate.settings.registry import ArtifactSettings, RegistrySettings
 from lockgate.settings.root import PROJECT_ROOT, LockgateSettings
 from lockgate.settings.serving import ServingSettings
+from lockgate.settings.signing import SigningSettings
 from lockgate.settings.training import BUILTIN_TINY_MODEL, BaseModelSettings, TrainingSettings
 from lockgate.settings.vector_store import VectorStoreSettings
 
@@ -44,6 +45,7 @@ __all__ = [
     "QuantizationSettings",
     "RegistrySettings",
     "ServingSettings",
+    "SigningSettings",
     "TrainingSettings",
     "VectorStoreSettings",
     "list_profiles",

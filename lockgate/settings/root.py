@@ -14,6 +14,7 @@ from lockgate.settings.evaluation import DriftSettings, EvaluationSettings, Gate
 from lockgate.settings.quantization import QuantizationSettings
 from lockgate.settings.registry import ArtifactSettings, RegistrySettings
 from lockgate.settings.serving import ServingSettings
+from lockgate.settings.signing import SigningSettings
 from lockgate.settings.training import BaseModelSettings, TrainingSettings
 from lockgate.settings.vector_store import VectorStoreSettings
 
@@ -47,6 +48,7 @@ class LockgateSettings(BaseSettings):
     registry: RegistrySettings = RegistrySettings()
     prompts: PromptSettings = PromptSettings()
     serving: ServingSettings = ServingSettings()
+    signing: SigningSettings = SigningSettings()
 
     @classmethod
     def settings_customise_sources(  # type: ignore[override]
