@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from lockgate.digest import short
 
+ARTIFACT_TAMPERED = "lockgate.artifact.tampered"
 DATASET_CHANGED = "lockgate.dataset.changed"
 DRIFT_DETECTED = "lockgate.drift.detected"
 GATE_PASSED = "lockgate.gate.passed"
@@ -15,6 +16,11 @@ MODEL_PROMOTED = "lockgate.model.promoted"
 MODEL_ROLLED_BACK = "lockgate.model.rolled_back"
 PROMPT_CHANGED = "lockgate.prompt.changed"
 PROMPT_PROMOTED = "lockgate.prompt.promoted"
+
+
+def artifact_resource(artifact: str) -> dict[str, str]:
+    """The event resource of a stored artifact (``<kind>/<address>``): ``lockgate.artifact.<kind>.<address>``."""
+    return {"prefect.resource.id": f"lockgate.artifact.{artifact.replace('/', '.')}", "prefect.resource.name": artifact}
 
 
 def dataset_resource(name: str) -> dict[str, str]:

@@ -366,3 +366,23 @@ def create_key_pair(folder: Path) -> tuple[Path, Path]:
         key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return private, public
+
+
+def artifact_root(path: Path) -> Path:
+    """The signed folder ``path`` belongs to: itself or the nearest folder above it with a signature
+    beside it (a registered model may be a sub-folder of its artifact, e.g. ``quantized/<address>/model``);
+    without one, the nearest content address above it (whose signature is then reported missing)."""
+    path = Path(path)
+    candidates = [path, *path.parents]
+    for folder in candidates:
+        if signature_path(folder).is_file():
+            return folder
+    for folder in candidates:
+        if len(folder.name) == 16 and all(c in "0123456789abcdef" for c in folder.name):
+            return folder
+    return path
+
+
+def verify_artifact(signing: ArtifactSigning, path: Path) -> VerifiedArtifact:
+    """Verify the signed artifact ``path`` is (or lies in); see ``verify_folder``."""
+    return verify_folder(signing, artifact_root(path))

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.events import emit_event
 
+from lockgate import events
 from lockgate.digest import short
 from lockgate.errors import ConfigError
 from lockgate.serving import write_manifest
@@ -15,6 +20,7 @@ from lockgate.serving.manifest import ServingManifest
 from lockgate.serving.retrieval import PromptBook
 from lockgate.serving.rollout import PromptCanary, is_prompt_canary, prompt_canary, record_canary_alias
 from lockgate.settings import LockgateSettings
+from lockgate.signing import TamperedError, VerifiedArtifact, open_signing, verify_artifact
 from lockgate.workspace import Workspace
 from tasks.common import DEFAULT_BUT_WORKSPACE
 
@@ -53,9 +59,51 @@ def servable_prompts(settings: LockgateSettings, workspace: Workspace) -> tuple[
     )
 
 
+def report_tampered(refused: TamperedError, boundary: str) -> None:
+    """Log a refused artifact in one line and emit ``lockgate.artifact.tampered`` (automations, alerts)."""
+    get_run_logger().error("%s refused: %s", boundary, refused)
+    emit_event(
+        event=events.ARTIFACT_TAMPERED,
+        resource=events.artifact_resource(refused.artifact),
+        payload={
+            "boundary": boundary,
+            "artifact": refused.artifact,
+            "file": refused.file,
+            "changes": [{"file": c.file, "change": c.change} for c in refused.changes],
+            "message": str(refused),
+        },
+    )
+
+
+def signature_checker(settings: LockgateSettings, boundary: str) -> Callable[[Path], VerifiedArtifact]:
+    """Verify an artifact folder against the trusted signer; a refusal is reported (log line and event)
+    before it is raised."""
+    signing = open_signing(settings.signing, settings.resolve)
+    check = partial(verify_artifact, signing)
+
+    def verified(path: Path) -> VerifiedArtifact:
+        try:
+            result = check(path)
+        except TamperedError as refused:
+            report_tampered(refused, boundary)
+            raise
+        get_run_logger().info(
+            "%s: %s verified (%d files, signature %s)",
+            boundary,
+            result.artifact,
+            result.files,
+            short(result.signature_digest),
+        )
+        return result
+
+    return verified
+
+
 @task(name="start-and-smoke-test", cache_policy=DEFAULT_BUT_WORKSPACE)
 def start_and_smoke_test(*, settings: LockgateSettings, request: DeployRequest, workspace: Workspace) -> DeployOutcome:
-    """Start (or reuse) a vLLM engine per served model and smoke-test each; nothing goes live yet.
+    """Verify every folder to be served against its signature, then start (or reuse) a vLLM engine per
+    served model and smoke-test each; nothing goes live yet. A tampered or unsigned folder fails the
+    task before any engine starts (``lockgate.artifact.tampered`` emitted), the old deployment serving.
 
     Production's model answers with the prompt registry's production prompt (a prompt-only release
     reaches serving this way). A canary prompt in the prompt registry (``prompts promote --to
@@ -67,7 +115,15 @@ def start_and_smoke_test(*, settings: LockgateSettings, request: DeployRequest, 
     canary, production = servable_prompts(settings, workspace)
     serving = settings.serving_settings()
     outcome = deploy(
-        workspace.registry, serving, request, where.manifest, where.engines, where.logs, canary, production
+        workspace.registry,
+        serving,
+        request,
+        where.manifest,
+        where.engines,
+        where.logs,
+        canary,
+        production,
+        verify=signature_checker(settings, "deploy"),
     )
     for line in outcome.smoke:
         logger.info("smoke test passed: %s", line)

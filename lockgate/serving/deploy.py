@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -109,6 +109,17 @@ def engine_specs(versions: list[ModelVersion]) -> tuple[list[EngineSpec], dict[s
     return specs, placement
 
 
+def served_folders(specs: list[EngineSpec]) -> list[Path]:
+    """The local folders a set of engines would load: each model that is a folder (a hub id is pinned
+    by its revision elsewhere) and each adapter, once each, in order."""
+    folders: list[Path] = []
+    for spec in specs:
+        for path in (spec.model_path, *(adapter for _, adapter in spec.loras)):
+            if Path(path).is_dir() and Path(path) not in folders:
+                folders.append(Path(path))
+    return folders
+
+
 @contextmanager
 def deploy_lock(folder: Path, wait_s: float, poll_s: float = 0.5) -> Iterator[None]:
     """One deploy at a time per serving folder.
@@ -143,8 +154,13 @@ def deploy(
     logs: Path,
     prompts: PromptCanary | None = None,
     production_prompt: str | None = None,
+    verify: Callable[[Path], object] | None = None,
 ) -> DeployOutcome:
     """Start or reuse the engines, smoke-test them, then switch the manifest.
+
+    With ``verify`` (``lockgate.signing.verify_artifact`` bound to the trusted signer), every folder
+    to be served is checked first; what it raises (``TamperedError``) ends the deploy before an engine
+    starts, the previous deployment still serving.
 
     Production's model answers with ``production_prompt`` (the prompt registry's production) when
     given. Without a model canary, a prompt canary (``prompts``, from the prompt registry) serves
@@ -153,6 +169,7 @@ def deploy(
     Raises:
         DataError: nothing is in production.
         StageError: an engine did not start or failed its smoke test (the previous deployment keeps serving).
+        TamperedError: a folder to be served is not what was signed (raised by ``verify``).
     """
     live = live_manifest(manifest_path)
     production, stable, mode = wanted_models(registry, live, request.canary_weight)
@@ -160,6 +177,9 @@ def deploy(
     running = book.read()
     started: list[RunningEngine] = []
     specs, placement = engine_specs([v for v in (stable, production) if v is not None])
+    if verify is not None:
+        for folder in served_folders(specs):
+            verify(folder)
     urls: list[str] = []
     try:
         for spec in specs:
