@@ -16,7 +16,7 @@ export WANDB_MODE := offline
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
 
-setup:  ## build (or reuse) the app and trainer environments
+setup:  ## build (or reuse) the app, trainer and serving environments, and the artifact signing key pair
 	@scripts/setup.sh
 
 images:  ## build the app, trainer and serving images (Docker; tagged by the lock files' hash, built once per change)

@@ -323,7 +323,8 @@ def verify_folder(signing: ArtifactSigning, folder: Path, artifact: str | None =
     name = artifact or artifact_name(folder)
     signature = signature_path(folder)
     if not folder.is_dir():
-        raise TamperedError(name, folder.name, f"is not there ({folder})")
+        why = "lies in no signed artifact folder" if folder.exists() else "is not there"
+        raise TamperedError(name, folder.name, f"{why} ({folder})")
     if not signature.is_file():
         raise TamperedError(
             name,

@@ -46,4 +46,11 @@ build_env app requirements/app.lock .venv --no-deps
 chmod +x "$ROOT/.venv/bin/lockgate.$$" && mv "$ROOT/.venv/bin/lockgate.$$" "$ROOT/.venv/bin/lockgate"
 build_env trainer requirements/trainer.lock .venv-trainer
 build_env serving requirements/serving.lock .venv-serving --no-deps
+# The key pair that signs every committed artifact (signing.method: key), outside every checkout
+# so no key is ever committed; an existing pair is kept. The private key is 0600 in a 0700 folder.
+# Where: ${XDG_CONFIG_HOME:-~/.config}/lockgate/signing, which the settings read when
+# signing.private_key / signing.public_key are empty.
+KEYS=$(cd "$ROOT" && PYTHONPATH="$ROOT" "$ROOT/.venv/bin/python" -c \
+  'from lockgate.settings.signing import default_key_folder as d; from lockgate.signing import create_key_pair as c; print(c(d())[0].parent)')
+echo "setup: artifact signing key pair in $KEYS (private-key.pem 0600, public-key.pem)"
 echo "setup: ready (.venv -> $(readlink "$ROOT/.venv"), .venv-trainer -> $(readlink "$ROOT/.venv-trainer"), .venv-serving -> $(readlink "$ROOT/.venv-serving"))"

@@ -110,12 +110,13 @@ def engine_specs(versions: list[ModelVersion]) -> tuple[list[EngineSpec], dict[s
 
 
 def served_folders(specs: list[EngineSpec]) -> list[Path]:
-    """The local folders a set of engines would load: each model that is a folder (a hub id is pinned
-    by its revision elsewhere) and each adapter, once each, in order."""
+    """The local paths a set of engines would load: each model and adapter that is on this machine (a
+    hub id is pinned by its revision elsewhere; a path that is not there fails at the engine), once
+    each, in order."""
     folders: list[Path] = []
     for spec in specs:
         for path in (spec.model_path, *(adapter for _, adapter in spec.loras)):
-            if Path(path).is_dir() and Path(path) not in folders:
+            if Path(path).exists() and Path(path) not in folders:
                 folders.append(Path(path))
     return folders
 
