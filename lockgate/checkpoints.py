@@ -7,6 +7,11 @@ with its size, is written and the folder renamed. A resume restores the newest c
 whose marker matches its files, on a fresh worker too. Half-written checkpoints, in the
 store or in the trainer's own output folder, are skipped with a log line and never handed
 to Axolotl (which would otherwise resume from the highest ``checkpoint-N``, complete or not).
+
+With a signer (the artifact store's), each checkpoint is signed as it is saved (``checkpoint-N.sig``
+beside its folder in the store, written before the folder becomes visible) and a restored copy is
+verified before Axolotl sees it: a checkpoint changed, grown or shrunk in the store is refused
+naming the file, and training does not resume from it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lockgate.errors import TransientError
+from lockgate.signing import SIGNATURE_SUFFIX, ArtifactSigning, TamperedError, sign_folder, verify_folder
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +69,11 @@ def latest_local(output_dir: Path) -> Path | None:
 class CheckpointStore:
     """Checkpoints of one training run (one work key) at a local path or fsspec URL."""
 
-    def __init__(self, url: str, keep: int = 2) -> None:
+    def __init__(self, url: str, keep: int = 2, signing: ArtifactSigning | None = None) -> None:
         import fsspec
 
         self.keep = keep
+        self.signing = signing
         self.url = url.rstrip("/")
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
         self.fs.makedirs(self.root, exist_ok=True)
@@ -122,6 +129,12 @@ class CheckpointStore:
                 parent = Path(rel).parent.as_posix()
                 self.fs.makedirs(staging if parent == "." else f"{staging}/{parent}", exist_ok=True)
                 self.fs.put_file(str(checkpoint / rel), f"{staging}/{rel}")
+            if self.signing is not None:  # before the marker and the rename: a visible checkpoint is signed
+                signature = sign_folder(self.signing, checkpoint, checkpoint.with_name(f".{checkpoint.name}.sig"))
+                try:
+                    self.fs.put_file(str(signature), f"{final}{SIGNATURE_SUFFIX}")
+                finally:
+                    signature.unlink(missing_ok=True)
             body = json.dumps({"step": step, "files": files, "saved_at": time.time()}).encode()
             self.fs.pipe_file(f"{staging}/{MARKER}", body)
             if self.fs.exists(final):  # an earlier, incomplete attempt
@@ -140,6 +153,8 @@ class CheckpointStore:
         steps = self.steps()
         for step in steps[: -self.keep]:
             self.fs.rm(self._path(f"checkpoint-{step}"), recursive=True)
+            if self.fs.exists(self._path(f"checkpoint-{step}{SIGNATURE_SUFFIX}")):
+                self.fs.rm(self._path(f"checkpoint-{step}{SIGNATURE_SUFFIX}"))
 
     # The run's history lives beside its checkpoints, so a fresh worker still knows how often
     # the run was preempted and how far it had got (its own disk saw none of that).
@@ -184,11 +199,33 @@ class CheckpointStore:
         staging = output_dir / f".restoring-{newest}-{uuid.uuid4().hex[:8]}"
         self.fs.get(self._path(f"checkpoint-{newest}") + "/", str(staging), recursive=True)
         (staging / MARKER).unlink(missing_ok=True)
+        if self.signing is not None:
+            self._verify_restored(self.signing, staging, newest)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
         log.info("restored checkpoint-%d from %s", newest, self.url)
         return target
+
+    def _verify_restored(self, signing: ArtifactSigning, staging: Path, step: int) -> None:
+        """Check a downloaded checkpoint against the signature made when it was saved; a refused one is removed.
+
+        Raises:
+            TamperedError: a file was changed, added or removed in the store, or the signature is missing.
+        """
+        name = f"checkpoint-{step}"
+        stored = self._path(f"{name}{SIGNATURE_SUFFIX}")
+        signature = staging.with_name(f"{staging.name}{SIGNATURE_SUFFIX}")
+        try:
+            if not self.fs.exists(stored):
+                raise TamperedError(f"{self.url}/{name}", f"{name}{SIGNATURE_SUFFIX}", "(its signature) is missing")
+            self.fs.get_file(stored, str(signature))
+            verify_folder(signing, staging, f"{self.url}/{name}", signature)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        finally:
+            signature.unlink(missing_ok=True)
 
 
 class CheckpointSync:
@@ -247,9 +284,10 @@ class CheckpointSync:
             return new
 
 
-def open_checkpoint_store(url: str) -> CheckpointStore:
-    """The store at ``url``; a store that cannot be reached is a transient failure (retried)."""
+def open_checkpoint_store(url: str, signing: ArtifactSigning | None = None) -> CheckpointStore:
+    """The store at ``url`` (signing and verifying with ``signing``); a store that cannot be reached is a
+    transient failure (retried)."""
     try:
-        return CheckpointStore(url)
+        return CheckpointStore(url, signing=signing)
     except OSError as exc:
         raise TransientError(f"checkpoint store {url} unreachable: {exc}") from None

@@ -311,8 +311,10 @@ def tampered(artifact: str, changes: tuple[FileChange, ...]) -> TamperedError:
     return TamperedError(artifact, first.file, _CHANGE_WORDS[first.change] + more, changes)
 
 
-def verify_folder(signing: ArtifactSigning, folder: Path, artifact: str | None = None) -> VerifiedArtifact:
-    """Check ``folder`` against its signature ``<folder>.sig``.
+def verify_folder(
+    signing: ArtifactSigning, folder: Path, artifact: str | None = None, signature: Path | None = None
+) -> VerifiedArtifact:
+    """Check ``folder`` against its signature (default ``<folder>.sig``).
 
     Raises:
         TamperedError: the folder or its signature is missing, a file was changed, added or removed,
@@ -321,7 +323,7 @@ def verify_folder(signing: ArtifactSigning, folder: Path, artifact: str | None =
     """
     folder = Path(folder)
     name = artifact or artifact_name(folder)
-    signature = signature_path(folder)
+    signature = signature or signature_path(folder)
     if not folder.is_dir():
         why = "lies in no signed artifact folder" if folder.exists() else "is not there"
         raise TamperedError(name, folder.name, f"{why} ({folder})")

@@ -29,6 +29,9 @@ class ArtifactStore(Protocol):
     (``path_of``, ``locate``), so model loaders and trainers never see a URL.
     """
 
+    signing: ArtifactSigning | None
+    """Who signs every commit (``None``: nothing is signed); checkpoints and verifiers use the same."""
+
     @property
     def root(self) -> Path:
         """The local folder the store's artifacts are read from (the store itself, or its cache)."""
