@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lockgate._io import write_jsonl
 from lockgate.artifacts import ArtifactStore
+from lockgate.chat import chat_format_of, prompt_for_model
 from lockgate.digest import digest_json, digest_tree, short
 from lockgate.embeddings import Embedder, resolve_model_path
 from lockgate.errors import StageError
@@ -174,10 +175,11 @@ def generate_answers(
     from lockgate.hf import load_causal_lm
 
     model, tok = load_causal_lm(model_path)
+    chat = chat_format_of(model_path)  # a chat model's own template around the prompt, as served
     answers = []
     with torch.inference_mode():
         for i, item in enumerate(items):
-            text = prompt.render({"question": item.question, "context": " ".join(item.contexts)})
+            text = prompt_for_model(chat, prompt, item.question, item.contexts)
             ids = tok(text, return_tensors="pt")
             out = model.generate(
                 **ids,

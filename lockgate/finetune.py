@@ -23,6 +23,7 @@ import yaml
 
 from lockgate._io import exclusive_lock, load_jsonl, write_jsonl
 from lockgate.artifacts import ArtifactStore
+from lockgate.chat import PLAIN_TEXT, ChatFormat, chat_format_of
 from lockgate.checkpoints import CheckpointStore
 from lockgate.digest import digest_json, digest_tree, short
 from lockgate.errors import ConfigError, DataError
@@ -52,10 +53,12 @@ def render_axolotl_config(
         cpu: switch off Axolotl's CUDA-only LoRA kernels and mixed precision.
         shape: the snapshot's record shape; picks the Axolotl dataset type that reads it.
     """
+    chat = chat_format_of(base.path)
     cfg: dict[str, Any] = {
         "base_model": base.path,
-        "datasets": [axolotl_dataset(shape, train_path, prompt)],
-        "chat_template": "chatml" if shape == "chat" else None,
+        "datasets": [axolotl_dataset(shape, train_path, prompt, chat)],
+        # chat rows are rendered with the model's own template where it has one
+        "chat_template": ("tokenizer_default" if chat.is_chat else "chatml") if shape == "chat" else None,
         "dataset_prepared_path": str(output_dir / "prepared"),
         "val_set_size": 0,
         "output_dir": str(output_dir),
@@ -122,8 +125,14 @@ def training_config_digest(cfg: dict[str, Any]) -> str:
     return digest_json(stable)
 
 
-def axolotl_dataset(shape: str, train_path: Path, prompt: PromptTemplate = GROUNDED_QA) -> dict[str, Any]:
-    """The Axolotl ``datasets`` entry that trains on one record shape (qa, alpaca or chat)."""
+def axolotl_dataset(
+    shape: str, train_path: Path, prompt: PromptTemplate = GROUNDED_QA, chat: ChatFormat = PLAIN_TEXT
+) -> dict[str, Any]:
+    """The Axolotl ``datasets`` entry that trains on one record shape (qa, alpaca or chat).
+
+    A qa row of a chat model is trained as the gateway will send it: the prompt as the user's
+    turn inside the model's own chat template, the answer as the assistant's.
+    """
     if shape == "alpaca":
         return {"path": str(train_path), "ds_type": "json", "type": "alpaca"}
     if shape == "chat":
@@ -144,8 +153,8 @@ def axolotl_dataset(shape: str, train_path: Path, prompt: PromptTemplate = GROUN
             "field_instruction": "instruction",
             "field_input": "context",
             "field_output": "output",
-            "format": prompt.with_context,
-            "no_input_format": prompt.without_context,
+            "format": chat.wrap_format(prompt.with_context),
+            "no_input_format": chat.wrap_format(prompt.without_context),
         },
     }
 
@@ -159,13 +168,13 @@ _ALPACA_PROMPT = (
 _CHATML_TURN = "<|im_start|>{role}\n{content}<|im_end|>\n"
 
 
-def training_text(row: dict[str, Any], prompt: PromptTemplate = GROUNDED_QA) -> str:
+def training_text(row: dict[str, Any], prompt: PromptTemplate = GROUNDED_QA, chat: ChatFormat = PLAIN_TEXT) -> str:
     """The text the trainer tokenizes for one row of the snapshot, whatever its shape."""
     if "messages" in row:
         return "".join(_CHATML_TURN.format(**m) for m in row["messages"])
     if "input" in row:
         return _ALPACA_PROMPT.format(instruction=row["instruction"], input=row["input"]) + str(row["output"])
-    return prompt.render(row["instruction"], row.get("context", "")) + " " + str(row["output"])
+    return chat.wrap(prompt.render(row["instruction"], row.get("context", ""))) + " " + str(row["output"])
 
 
 def filter_rows_that_fit(
@@ -185,6 +194,7 @@ def filter_rows_that_fit(
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_path)
+    chat = chat_format_of(tokenizer_path)
     kept, total, longest = 0, 0, 0
     with tempfile.NamedTemporaryFile(
         "w", encoding="utf-8", dir=train_path.parent, prefix=f".{train_path.name}.", delete=False
@@ -196,7 +206,7 @@ def filter_rows_that_fit(
                 if not line.strip():
                     continue
                 total += 1
-                n = len(tok(training_text(json.loads(line), prompt)).input_ids) + 1
+                n = len(tok(training_text(json.loads(line), prompt, chat)).input_ids) + 1
                 longest = max(longest, n)
                 if n <= sequence_len:
                     kept += 1

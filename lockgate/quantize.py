@@ -23,6 +23,7 @@ from typing import Any
 
 from lockgate._io import load_jsonl
 from lockgate.artifacts import ArtifactStore
+from lockgate.chat import PLAIN_TEXT, ChatFormat, chat_format_of
 from lockgate.digest import digest_json, digest_tree
 from lockgate.errors import ConfigError, StageError
 from lockgate.hf import load_causal_lm
@@ -45,9 +46,11 @@ def merge_adapter(base: BaseModelArtifact, adapter: AdapterArtifact, out: Path) 
     return out
 
 
-def calibration_rows(rows: list[dict[str, str]], prompt: PromptTemplate = GROUNDED_QA) -> list[str]:
-    """Calibration text: prompts with their answers, as the model will see them."""
-    return [prompt.render(r["instruction"], r.get("context", "")) + " " + r["output"] for r in rows]
+def calibration_rows(
+    rows: list[dict[str, str]], prompt: PromptTemplate = GROUNDED_QA, chat: ChatFormat = PLAIN_TEXT
+) -> list[str]:
+    """Calibration text: prompts with their answers, as the model will see them (in its chat template)."""
+    return [chat.wrap(prompt.render(r["instruction"], r.get("context", ""))) + " " + r["output"] for r in rows]
 
 
 def quantize_checkpoint(merged_dir: Path, out: Path, texts: list[str], settings: QuantizationSettings) -> Path:
@@ -98,6 +101,13 @@ def _recipe(settings: QuantizationSettings) -> Any:
     from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
 
     ignore = ["lm_head"]
+    if settings.method == "gptq" and settings.group_size is not None:
+        # A model whose widths are not multiples of the preset's group of 128 (SmolLM2: 576) is
+        # quantized with the same scheme in smaller groups.
+        bits = 4 if settings.scheme == "W4A16" else 8
+        weights = {"num_bits": bits, "type": "int", "symmetric": True, "strategy": "group"}
+        groups = {"group_0": {"targets": ["Linear"], "weights": {**weights, "group_size": settings.group_size}}}
+        return GPTQModifier(config_groups=groups, ignore=ignore)
     if settings.method == "gptq":
         return GPTQModifier(targets="Linear", scheme=settings.scheme, ignore=ignore)
     if settings.method == "awq":
@@ -107,14 +117,20 @@ def _recipe(settings: QuantizationSettings) -> Any:
     return QuantizationModifier(targets="Linear", scheme=settings.scheme, ignore=ignore)
 
 
-def answer_loss(model: Any, tok: Any, rows: list[dict[str, str]], prompt: PromptTemplate = GROUNDED_QA) -> float:
+def answer_loss(
+    model: Any,
+    tok: Any,
+    rows: list[dict[str, str]],
+    prompt: PromptTemplate = GROUNDED_QA,
+    chat: ChatFormat = PLAIN_TEXT,
+) -> float:
     """Mean cross-entropy (nats/token) of the reference answers given their prompts."""
     import torch
 
     total, count = 0.0, 0
     with torch.inference_mode():
         for r in rows:
-            p_ids = tok(prompt.render(r["instruction"], r.get("context", "")))["input_ids"]
+            p_ids = tok(chat.wrap(prompt.render(r["instruction"], r.get("context", ""))))["input_ids"]
             a_ids = tok(r["output"])["input_ids"] + [tok.eos_token_id]
             ids = torch.tensor([p_ids + a_ids])
             labels = torch.tensor([[-100] * len(p_ids) + a_ids])
@@ -170,7 +186,7 @@ def quantize_adapter(
     """Merge, quantize and store; the merged checkpoint is kept beside for comparison."""
     staged = store.staging("quantized")
     merged = merge_adapter(base, adapter, staged / MERGED_DIR)
-    texts = calibration_rows(load_jsonl(train_path))
+    texts = calibration_rows(load_jsonl(train_path), chat=chat_format_of(merged))
     quantize_checkpoint(merged, staged / QUANTIZED_DIR, texts, settings)
     digest = digest_tree(staged / QUANTIZED_DIR)
     meta = {"adapter_digest": adapter.digest, "method": settings.method, "scheme": settings.scheme}
@@ -292,13 +308,14 @@ def check_quantized(
             quantized_latency_ms=math.nan,
             reloaded=False,
         )
-    merged_loss = answer_loss(merged, tok, eval_rows)
-    quant_loss = answer_loss(quant, tok, eval_rows)
-    probe = calibration_rows(eval_rows[:4])
+    chat = chat_format_of(qm.merged_path)
+    merged_loss = answer_loss(merged, tok, eval_rows, chat=chat)
+    quant_loss = answer_loss(quant, tok, eval_rows, chat=chat)
+    probe = calibration_rows(eval_rows[:4], chat=chat)
     merged_ms = forward_latency_ms(merged, tok, probe)
     quant_ms = forward_latency_ms(quant, tok, probe)
     del merged, quant  # vLLM needs the memory next
-    prompts = [GROUNDED_QA.render(r["instruction"], r.get("context", "")) for r in eval_rows[:8]]
+    prompts = [chat.wrap(GROUNDED_QA.render(r["instruction"], r.get("context", ""))) for r in eval_rows[:8]]
     served = compare_served(Path(qm.merged_path), Path(qm.path), prompts, settings, logs)
     ratio = qm.size_bytes / max(qm.merged_size_bytes, 1)
     increase = quant_loss - merged_loss

