@@ -376,7 +376,7 @@ def artifact_root(path: Path) -> Path:
     beside it (a registered model may be a sub-folder of its artifact, e.g. ``quantized/<address>/model``);
     without one, the nearest content address above it (whose signature is then reported missing)."""
     path = Path(path)
-    candidates = [path, *path.parents]
+    candidates = [p for p in (path, *path.parents) if p.name]
     for folder in candidates:
         if signature_path(folder).is_file():
             return folder

@@ -5,7 +5,7 @@ training data is the drift reference, what a promotion did).
 The local registry is the source of truth; W&B Artifacts mirrors it (aliases cannot be
 read back offline, so the mirror never decides anything).
 
-May import settings, digest, errors, prompt templates and the tracker (for the W&B mirror); never a
+May import settings, digest, errors, signing, prompt templates and the tracker (for the W&B mirror); never a
 stage such as ``gates`` (storage must not depend on a stage).
 """
 
@@ -23,8 +23,10 @@ from lockgate.registry.local import (
     RevokedModel,
     StaleChampion,
     describe_state,
+    signature_digest,
 )
 from lockgate.settings import RegistrySettings
+from lockgate.signing import ArtifactSigning
 
 __all__ = [
     "ALIASES",
@@ -38,6 +40,7 @@ __all__ = [
     "describe_state",
     "drift_reference",
     "open_registry",
+    "signature_digest",
 ]
 
 
@@ -71,13 +74,14 @@ class ModelRegistry(Protocol):
     def snapshot(self) -> RegistryState: ...
 
 
-def open_registry(settings: RegistrySettings, root: Path) -> ModelRegistry:
-    """The registry the settings ask for, over the local state folder ``root``.
+def open_registry(settings: RegistrySettings, root: Path, signing: ArtifactSigning | None = None) -> ModelRegistry:
+    """The registry the settings ask for, over the local state folder ``root``; with ``signing``, a
+    promotion verifies the candidate against its signature first.
 
     Raises:
         ConfigError: the W&B mirror is asked for but ``wandb`` is not installed.
     """
-    local = LocalRegistry(root)
+    local = LocalRegistry(root, signing)
     if settings.backend == "local":
         return local
     from lockgate.registry.wandb_mirror import WandbMirroredRegistry

@@ -5,6 +5,11 @@ fsynced, the previous state kept as ``state.json.bak``), so a crash leaves eithe
 or the new state, never a mix. Every rule that must hold across processes (a revoked model
 never becomes production, production moved since the decision) is checked inside the
 same lock as the write it guards.
+
+A version records the digest of its artifact's signature (``lockgate.signing``) when it is
+registered, and every move records it in its evidence: what the gate saw is named byte for byte.
+Given a signer, a promotion first verifies the candidate's files against that signature (before the
+lock: hashing a model takes a while) and refuses a tampered one.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from lockgate._io import atomic_write_text
-from lockgate.digest import short
+from lockgate.digest import digest_file, short
 from lockgate.errors import DataError, LockgateError
+from lockgate.signing import ArtifactSigning, artifact_root, signature_path, verify_artifact
 
 ALIASES = ("candidate", "canary", "production")
 
@@ -34,6 +40,7 @@ class ModelVersion(BaseModel):
     path: str
     lineage: dict[str, Any]
     registered_at: str
+    signature: str | None = None  # digest of the artifact's signature file when registered (None: unsigned)
 
 
 class AliasMove(BaseModel):
@@ -69,11 +76,18 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+def signature_digest(path: str) -> str | None:
+    """Digest of the signature of the artifact ``path`` is (or lies in); None where it has none."""
+    signature = signature_path(artifact_root(Path(path)))
+    return digest_file(signature) if signature.is_file() else None
+
+
 class LocalRegistry:
     """A registry in one folder: ``state.json`` guarded by ``state.lock``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, signing: ArtifactSigning | None = None) -> None:
         self.root = Path(root)
+        self.signing = signing
         self.root.mkdir(parents=True, exist_ok=True)
         self._state_path = self.root / "state.json"
         self._lock_path = self.root / "state.lock"
@@ -115,7 +129,9 @@ class LocalRegistry:
         """Add a version (idempotent: registering a digest again keeps the first entry)."""
         with self._locked() as state:
             if digest not in state.versions:
-                state.versions[digest] = ModelVersion(digest=digest, path=path, lineage=lineage, registered_at=_now())
+                state.versions[digest] = ModelVersion(
+                    digest=digest, path=path, lineage=lineage, registered_at=_now(), signature=signature_digest(path)
+                )
             return state.versions[digest]
 
     def get(self, alias: str) -> ModelVersion | None:
@@ -195,10 +211,19 @@ class LocalRegistry:
         Raises:
             StaleChampion: production is no longer ``expected_production``.
             RevokedModel: the candidate was rolled back, possibly after the gate looked.
+            TamperedError: with a signer, the candidate is to be promoted and is not what was signed.
         """
+        if promote and self.signing is not None:
+            signature: str | None = verify_artifact(self.signing, Path(path)).signature_digest
+        else:
+            signature = signature_digest(path)
+        if signature is not None:
+            evidence = {**evidence, "signature": signature}
         with self._locked() as state:
             if digest not in state.versions:
-                state.versions[digest] = ModelVersion(digest=digest, path=path, lineage=lineage, registered_at=_now())
+                state.versions[digest] = ModelVersion(
+                    digest=digest, path=path, lineage=lineage, registered_at=_now(), signature=signature
+                )
             current = state.aliases.get("production")
             self._move(state, "candidate", digest, "built", evidence)
             if not promote or current == digest:
