@@ -389,3 +389,40 @@ def artifact_root(path: Path) -> Path:
 def verify_artifact(signing: ArtifactSigning, path: Path) -> VerifiedArtifact:
     """Verify the signed artifact ``path`` is (or lies in); see ``verify_folder``."""
     return verify_folder(signing, artifact_root(path))
+
+
+def record_paths(result: object) -> list[Path]:
+    """The local paths a stage result points at: ``path`` and ``*_path`` fields of each record (a tuple
+    or list of records too) that exist on this machine."""
+    from pydantic import BaseModel
+
+    records = result if isinstance(result, tuple | list) else (result,)
+    found: list[Path] = []
+    for record in records:
+        if not isinstance(record, BaseModel):
+            continue
+        for name in type(record).model_fields:
+            value = getattr(record, name)
+            if not ((name == "path" or name.endswith("_path")) and isinstance(value, str) and value):
+                continue
+            if Path(value).exists() and Path(value) not in found:
+                found.append(Path(value))
+    return found
+
+
+def verify_record(signing: ArtifactSigning, result: object) -> list[VerifiedArtifact]:
+    """Verify every artifact a stage result (a record, or a tuple of them) points at, each once: what a
+    cache hit hands the next stage must be what was signed when the stage committed it.
+
+    Raises:
+        TamperedError: one of them is not what was signed (artifact and file named).
+    """
+    verified: list[VerifiedArtifact] = []
+    seen: set[Path] = set()
+    for path in record_paths(result):
+        root = artifact_root(path)
+        if root in seen:
+            continue
+        seen.add(root)
+        verified.append(verify_folder(signing, root))
+    return verified
