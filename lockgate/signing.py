@@ -287,6 +287,8 @@ def signed_files(signature: Path) -> dict[str, str]:
 
 
 def _files_of(folder: Path) -> dict[str, str]:
+    if folder.is_file():  # a single-file artifact: model-signing names its one entry "."
+        return {".": digest_file(folder).split(":", 1)[1]}
     return {
         p.relative_to(folder).as_posix(): digest_file(p).split(":", 1)[1]
         for p in sorted(folder.rglob("*"))
@@ -301,7 +303,7 @@ def folder_changes(folder: Path, signature: Path) -> tuple[FileChange, ...]:
     changes = [FileChange(f, "changed") for f in sorted(signed.keys() & actual.keys()) if signed[f] != actual[f]]
     changes += [FileChange(f, "added") for f in sorted(actual.keys() - signed.keys())]
     changes += [FileChange(f, "missing") for f in sorted(signed.keys() - actual.keys())]
-    return tuple(changes)
+    return tuple(FileChange(folder.name, c.change) if c.file == "." else c for c in changes)
 
 
 def tampered(artifact: str, changes: tuple[FileChange, ...]) -> TamperedError:
@@ -314,7 +316,7 @@ def tampered(artifact: str, changes: tuple[FileChange, ...]) -> TamperedError:
 def verify_folder(
     signing: ArtifactSigning, folder: Path, artifact: str | None = None, signature: Path | None = None
 ) -> VerifiedArtifact:
-    """Check ``folder`` against its signature (default ``<folder>.sig``).
+    """Check ``folder`` (or a single-file artifact) against its signature (default ``<folder>.sig``).
 
     Raises:
         TamperedError: the folder or its signature is missing, a file was changed, added or removed,
@@ -324,9 +326,8 @@ def verify_folder(
     folder = Path(folder)
     name = artifact or artifact_name(folder)
     signature = signature or signature_path(folder)
-    if not folder.is_dir():
-        why = "lies in no signed artifact folder" if folder.exists() else "is not there"
-        raise TamperedError(name, folder.name, f"{why} ({folder})")
+    if not folder.exists():
+        raise TamperedError(name, folder.name, f"is not there ({folder})")
     if not signature.is_file():
         raise TamperedError(
             name,
@@ -341,7 +342,7 @@ def verify_folder(
         if changes:
             raise tampered(name, changes) from refused
         raise
-    files = sum(1 for p in folder.rglob("*") if p.is_file())
+    files = sum(1 for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 1
     return VerifiedArtifact(artifact=name, folder=folder, files=files, signature_digest=digest_file(signature))
 
 

@@ -5,6 +5,10 @@ It *is* the model registry's ``LocalRegistry`` (one locked, atomically replaced 
 one per prompt name under ``<registry>/prompts/<name>/``; a version's ``path`` is a copy of
 its prompt file inside that folder, so production's prompt survives edits to ``prompts/``.
 
+Given a signer, each copy is signed when its version is added (``versions/<hex>.json.sig`` beside
+it) and ``spec`` serves a version only from its verified copy, whose content digest must be the
+version's: a prompt edited in the state file or in its copy is refused naming the file.
+
 State file fields beyond the model registry's, for serving (issue 10 reads them):
 
 - ``traffic``: ``{"canary": w}``, the share ``w`` (0 < w < 1) of requests to send to the
@@ -26,6 +30,7 @@ from lockgate.prompts import PromptSpec
 from lockgate.registry.local import ALIASES, AliasMove, LocalRegistry, ModelVersion, RegistryState, RevokedModel
 from lockgate.registry.local import StaleChampion as StaleProduction
 from lockgate.settings import RegistrySettings
+from lockgate.signing import ArtifactSigning, TamperedError, sign_folder, signature_path, verify_folder
 
 __all__ = [
     "PromptRegistry",
@@ -37,8 +42,14 @@ __all__ = [
 class PromptRegistry(LocalRegistry):
     """The versions and aliases of one prompt, optionally mirrored to W&B Artifacts."""
 
-    def __init__(self, registry_root: Path, name: str, settings: RegistrySettings | None = None) -> None:
-        super().__init__(Path(registry_root) / "prompts" / name)
+    def __init__(
+        self,
+        registry_root: Path,
+        name: str,
+        settings: RegistrySettings | None = None,
+        signing: ArtifactSigning | None = None,
+    ) -> None:
+        super().__init__(Path(registry_root) / "prompts" / name, signing)
         self.name = name
         self._mirror: Any = None
         if settings is not None and settings.backend == "wandb":
@@ -65,9 +76,12 @@ class PromptRegistry(LocalRegistry):
         if spec.name != self.name:
             raise ConfigError(f"prompt {spec.name!r} does not belong in the registry of {self.name!r}")
         copy = self.root / "versions" / f"{short(spec.digest, 16)}.json"
-        if not copy.exists():
+        unsigned = self.signing is not None and not signature_path(copy).is_file()
+        if not copy.exists() or unsigned:  # an unsigned copy is rewritten from the spec in hand, then signed
             copy.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(copy, spec.model_dump_json(indent=2))
+        if self.signing is not None and unsigned:
+            sign_folder(self.signing, copy)
         return self.register(spec.digest, str(copy), _lineage(spec))
 
     def spec(self, ref: str) -> PromptSpec:
@@ -78,7 +92,23 @@ class PromptRegistry(LocalRegistry):
         """
         state = self.snapshot()
         version = state.versions[self.resolve(ref, state)]
-        return PromptSpec.model_validate(version.lineage["spec"])
+        return self._served(version)
+
+    def _served(self, version: ModelVersion) -> PromptSpec:
+        """A version's prompt: with a signer, from its verified copy (its digest checked too), else as recorded.
+
+        Raises:
+            TamperedError: the copy is not what was signed, or is not the version it is registered as.
+        """
+        if self.signing is None:
+            return PromptSpec.model_validate(version.lineage["spec"])
+        copy = Path(version.path)
+        artifact = f"prompt {self.name}@{short(version.digest)}"
+        verify_folder(self.signing, copy, artifact)
+        spec = PromptSpec.model_validate_json(copy.read_text(encoding="utf-8"))
+        if spec.digest != version.digest:
+            raise TamperedError(artifact, copy.name, f"holds version {short(spec.digest)}, not {short(version.digest)}")
+        return spec
 
     def resolve(self, ref: str, state: RegistryState | None = None) -> str:
         """The digest a reference names (see ``spec``)."""
@@ -100,7 +130,7 @@ class PromptRegistry(LocalRegistry):
     def production(self) -> PromptSpec | None:
         """The prompt in production, or None before the first one."""
         version = self.get("production")
-        return PromptSpec.model_validate(version.lineage["spec"]) if version else None
+        return self._served(version) if version else None
 
     def serving(self, configured: PromptSpec) -> PromptSpec:
         """The prompt model releases evaluate and serve with: production's.
@@ -195,13 +225,16 @@ class PromptRegistry(LocalRegistry):
             self._mirror.mirror(reason)
 
 
-def open_prompt_registry(settings: RegistrySettings, registry_root: Path, name: str) -> PromptRegistry:
-    """The registry of one prompt, mirrored to W&B when ``registry.backend`` is ``wandb``.
+def open_prompt_registry(
+    settings: RegistrySettings, registry_root: Path, name: str, signing: ArtifactSigning | None = None
+) -> PromptRegistry:
+    """The registry of one prompt, mirrored to W&B when ``registry.backend`` is ``wandb``; with ``signing``,
+    versions are signed when added and verified when served.
 
     Raises:
         ConfigError: the W&B mirror is asked for but cannot be used.
     """
-    return PromptRegistry(registry_root, name, settings)
+    return PromptRegistry(registry_root, name, settings, signing)
 
 
 def canary_traffic(state: RegistryState) -> dict[str, float]:
