@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from lockgate._io import write_jsonl
+from lockgate.answering import Answerer, TransformersAnswerer
 from lockgate.artifacts import ArtifactStore
 from lockgate.chat import chat_format_of, prompt_for_model
 from lockgate.digest import digest_json, digest_tree, short
@@ -163,35 +164,18 @@ def generate_answers(
     max_new_tokens: int,
     prompt: PromptSpec,
     progress: Callable[[int, int], None] | None = None,
+    answerer: Answerer | None = None,
 ) -> list[str]:
-    """Greedy answers of one model to every question, given its retrieved context.
+    """Greedy answers of one model to every question, given its retrieved context, in the text the
+    gateway will send (the prompt inside the model's own chat template).
 
     Raises:
         ConfigError: the prompt needs a variable evaluation does not supply (before any model loads).
     """
     prompt.require(EVAL_VARIABLES)
-    import torch
-
-    from lockgate.hf import load_causal_lm
-
-    model, tok = load_causal_lm(model_path)
-    chat = chat_format_of(model_path)  # a chat model's own template around the prompt, as served
-    answers = []
-    with torch.inference_mode():
-        for i, item in enumerate(items):
-            text = prompt_for_model(chat, prompt, item.question, item.contexts)
-            ids = tok(text, return_tensors="pt")
-            out = model.generate(
-                **ids,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                eos_token_id=tok.eos_token_id,
-                pad_token_id=tok.pad_token_id,
-            )
-            answers.append(tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip())
-            if progress:
-                progress(i + 1, len(items))
-    return answers
+    chat = chat_format_of(model_path)
+    texts = [prompt_for_model(chat, prompt, item.question, item.contexts) for item in items]
+    return (answerer or TransformersAnswerer()).answer(model_path, texts, max_new_tokens, progress)
 
 
 def answers_for(
@@ -201,6 +185,7 @@ def answers_for(
     max_new_tokens: int,
     artifacts: ArtifactStore,
     progress: Callable[[int, int], None] | None = None,
+    answerer: Answerer | None = None,
 ) -> list[str]:
     """``generate_answers``, kept by content: greedy decoding is deterministic, so another evaluation of
     the same model, prompt and questions (a prompt release after a model release, the matrix) reuses them.
@@ -210,8 +195,10 @@ def answers_for(
     """
     from lockgate.fingerprint import app_environment_digest, source_digest
 
+    answerer = answerer or TransformersAnswerer()
     digest = digest_json(
         {
+            "engine": answerer.name,
             "model": model.digest,
             "prompt": prompt.digest,
             "max_new_tokens": max_new_tokens,
@@ -226,7 +213,7 @@ def answers_for(
         if isinstance(answers, list) and len(answers) == len(items):
             log.info("answers of %s with %s: reused (%s)", model.label, prompt.version, short(digest))
             return [str(a) for a in answers]
-    answers = generate_answers(model.path, items, max_new_tokens, prompt, progress)
+    answers = generate_answers(model.path, items, max_new_tokens, prompt, progress, answerer)
     staged = artifacts.staging("answers")
     (staged / "answers.json").write_text(json.dumps(answers), encoding="utf-8")
     artifacts.commit("answers", staged, digest)
@@ -332,6 +319,7 @@ def evaluate_models(
     artifacts: ArtifactStore,
     progress: Callable[[str, int, int], None] | None = None,
     judge: JudgeConfig | None = None,
+    answerer: Answerer | None = None,
 ) -> EvalReport:
     """Answer the eval set with both models and score them on identical inputs.
 
@@ -350,7 +338,9 @@ def evaluate_models(
     answers = {}
     for model in (challenger, champion):
         cb = (lambda done, total, label=model.label: progress(label, done, total)) if progress else None
-        answers[model.label] = answers_for(model, prompts[model.label], items, settings.max_new_tokens, artifacts, cb)
+        answers[model.label] = answers_for(
+            model, prompts[model.label], items, settings.max_new_tokens, artifacts, cb, answerer
+        )
     chall_scores, chall_rows = score_model(challenger, items, answers[challenger.label], metrics, settings)
     champ_scores, champ_rows = score_model(champion, items, answers[champion.label], metrics, settings)
     retrieval_rows = ragas_scores(items, answers[challenger.label], metrics, RETRIEVAL_METRICS)
@@ -431,6 +421,7 @@ def evaluate_models(
         rows_path=str(Path(path) / "rows.jsonl"),
         n_questions=len(items),
         judge_failures=dict(sum((Counter(r.reasons) for r in judge_reports.values()), Counter())),
+        engine=(answerer or TransformersAnswerer()).name,
     )
 
 
@@ -499,6 +490,7 @@ def evaluate_matrix(
     settings: EvaluationSettings,
     artifacts: ArtifactStore,
     confidence: float = 0.95,
+    answerer: Answerer | None = None,
 ) -> MatrixReport:
     """Answer the eval set with every prompt and model; compare each cell with the first prompt x first model.
 
@@ -516,7 +508,7 @@ def evaluate_matrix(
     answers: dict[tuple[int, int], list[str]] = {}
     for m, model in enumerate(models):
         for p, prompt in enumerate(prompts):
-            answers[p, m] = answers_for(model, prompt, items, settings.max_new_tokens, artifacts)
+            answers[p, m] = answers_for(model, prompt, items, settings.max_new_tokens, artifacts, answerer=answerer)
             scores[p, m] = ragas_scores(items, answers[p, m], metrics, ANSWER_METRICS)
     reference = scores[0, 0]
     cells = []

@@ -203,6 +203,7 @@ class EvalReport(Record):
     judge_failures: dict[str, int] = Field(
         default={}, description="Why LLM-judged scores are missing: timeout / error / unparseable -> calls, both sides."
     )
+    engine: str = Field(default="transformers", description="What answered the questions: vllm or transformers.")
 
 
 class DriftReport(Record):

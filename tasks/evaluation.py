@@ -10,6 +10,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from lockgate._io import load_jsonl
+from lockgate.answering import open_answerer
 from lockgate.evaluate import (
     EvalJob,
     MatrixReport,
@@ -138,7 +139,11 @@ def evaluate_candidate(
         embedding_model=embeddings.model,
     )
     judge = judge_config(evaluation)  # the key is read from the environment here, never a parameter
-    report = evaluate_models(job, engines, evaluation, workspace.artifacts, progress=progress, judge=judge)
+    answerer = open_answerer(evaluation, workspace.logs)
+    logger.info("questions answered by %s", answerer.name)
+    report = evaluate_models(
+        job, engines, evaluation, workspace.artifacts, progress=progress, judge=judge, answerer=answerer
+    )
     if judge is not None:
         publish_judge_report(Path(report.rows_path).parent / "judge.json", judge.model)
     rows = []
@@ -250,7 +255,13 @@ def evaluate_prompt_matrix(
         embedding_model=embeddings.model,
     )
     report = evaluate_matrix(
-        prompts, models, load_jsonl(Path(matrix.snapshot.eval_path)), engines, evaluation, workspace.artifacts
+        prompts,
+        models,
+        load_jsonl(Path(matrix.snapshot.eval_path)),
+        engines,
+        evaluation,
+        workspace.artifacts,
+        answerer=open_answerer(evaluation, workspace.logs),
     )
     if metric not in ANSWER_METRICS:  # the matrix scores without a judge: a judged policy metric is not in it
         logger.info("the matrix has no LLM-judged %s; its table shows rouge_l", metric)

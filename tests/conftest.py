@@ -28,6 +28,10 @@ os.environ.setdefault("LOCKGATE_QUANTIZATION__SERVING_BENCHMARK", "off")
 # 30 s and a core); tests/flows/test_auto_deploy.py turns it on where the automation is tested.
 # Live servers and workers inherit this (tests/live.py passes os.environ on).
 os.environ.setdefault("LOCKGATE_SERVING__AUTO_DEPLOY", "off")
+# Evaluations answer with transformers in this process: with the serving environment installed,
+# engine auto would start a vLLM engine per model in every release test. The vLLM answerer has its
+# own test (tests/lockgate/serving/test_answering.py).
+os.environ.setdefault("LOCKGATE_EVALUATION__ENGINE", "transformers")
 # Task tests call tasks outside a flow run: their log lines have no run to go to in the API, and
 # Prefect warns once per test about it.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")

@@ -14,6 +14,17 @@ class EvaluationSettings(Area):
 
     top_k: int = Field(default=1, ge=1, le=20, description="Chunks retrieved per question.")
     max_new_tokens: int = Field(default=40, ge=1, le=512, description="Longest generated answer.")
+    engine: Literal["auto", "vllm", "transformers"] = Field(
+        default="auto",
+        description="What answers the eval questions: 'vllm' (the serving engine, every question batched, a "
+        "quantized model on its own kernels; an engine start per model, about 30 s on CPU), 'transformers' "
+        "(batched, in this process), 'auto' (vLLM where evaluation.vllm_python exists). Answers of two engines "
+        "are never mixed: the engine is part of their cache key and named in the report.",
+    )
+    vllm_python: str = Field(
+        default=".venv-serving/bin/python", description="The serving environment's python, for engine vllm/auto."
+    )
+    batch_size: int = Field(default=8, ge=1, le=256, description="transformers: questions generated at once.")
     bootstrap_samples: int = Field(default=1000, ge=100, description="Resamples for confidence intervals.")
     seed: int = Field(default=7, description="Seed for bootstrap and generation.")
     slice_fields: list[str] = Field(
@@ -42,7 +53,7 @@ class EvaluationSettings(Area):
         "leaves it idle between calls). How it runs, not what it scores: not part of the cache key.",
     )
 
-    NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset({"judge_concurrency"})
+    NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset({"judge_concurrency", "vllm_python", "batch_size"})
 
 
 class DriftSettings(Area):
