@@ -262,7 +262,7 @@ def finetune(
     work = Path(settings.work_dir) / name if settings.work_dir else store.scratch(name)
     work.mkdir(parents=True, exist_ok=True)
     root = settings.checkpoint_url.rstrip("/") if settings.checkpoint_url else str(store.root / "checkpoints")
-    checkpoints = CheckpointStore(f"{root}/{short(work_key, 16)}")
+    checkpoints = CheckpointStore(f"{root}/{short(work_key, 16)}", signing=store.signing)
     with work_lock(work):
         return _finetune_locked(snapshot, base, settings, store, launcher, shuffle_labels, work, checkpoints)
 

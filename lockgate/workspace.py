@@ -14,6 +14,7 @@ from lockgate.artifacts import ArtifactStore, open_artifacts
 from lockgate.registry import ModelRegistry, open_registry
 from lockgate.registry.prompts import PromptRegistry, open_prompt_registry
 from lockgate.settings import LockgateSettings, RegistrySettings
+from lockgate.signing import ArtifactSigning, open_signing
 
 
 class ServingPaths:
@@ -51,6 +52,7 @@ class Workspace:
     registry: ModelRegistry
     registry_root: Path
     registry_settings: RegistrySettings
+    signing: ArtifactSigning
     index_uri: str
     reports: Path
     logs: Path
@@ -62,12 +64,16 @@ class Workspace:
         home = settings.home_path
         location = settings.artifacts.url or str(home / "artifacts")
         cache = home / "artifacts-cache"
+        signing = open_signing(settings.signing, settings.resolve)  # reads no key until it signs
         return cls(
             home=home,
-            artifacts=open_artifacts(location if "://" in location else str(settings.resolve(location)), cache),
-            registry=open_registry(settings.registry, home / "registry"),
+            artifacts=open_artifacts(
+                location if "://" in location else str(settings.resolve(location)), cache, signing
+            ),
+            registry=open_registry(settings.registry, home / "registry", signing),
             registry_root=home / "registry",
             registry_settings=settings.registry,
+            signing=signing,
             index_uri=settings.vector_uri,
             reports=home / "reports",
             logs=home / "logs",
@@ -81,7 +87,7 @@ class Workspace:
 
     def prompts(self, name: str) -> PromptRegistry:
         """The registry of the prompt called ``name``."""
-        return open_prompt_registry(self.registry_settings, self.registry_root, name)
+        return open_prompt_registry(self.registry_settings, self.registry_root, name, self.signing)
 
     def __repr__(self) -> str:  # task-run inputs and logs name the place, not every store's internals
         return f"Workspace({self.home})"

@@ -10,16 +10,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import DEFAULT, CachePolicy
 from prefect.context import TaskRunContext
+from prefect.events import emit_event
 
+from lockgate import events
 from lockgate.artifacts import ArtifactStore
 from lockgate.embeddings import Embedder, SentenceTransformerEmbedder, resolve_model_path
 from lockgate.errors import TransientError
 from lockgate.fingerprint import stage_cache_key, trainer_environment_digest, weights_digest
 from lockgate.records import Record
 from lockgate.settings import EmbeddingSettings, LockgateSettings
+from lockgate.signing import TamperedError, verify_record
 
 
 @dataclass(kw_only=True)  # CachePolicy's own fields come first: positional arguments would fill those
@@ -158,6 +161,13 @@ class StageLog:
         if reusable is not None and not reusable(result):
             return task.with_options(refresh_cache=True)(*args, **kwargs)
         if outputs_exist(result, self.artifacts.root if self.artifacts is not None else None):
+            if self.artifacts is not None and self.artifacts.signing is not None:
+                # what a cache hit hands the next stage must be what the stage committed and signed
+                try:
+                    verify_record(self.artifacts.signing, result)
+                except TamperedError as refused:
+                    report_tampered(refused, f"the cached {stage} result")
+                    raise
             self.cached.append(stage)
             return result
         return task.with_options(refresh_cache=True)(*args, **kwargs)
@@ -167,3 +177,19 @@ def _relocate(result: Any, artifacts: ArtifactStore) -> Any:
     if isinstance(result, tuple | list):
         return tuple(_relocate(r, artifacts) for r in result)
     return artifacts.relocate(result) if isinstance(result, Record) else result
+
+
+def report_tampered(refused: TamperedError, boundary: str) -> None:
+    """Log a refused artifact in one line and emit ``lockgate.artifact.tampered`` (automations, alerts)."""
+    get_run_logger().error("%s refused: %s", boundary, refused)
+    emit_event(
+        event=events.ARTIFACT_TAMPERED,
+        resource=events.artifact_resource(refused.artifact),
+        payload={
+            "boundary": boundary,
+            "artifact": refused.artifact,
+            "file": refused.file,
+            "changes": [{"file": c.file, "change": c.change} for c in refused.changes],
+            "message": str(refused),
+        },
+    )

@@ -9,9 +9,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.events import emit_event
 
-from lockgate import events
 from lockgate.digest import short
 from lockgate.errors import ConfigError
 from lockgate.serving import write_manifest
@@ -22,7 +20,7 @@ from lockgate.serving.rollout import PromptCanary, is_prompt_canary, prompt_cana
 from lockgate.settings import LockgateSettings
 from lockgate.signing import TamperedError, VerifiedArtifact, open_signing, verify_artifact
 from lockgate.workspace import Workspace
-from tasks.common import DEFAULT_BUT_WORKSPACE
+from tasks.common import DEFAULT_BUT_WORKSPACE, report_tampered
 
 
 @task(name="auto-deploy-check")
@@ -40,7 +38,7 @@ def servable_prompts(settings: LockgateSettings, workspace: Workspace) -> tuple[
     """The prompt registry's canary (with its traffic weight) and production version, each only if
     the gateway can render it (else None, logged): one it cannot render must not go live."""
     prompts = workspace.prompts(settings.prompts.name)
-    book = PromptBook(settings.resolve(settings.prompts.dir), workspace.registry_root)
+    book = PromptBook(settings.resolve(settings.prompts.dir), workspace.registry_root, workspace.signing)
 
     def servable(version: str, role: str) -> bool:
         try:
@@ -56,22 +54,6 @@ def servable_prompts(settings: LockgateSettings, workspace: Workspace) -> tuple[
     return (
         canary if canary is not None and servable(canary.version, "canary") else None,
         production_version if production_version is not None and servable(production_version, "production") else None,
-    )
-
-
-def report_tampered(refused: TamperedError, boundary: str) -> None:
-    """Log a refused artifact in one line and emit ``lockgate.artifact.tampered`` (automations, alerts)."""
-    get_run_logger().error("%s refused: %s", boundary, refused)
-    emit_event(
-        event=events.ARTIFACT_TAMPERED,
-        resource=events.artifact_resource(refused.artifact),
-        payload={
-            "boundary": boundary,
-            "artifact": refused.artifact,
-            "file": refused.file,
-            "changes": [{"file": c.file, "change": c.change} for c in refused.changes],
-            "message": str(refused),
-        },
     )
 
 

@@ -35,6 +35,16 @@ os.environ.setdefault("LOCKGATE_EVALUATION__ENGINE", "transformers")
 # Task tests call tasks outside a flow run: their log lines have no run to go to in the API, and
 # Prefect warns once per test about it.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+# Every commit is signed: the tests sign with a throw-away key pair of their own, never a real one
+# (and need no `make setup`). Live servers and workers inherit these variables.
+if "LOCKGATE_SIGNING__PRIVATE_KEY" not in os.environ:
+    import tempfile
+
+    from lockgate.signing import create_key_pair
+
+    _private, _public = create_key_pair(Path(tempfile.mkdtemp(prefix="lockgate-test-keys-")))
+    os.environ["LOCKGATE_SIGNING__PRIVATE_KEY"] = str(_private)
+    os.environ["LOCKGATE_SIGNING__PUBLIC_KEY"] = str(_public)
 
 
 @pytest.fixture(params=["local", "fsspec-memory"])

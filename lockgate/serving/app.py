@@ -47,7 +47,7 @@ def build_gateway(settings: LockgateSettings, emit: Emitter) -> Gateway:
         return open_store(store_settings.backend, uri, collection, store_settings)
 
     retriever = IndexRetriever(embedder, store_for, s.top_k)
-    book = PromptBook(settings.resolve(settings.prompts.dir), workspace.registry_root)
+    book = PromptBook(settings.resolve(settings.prompts.dir), workspace.registry_root, workspace.signing)
     return Gateway(
         manifests=ManifestWatcher(where.manifest, lock_folder=where.folder),  # the deploys' lock
         keys=KeyStore.load(where.keys),

@@ -10,6 +10,7 @@ from typing import Any
 from lockgate.embeddings import Embedder
 from lockgate.errors import ConfigError
 from lockgate.serving.manifest import Variant
+from lockgate.signing import ArtifactSigning
 from lockgate.stores import VectorStore
 
 
@@ -46,9 +47,15 @@ class PromptBook:
     Versions are resolved once and kept: a prompt version is content-addressed, so it never changes.
     """
 
-    def __init__(self, prompts_dir: Path | None = None, registry_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        prompts_dir: Path | None = None,
+        registry_root: Path | None = None,
+        signing: ArtifactSigning | None = None,
+    ) -> None:
         self.prompts_dir = prompts_dir
         self.registry_root = registry_root
+        self.signing = signing  # with a signer, a registered prompt is served only from its verified copy
         self._renderers: dict[str, Callable[[str, str], str]] = {}
         self._lock = threading.Lock()
 
@@ -81,7 +88,7 @@ class PromptBook:
         from lockgate.registry.prompts import PromptRegistry
 
         try:
-            spec = PromptRegistry(self.registry_root, name).spec(version)
+            spec = PromptRegistry(self.registry_root, name, signing=self.signing).spec(version)
         except ConfigError:
             return None
         return spec if spec.version == version else None

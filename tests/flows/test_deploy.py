@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,8 @@ from flows.deploy import DeployParams, deploy
 from lockgate.registry import LocalRegistry
 from lockgate.serving import load_manifest
 from lockgate.serving.vllm import EngineBook, stop_engine
+from lockgate.settings import SigningSettings
+from lockgate.signing import open_signing, sign_folder
 from tests.lockgate.serving.conftest import VLLM_PYTHON, needs_vllm, tiny_lora, tiny_model  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.slow, needs_vllm]
@@ -19,9 +22,22 @@ pytestmark = [pytest.mark.slow, needs_vllm]
 def test_deploy_serves_production_and_a_failed_smoke_test_keeps_the_old_deployment(
     prefect_harness: None,
     tiny_lora: Path,  # noqa: F811
+    tiny_model: Path,  # noqa: F811
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # deploy serves only what was signed: the adapter, its base, and the canary that never gets served
+    signing = open_signing(  # the session's throw-away key (tests/conftest.py)
+        SigningSettings(
+            private_key=os.environ["LOCKGATE_SIGNING__PRIVATE_KEY"],
+            public_key=os.environ["LOCKGATE_SIGNING__PUBLIC_KEY"],
+        )
+    )
+    never_served = tmp_path / "never-served"
+    never_served.mkdir()
+    (never_served / "config.json").write_text("{}", encoding="utf-8")
+    for folder in (tiny_lora, tiny_model, never_served):
+        sign_folder(signing, folder)
     monkeypatch.setenv("LOCKGATE_SERVING__VLLM_PYTHON", str(VLLM_PYTHON))
     monkeypatch.setenv("LOCKGATE_SERVING__MAX_MODEL_LEN", "256")
     monkeypatch.setenv("LOCKGATE_SERVING__DRAIN_S", "0")
@@ -31,7 +47,7 @@ def test_deploy_serves_production_and_a_failed_smoke_test_keeps_the_old_deployme
     # The promoted model is a LoRA adapter: vLLM serves its base with the adapter loaded by name.
     registry.register("sha256:" + "a" * 64, str(tiny_lora), {})
     registry.set_alias("production", "sha256:" + "a" * 64, "gate passed")
-    registry.register("sha256:" + "b" * 64, str(tmp_path / "never-served"), {})
+    registry.register("sha256:" + "b" * 64, str(never_served), {})
     book = EngineBook(home / "serving" / "engines.json")
     try:
         result = deploy(DeployParams(home=str(home), canary_weight=0.0))
