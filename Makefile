@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE := offline
 
-.PHONY: images help setup demo demo-reject test test-fast lint server server-pg serve status lock clean bench bench-prep
+.PHONY: images help setup demo demo-real demo-reject test test-fast lint server server-pg serve status lock clean bench bench-prep
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -25,6 +25,10 @@ images:  ## build the app, trainer and serving images (Docker; tagged by the loc
 demo: setup  ## run the release pipeline end to end on the sample data, then ask the served model one question
 	$(PY) -m flows release
 	$(PY) -m flows ask
+
+demo-real: setup  ## the same release on a real pretrained LLM (SmolLM2-135M-Instruct, profile smollm2): about 10 minutes
+	$(PY) -m flows --profile smollm2 release
+	$(PY) -m flows --profile smollm2 ask
 
 demo-reject: setup  ## run it with a sabotaged candidate: the gate rejects, production stays
 	$(PY) -m flows release --scenario no-training; code=$$?; \
