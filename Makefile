@@ -65,6 +65,7 @@ clean:  ## forget all demo state (artifacts, registry, index, Prefect DB)
 bench: setup  ## benchmarks, printed as ratios against a baseline measured in the same run
 	$(PY) -m benchmarks.bench_refresh
 	$(PY) -m benchmarks.bench_gate
+	$(PY) -m benchmarks.bench_eval
 
 bench-prep: setup  ## prep of 50k and 200k generated rows: rows/s and peak RSS (about 5 minutes)
 	$(PY) -m benchmarks.bench_prep
