@@ -136,6 +136,19 @@ class WandbMirroredRegistry:
                 with artifact.new_file(f"{self.artifact_name}.json", mode="w", encoding="utf-8") as fh:
                     json.dump({"digest": digest, "lineage": version.lineage}, fh, sort_keys=True)
                 artifact.add_reference(Path(version.path).absolute().as_uri(), name=self.artifact_type, checksum=False)
+                card = model_card_of(state, digest)
+                if card is not None:  # the promoted model's card, as the artifact's README and description
+                    artifact.add_file(str(card), name="README.md")
+                    artifact.description = card.read_text(encoding="utf-8")
                 run.log_artifact(artifact, aliases=[*aliases, f"sha-{short(digest)}"])
         finally:
             run.finish()
+
+
+def model_card_of(state: RegistryState, digest: str) -> Path | None:
+    """The model card the newest promotion of ``digest`` recorded in its evidence, if it is on disk."""
+    for move in reversed(state.history):
+        card = (move.evidence or {}).get("card") if move.current == digest else None
+        if isinstance(card, dict) and isinstance(card.get("path"), str) and Path(card["path"]).is_file():
+            return Path(card["path"])
+    return None

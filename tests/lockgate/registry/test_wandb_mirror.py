@@ -112,3 +112,18 @@ def test_online_mirror_needs_a_key_from_the_environment(tmp_path: Path, monkeypa
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="WANDB_API_KEY"):
         open_registry(RegistrySettings(backend="wandb", wandb_mode="online"), tmp_path)
+
+
+def test_a_promoted_models_card_is_the_mirrored_artifacts_readme_and_description(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    card = tmp_path / "cards" / "README.md"
+    card.parent.mkdir()
+    card.write_text("---\nlicense: apache-2.0\nbase_model: smollm2\n---\n# Model card of aaaa\n", encoding="utf-8")
+    registry = open_registry(RegistrySettings(backend="wandb"), tmp_path / "home" / "registry")
+    evidence = {"card": {"path": str(card), "digest": "sha256:c"}}
+    assert registry.record_release(A, str(tmp_path / "m"), {"dataset": "d1"}, evidence, True, None)[0] == "promoted"
+    mirrored(tmp_path / "home", runs_expected=1)
+    run = next((tmp_path / "home" / "wandb" / "wandb").glob("offline-run-*/run-*.wandb"))
+    logged = [r.artifact for r in wandb_records(run) if r.WhichOneof("record_type") == "artifact"]
+    assert len(logged) == 1 and logged[0].description == card.read_text(encoding="utf-8")
+    assert "README.md" in [entry.path for entry in logged[0].manifest.contents]
