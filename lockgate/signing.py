@@ -332,7 +332,8 @@ def verify_folder(
         raise TamperedError(
             name,
             signature.name,
-            "(its signature) is missing: the artifact was never signed or the signature was removed",
+            "(its signature) is missing: the artifact was never signed or the signature was removed "
+            "(a home made before Lockgate signed its artifacts: start a fresh one, `make clean` or --home)",
         )
     try:
         with _translated(name, signature.name):
