@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 # GGUF architectures transformers reads that are not decoder-only language models.
 NOT_CAUSAL = frozenset({"t5", "umt5", "bert", "nomic-bert", "jina-bert-v2", "clip"})
 # Bumped when the conversion changes what it writes: a new format is a new folder.
-CONVERSION_FORMAT = 1
+CONVERSION_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -149,6 +149,8 @@ def convert_gguf(info: GgufInfo, out: Path) -> int:
     for role, attr in (("bos", "bos_token"), ("eos", "eos_token"), ("padding", "pad_token"), ("unknown", "unk_token")):
         if role in info.special_ids:
             setattr(tokenizer, attr, tokenizer.convert_ids_to_tokens(info.special_ids[role]))
+    # a byte-level BPE tokenizer: transformers warns at every load that this WordPiece clean-up is ignored
+    tokenizer.clean_up_tokenization_spaces = False
     tokenizer.save_pretrained(out)
     return sum(p.numel() for p in plain.parameters())
 
