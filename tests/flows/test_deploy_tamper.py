@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-import tasks.serving
+import tasks.common
 from flows.cli import EXIT_FAILED, main
 from lockgate import events
 from lockgate.artifacts import LocalArtifactStore
@@ -43,7 +43,7 @@ def test_a_tampered_production_model_is_not_deployed_and_the_old_deployment_keep
     monkeypatch.setenv("LOCKGATE_SERVING__ENGINE", "external")
     monkeypatch.setenv("LOCKGATE_SERVING__ENGINE_URL", "http://127.0.0.1:9")
     emitted: list[dict[str, Any]] = []
-    monkeypatch.setattr(tasks.serving, "emit_event", lambda **event: emitted.append(event))
+    monkeypatch.setattr(tasks.common, "emit_event", lambda **event: emitted.append(event))
     home = tmp_path / "home"
     store = LocalArtifactStore(home / "artifacts", open_signing(signing_env))
     serving_digest, serving_path = model(store, 1)
