@@ -16,6 +16,9 @@ export LOCKGATE_TRAINER_IMAGE=${LOCKGATE_TRAINER_IMAGE:-lockgate-trainer:latest}
 export LOCKGATE_HOME=${LOCKGATE_HOME:-$ROOT/.lockgate}
 export PREFECT_LOCAL_STORAGE_PATH=${PREFECT_LOCAL_STORAGE_PATH:-${PREFECT_HOME:-$HOME/.prefect}/storage}
 mkdir -p "$LOCKGATE_HOME" "$PREFECT_LOCAL_STORAGE_PATH"
+# A fine-tune in a container signs the adapter it commits: the Docker pool mounts the folder of
+# the signing key pair read-only (make setup's, or the one LOCKGATE_SIGNING__PRIVATE_KEY names).
+export LOCKGATE_SIGNING_DIR=${LOCKGATE_SIGNING_DIR:-$(dirname "${LOCKGATE_SIGNING__PRIVATE_KEY:-${XDG_CONFIG_HOME:-$HOME/.config}/lockgate/signing/private-key.pem}")}
 : "${PREFECT_API_URL:?set PREFECT_API_URL to the Prefect server (e.g. http://127.0.0.1:4200/api)}"
 
 cd "$ROOT"
