@@ -149,15 +149,15 @@ def open_answerer(settings: EvaluationSettings, logs: Path) -> Answerer:
     """
     if settings.engine == "transformers":
         return TransformersAnswerer(settings.batch_size)
-    path = Path(settings.vllm_python)
-    # relative: to the working folder, else to the checkout this library runs from
-    candidates = [path] if path.is_absolute() else [Path.cwd() / path, Path(__file__).resolve().parents[1] / path]
-    python = next((c for c in candidates if c.exists()), None)
+    from lockgate.serving.vllm import find_serving_python
+
+    python = find_serving_python(settings.vllm_python)
     if python is not None:
         return VllmAnswerer(str(python), logs)
     if settings.engine == "vllm":
         raise ConfigError(
-            f"evaluation.vllm_python: {path} does not exist; build the serving environment (make setup) "
+            f"evaluation.vllm_python: {settings.vllm_python} does not exist; build the serving environment "
+            "(make setup) "
             "or set evaluation.engine to transformers or auto"
         )
     return TransformersAnswerer(settings.batch_size)

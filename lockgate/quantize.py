@@ -223,14 +223,15 @@ def serving_python(settings: QuantizationSettings) -> Path | None:
     """
     if settings.serving_benchmark == "off":
         return None
-    path = Path(settings.vllm_python)
-    candidates = [path] if path.is_absolute() else [Path.cwd() / path, Path(__file__).resolve().parents[1] / path]
-    for candidate in candidates:
-        if candidate.exists():
-            return candidate
+    from lockgate.serving.vllm import find_serving_python
+
+    python = find_serving_python(settings.vllm_python)
+    if python is not None:
+        return python
     if settings.serving_benchmark == "vllm":
         raise ConfigError(
-            f"quantization.vllm_python: {path} does not exist; build the serving environment (make setup) "
+            f"quantization.vllm_python: {settings.vllm_python} does not exist; build the serving environment "
+            "(make setup) "
             "or set quantization.serving_benchmark to auto or off"
         )
     return None

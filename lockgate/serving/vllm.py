@@ -77,6 +77,17 @@ def vllm_command(
     return cmd
 
 
+def find_serving_python(setting: str) -> Path | None:
+    """The serving environment's python a setting names, or None where it is not installed.
+
+    A relative path is looked for under the working folder, then under the checkout this
+    library runs from (a test or a flow started elsewhere still finds ``.venv-serving``).
+    """
+    path = Path(setting)
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, Path(__file__).resolve().parents[2] / path]
+    return next((c for c in candidates if c.exists()), None)
+
+
 def free_port(start: int, host: str = "127.0.0.1", tries: int = 200) -> int:
     """The first port from ``start`` on that nothing listens on."""
     for port in range(start, start + tries):
