@@ -108,7 +108,7 @@ def test_no_planted_secret_survives_a_release(
         outputs = getattr(rejected.details, "outputs", {})
     assert (home / "artifacts" / "datasets").is_dir() and outputs is not None
 
-    snapshot = next((home / "artifacts" / "datasets").iterdir())
+    snapshot = next(p for p in (home / "artifacts" / "datasets").iterdir() if p.is_dir())  # beside it: its .sig
     card = (snapshot / "CARD.md").read_text()
     for kind in ("email", "phone", "card", "ip", "secret"):
         assert f"| {kind} | 0 |" not in card, f"no {kind} was found: the test plants nothing"
