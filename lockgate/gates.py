@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from lockgate.digest import digest_json, short
+from lockgate.errors import LockgateError
 from lockgate.judge import judged_checks
 from lockgate.metrics import JUDGED_METRICS
 from lockgate.policy import GatePolicy, LicensePolicy, SlicePolicy
@@ -29,6 +31,16 @@ from lockgate.records import (
     ReleaseLineage,
 )
 from lockgate.stats import PairedDifference, paired_difference
+
+if TYPE_CHECKING:
+    from lockgate.artifacts import ArtifactStore
+
+# The file a committed gate decision is kept in (``decisions/<address>/decision.json``).
+DECISION_FILE = "decision.json"
+
+
+class DecisionMismatch(LockgateError):
+    """The gate decision recorded for a model is unreadable, about another model, or not a pass."""
 
 
 def decide(
@@ -353,6 +365,38 @@ def promotion_evidence(decision: GateDecision) -> dict[str, Any]:
         "approval": next((c.detail for c in decision.checks if c.name == "approval"), None),
         "license": next((c.detail for c in decision.checks if c.name == "license"), None),
     }
+
+
+def commit_decision(decision: GateDecision, store: ArtifactStore) -> Path:
+    """Keep the gate's decision as an artifact, signed like the model it judged when the store signs.
+
+    The registry's evidence repeats parts of it, but the registry's state file is one JSON file
+    anyone who can write the folder can edit; the committed decision is what ``lockgate verify``
+    checks a promoted model against: this digest, passed, under this policy.
+    """
+    staged = store.staging("decisions")
+    (staged / DECISION_FILE).write_text(decision.model_dump_json(indent=1), encoding="utf-8")
+    return store.commit("decisions", staged, decision.digest)[1]
+
+
+def read_decision(folder: Path, model_digest: str) -> GateDecision:
+    """The committed decision in ``folder``, checked to be a pass about ``model_digest``.
+
+    Raises:
+        DecisionMismatch: the file is missing or unreadable, names another model, or did not pass.
+    """
+    path = folder / DECISION_FILE
+    try:
+        decision = GateDecision.model_validate_json(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise DecisionMismatch(f"gate decision {path} cannot be read: {str(exc).splitlines()[0]}") from None
+    if decision.candidate_digest != model_digest:
+        raise DecisionMismatch(
+            f"gate decision {path} is about {_show(decision.candidate_digest)}, not {_show(model_digest)}"
+        )
+    if not decision.passed:
+        raise DecisionMismatch(f"gate decision {path} rejected {_show(model_digest)}: {'; '.join(decision.reasons)}")
+    return decision
 
 
 def with_approval(decision: GateDecision, approval: Approval | None, timeout_s: int) -> GateDecision:

@@ -12,7 +12,14 @@ from pydantic import Field
 from lockgate import events
 from lockgate.cards import card_markdown, card_path, model_card, write_card
 from lockgate.digest import short
-from lockgate.gates import Approval, decide_release, promotion_evidence, promotion_outcome, with_approval
+from lockgate.gates import (
+    Approval,
+    commit_decision,
+    decide_release,
+    promotion_evidence,
+    promotion_outcome,
+    with_approval,
+)
 from lockgate.policy import GatePolicy
 from lockgate.records import (
     AdapterArtifact,
@@ -125,7 +132,9 @@ def promote(
 
     ``expected_production`` is the production model the candidate was judged against; if
     production moved since (another run promoted meanwhile), nothing moves. In a dry run
-    nothing is written at all. A candidate the gate passed gets its model card first
+    nothing is written at all. The decision is committed first, as a signed artifact the evidence
+    names (``lockgate verify`` checks a promoted model against it). A candidate the gate passed gets
+    its model card
     (``<home>/reports/cards/<digest>/README.md``, outside the signed model folder), named in the
     registry's evidence and shown as the ``model-card`` artifact; ``base`` and ``evaluation``
     fill it (without them it says the license and metrics are unknown).
@@ -147,6 +156,8 @@ def promote(
         "training_config": adapter.config_digest,
     }
     evidence = promotion_evidence(decision)
+    decided = commit_decision(decision, workspace.artifacts)
+    evidence["decision"] = {"path": str(decided), "digest": decision.digest}
     if decision.passed:
         card = model_card(
             model=candidate, adapter=adapter, snapshot=snapshot, decision=decision, base=base, evaluation=evaluation

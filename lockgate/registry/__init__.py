@@ -23,6 +23,7 @@ from lockgate.registry.local import (
     RevokedModel,
     StaleChampion,
     describe_state,
+    recorded_path,
     signature_digest,
 )
 from lockgate.settings import RegistrySettings
@@ -40,6 +41,7 @@ __all__ = [
     "describe_state",
     "drift_reference",
     "open_registry",
+    "recorded_path",
     "signature_digest",
 ]
 

@@ -72,6 +72,16 @@ class RevokedModel(LockgateError):
     """The model was rolled back out of production; it may not become production again by itself."""
 
 
+def recorded_path(state: RegistryState, digest: str, key: str) -> str | None:
+    """The path the newest move to ``digest`` recorded under ``key`` in its evidence (``card``: the
+    model card, ``decision``: the committed gate decision), or None where no move recorded one."""
+    for move in reversed(state.history):
+        entry = (move.evidence or {}).get(key) if move.current == digest else None
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            return str(entry["path"])
+    return None
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from lockgate.digest import short
 from lockgate.errors import ConfigError
-from lockgate.registry.local import ALIASES, AliasMove, LocalRegistry, ModelVersion, RegistryState
+from lockgate.registry.local import ALIASES, AliasMove, LocalRegistry, ModelVersion, RegistryState, recorded_path
 from lockgate.settings import RegistrySettings
 
 log = logging.getLogger(__name__)
@@ -147,8 +147,5 @@ class WandbMirroredRegistry:
 
 def model_card_of(state: RegistryState, digest: str) -> Path | None:
     """The model card the newest promotion of ``digest`` recorded in its evidence, if it is on disk."""
-    for move in reversed(state.history):
-        card = (move.evidence or {}).get("card") if move.current == digest else None
-        if isinstance(card, dict) and isinstance(card.get("path"), str) and Path(card["path"]).is_file():
-            return Path(card["path"])
-    return None
+    card = recorded_path(state, digest, "card")
+    return Path(card) if card is not None and Path(card).is_file() else None

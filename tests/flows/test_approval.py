@@ -47,13 +47,18 @@ def gated_promotion(home: str, timeout_s: int) -> str:
     decision = decide(report, None, None, policy, LINEAGE)
     assert decision.passed, decision.reasons
     decision = await_approval(decision, timeout_s)
+    workspace = Workspace.open(load_settings(overrides={"home": home}))
+    staged = workspace.artifacts.staging("quantized")  # signed on commit, as quantize's output is
+    (staged / "model").mkdir()
+    (staged / "model" / "model.safetensors").write_bytes(b"\x01" * 64)
+    _, path = workspace.artifacts.commit("quantized", staged)
     return promote(
         decision=decision,
-        candidate=quantized_model(),
+        candidate=quantized_model().model_copy(update={"path": str(path / "model")}),
         adapter=adapter_artifact(),
         snapshot=dataset_snapshot(),
         expected_production=None,
-        workspace=Workspace.open(load_settings(overrides={"home": home})),
+        workspace=workspace,
     ).action
 
 
