@@ -221,6 +221,28 @@ class DriftReport(Record):
     n_reference: int
     n_current: int
     html_path: str | None
+    p_value: float | None = Field(
+        default=None, description="Share of same-distribution resamples scoring at least this high (calibrated only)."
+    )
+    calibration: str | None = Field(default=None, description="Digest of the DriftCalibration that set the threshold.")
+
+
+class DriftCalibration(Record):
+    """What a drift method scores on windows drawn from the reference itself, and the threshold that sets.
+
+    ``null_scores`` are the method's scores of ``resamples`` permutations of the reference (a window
+    of ``window`` rows against the other ``n_reference - window``); ``threshold`` is the score above
+    which at most ``false_alarm_rate`` of them lie. ``parents`` holds the reference's digest.
+    """
+
+    method: str
+    window: int
+    n_reference: int
+    false_alarm_rate: float
+    threshold: float
+    gamma: float | None = Field(description="mmd: the RBF kernel's 1/sigma^2, fixed by the reference (median rule).")
+    null_scores: tuple[float, ...]
+    seed: int
 
 
 class GateCheck(BaseModel):

@@ -10,7 +10,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.events import emit_event
 
 from lockgate import events
-from lockgate.drift import detect_drift, drift_questions
+from lockgate.drift import describe_verdict, detect_drift, drift_questions
 from lockgate.records import DatasetSnapshot, DriftReport
 from lockgate.registry import drift_reference
 from lockgate.settings import DriftSettings, EmbeddingSettings
@@ -71,14 +71,14 @@ def check_drift(
             description="Open in a browser (a local file)",
         )
     verdict = "DRIFT" if report.drifted else "no drift"
-    logger.info("drift (%s): score %.4f vs threshold %s -> %s", report.method, report.score, report.threshold, verdict)
+    logger.info("drift: %s -> %s", describe_verdict(report), verdict)
     create_markdown_artifact(
         key="drift",
         markdown="\n".join(
             [
                 f"# Embedding drift: {verdict}",
                 "",
-                f"- method: {report.method}, score {report.score:.4f}, threshold {report.threshold}",
+                f"- {describe_verdict(report)}",
                 f"- reference rows: {report.n_reference}, current rows: {report.n_current}",
                 f"- dataset: `{report.dataset_digest}`",
                 f"- HTML report: `{report.html_path}`" if report.html_path else "- HTML report: off",
@@ -94,6 +94,7 @@ def check_drift(
                 "score": report.score,
                 "threshold": report.threshold,
                 "method": report.method,
+                "p_value": report.p_value,
                 "report": report.digest,
                 "dataset": inputs.dataset_digest,
             },

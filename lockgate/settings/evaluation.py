@@ -57,13 +57,36 @@ class EvaluationSettings(Area):
 
 
 class DriftSettings(Area):
-    """Evidently embedding drift of current questions against the reference."""
+    """Evidently embedding drift of current questions against the reference, with a calibrated threshold."""
 
     method: Literal["mmd", "distance", "ratio", "model"] = Field(default="mmd", description="Evidently drift method.")
-    threshold: float = Field(
-        default=0.01, gt=0.0, description="Score above which drift is declared (calibrated for MMD on MiniLM)."
+    calibrate: bool = Field(
+        default=True,
+        description="Set the threshold from same-distribution resamples of the reference (permutations: a window "
+        "of the current side's size against the rest) at false_alarm_rate, and report a p-value with every "
+        "verdict. Off: the fixed threshold below decides, without a p-value.",
     )
-    max_rows: int = Field(default=2000, ge=10, description="Sample cap per side.")
+    false_alarm_rate: float = Field(
+        default=0.01, gt=0.0, lt=0.5, description="Calibrated: share of same-distribution windows that may alarm."
+    )
+    resamples: int = Field(
+        default=200, ge=20, le=10_000, description="Calibrated: permutations drawn (mmd: all at once, under a second)."
+    )
+    threshold: float = Field(
+        default=0.01, gt=0.0, description="Uncalibrated (calibrate off): score above which drift is declared."
+    )
+    min_rows: int = Field(
+        default=10,
+        ge=2,
+        description="Fewest rows the current side may have, and the reference beyond it; fewer is refused with the "
+        "counts, never judged.",
+    )
+    max_rows: int = Field(
+        default=10_000,
+        ge=10,
+        description="Sample cap per side for the verdict (calibration and the HTML report "
+        "use at most 2,000 reference rows).",
+    )
     html_report: bool = Field(default=True, description="Write Evidently's HTML report (adds a few seconds).")
 
 
