@@ -157,6 +157,9 @@ class ReleaseSummary(BaseModel):
     """What a release run did, for people and for callers."""
 
     passed: bool
+    unchanged: bool = Field(
+        default=False, description="Not passed, not rejected: the candidate answers every question as production."
+    )
     action: PromotionAction
     reasons: list[str]
     production: str | None

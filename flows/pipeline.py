@@ -150,6 +150,7 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
     carded = decision.passed and promotion.action != "dry_run"  # promote wrote the candidate's card
     summary = ReleaseSummary(
         passed=decision.passed,
+        unchanged=decision.unchanged,
         action=promotion.action,
         reasons=list(promotion.reasons if promotion.action == "dry_run" else decision.reasons),
         production=promotion.model_digest,
@@ -180,10 +181,12 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
         markdown=summary_markdown(summary),
         description="What ran, what was produced, and the gate decision",
     )
-    if not summary.passed and promotion.action != "dry_run":
+    if not summary.passed and not summary.unchanged and promotion.action != "dry_run":
         # A rejected candidate fails the run: a red run in the UI, not a green one that says "rejected".
+        # One that answers exactly as production does is no change, and the run ends green.
         raise GateRejected("gate rejected the candidate: " + "; ".join(summary.reasons), details=summary)
-    logger.info("release %s: %s", "PASSED" if summary.passed else "REJECTED (dry run)", "; ".join(summary.reasons))
+    said = "PASSED" if summary.passed else "NO CHANGE" if summary.unchanged else "REJECTED (dry run)"
+    logger.info("release %s: %s", said, "; ".join(summary.reasons))
     return summary
 
 
@@ -193,8 +196,10 @@ def summary_markdown(summary: ReleaseSummary) -> str:
         verdict = f"DRY RUN ({'would pass' if summary.passed else 'would be rejected'}), nothing moved"
     elif summary.action == "promoted":
         verdict = "PASSED, promoted to production"
+    elif summary.passed:
+        verdict = "PASSED (already in production)"
     else:
-        verdict = "PASSED (already in production)" if summary.passed else "REJECTED, production unchanged"
+        verdict = "NO CHANGE, production kept" if summary.unchanged else "REJECTED, production unchanged"
     lines = [
         f"# Release: {verdict}",
         "",

@@ -312,6 +312,11 @@ def score_model(
     return ModelScores(model_id=model.digest, label=model.label, metrics=overall, slices=slices), per_row
 
 
+def same_answers(challenger: list[str], champion: list[str]) -> int:
+    """How many questions both models answered with the same text (surrounding whitespace aside)."""
+    return sum(a.strip() == b.strip() for a, b in zip(challenger, champion, strict=True))
+
+
 def evaluate_models(
     job: EvalJob,
     retrieval: Retrieval,
@@ -422,6 +427,7 @@ def evaluate_models(
         n_questions=len(items),
         judge_failures=dict(sum((Counter(r.reasons) for r in judge_reports.values()), Counter())),
         engine=(answerer or TransformersAnswerer()).name,
+        same_answers=same_answers(answers[challenger.label], answers[champion.label]),
     )
 
 

@@ -50,6 +50,7 @@ def decide(
     policy: GatePolicy,
     expected: ReleaseLineage,
     revoked: str | None = None,
+    champion_in_production: bool = False,
 ) -> GateDecision:
     """Apply the policy; ``passed`` only if every check passed and none was skipped for lack of input.
 
@@ -61,6 +62,10 @@ def decide(
         expected: what the reports must be about (candidate, champion, dataset, index, prompt).
         revoked: why the candidate was taken out of production before (a rollback), if it was;
             such a model is never promoted again automatically.
+        champion_in_production: the champion is the production model (not the base model of a first
+            release). A candidate that then answers every question exactly as the champion, and fails
+            only the primary metric's comparison (no gain, as it cannot have any), is ``unchanged``:
+            not promoted and not a rejection (``unchanged_check``).
     """
     checks: list[GateCheck] = []
     metrics: dict[str, float] = {}
@@ -93,10 +98,25 @@ def decide(
         checks.append(_drift_check(drift))
 
     passed = bool(checks) and all(c.passed for c in checks)
+    unchanged = False
+    if not passed and champion_in_production and evaluation is not None:
+        same = unchanged_check(evaluation, expected)
+        primary = f"{policy.mode}:{policy.primary_metric}"
+        unchanged = same.passed and all(c.passed for c in checks if c.name != primary)
+        if unchanged:
+            checks.append(same)
     reasons = tuple(c.detail for c in checks if not c.passed) or ("all checks passed",)
+    if unchanged:
+        reasons = (checks[-1].detail, *reasons)
     parents = tuple(r.digest for r in (evaluation, quant, drift) if r is not None)
     digest = digest_json(
-        {"parents": parents, "policy": policy.digest, "lineage": expected.model_dump(), "revoked": revoked}
+        {
+            "parents": parents,
+            "policy": policy.digest,
+            "lineage": expected.model_dump(),
+            "revoked": revoked,
+            "unchanged": unchanged,
+        }
     )
     return GateDecision(
         digest=digest,
@@ -110,7 +130,25 @@ def decide(
         policy_digest=policy.digest,
         lineage=expected,
         paired=paired,
+        unchanged=unchanged,
     )
+
+
+def unchanged_check(evaluation: EvalReport, expected: ReleaseLineage) -> GateCheck:
+    """The check named ``no-change``: every eval question answered exactly as the champion answered it.
+
+    A rerun that retrains the same data on another worker gets a new digest (CPU training is not
+    bit-reproducible across processes) and, often, the very same answers; that is no gain, and no
+    loss either.
+    """
+    n, same = evaluation.n_questions, evaluation.same_answers
+    if n > 0 and same == n:
+        detail = (
+            f"no change: the candidate answers all {n} eval questions exactly as production "
+            f"{short(expected.champion or '')} does; production kept"
+        )
+        return GateCheck(name="no-change", passed=True, detail=detail)
+    return GateCheck(name="no-change", passed=False, detail=f"{n - same} of {n} answers differ from production's")
 
 
 def decide_release(
@@ -122,24 +160,38 @@ def decide_release(
     policy: GatePolicy,
     expected: ReleaseLineage,
     revoked: str | None = None,
+    champion_in_production: bool = False,
 ) -> GateDecision:
     """``decide`` for a model release: the same checks, plus the base model's license (``license``).
 
     No base model given is a failed check, as any missing input is; ``licenses: null`` in the
-    policy is the only way to skip it.
+    policy is the only way to skip it. A license the policy refuses is a rejection even when
+    the candidate is otherwise ``unchanged``.
     """
-    decision = decide(evaluation, quant, drift, policy, expected, revoked=revoked)
+    decision = decide(
+        evaluation, quant, drift, policy, expected, revoked=revoked, champion_in_production=champion_in_production
+    )
     if policy.licenses is None:
         return decision
     check = license_check(base, policy.licenses)
     checks = (*decision.checks, check)
     passed = decision.passed and check.passed
+    unchanged = decision.unchanged and check.passed
     reasons = tuple(c.detail for c in checks if not c.passed) or ("all checks passed",)
+    if unchanged:
+        reasons = (decision.reasons[0], *reasons)
     seen = {"digest": base.digest, "license": base.license} if base is not None else None
     digest = digest_json({"decision": decision.digest, "base": seen})
     parents = (*decision.parents, base.digest) if base is not None else decision.parents
     return decision.model_copy(
-        update={"digest": digest, "parents": parents, "checks": checks, "passed": passed, "reasons": reasons}
+        update={
+            "digest": digest,
+            "parents": parents,
+            "checks": checks,
+            "passed": passed,
+            "reasons": reasons,
+            "unchanged": unchanged,
+        }
     )
 
 
@@ -416,6 +468,11 @@ def with_approval(decision: GateDecision, approval: Approval | None, timeout_s: 
     reasons = tuple(c.detail for c in checks if not c.passed) or ("all checks passed",)
     digest = digest_json({"decision": decision.digest, "approval": approval.model_dump() if approval else None})
     return decision.model_copy(update={"digest": digest, "checks": checks, "passed": passed, "reasons": reasons})
+
+
+def verdict_word(decision: GateDecision) -> str:
+    """PASSED, NO CHANGE or REJECTED."""
+    return "PASSED" if decision.passed else "NO CHANGE" if decision.unchanged else "REJECTED"
 
 
 def promotion_outcome(

@@ -204,6 +204,9 @@ class EvalReport(Record):
         default={}, description="Why LLM-judged scores are missing: timeout / error / unparseable -> calls, both sides."
     )
     engine: str = Field(default="transformers", description="What answered the questions: vllm or transformers.")
+    same_answers: int = Field(
+        default=0, description="Questions the challenger answered exactly as the champion did (whitespace aside)."
+    )
 
 
 class DriftReport(Record):
@@ -279,6 +282,11 @@ class GateDecision(Record):
     policy_digest: str
     lineage: ReleaseLineage
     paired: dict[str, PairedDifference] = {}
+    unchanged: bool = Field(
+        default=False,
+        description="The candidate answers every eval question exactly as production does: nothing to promote, "
+        "nothing wrong (not passed, not a rejection).",
+    )
 
 
 # What a promotion did with the candidate.

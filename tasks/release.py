@@ -18,6 +18,7 @@ from lockgate.gates import (
     decide_release,
     promotion_evidence,
     promotion_outcome,
+    verdict_word,
     with_approval,
 )
 from lockgate.policy import GatePolicy
@@ -53,8 +54,16 @@ def gate(
     logger = get_run_logger()
     candidate = expected.candidate
     revoked = workspace.registry.revoked_reason(candidate) if candidate else None
+    production = workspace.registry.get("production")
     decision = decide_release(
-        evaluation=evaluation, quant=quant, drift=drift, base=base, policy=policy, expected=expected, revoked=revoked
+        evaluation=evaluation,
+        quant=quant,
+        drift=drift,
+        base=base,
+        policy=policy,
+        expected=expected,
+        revoked=revoked,
+        champion_in_production=production is not None and production.digest == expected.champion,
     )
     publish_decision(decision)
     for check in decision.checks:
@@ -67,14 +76,18 @@ def publish_decision(decision: GateDecision) -> None:
     create_table_artifact(
         key="gate-decision",
         table=[{"check": c.name, "passed": c.passed, "detail": c.detail} for c in decision.checks],
-        description=f"Gate {'PASSED' if decision.passed else 'REJECTED'} (policy {short(decision.policy_digest)})",
+        description=f"Gate {verdict_word(decision)} (policy {short(decision.policy_digest)})",
     )
 
 
 def emit_verdict(decision: GateDecision, dataset_name: str) -> None:
     """``lockgate.gate.passed`` or ``lockgate.gate.rejected``, with the decision's digest and reasons."""
     emit_event(
-        event=events.GATE_PASSED if decision.passed else events.GATE_REJECTED,
+        event=events.GATE_PASSED
+        if decision.passed
+        else events.GATE_UNCHANGED
+        if decision.unchanged
+        else events.GATE_REJECTED,
         resource=events.dataset_resource(dataset_name),
         payload={
             "decision": decision.digest,

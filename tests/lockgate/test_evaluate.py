@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import math
 
-from lockgate.evaluate import question_type, summarize
+import pytest
+
+from lockgate.evaluate import question_type, same_answers, summarize
 from lockgate.prompts import GROUNDED_QA
 
 
@@ -32,3 +34,9 @@ def test_prompt_version_changes_with_text() -> None:
     assert other.version != GROUNDED_QA.version and other.version.startswith("grounded-qa@")
     assert GROUNDED_QA.render("Q?", "ctx") == "Context: ctx\nQuestion: Q?\nAnswer:"
     assert GROUNDED_QA.render("Q?") == "Question: Q?\nAnswer:"
+
+
+def test_same_answers_counts_texts_equal_but_for_surrounding_whitespace() -> None:
+    assert same_answers(["Yes.", " 42 \n", "Red"], ["Yes.", "42", "red"]) == 2
+    with pytest.raises(ValueError):
+        same_answers(["a"], ["a", "b"])  # answers of different question lists are never compared

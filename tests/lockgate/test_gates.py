@@ -15,6 +15,7 @@ from lockgate.gates import (
     decide_release,
     promotion_evidence,
     promotion_outcome,
+    verdict_word,
     with_approval,
 )
 from lockgate.policy import GatePolicy, LicensePolicy, SlicePolicy, explain, load_policy, prompt_policy
@@ -373,3 +374,58 @@ def test_a_judged_metric_the_judge_failed_on_fails_closed_naming_why() -> None:
     reasons = " | ".join(d.reasons)
     assert "not a number" in reasons and "the judge left scores missing" in reasons, reasons
     assert f"challenger {n}/{n}" in reasons, "the judged check counts the questions without a score"
+
+
+def twin_report(same: int = 60) -> EvalReport:
+    """Production's own answers from a retrained twin: every paired difference 0, ``same`` texts equal."""
+    return report(gain=0.0, sd=0.0, base_score=0.5).model_copy(update={"same_answers": same})
+
+
+def test_a_twin_answering_exactly_as_production_is_no_change_not_a_rejection() -> None:
+    twin = twin_report()
+    rejected = decide_release(
+        evaluation=twin, quant=quant(), drift=drift(), base=base_model(), policy=POLICY, expected=LINEAGE
+    )
+    assert not rejected.passed and not rejected.unchanged, "against the base model of a first release: no gain"
+    assert failed(rejected) == {"superiority:rouge_l"} and "no gain at all" in rejected.reasons[0]
+
+    kept = decide_release(
+        evaluation=twin,
+        quant=quant(),
+        drift=drift(),
+        base=base_model(),
+        policy=POLICY,
+        expected=LINEAGE,
+        champion_in_production=True,
+    )
+    assert not kept.passed and kept.unchanged and verdict_word(kept) == "NO CHANGE"
+    assert (
+        kept.reasons[0]
+        == "no change: the candidate answers all 60 eval questions exactly as production b does; production kept"
+    )
+    assert kept.digest != rejected.digest
+    assert promotion_outcome(kept, "kept", "b", "c").action == "kept"
+
+
+@pytest.mark.parametrize(
+    ("same", "spoiler"),
+    [
+        (59, None),  # one answer differs: judged as any candidate
+        (60, "quant"),  # identical answers, but the quantization check failed
+        (60, "license"),  # identical answers, but the base model's license is not allowed
+        (60, "revoked"),  # identical answers, but this very model was rolled back
+    ],
+)
+def test_no_change_needs_every_answer_the_same_and_nothing_else_wrong(same: int, spoiler: str | None) -> None:
+    decision = decide_release(
+        evaluation=twin_report(same),
+        quant=quant(passed=spoiler != "quant"),
+        drift=drift(),
+        base=base_model(license="proprietary" if spoiler == "license" else "apache-2.0"),
+        policy=POLICY,
+        expected=LINEAGE,
+        revoked="rolled back by ana" if spoiler == "revoked" else None,
+        champion_in_production=True,
+    )
+    assert not decision.passed and not decision.unchanged and verdict_word(decision) == "REJECTED"
+    assert not any(r.startswith("no change") for r in decision.reasons)
