@@ -101,8 +101,8 @@ def decide(
     unchanged = False
     if not passed and champion_in_production and evaluation is not None:
         same = unchanged_check(evaluation, expected)
-        primary = f"{policy.mode}:{policy.primary_metric}"
-        unchanged = same.passed and all(c.passed for c in checks if c.name != primary)
+        primary_check = f"{policy.mode}:{policy.primary_metric}"
+        unchanged = same.passed and all(c.passed for c in checks if c.name != primary_check)
         if unchanged:
             checks.append(same)
     reasons = tuple(c.detail for c in checks if not c.passed) or ("all checks passed",)
