@@ -1,16 +1,19 @@
-"""Drift check on its own schedule: are today's questions still like what production was trained on?"""
+"""Drift checks on their own schedules: are today's questions, and the questions users really ask,
+still like what production was trained on?"""
 
 from __future__ import annotations
 
+import time
+
 from prefect import flow
 
-from flows.params import StageParams
-from lockgate.records import DatasetSnapshot, DriftReport
+from flows.params import QueryDriftParams, StageParams
+from lockgate.records import DatasetSnapshot, DriftReport, QueryDrift
 from lockgate.settings import LockgateSettings
 from lockgate.workspace import Workspace
 from tasks.common import StageLog, fingerprints
 from tasks.data import prepare_dataset
-from tasks.drift import DriftInputs, check_drift, drift_inputs
+from tasks.drift import DriftInputs, check_drift, check_query_drift, drift_inputs, query_reference, read_queries
 
 
 @flow(name="drift")
@@ -52,3 +55,28 @@ def check_drift_here(
     return stages.run_cached(
         "drift", check_drift, inputs=inputs, drift=settings.drift, embeddings=settings.embeddings, workspace=workspace
     )
+
+
+@flow(name="query-drift")
+def query_drift(params: QueryDriftParams = QueryDriftParams()) -> list[QueryDrift]:  # noqa: B008 (the UI form's default)
+    """Compare the last questions each variant served (the gateway's query log) with production's
+    training questions; emits ``lockgate.drift.detected`` for ``lockgate.queries.<name>.<variant>``
+    on a drift, at most once per ``drift.cooldown_s``.
+    """
+    settings = params.settings()
+    workspace = Workspace.open(settings)
+    now = time.time()
+    read = read_queries(drift=settings.drift, workspace=workspace, now=now)
+    reference = query_reference(workspace=workspace)
+    return [
+        check_query_drift(
+            window=window,
+            reference_texts=reference,
+            deployment=settings.data.name,
+            drift=settings.drift,
+            embeddings=settings.embeddings,
+            workspace=workspace,
+            now=now,
+        )
+        for window in read.windows.values()
+    ]

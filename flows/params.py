@@ -48,6 +48,24 @@ class FinetuneParams(StageParams):
         return out
 
 
+class QueryDriftParams(StageParams):
+    """Which served questions the query-drift check looks at."""
+
+    window: int | None = Field(
+        default=None, ge=2, le=100_000, description="Override drift.query_window: the last this many questions."
+    )
+    hours: float | None = Field(
+        default=None, ge=0, le=24 * 365, description="Override drift.query_hours: only the last this many hours."
+    )
+
+    def overrides(self) -> dict[str, Any]:
+        out = super().overrides()
+        drift = {k: v for k, v in (("query_window", self.window), ("query_hours", self.hours)) if v is not None}
+        if drift:
+            out["drift"] = drift
+        return out
+
+
 class ReleaseParams(StageParams):
     """What to run the release pipeline with."""
 

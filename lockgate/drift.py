@@ -16,17 +16,19 @@ the other methods are Evidently's own, called as they are.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
 
 import numpy as np
 
-from lockgate._io import load_jsonl
+from lockgate._io import atomic_write_text, exclusive_lock, load_jsonl
 from lockgate.artifacts import ArtifactStore
 from lockgate.digest import digest_json
 from lockgate.errors import DataError
 from lockgate.records import DriftCalibration, DriftReport
+from lockgate.registry import ModelRegistry, drift_reference
 from lockgate.settings import DriftSettings
 
 log = logging.getLogger(__name__)
@@ -131,12 +133,21 @@ def check_sizes(n_reference: int, n_current: int, settings: DriftSettings, what:
             current side plus ``min_rows`` (calibration compares windows of the current side's size
             with the rest of the reference).
     """
+    reason = too_few_rows(n_reference, n_current, settings)
+    if reason is not None:
+        raise DataError(f"{what}: {reason}")
+
+
+def too_few_rows(n_reference: int, n_current: int, settings: DriftSettings) -> str | None:
+    """Why these sides are too small to judge, or None (see ``check_sizes``); ``max_rows`` caps both first."""
+    n_reference, n_current = min(n_reference, settings.max_rows), min(n_current, settings.max_rows)
     if n_current < settings.min_rows or n_reference < n_current + settings.min_rows:
-        raise DataError(
-            f"{what}: {n_current} current and {n_reference} reference rows are too few to judge: the current side "
+        return (
+            f"{n_current} current and {n_reference} reference rows are too few to judge: the current side "
             f"needs at least drift.min_rows={settings.min_rows} and the reference at least {settings.min_rows} more "
             f"rows than the current side"
         )
+    return None
 
 
 def _null_scores(
@@ -265,7 +276,7 @@ def detect_drift(
         {
             "ref": digest_json(ref.round(5).tolist()),
             "cur": digest_json(cur.round(5).tolist()),
-            "settings": settings.model_dump(exclude={"html_report"}),
+            "settings": settings.recipe(),
             "dataset": dataset_digest,
             "calibration": calibration.digest if calibration else None,
         }
@@ -343,11 +354,74 @@ def drift_questions(
             else would hide drift.
     """
     reference = Path(production_train) if production_train else Path(snapshot_train)
-    if not reference.is_file():
+    return training_questions(reference), [r["instruction"] for r in load_jsonl(Path(snapshot_eval))]
+
+
+def production_questions(registry: ModelRegistry, artifacts: ArtifactStore) -> list[str]:
+    """The training questions of the production model: what served questions are compared with.
+
+    Raises:
+        DataError: nothing is in production, or its training file is gone.
+    """
+    reference = drift_reference(registry)
+    if reference is None:
         raise DataError(
-            f"drift reference {reference} (production's training data) is missing; restore it or roll production back"
+            "query drift compares served questions with production's training questions, "
+            "and nothing is in production yet; release a model first"
         )
-    return (
-        [r["instruction"] for r in load_jsonl(reference)],
-        [r["instruction"] for r in load_jsonl(Path(snapshot_eval))],
-    )
+    return training_questions(Path(artifacts.locate(reference)))
+
+
+def training_questions(path: Path) -> list[str]:
+    """The questions of a training split: the reference drift is measured against.
+
+    Raises:
+        DataError: the file is gone; comparing against anything else would hide drift.
+    """
+    if not path.is_file():
+        raise DataError(
+            f"drift reference {path} (production's training data) is missing; restore it or roll production back"
+        )
+    return [r["instruction"] for r in load_jsonl(path)]
+
+
+class AlarmBook:
+    """When each resource last raised a drift alarm (``<home>/state/drift-alarms.json``).
+
+    A drift that persists is found by every check; it should start one run per cooldown, not one
+    per check. The book is read and written under a lock, so two checks at once ring once.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def last(self, resource: str) -> float | None:
+        """When ``resource`` last rang (Unix time), or None."""
+        return self._read().get(resource)
+
+    def ring(self, resource: str, now: float, cooldown_s: float) -> float | None:
+        """Record an alarm for ``resource`` unless one rang less than ``cooldown_s`` ago.
+
+        Returns:
+            None if this alarm is to be sent (and it is recorded), else the time the last one rang.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(self.path.with_name(self.path.name + ".lock"), None, lambda: None):
+            rung = self._read()
+            previous = rung.get(resource)
+            if previous is not None and now - previous < cooldown_s:
+                return previous
+            rung[resource] = now
+            atomic_write_text(self.path, json.dumps(rung, indent=1, sort_keys=True))
+            return None
+
+    def _read(self) -> dict[str, float]:
+        if not self.path.is_file():
+            return {}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return {}  # a book nobody can read rings again: one extra run, never a missed drift
+        return (
+            {str(k): float(v) for k, v in data.items() if isinstance(v, int | float)} if isinstance(data, dict) else {}
+        )

@@ -34,6 +34,15 @@ def model_resource(digest: str) -> dict[str, str]:
     return {"prefect.resource.id": f"lockgate.model.{short(digest)}"}
 
 
+def queries_resource(deployment: str, variant: str) -> dict[str, str]:
+    """The event resource of one variant's served questions: ``lockgate.queries.<deployment>.<variant>``."""
+    return {
+        "prefect.resource.id": f"lockgate.queries.{deployment}.{variant}",
+        "prefect.resource.name": f"{deployment} {variant}",
+        "lockgate.variant": variant,
+    }
+
+
 def prompt_resource(name: str) -> dict[str, str]:
     """The event resource of a prompt: ``lockgate.prompt.<name>``."""
     return {"prefect.resource.id": f"lockgate.prompt.{name}", "prefect.resource.name": name}

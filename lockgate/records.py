@@ -230,6 +230,21 @@ class DriftReport(Record):
     calibration: str | None = Field(default=None, description="Digest of the DriftCalibration that set the threshold.")
 
 
+class QueryDrift(BaseModel):
+    """Query drift of one variant's window of served questions against production's training questions."""
+
+    model_config = ConfigDict(frozen=True)
+
+    variant: str
+    questions: int = Field(description="Questions in the window.")
+    models: tuple[str, ...] = Field(default=(), description="Model digests that answered them.")
+    report: DriftReport | None = Field(default=None, description="The verdict; None when the window was not judged.")
+    not_judged: str | None = Field(default=None, description="Why no verdict: too few questions, with the counts.")
+    alarm: Literal["sent", "cooldown", "none"] = Field(
+        default="none", description="lockgate.drift.detected sent, held back by the cooldown, or no drift."
+    )
+
+
 class DriftCalibration(Record):
     """What a drift method scores on windows drawn from the reference itself, and the threshold that sets.
 

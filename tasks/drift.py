@@ -10,12 +10,20 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.events import emit_event
 
 from lockgate import events
-from lockgate.drift import describe_verdict, detect_drift, drift_questions
-from lockgate.records import DatasetSnapshot, DriftReport
+from lockgate.drift import (
+    AlarmBook,
+    describe_verdict,
+    detect_drift,
+    drift_questions,
+    production_questions,
+    too_few_rows,
+)
+from lockgate.querylog import QueryLogRead, QueryWindow, read_query_windows
+from lockgate.records import DatasetSnapshot, DriftReport, QueryDrift
 from lockgate.registry import drift_reference
 from lockgate.settings import DriftSettings, EmbeddingSettings
 from lockgate.workspace import Workspace
-from tasks.common import DEFAULT_BUT_WORKSPACE, StageCache, embedder_of
+from tasks.common import DEFAULT_BUT_WORKSPACE, StageCache, artifact_key, embedder_of
 
 
 @dataclass(frozen=True)
@@ -100,3 +108,102 @@ def check_drift(
             },
         )
     return report
+
+
+@task(name="read-queries")
+def read_queries(*, drift: DriftSettings, workspace: Workspace, now: float) -> QueryLogRead:
+    """Each variant's window of the gateway's query log (``drift.query_window``, ``drift.query_hours``)."""
+    since = now - drift.query_hours * 3600 if drift.query_hours else None
+    read = read_query_windows(workspace.serving.query_log, drift.query_window, since)
+    logger = get_run_logger()
+    for window in read.windows.values():
+        logger.info(
+            "query log: %s served %d questions, %d in the window", window.variant, window.seen, len(window.questions)
+        )
+    if read.skipped:
+        logger.warning("query log %s: %d lines were not query rows (skipped)", read.path, read.skipped)
+    return read
+
+
+@task(name="query-reference")
+def query_reference(*, workspace: Workspace) -> list[str]:
+    """Production's training questions: what served questions are compared with (``production_questions``)."""
+    return production_questions(workspace.registry, workspace.artifacts)
+
+
+@task(name="query-drift")
+def check_query_drift(
+    *,
+    window: QueryWindow,
+    reference_texts: list[str],
+    deployment: str,
+    drift: DriftSettings,
+    embeddings: EmbeddingSettings,
+    workspace: Workspace,
+    now: float,
+) -> QueryDrift:
+    """One variant's served questions against production's training questions.
+
+    The verdict is the fast path (no HTML). On a drift ``lockgate.drift.detected`` is emitted for
+    ``lockgate.queries.<deployment>.<variant>`` and Evidently's report written (named in the
+    ``query-drift-<variant>`` artifact and the event), unless that resource rang less than
+    ``drift.cooldown_s`` ago. A window too small to judge is reported as such, never judged.
+    """
+    logger = get_run_logger()
+    questions = list(window.questions)
+    small = too_few_rows(len(reference_texts), len(questions), drift)
+    if small is not None:
+        logger.info("query drift of %s: not judged: %s", window.variant, small)
+        return QueryDrift(variant=window.variant, questions=len(questions), models=window.models, not_judged=small)
+    embedder = embedder_of(embeddings, workspace.exported_models)
+    reference, current = embedder.encode(reference_texts), embedder.encode(questions)
+    fast = drift.model_copy(update={"html_report": False})
+    report = detect_drift(reference, current, fast, store=workspace.artifacts, texts=(reference_texts, questions))
+    resource = events.queries_resource(deployment, window.variant)
+    alarm = "none"
+    if report.drifted:
+        rang = AlarmBook(workspace.home / "state" / "drift-alarms.json").ring(
+            resource["prefect.resource.id"], now, drift.cooldown_s
+        )
+        alarm = "sent" if rang is None else "cooldown"
+        if alarm == "sent" and drift.html_report:  # a drift that persists: its report was written when it rang
+            texts = (reference_texts, questions)
+            report = detect_drift(reference, current, drift, store=workspace.artifacts, texts=texts)
+    verdict = "DRIFT" if report.drifted else "no drift"
+    said = {"sent": "; event sent", "cooldown": "; no event: an alarm rang within drift.cooldown_s", "none": ""}[alarm]
+    logger.info("query drift of %s: %s -> %s%s", window.variant, describe_verdict(report), verdict, said)
+    create_markdown_artifact(
+        key=f"query-drift-{artifact_key(window.variant)}",
+        markdown="\n".join(
+            [
+                f"# Query drift of {window.variant}: {verdict}",
+                "",
+                f"- {describe_verdict(report)}",
+                f"- the last {len(questions)} questions served, against production's {len(reference_texts)} "
+                "training questions",
+                f"- models: {', '.join(f'`{m}`' for m in window.models) or 'not recorded'}",
+                f"- HTML report: `{report.html_path}`" if report.html_path else "- HTML report: written on a drift",
+                f"- alarm: {alarm}",
+            ]
+        ),
+        description="Are the questions users ask still like what production was trained on?",
+    )
+    if alarm == "sent":
+        emit_event(
+            event=events.DRIFT_DETECTED,
+            resource=resource,
+            payload={
+                "kind": "queries",
+                "variant": window.variant,
+                "score": report.score,
+                "threshold": report.threshold,
+                "method": report.method,
+                "p_value": report.p_value,
+                "report": report.html_path or report.digest,
+                "questions": len(questions),
+                "models": list(window.models),
+            },
+        )
+    return QueryDrift(
+        variant=window.variant, questions=len(questions), models=window.models, report=report, alarm=alarm
+    )

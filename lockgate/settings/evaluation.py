@@ -88,6 +88,24 @@ class DriftSettings(Area):
         "use at most 2,000 reference rows).",
     )
     html_report: bool = Field(default=True, description="Write Evidently's HTML report (adds a few seconds).")
+    query_window: int = Field(
+        default=200, ge=2, le=100_000, description="Query drift: the last this many questions of each variant."
+    )
+    query_hours: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=24 * 365,
+        description="Query drift: only questions of the last this many hours (0: any).",
+    )
+    cooldown_s: float = Field(
+        default=3600.0,
+        ge=0.0,
+        le=30 * 86400,
+        description="After a drift alarm, the same resource (a deployment's queries, a dataset) sends no other "
+        "lockgate.drift.detected for this long: a drift that persists starts one run, not one per check.",
+    )
+
+    NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset({"html_report", "query_window", "query_hours", "cooldown_s"})
 
 
 class GateSettings(Area):

@@ -130,3 +130,16 @@ def test_calibration_off_decides_at_the_fixed_threshold(questions) -> None:  # t
     reference, current, _ = questions
     report = detect_drift(reference, current, DriftSettings(calibrate=False, threshold=1e-9))
     assert report.drifted and report.threshold == 1e-9 and report.p_value is None and report.calibration is None
+
+
+def test_an_alarm_rings_once_per_cooldown_and_per_resource(tmp_path: Path) -> None:
+    from lockgate.drift import AlarmBook
+
+    book = AlarmBook(tmp_path / "state" / "drift-alarms.json")
+    assert book.ring("lockgate.queries.q.production", 1000.0, 3600) is None, "the first alarm is sent"
+    assert book.ring("lockgate.queries.q.production", 1000.0 + 3599, 3600) == 1000.0, "held back in the cooldown"
+    assert book.ring("lockgate.queries.q.canary", 1001.0, 3600) is None, "another resource has its own"
+    assert AlarmBook(book.path).ring("lockgate.queries.q.production", 1000.0 + 3600, 3600) is None, "kept on disk"
+    assert book.last("lockgate.queries.q.production") == 4600.0
+    book.path.write_text("{torn")
+    assert book.ring("lockgate.queries.q.production", 4601.0, 3600) is None, "an unreadable book rings again"

@@ -57,3 +57,18 @@ def test_a_prefect_api_that_does_not_answer_is_one_line_and_exit_1(tmp_path: obj
     assert "Traceback" not in done.stdout + done.stderr, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: Failed to reach API at") and "PREFECT_API_URL" in last, last
+
+
+@pytest.mark.parametrize("action", ["queries", "calibrate"])
+def test_drift_without_a_production_model_is_one_line_and_exit_2(
+    action: str, tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--home", str(tmp_path), "drift", action]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "nothing is in production yet; release a model first" in err, err
+
+
+def test_a_drift_window_out_of_bounds_is_named(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--home", str(tmp_path), "drift", "queries", "--window", "1"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "window" in err, err

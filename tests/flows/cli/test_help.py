@@ -30,6 +30,7 @@ COMMANDS = {
     "serve-key": True,
     "deploy": True,
     "ask": True,
+    "drift": True,
     "verify": True,
 }
 
