@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE := offline
 
-.PHONY: images help setup demo demo-real demo-reject test test-fast lint server server-pg serve status lock clean bench bench-prep
+.PHONY: images help setup demo demo-real demo-reject test test-fast lint server server-pg serve monitor status lock clean bench bench-prep
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -46,6 +46,9 @@ lint: setup  ## ruff and mypy
 
 serve: setup  ## deploy the production model on vLLM (if needed) and run the gateway on http://127.0.0.1:8300/v1
 	$(PY) -m flows deploy && $(PY) -m flows serve
+
+monitor: setup  ## Prometheus on http://127.0.0.1:9090 over the gateway and its engines, with the shipped rules (after make serve)
+	$(PY) -m flows monitor
 
 server: setup  ## start a local Prefect server with the UI on http://127.0.0.1:4200
 	PREFECT_HOME=$(CURDIR)/.lockgate/prefect $(PY) -m prefect server start --host 127.0.0.1 --port 4200

@@ -81,6 +81,18 @@ def needs(available: bool, what: str, how: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(not available, reason=f"{what} is missing: {how}")
 
 
+def prometheus_binaries() -> tuple[str, str]:
+    """``prometheus`` and ``promtool`` (``LOCKGATE_PROMETHEUS`` names the first), or empty strings."""
+    import os
+    import shutil
+
+    return os.environ.get("LOCKGATE_PROMETHEUS") or shutil.which("prometheus") or "", shutil.which("promtool") or ""
+
+
+def needs_prometheus() -> pytest.MarkDecorator:
+    return needs(all(prometheus_binaries()), "Prometheus and promtool", "bash .ci/provision.d/50-prometheus.sh")
+
+
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """A throw-away Prefect server and database for the whole session (about 15 s to start), shared by the

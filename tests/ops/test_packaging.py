@@ -30,7 +30,8 @@ def test_a_wheel_installed_outside_the_checkout_loads_the_shipped_profiles(tmp_p
     )
     assert built.returncode == 0, built.stderr[-2000:]
     (wheel,) = (source / "dist").glob("lockgate-*.whl")
-    assert "lockgate/profiles/embedded.yaml" in zipfile.ZipFile(wheel).namelist()
+    shipped_files = zipfile.ZipFile(wheel).namelist()
+    assert "lockgate/profiles/embedded.yaml" in shipped_files and "lockgate/prometheus/rules.yml" in shipped_files
 
     site = tmp_path / "site"
     installed = run(

@@ -31,6 +31,7 @@ COMMANDS = {
     "deploy": True,
     "ask": True,
     "drift": True,
+    "monitor": True,
     "verify": True,
 }
 

@@ -32,6 +32,7 @@ from lockgate.serving import (
 from lockgate.serving.retrieval import IndexRetriever, PromptBook
 from lockgate.serving.vllm import RunningEngine
 from lockgate.stores import StoredChunk, open_store
+from tests.conftest import needs_prometheus, prometheus_binaries
 from tests.lockgate.serving.conftest import MAX_MODEL_LEN, ServerThread, needs_vllm
 
 pytestmark = [pytest.mark.slow, needs_vllm]
@@ -349,3 +350,65 @@ def test_a_canary_with_a_broken_prompt_is_rolled_back_too(
             headers={"Authorization": f"Bearer {state.keys['alice']}"},
         )
         assert r.status_code == 413
+
+
+@needs_prometheus()
+def test_prometheus_scrapes_the_gateway_and_the_engine_and_records_the_dashboard_series(
+    served: Served, vllm_engine: RunningEngine, tmp_path: Path
+) -> None:
+    """Issue 17's "one dashboard": a real Prometheus with the shipped rules scrapes this gateway and
+    its vLLM engine; both targets are up and the recorded latency series has this traffic in it."""
+    import subprocess
+    import time
+
+    import yaml
+
+    from lockgate.monitoring import RULES, prometheus_config
+    from tests.lockgate.serving.conftest import free_port
+
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump(prometheus_config(served.url, [vllm_engine.url], RULES, interval_s=1)))
+    port = free_port()
+    log = (tmp_path / "prometheus.log").open("w")
+    proc = subprocess.Popen(
+        [
+            prometheus_binaries()[0] or "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    api = f"http://127.0.0.1:{port}/api/v1"
+
+    def query(expr: str) -> list[dict[str, object]]:
+        answer = httpx.get(f"{api}/query", params={"query": expr}, timeout=5).json()
+        return answer["data"]["result"] if answer.get("status") == "success" else []
+
+    try:
+        health: dict[str, str] = {}
+        p95: list[dict[str, object]] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ask(served, "alice")  # traffic while Prometheus watches
+            try:
+                targets = httpx.get(f"{api}/targets", timeout=5).json()["data"]["activeTargets"]
+            except httpx.HTTPError:
+                time.sleep(0.5)
+                continue
+            health = {t["labels"]["job"]: t["health"] for t in targets}
+            p95 = query('lockgate:gateway_latency_seconds:p95_5m{variant="production"}')
+            if health == {"lockgate-gateway": "up", "lockgate-vllm": "up"} and p95:
+                break
+            time.sleep(1)
+        assert health == {"lockgate-gateway": "up", "lockgate-vllm": "up"}, (
+            health,
+            (tmp_path / "prometheus.log").read_text()[-2000:],
+        )
+        assert p95 and 0 < float(p95[0]["value"][1]) <= 60, p95  # type: ignore[index]
+        assert query("vllm:num_requests_waiting"), "the engine's queue depth is scraped"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
