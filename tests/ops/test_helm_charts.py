@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.conftest import ROOT, needs
+from tests.conftest import ROOT, needs, needs_prometheus
 
 KUBERNETES = "1.30.0"
 CHARTS = ROOT / "infra" / "helm"
@@ -141,3 +141,32 @@ def test_the_worker_joins_the_gpu_pool_with_a_key_from_a_secret_and_just_enough_
     env = keyed["Deployment"]["release"]["spec"]["template"]["spec"]["containers"][0]["env"]
     assert env[1] == {"name": "PREFECT_API_KEY", "valueFrom": {"secretKeyRef": {"name": "prefect-api", "key": "key"}}}
     assert keyed["RoleBinding"]["release"]["subjects"][0]["namespace"] == "lockgate"
+
+
+@needs_prometheus()
+def test_the_chart_ships_a_scrape_configuration_with_the_packaged_rules(tmp_path: Path) -> None:
+    import re
+
+    from lockgate.monitoring import ENGINE_JOB, GATEWAY_JOB, RULES
+    from tests.conftest import prometheus_binaries
+
+    data = by_kind(render("lockgate-serving"))["ConfigMap"]["lockgate-prometheus"]["data"]
+    assert data["rules.yml"].strip() == RULES.read_text().strip(), "the chart serves the rules the package ships"
+    (tmp_path / "rules.yml").write_text(data["rules.yml"])
+    checked = subprocess.run(
+        [prometheus_binaries()[1], "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # Debian's promtool is built without Kubernetes discovery, so the jobs are checked here: each keeps
+    # only its own pods and scrapes the port their prometheus.io/port annotation names.
+    config = yaml.safe_load(data["prometheus.yml"])
+    assert config["rule_files"] == ["/etc/prometheus/lockgate/rules.yml"]
+    for job, name in zip(config["scrape_configs"], (GATEWAY_JOB, ENGINE_JOB), strict=True):
+        assert job["job_name"] == name and job["kubernetes_sd_configs"][0]["namespaces"]["names"] == ["lockgate"]
+        keep, address, _ = job["relabel_configs"]
+        assert keep["action"] == "keep" and re.fullmatch(keep["regex"], name) and not re.fullmatch(keep["regex"], "x")
+        rewritten = re.sub(r"\$(\d)", r"\\\1", address["replacement"])
+        assert re.sub(f"^{address['regex']}$", rewritten, "10.1.2.3:9999;8300") == "10.1.2.3:8300"
+        assert re.sub(f"^{address['regex']}$", rewritten, "10.1.2.3;8000") == "10.1.2.3:8000"
+    off = by_kind(render("lockgate-serving", "--set", "monitoring.prometheusConfig=false"))
+    assert "lockgate-prometheus" not in off.get("ConfigMap", {})
