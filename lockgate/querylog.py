@@ -22,6 +22,8 @@ class QueryWindow:
     Attributes:
         variant: the gateway's variant (``production``, ``canary``, ...).
         questions: oldest first, at most the window's size.
+        ids: each question's completion id (what ``/v1/feedback`` names; empty in rows logged
+            before the gateway recorded it).
         models: the model digests that answered them (a deploy inside the window gives two).
         first_at: when the oldest was asked (Unix time).
         last_at: when the newest was asked.
@@ -30,6 +32,7 @@ class QueryWindow:
 
     variant: str
     questions: tuple[str, ...]
+    ids: tuple[str, ...]
     models: tuple[str, ...]
     first_at: float
     last_at: float
@@ -56,7 +59,7 @@ def read_query_windows(path: Path, last: int, since: float | None = None) -> Que
         DataError: the log does not exist (no gateway has written it yet).
     """
     require_log(path)
-    tails: dict[str, deque[tuple[float, str, str]]] = {}
+    tails: dict[str, deque[tuple[float, str, str, str]]] = {}
     seen: dict[str, int] = {}
     skipped = 0
     with path.open("r", encoding="utf-8", errors="replace") as lines:
@@ -76,13 +79,15 @@ def read_query_windows(path: Path, last: int, since: float | None = None) -> Que
             if since is not None and at < since:
                 continue
             variant = str(row.get("variant") or "production")
-            tails.setdefault(variant, deque(maxlen=last)).append((float(at), question, str(row.get("model") or "")))
+            kept = (float(at), question, str(row.get("model") or ""), str(row.get("id") or ""))
+            tails.setdefault(variant, deque(maxlen=last)).append(kept)
             seen[variant] = seen.get(variant, 0) + 1
     windows = {
         variant: QueryWindow(
             variant=variant,
-            questions=tuple(q for _, q, _ in rows),
-            models=tuple(sorted({m for _, _, m in rows if m})),
+            questions=tuple(row[1] for row in rows),
+            ids=tuple(row[3] for row in rows),
+            models=tuple(sorted({row[2] for row in rows if row[2]})),
             first_at=rows[0][0],
             last_at=rows[-1][0],
             seen=seen[variant],

@@ -245,6 +245,26 @@ class QueryDrift(BaseModel):
     )
 
 
+class OnlineQuality(BaseModel):
+    """One variant's served questions measured without labels (``lockgate.online``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    variant: str
+    questions: int
+    models: tuple[str, ...] = ()
+    top_similarity: MetricSummary = Field(description="Similarity of each question's best retrieved chunk.")
+    no_context_share: float = Field(description="Share of questions whose best chunk is below context_floor.")
+    context_floor: float
+    rated: int = Field(description="Answers of the window with a rating.")
+    thumbs_up: int
+    thumbs_down: int
+    negative_share: float | None = Field(description="thumbs_down / rated; None without ratings.")
+    worse_than_production: str | None = Field(
+        default=None, description="Why this variant is rated significantly worse than production, if it is."
+    )
+
+
 class DriftCalibration(Record):
     """What a drift method scores on windows drawn from the reference itself, and the threshold that sets.
 

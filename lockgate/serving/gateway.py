@@ -524,6 +524,7 @@ class Gateway:
         self.queries.write(
             {
                 "at": time.time(),
+                "id": call.request_id,  # what /v1/feedback names: ratings join their question
                 "question": redact_text(chat.question, REDACT_ALL),
                 "variant": variant.name,
                 "model": variant.model_digest,

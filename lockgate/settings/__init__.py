@@ -19,7 +19,13 @@ from __future__ import annotations
 from lockgate.settings.base import Area
 from lockgate.settings.data import DataSettings
 from lockgate.settings.embeddings import EmbeddingSettings
-from lockgate.settings.evaluation import DriftSettings, EvaluationSettings, GateSettings, PromptSettings
+from lockgate.settings.evaluation import (
+    DriftSettings,
+    EvaluationSettings,
+    GateSettings,
+    MonitoringSettings,
+    PromptSettings,
+)
 from lockgate.settings.loader import list_profiles, load_settings, profile_path, shipped_profiles
 from lockgate.settings.quantization import QuantizationSettings
 from lockgate.settings.registry import ArtifactSettings, RegistrySettings
@@ -41,6 +47,7 @@ __all__ = [
     "EvaluationSettings",
     "GateSettings",
     "LockgateSettings",
+    "MonitoringSettings",
     "PromptSettings",
     "QuantizationSettings",
     "RegistrySettings",

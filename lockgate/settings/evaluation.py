@@ -146,3 +146,20 @@ class PromptSettings(Area):
     )
 
     NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset({"dir"})
+
+
+class MonitoringSettings(Area):
+    """Quality of served traffic without labels (the online-eval flow over the query log)."""
+
+    context_floor: float = Field(
+        default=0.3,
+        ge=-1.0,
+        le=1.0,
+        description="A question whose best retrieved chunk is less similar than this (cosine) had no context.",
+    )
+    min_rated: int = Field(
+        default=20, ge=1, description="Fewest rated answers per variant before its feedback is compared with another's."
+    )
+    confidence: float = Field(
+        default=0.95, gt=0.5, lt=1.0, description="Confidence of the intervals and of 'significantly worse'."
+    )

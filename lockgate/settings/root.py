@@ -10,7 +10,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lockgate.settings.data import DataSettings
 from lockgate.settings.embeddings import EmbeddingSettings
-from lockgate.settings.evaluation import DriftSettings, EvaluationSettings, GateSettings, PromptSettings
+from lockgate.settings.evaluation import (
+    DriftSettings,
+    EvaluationSettings,
+    GateSettings,
+    MonitoringSettings,
+    PromptSettings,
+)
 from lockgate.settings.quantization import QuantizationSettings
 from lockgate.settings.registry import ArtifactSettings, RegistrySettings
 from lockgate.settings.serving import ServingSettings
@@ -43,6 +49,7 @@ class LockgateSettings(BaseSettings):
     vector_store: VectorStoreSettings = VectorStoreSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     drift: DriftSettings = DriftSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     gates: GateSettings = GateSettings()
     artifacts: ArtifactSettings = ArtifactSettings()
     registry: RegistrySettings = RegistrySettings()

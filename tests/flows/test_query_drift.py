@@ -1,6 +1,8 @@
-"""Query drift on a real Prefect server: the questions users asked (the gateway's query log) against
-production's training questions, with the real embedder and a calibrated threshold; a drift emits
-``lockgate.drift.detected`` once per cooldown, a window too small is not judged."""
+"""Watching production on a real Prefect server. Query drift: the questions users asked (the
+gateway's query log) against production's training questions, with the real embedder and a
+calibrated threshold; a drift emits ``lockgate.drift.detected`` once per cooldown, a window too
+small is not judged. Online evaluation: the same windows' best chunks in a real Milvus Lite index
+and their users' ratings, per variant."""
 
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ from benchmarks.bench_drift import cooking_questions, product_questions
 from flows.cli import main
 from flows.params import QueryDriftParams
 from lockgate import events
+from lockgate._io import load_jsonl
 from lockgate.drift import AlarmBook
 from lockgate.settings import load_settings
 from lockgate.workspace import Workspace
+from tests.conftest import EXAMPLES
 from tests.live import events as server_events
 
 pytestmark = pytest.mark.slow
@@ -43,29 +47,48 @@ def served(home: Path, windows: dict[str, list[str]]) -> None:
     with log.open("a") as out:
         for variant, questions in windows.items():
             for k, q in enumerate(questions):
-                row = {"at": now - 60 + k * 0.1, "question": q, "variant": variant, "model": f"sha256:{variant}"}
+                at = now - 60 + k * 0.1
+                row = {
+                    "at": at,
+                    "id": f"{variant}-{k}",
+                    "question": q,
+                    "variant": variant,
+                    "model": f"sha256:{variant}",
+                }
                 out.write(json.dumps(row) + "\n")
 
 
-def test_off_topic_questions_alarm_once_per_cooldown_and_on_topic_ones_do_not(
-    prefect_harness: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from prefect.settings import get_current_settings
-
-    from flows.drift import query_drift
-
+@pytest.fixture(scope="module")
+def product() -> list[str]:
     everything = product_questions()  # in file order, one document after another: shuffled, then split
-    product = [everything[i] for i in np.random.default_rng(0).permutation(len(everything))]
-    production_trained_on(tmp_path, product[:300])
+    return [everything[i] for i in np.random.default_rng(0).permutation(len(everything))]
+
+
+@pytest.fixture(scope="module")
+def home(product: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Production trained on 300 product questions; then users asked cooking questions of
+    production, product questions of the canary, and five questions of a third variant."""
+    home = tmp_path_factory.mktemp("watched")
+    production_trained_on(home, product[:300])
     served(
-        tmp_path,
+        home,
         {
             "production": cooking_questions()[:60],  # users ask about something else entirely
             "canary": product[300:360],  # questions like the training ones, never seen in training
             "shadow": product[360:365],  # too few to judge
         },
     )
-    params = QueryDriftParams(home=str(tmp_path), window=60)
+    return home
+
+
+def test_off_topic_questions_alarm_once_per_cooldown_and_on_topic_ones_do_not(
+    prefect_harness: None, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prefect.settings import get_current_settings
+
+    from flows.drift import query_drift
+
+    params = QueryDriftParams(home=str(home), window=60)
     first = {r.variant: r for r in query_drift(params)}
     assert sorted(first) == ["canary", "production", "shadow"]
 
@@ -93,12 +116,58 @@ def test_off_topic_questions_alarm_once_per_cooldown_and_on_topic_ones_do_not(
     ]
     assert len(sent) == 1, "a drift that persists sends one event per cooldown"
     assert sent[0]["payload"]["variant"] == "production" and sent[0]["payload"]["p_value"] <= 0.01
-    assert AlarmBook(tmp_path / "state" / "drift-alarms.json").last("lockgate.queries.quillstone-qa.production")
+    assert AlarmBook(home / "state" / "drift-alarms.json").last("lockgate.queries.quillstone-qa.production")
 
     # The command prints the threshold the same reference sets for that window, and records it.
-    assert main(["--home", str(tmp_path), "drift", "calibrate", "--window", "60"]) == 0
+    assert main(["--home", str(home), "drift", "calibrate", "--window", "60"]) == 0
     out = capsys.readouterr().out
     assert "mmd for windows of 60 questions against production's 300 training questions" in out, out
     printed = re.search(r"threshold (\S+) at false-alarm rate 0.01 \(200 resamples", out)
     assert printed and float(printed.group(1)) == pytest.approx(production.threshold, rel=1e-3), out
-    assert list((tmp_path / "artifacts" / "drift-calibrations").glob("*/calibration.json"))
+    assert list((home / "artifacts" / "drift-calibrations").glob("*/calibration.json"))
+
+
+def test_online_evaluation_finds_questions_without_context_and_a_canary_rated_worse(
+    prefect_harness: None, home: Path
+) -> None:
+    from flows.online_eval import online_eval
+    from lockgate.embeddings import SentenceTransformerEmbedder
+    from lockgate.prompts import GROUNDED_QA
+    from lockgate.serving import ServingManifest, Variant, write_manifest
+    from lockgate.stores import StoredChunk, open_store
+
+    contexts = sorted({row["context"] for row in load_jsonl(EXAMPLES / "data" / "qa.jsonl")})
+    uri, collection = str(home / "index.db"), "docs"
+    store = open_store("milvus-lite", uri, collection)
+    vectors = SentenceTransformerEmbedder().encode(contexts)
+    store.ensure_collection(vectors.shape[1])
+    store.upsert([StoredChunk(f"c{i}", f"d{i}", "doc.md", "t", text) for i, text in enumerate(contexts)], vectors)
+    variants = tuple(
+        Variant(
+            name=name,  # type: ignore[arg-type]
+            model_digest=f"sha256:{name}",
+            served_model="m",
+            engine_url="http://127.0.0.1:9",
+            model_path="m",
+            prompt_version=GROUNDED_QA.version,
+            index_uri=uri,
+            index_collection=collection,
+            weight=0.5,
+        )
+        for name in ("production", "canary")
+    )
+    write_manifest(home / "serving" / "manifest.json", ServingManifest(variants=variants, max_model_len=512))
+    ratings = [("production", k, -1 if k < 3 else 1) for k in range(30)]
+    ratings += [("canary", k, -1 if k < 20 else 1) for k in range(30)]
+    (home / "serving" / "feedback.jsonl").write_text(
+        "".join(json.dumps({"at": 0, "id": f"{v}-{k}", "rating": r, "client": "t"}) + "\n" for v, k, r in ratings)
+    )
+
+    qualities = {q.variant: q for q in online_eval(QueryDriftParams(home=str(home), window=60))}
+    production, canary, shadow = qualities["production"], qualities["canary"], qualities["shadow"]
+    assert production.no_context_share > 0.8 and canary.no_context_share < 0.2, (production, canary)
+    assert canary.top_similarity.ci_low > production.top_similarity.ci_high
+    assert (production.rated, production.thumbs_down, canary.rated, canary.thumbs_down) == (30, 3, 30, 20)
+    assert production.worse_than_production is None
+    assert (canary.worse_than_production or "").startswith("canary's answers were rated down 67% of 30 times")
+    assert shadow.top_similarity.n == 0 and shadow.rated == 0, "a variant nobody serves has nothing to retrieve from"

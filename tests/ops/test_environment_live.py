@@ -121,3 +121,22 @@ def test_apply_twice_changes_nothing_and_a_burst_of_changes_starts_one_release(
     assert sorted(found) == ["sha256:a3", "sha256:b1"], f"release runs by digest: {sorted(found)}"
     assert [len(runs) for runs in found.values()] == [1, 1]
     assert found["sha256:b1"][0]["created"] < found["sha256:a3"][0]["created"], "dataset b waited for a's burst"
+
+    # Query drift (lockgate.drift.detected about served questions) starts an online evaluation.
+    online = next(d for d in after["deployments"] if d["name"] == "online-eval")
+    script = (
+        "from prefect.events import emit_event\n"
+        "from lockgate import events\n"
+        "emit_event(event=events.DRIFT_DETECTED, resource=events.queries_resource('quillstone-qa', 'production'),"
+        " payload={'kind': 'queries', 'variant': 'production', 'p_value': 0.005})\n"
+    )
+    done = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    deadline = time.monotonic() + 60
+    started: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not started:
+        started = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [online["id"]]}}})
+        time.sleep(1)
+    assert len(started) == 1, "one online evaluation per drift event"

@@ -1,0 +1,40 @@
+"""Online evaluation: how well the served variants do on the questions users really ask."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow
+
+from flows.params import QueryDriftParams
+from lockgate.records import OnlineQuality
+from lockgate.workspace import Workspace
+from tasks.drift import read_queries
+from tasks.online import compare_online_quality, measure_online_quality, ratings_of, served_variants
+
+
+@flow(name="online-eval")
+def online_eval(params: QueryDriftParams = QueryDriftParams()) -> list[OnlineQuality]:  # noqa: B008 (the UI form's default)
+    """The last questions each variant served (the query log's window, as query drift reads it):
+    the similarity of each one's best retrieved chunk, the share with no context above
+    ``monitoring.context_floor``, and the ratings users sent; a variant rated significantly worse
+    than production is named. Started by ``lockgate.drift.detected`` on served questions.
+    """
+    settings = params.settings()
+    workspace = Workspace.open(settings)
+    read = read_queries(drift=settings.drift, workspace=workspace, now=time.time())
+    variants = served_variants(workspace=workspace)
+    ratings = ratings_of(workspace=workspace)
+    qualities = [
+        measure_online_quality(
+            window=window,
+            variant=variants.get(name),
+            ratings=ratings,
+            monitoring=settings.monitoring,
+            embeddings=settings.embeddings,
+            vector_store=settings.vector_store,
+            workspace=workspace,
+        )
+        for name, window in read.windows.items()
+    ]
+    return compare_online_quality(qualities=qualities, monitoring=settings.monitoring)

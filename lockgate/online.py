@@ -1,0 +1,125 @@
+"""Quality of served traffic without labels: how well retrieval found context for the questions
+users asked, and what they said about the answers, per variant.
+
+No reference answers exist for real traffic, so the online evaluation measures what needs none:
+the similarity of each question's best retrieved chunk (low: the index has nothing on it), the
+share of questions with no chunk above ``monitoring.context_floor``, and the feedback users sent
+(``/v1/feedback`` names the completion, which the query log records). A canary is *significantly
+worse* than production when its share of negative ratings is higher and the two shares'
+difference has a confidence interval above zero, each side with at least ``min_rated`` ratings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+
+from lockgate.records import MetricSummary, OnlineQuality
+from lockgate.settings import MonitoringSettings
+
+
+def read_ratings(path: Path) -> dict[str, int]:
+    """The latest rating (-1, 0 or 1) the gateway's feedback log holds for each completion id.
+
+    A missing log is no feedback yet; a line that is not a rating row is skipped.
+    """
+    ratings: dict[str, int] = {}
+    if not path.is_file():
+        return ratings
+    with path.open("r", encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("id"), str) and row.get("rating") in (-1, 0, 1):
+                ratings[row["id"]] = int(row["rating"])
+    return ratings
+
+
+def mean_interval(values: Sequence[float], confidence: float, samples: int = 1000, seed: int = 0) -> MetricSummary:
+    """Mean and bootstrap interval (NaN when there is nothing to average)."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0 or not np.all(np.isfinite(arr)):
+        return MetricSummary(mean=math.nan, ci_low=math.nan, ci_high=math.nan, n=int(arr.size))
+    means = arr[np.random.default_rng(seed).integers(0, arr.size, size=(samples, arr.size))].mean(axis=1)
+    tail = (1 - confidence) / 2
+    return MetricSummary(
+        mean=float(arr.mean()),
+        ci_low=float(np.quantile(means, tail)),
+        ci_high=float(np.quantile(means, 1 - tail)),
+        n=int(arr.size),
+    )
+
+
+def online_quality(
+    variant: str,
+    ids: Sequence[str],
+    top_similarity: Sequence[float],
+    ratings: dict[str, int],
+    settings: MonitoringSettings,
+    models: Sequence[str] = (),
+) -> OnlineQuality:
+    """One variant's served window, measured.
+
+    Args:
+        ids: the completions of the window (the query log's ``id``; empty for rows written before
+            the gateway logged it, whose feedback cannot be joined).
+        top_similarity: per question, the similarity of its best retrieved chunk (NaN: no index).
+        ratings: ``read_ratings`` of the feedback log.
+    """
+    scores = [s for s in top_similarity if math.isfinite(s)]
+    rated = [ratings[i] for i in ids if i in ratings]
+    down, up = rated.count(-1), rated.count(1)
+    return OnlineQuality(
+        variant=variant,
+        questions=len(top_similarity),
+        models=tuple(models),
+        top_similarity=mean_interval(scores, settings.confidence),
+        no_context_share=(sum(s < settings.context_floor for s in scores) / len(scores)) if scores else math.nan,
+        context_floor=settings.context_floor,
+        rated=len(rated),
+        thumbs_up=up,
+        thumbs_down=down,
+        negative_share=down / len(rated) if rated else None,
+    )
+
+
+def significantly_worse(
+    candidate: OnlineQuality, production: OnlineQuality, settings: MonitoringSettings
+) -> str | None:
+    """Why ``candidate``'s answers are rated significantly worse than production's, or None.
+
+    Compares the shares of negative ratings (a normal-approximation interval of their difference);
+    with fewer than ``min_rated`` ratings on either side nothing is concluded.
+    """
+    if candidate.rated < settings.min_rated or production.rated < settings.min_rated:
+        return None
+    p1, n1 = candidate.thumbs_down / candidate.rated, candidate.rated
+    p2, n2 = production.thumbs_down / production.rated, production.rated
+    z = NormalDist().inv_cdf(1 - (1 - settings.confidence) / 2)
+    low = (p1 - p2) - z * math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
+    if low <= 0:
+        return None
+    return (
+        f"{candidate.variant}'s answers were rated down {p1:.0%} of {n1} times against {production.variant}'s "
+        f"{p2:.0%} of {n2} (difference at least {low:+.0%} at {settings.confidence:.0%} confidence)"
+    )
+
+
+def against_production(qualities: Sequence[OnlineQuality], settings: MonitoringSettings) -> list[OnlineQuality]:
+    """Each variant other than production, marked when its ratings are significantly worse."""
+    production = next((q for q in qualities if q.variant == "production"), None)
+    if production is None:
+        return list(qualities)
+    return [
+        q
+        if q is production
+        else q.model_copy(update={"worse_than_production": significantly_worse(q, production, settings)})
+        for q in qualities
+    ]

@@ -1,0 +1,96 @@
+"""Online evaluation tasks: the served questions' retrieval and their users' ratings, per variant."""
+
+from __future__ import annotations
+
+import math
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from lockgate.online import against_production, online_quality, read_ratings
+from lockgate.querylog import QueryWindow
+from lockgate.records import OnlineQuality
+from lockgate.serving import Variant, load_manifest
+from lockgate.settings import EmbeddingSettings, MonitoringSettings, VectorStoreSettings
+from lockgate.stores import open_store
+from lockgate.workspace import Workspace
+from tasks.common import embedder_of
+
+
+@task(name="served-variants")
+def served_variants(*, workspace: Workspace) -> dict[str, Variant]:
+    """The variants the serving manifest names (none before the first deploy)."""
+    if not workspace.serving.manifest.is_file():
+        return {}
+    return {v.name: v for v in load_manifest(workspace.serving.manifest).variants}
+
+
+@task(name="read-ratings")
+def ratings_of(*, workspace: Workspace) -> dict[str, int]:
+    """Every rating the gateway's feedback log holds, by completion id."""
+    return read_ratings(workspace.serving.feedback_log)
+
+
+@task(name="online-quality")
+def measure_online_quality(
+    *,
+    window: QueryWindow,
+    variant: Variant | None,
+    ratings: dict[str, int],
+    monitoring: MonitoringSettings,
+    embeddings: EmbeddingSettings,
+    vector_store: VectorStoreSettings,
+    workspace: Workspace,
+) -> OnlineQuality:
+    """One variant's window: each question's best chunk in the index that variant serves from, and
+    the ratings of its answers. A variant without an index (no RAG) has no similarity to report."""
+    logger = get_run_logger()
+    questions = list(window.questions)
+    if variant is not None and variant.index_uri and variant.index_collection and questions:
+        embedder = embedder_of(embeddings, workspace.exported_models)
+        store = open_store(vector_store.backend, variant.index_uri, variant.index_collection, vector_store)
+        hits = store.search(embedder.encode(questions), 1)
+        top = [h[0].score if h else -1.0 for h in hits]
+    else:
+        top = [math.nan] * len(questions)
+    quality = online_quality(window.variant, window.ids, top, ratings, monitoring, window.models)
+    rated = f"{quality.rated} rated, {quality.thumbs_down} down" if quality.rated else "no ratings"
+    logger.info(
+        "online quality of %s: %d questions, best-chunk similarity %.3f, %.0f%% without context (< %.2f); %s",
+        quality.variant,
+        quality.questions,
+        quality.top_similarity.mean,
+        100 * quality.no_context_share,
+        quality.context_floor,
+        rated,
+    )
+    return quality
+
+
+@task(name="compare-online-quality")
+def compare_online_quality(*, qualities: list[OnlineQuality], monitoring: MonitoringSettings) -> list[OnlineQuality]:
+    """Each variant against production (``against_production``), as the ``online-quality`` table
+    artifact; a variant rated significantly worse than production is logged as a warning."""
+    logger = get_run_logger()
+    qualities = against_production(qualities, monitoring)
+    for q in qualities:
+        if q.worse_than_production:
+            logger.warning("online quality: %s", q.worse_than_production)
+    create_table_artifact(
+        key="online-quality",
+        table=[
+            {
+                "variant": q.variant,
+                "questions": q.questions,
+                "best-chunk similarity": round(q.top_similarity.mean, 4),
+                "interval": f"[{q.top_similarity.ci_low:.3f}, {q.top_similarity.ci_high:.3f}]",
+                "without context": round(q.no_context_share, 3),
+                "rated": q.rated,
+                "thumbs down": q.thumbs_down,
+                "worse than production": q.worse_than_production or "",
+            }
+            for q in qualities
+        ],
+        description="Served questions, measured without labels (retrieval and users' ratings)",
+    )
+    return qualities
