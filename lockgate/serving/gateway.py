@@ -112,7 +112,11 @@ class _JsonlLog:
         if self.path is None:
             return
         try:
-            line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+            text = json.dumps(row, ensure_ascii=False)
+            # Characters str.splitlines() breaks at (NEL, LINE/PARAGRAPH SEPARATOR) are escaped, so
+            # every line-based reader sees one row per line; JSON escapes read back as the same text.
+            text = text.replace("\x85", "\\u0085").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+            line = (text + "\n").encode("utf-8")
         except UnicodeEncodeError:
             # Text that is not valid Unicode (a lone UTF-16 surrogate a client sent) cannot be UTF-8:
             # that row is written with JSON's escapes, which a reader turns back into the same text.

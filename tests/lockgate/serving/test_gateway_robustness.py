@@ -498,3 +498,15 @@ async def leave_before_the_first_chunk(s: Served) -> None:
         "server": ("testserver", 80),
     }
     await s.gateway.app(scope, receive, send)
+
+
+def test_a_question_with_line_separators_stays_one_row_of_the_query_log(tmp_path: Path) -> None:
+    # Found by the properties above: NEL and LINE/PARAGRAPH SEPARATOR written raw split a row in two
+    # for str.splitlines() readers; they are written as JSON escapes and read back as the same text.
+    question = "one\x85two\u2028three\u2029four\x1cfive"
+    body = json.dumps({"messages": [{"role": "user", "content": question}]}).encode()
+    with serve(tmp_path) as s:
+        r = s.post("/v1/chat/completions", body)
+        assert r.status_code == 200, r.text
+        (row,) = jsonl_rows(s.query_log)
+    assert row["question"] == question

@@ -248,11 +248,14 @@ def test_token_budget_is_enforced_within_one_request_and_retry_after_is_honoured
 
 def test_request_budget_and_personal_data_stays_out_of_the_query_log(served: Served) -> None:
     question = "My key is sk-live-9fQ2xLr7Tz4WbN8vKp3M and mail is ops@example.com: where do pickers charge?"
-    codes = [ask(served, "few", question=question).status_code for _ in range(3)]
-    assert codes == [200, 200, 429]
+    answers = [ask(served, "few", question=question) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
     log = served.query_log.read_text()
     assert "ops@example.com" not in log and "sk-live-9fQ2xLr7Tz4WbN8vKp3M" not in log
     assert "[EMAIL]" in log and "where do pickers charge?" in log
+    # Each row names its completion, as /v1/feedback does: ratings join their questions.
+    logged = {row["id"]: row for row in map(json.loads, log.splitlines())}
+    assert "where do pickers charge?" in logged[answers[0].json()["id"]]["question"]
 
 
 def test_reload_under_concurrent_load_loses_no_request(served: Served) -> None:
