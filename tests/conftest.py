@@ -103,6 +103,17 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session")
+def prefect_api_url(prefect_harness: None) -> str:
+    """The session's Prefect server, for commands run as subprocesses: pointed at it, each skips
+    starting a temporary server of its own (about 10 s apiece)."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    assert url, "the harness serves an API"
+    return url
+
+
 @pytest.fixture(autouse=True)
 def logger_levels_restored() -> Iterator[None]:
     """Each test starts with the logger levels the one before it started with.

@@ -12,8 +12,8 @@ from tests.conftest import ROOT
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    full_env.pop("PREFECT_API_URL", None)
+    full_env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    full_env.update(PYTHONPATH=str(ROOT), **(env or {}))  # a test may point it at the session's server
     return subprocess.run(
         [sys.executable, "-m", "flows", *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT
     )
@@ -40,10 +40,11 @@ def test_settings_command_prints_resolved_profile() -> None:
     assert json.loads(out.stdout)["vector_store"]["backend"] == "milvus-lite"
 
 
-def test_broken_data_file_ends_with_clear_message_naming_file_and_row(tmp_path: Path) -> None:
+def test_broken_data_file_ends_with_clear_message_naming_file_and_row(prefect_api_url: str, tmp_path: Path) -> None:
     bad = tmp_path / "broken.jsonl"
     bad.write_text('{"instruction": "ok?", "output": "fine answer"}\n{"instruction": \nnot json at all\n')
-    out = run_cli("--home", str(tmp_path / "home"), "release", env={"LOCKGATE_DATA__SOURCES": json.dumps([str(bad)])})
+    env = {"LOCKGATE_DATA__SOURCES": json.dumps([str(bad)]), "PREFECT_API_URL": prefect_api_url}
+    out = run_cli("--home", str(tmp_path / "home"), "release", env=env)
     assert out.returncode == 2, out.stderr[-2000:]
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and "broken.jsonl:2 [row] invalid JSON" in last

@@ -14,18 +14,17 @@ from tests.conftest import EXAMPLES, ROOT
 BUILD = re.compile(r"added (\d+), updated (\d+), deleted (\d+), unchanged (\d+) \(total (\d+)\) in [\d.]+ s \(")
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("PREFECT_API_URL", None)
+def run_cli(*args: str, api: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_API_URL": api}  # the session's server
     return subprocess.run(
         [sys.executable, "-m", "flows", *args], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT
     )
 
 
-def test_refresh_prints_the_build_and_refuses_a_wrong_corpus(tmp_path: Path) -> None:
+def test_refresh_prints_the_build_and_refuses_a_wrong_corpus(prefect_api_url: str, tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     shutil.copytree(EXAMPLES / "corpus", corpus)
-    first = run_cli("--home", str(tmp_path / "home"), "refresh", "--corpus", str(corpus))
+    first = run_cli("--home", str(tmp_path / "home"), "refresh", "--corpus", str(corpus), api=prefect_api_url)
     assert first.returncode == 0, first.stderr[-3000:]
     found = BUILD.search(first.stdout)
     assert found, first.stdout
@@ -42,13 +41,15 @@ def test_refresh_prints_the_build_and_refuses_a_wrong_corpus(tmp_path: Path) -> 
     wrong = tmp_path / "sub"
     wrong.mkdir()
     shutil.copy(next(corpus.glob("*.md")), wrong)
-    refused = run_cli("--home", str(tmp_path / "home"), "refresh", "--corpus", str(wrong))
+    refused = run_cli("--home", str(tmp_path / "home"), "refresh", "--corpus", str(wrong), api=prefect_api_url)
     assert refused.returncode == 2, refused.stderr[-3000:]
     last = refused.stderr.strip().splitlines()[-1]
     assert last.startswith("error: refresh refused: it would delete ") and f"of the {total} vectors" in last
     assert "Traceback" not in refused.stderr
 
-    missing = run_cli("--home", str(tmp_path / "home"), "refresh", "--corpus", str(tmp_path / "nope"))
+    missing = run_cli(
+        "--home", str(tmp_path / "home"), "refresh", "--corpus", str(tmp_path / "nope"), api=prefect_api_url
+    )
     assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith(
         "error: corpus folder not found"
     )
