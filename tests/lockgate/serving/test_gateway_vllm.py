@@ -395,11 +395,14 @@ def test_prometheus_scrapes_the_gateway_and_the_engine_and_records_the_dashboard
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             ask(served, "alice")  # traffic while Prometheus watches
-            try:
-                targets = httpx.get(f"{api}/targets", timeout=5).json()["data"]["activeTargets"]
+            try:  # until it is ready, Prometheus answers 503 in plain text
+                answer = httpx.get(f"{api}/targets", timeout=5)
             except httpx.HTTPError:
+                answer = None
+            if answer is None or answer.status_code != 200:
                 time.sleep(0.5)
                 continue
+            targets = answer.json()["data"]["activeTargets"]
             health = {t["labels"]["job"]: t["health"] for t in targets}
             p95 = query('lockgate:gateway_latency_seconds:p95_5m{variant="production"}')
             if health == {"lockgate-gateway": "up", "lockgate-vllm": "up"} and p95:
