@@ -12,7 +12,7 @@ from lockgate import events
 from lockgate.digest import short
 from lockgate.errors import ConfigError
 from lockgate.evaluate import ModelUnderTest, merged_twin
-from lockgate.gates import decide_prompt, promotion_evidence
+from lockgate.gates import commit_decision, decide_prompt, promotion_evidence
 from lockgate.policy import GatePolicy
 from lockgate.prompts import PromptSpec, find_prompt, find_prompt_version
 from lockgate.records import EvalReport, GateDecision, ReleaseLineage
@@ -107,6 +107,8 @@ def promote_prompt(
         logger.info("dry run: %s; nothing moved", "would promote" if decision.passed else "would keep production")
         return "dry_run", production.version, registry_of.traffic()
     evidence = promotion_evidence(decision)
+    decided = commit_decision(decision, workspace.artifacts)  # signed, as a model release's decision
+    evidence["decision"] = {"path": str(decided), "digest": decision.digest}
     action, _ = registry_of.release(
         candidate,
         evidence,

@@ -20,6 +20,7 @@ from flows.prompt_release import prompt_matrix, prompt_release
 from lockgate.errors import GateRejected
 from lockgate.prompts import load_prompt
 from lockgate.registry.prompts import PromptRegistry
+from lockgate.signing import signature_path
 from tests.conftest import ROOT
 from tests.flows.conftest import copy_state
 from tests.lockgate.registry.test_wandb_mirror import wandb_records
@@ -92,6 +93,8 @@ def test_the_model_release_evaluated_with_the_production_prompt_and_recorded_it(
     assert prompts.production() == SHIPPED
     promoted = [m for m in LocalRegistry(home / "registry").history() if m.alias == "production"][-1]
     assert promoted.evidence["lineage"]["prompt_version"] == SHIPPED.version
+    decided = Path(promoted.evidence["decision"]["path"])  # the gate's decision, kept and signed
+    assert (decided / "decision.json").is_file() and signature_path(decided).is_file()
 
 
 def test_a_worse_prompt_is_rejected_with_metric_and_slice_named_and_production_stays(
@@ -119,7 +122,11 @@ def test_a_neutral_rewording_passes_non_inferiority_and_is_promoted(
     reworded = load_prompt(folder / "grounded-qa.yaml")
     assert summary.production == reworded.version
     assert any("non_inferiority:rouge_l" in c for c in summary.checks)
-    assert PromptRegistry(home / "registry", "grounded-qa").production() == reworded
+    registry = PromptRegistry(home / "registry", "grounded-qa")
+    assert registry.production() == reworded
+    moved = [m for m in registry.history() if m.alias == "production"][-1]
+    decided = Path(moved.evidence["decision"]["path"])
+    assert moved.evidence["decision"]["digest"] == summary.decision and signature_path(decided).is_file()
     again = prompt_release(PromptReleaseParams(home=str(home)))
     assert again.action == "kept" and "already the production prompt" in again.reasons[0]
 
