@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from lockgate._io import write_jsonl
@@ -37,7 +36,7 @@ from lockgate.quantize import merged_beside
 from lockgate.records import BaseModelArtifact, EvalReport, MetricSummary, ModelScores, PairedScores
 from lockgate.registry import ModelVersion
 from lockgate.settings import EvaluationSettings
-from lockgate.stats import PairedDifference, paired_difference
+from lockgate.stats import PairedDifference, bootstrap_mean, paired_difference
 from lockgate.stores import VectorStore
 from lockgate.tracking import Tracker
 
@@ -280,17 +279,8 @@ def ragas_scores(
 
 def summarize(values: list[float], samples: int, seed: int) -> MetricSummary:
     """Mean and 95% bootstrap interval. Any NaN makes the whole summary NaN: NaN never passes."""
-    arr = np.asarray(values, dtype=float)
-    if arr.size == 0 or not np.all(np.isfinite(arr)):
-        return MetricSummary(mean=math.nan, ci_low=math.nan, ci_high=math.nan, n=int(arr.size))
-    rng = np.random.default_rng(seed)
-    means = arr[rng.integers(0, arr.size, size=(samples, arr.size))].mean(axis=1)
-    return MetricSummary(
-        mean=float(arr.mean()),
-        ci_low=float(np.quantile(means, 0.025)),
-        ci_high=float(np.quantile(means, 0.975)),
-        n=int(arr.size),
-    )
+    mean, low, high = bootstrap_mean(values, 0.95, samples, seed)
+    return MetricSummary(mean=mean, ci_low=low, ci_high=high, n=len(values))
 
 
 def score_model(

@@ -17,10 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from statistics import NormalDist
 
-import numpy as np
-
 from lockgate.records import MetricSummary, OnlineQuality
 from lockgate.settings import MonitoringSettings
+from lockgate.stats import bootstrap_mean
 
 
 def read_ratings(path: Path) -> dict[str, int]:
@@ -44,17 +43,8 @@ def read_ratings(path: Path) -> dict[str, int]:
 
 def mean_interval(values: Sequence[float], confidence: float, samples: int = 1000, seed: int = 0) -> MetricSummary:
     """Mean and bootstrap interval (NaN when there is nothing to average)."""
-    arr = np.asarray(values, dtype=float)
-    if arr.size == 0 or not np.all(np.isfinite(arr)):
-        return MetricSummary(mean=math.nan, ci_low=math.nan, ci_high=math.nan, n=int(arr.size))
-    means = arr[np.random.default_rng(seed).integers(0, arr.size, size=(samples, arr.size))].mean(axis=1)
-    tail = (1 - confidence) / 2
-    return MetricSummary(
-        mean=float(arr.mean()),
-        ci_low=float(np.quantile(means, tail)),
-        ci_high=float(np.quantile(means, 1 - tail)),
-        n=int(arr.size),
-    )
+    mean, low, high = bootstrap_mean(values, confidence, samples, seed)
+    return MetricSummary(mean=mean, ci_low=low, ci_high=high, n=len(values))
 
 
 def online_quality(

@@ -74,3 +74,17 @@ def paired_difference(
         n=n,
         confidence=confidence,
     )
+
+
+def bootstrap_mean(values: Sequence[float], confidence: float, samples: int, seed: int) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean and its percentile-bootstrap interval at ``confidence``.
+
+    Empty, or any NaN or infinity, is all NaN: a summary of missing scores is never a number.
+    Deterministic for a given seed.
+    """
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0 or not np.all(np.isfinite(arr)):
+        return math.nan, math.nan, math.nan
+    means = arr[np.random.default_rng(seed).integers(0, arr.size, size=(samples, arr.size))].mean(axis=1)
+    tail = (1 - confidence) / 2
+    return float(arr.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
