@@ -36,7 +36,7 @@ from lockgate.quantize import merged_beside
 from lockgate.records import BaseModelArtifact, EvalReport, MetricSummary, ModelScores, PairedScores
 from lockgate.registry import ModelVersion
 from lockgate.settings import EvaluationSettings
-from lockgate.stats import PairedDifference, bootstrap_mean, paired_difference
+from lockgate.stats import PairedDifference, paired_difference
 from lockgate.stores import VectorStore
 from lockgate.tracking import Tracker
 
@@ -279,8 +279,7 @@ def ragas_scores(
 
 def summarize(values: list[float], samples: int, seed: int) -> MetricSummary:
     """Mean and 95% bootstrap interval. Any NaN makes the whole summary NaN: NaN never passes."""
-    mean, low, high = bootstrap_mean(values, 0.95, samples, seed)
-    return MetricSummary(mean=mean, ci_low=low, ci_high=high, n=len(values))
+    return MetricSummary.of(values, 0.95, samples, seed)
 
 
 def score_model(

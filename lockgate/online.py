@@ -19,7 +19,6 @@ from statistics import NormalDist
 
 from lockgate.records import MetricSummary, OnlineQuality
 from lockgate.settings import MonitoringSettings
-from lockgate.stats import bootstrap_mean
 
 
 def read_ratings(path: Path) -> dict[str, int]:
@@ -39,12 +38,6 @@ def read_ratings(path: Path) -> dict[str, int]:
             if isinstance(row, dict) and isinstance(row.get("id"), str) and row.get("rating") in (-1, 0, 1):
                 ratings[row["id"]] = int(row["rating"])
     return ratings
-
-
-def mean_interval(values: Sequence[float], confidence: float, samples: int = 1000, seed: int = 0) -> MetricSummary:
-    """Mean and bootstrap interval (NaN when there is nothing to average)."""
-    mean, low, high = bootstrap_mean(values, confidence, samples, seed)
-    return MetricSummary(mean=mean, ci_low=low, ci_high=high, n=len(values))
 
 
 def online_quality(
@@ -70,7 +63,7 @@ def online_quality(
         variant=variant,
         questions=len(top_similarity),
         models=tuple(models),
-        top_similarity=mean_interval(scores, settings.confidence),
+        top_similarity=MetricSummary.of(scores, settings.confidence, 1000, 0),
         no_context_share=(sum(s < settings.context_floor for s in scores) / len(scores)) if scores else math.nan,
         context_floor=settings.context_floor,
         rated=len(rated),

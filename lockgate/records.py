@@ -7,11 +7,12 @@ is a query over records rather than a convention in file names.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lockgate.stats import PairedDifference
+from lockgate.stats import PairedDifference, bootstrap_mean
 
 
 class Record(BaseModel):
@@ -157,6 +158,12 @@ class MetricSummary(BaseModel):
     ci_low: float
     ci_high: float
     n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float], confidence: float, samples: int, seed: int) -> MetricSummary:
+        """The mean of ``values`` and its bootstrap interval (all NaN if any value is, or none is given)."""
+        mean, low, high = bootstrap_mean(values, confidence, samples, seed)
+        return cls(mean=mean, ci_low=low, ci_high=high, n=len(values))
 
     @property
     def is_valid(self) -> bool:
