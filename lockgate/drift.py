@@ -281,14 +281,8 @@ def detect_drift(
             "calibration": calibration.digest if calibration else None,
         }
     )
-    written = None
-    if store is not None and settings.html_report:
-        staged = store.staging("drift")
-        write_html(_sample(ref, REPORT_ROWS), _sample(cur, REPORT_ROWS), settings, staged / "report.html", threshold)
-        _, folder = store.commit("drift", staged, digest)
-        written = str(folder / "report.html")
     parents = tuple(digest_json(side) for side in texts) if texts is not None else ()
-    return DriftReport(
+    report = DriftReport(
         digest=digest,
         parents=parents,
         dataset_digest=dataset_digest,
@@ -298,10 +292,29 @@ def detect_drift(
         drifted=bool(drifted),
         n_reference=len(ref),
         n_current=len(cur),
-        html_path=written,
+        html_path=None,
         p_value=p,
         calibration=calibration.digest if calibration else None,
     )
+    if store is not None and settings.html_report:
+        report = commit_html_report(report, reference, current, settings, store)
+    return report
+
+
+def commit_html_report(
+    report: DriftReport, reference: np.ndarray, current: np.ndarray, settings: DriftSettings, store: ArtifactStore
+) -> DriftReport:
+    """Evidently's HTML report of a verdict ``detect_drift`` made on these embeddings, committed under the
+    verdict's digest (``drift/<address>/report.html``); the report, naming it.
+
+    For a verdict taken on the fast path (``html_report`` off) and worth a look afterwards (an alarm):
+    the score and calibration are not computed again.
+    """
+    ref, cur = _sample(reference, settings.max_rows), _sample(current, settings.max_rows)
+    staged = store.staging("drift")
+    write_html(_sample(ref, REPORT_ROWS), _sample(cur, REPORT_ROWS), settings, staged / "report.html", report.threshold)
+    _, folder = store.commit("drift", staged, report.digest)
+    return report.model_copy(update={"html_path": str(folder / "report.html")})
 
 
 def describe_verdict(report: DriftReport) -> str:

@@ -12,6 +12,7 @@ from prefect.events import emit_event
 from lockgate import events
 from lockgate.drift import (
     AlarmBook,
+    commit_html_report,
     describe_verdict,
     detect_drift,
     drift_questions,
@@ -167,8 +168,7 @@ def check_query_drift(
         )
         alarm = "sent" if rang is None else "cooldown"
         if alarm == "sent" and drift.html_report:  # a drift that persists: its report was written when it rang
-            texts = (reference_texts, questions)
-            report = detect_drift(reference, current, drift, store=workspace.artifacts, texts=texts)
+            report = commit_html_report(report, reference, current, drift, workspace.artifacts)
     verdict = "DRIFT" if report.drifted else "no drift"
     said = {"sent": "; event sent", "cooldown": "; no event: an alarm rang within drift.cooldown_s", "none": ""}[alarm]
     logger.info("query drift of %s: %s -> %s%s", window.variant, describe_verdict(report), verdict, said)
