@@ -21,17 +21,17 @@ disk.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
-from datasketch import MinHash
 
 SHINGLE = 3  # characters per shingle: short enough for one-line questions
 _WORD = re.compile(r"\w+")
@@ -64,10 +64,7 @@ def shingles(text: str) -> list[int]:
     return [int(v) for v in np.unique(mixed).tolist()]
 
 
-def _same(value: int) -> int:
-    return value
-
-
+@functools.lru_cache(maxsize=16)
 def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows per band) that best separate pairs above and below ``threshold``.
 
@@ -88,21 +85,78 @@ def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
 
 
 class Signer:
-    """MinHash signatures that share one set of permutations (so they can be compared)."""
+    """MinHash signatures that share one set of permutations (so they can be compared).
+
+    The values are datasketch's ``affine32`` MinHash of ``shingles`` (murmur3's finaliser, then
+    ``a * h + b`` modulo 2**32 per permutation), computed for many texts at once with numpy:
+    one text at a time, numpy's per-call overhead is most of the cost of prep at scale.
+    """
+
+    BLOCK = 64  # texts signed together: larger blocks outgrow the CPU cache
 
     def __init__(self, num_perm: int, seed: int = 1) -> None:
-        self._template = MinHash(num_perm=num_perm, seed=seed, scheme="affine32")
+        # datasketch's affine32 permutations for this seed (an odd ``a`` and any ``b``), drawn as it
+        # draws them; importing datasketch for them would cost each worker process a third of a second.
+        gen = np.random.RandomState(seed)
+        a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+        b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
         self.num_perm = num_perm
+        self._a, self._b = a[:, None], b[:, None]
 
     def sign(self, text: str) -> np.ndarray[Any, np.dtype[np.uint64]]:
-        mh = MinHash(
-            num_perm=self.num_perm,
-            permutations=self._template.permutations,
-            scheme=self._template.scheme,
-            hashfunc=_same,
-        )
-        mh.update_batch(shingles(text))
-        return np.asarray(mh.hashvalues, dtype=np.uint64)
+        """The signature of one text."""
+        signature: np.ndarray[Any, np.dtype[np.uint64]] = self.sign_many([text])[0]
+        return signature
+
+    def sign_many(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.uint64]]:
+        """The signatures of many texts, one row each, equal to ``sign`` of each."""
+        out = np.empty((len(texts), self.num_perm), dtype=np.uint64)
+        for start in range(0, len(texts), self.BLOCK):
+            block = texts[start : start + self.BLOCK]
+            out[start : start + len(block)] = self._sign_block(block)
+        return out
+
+    def _sign_block(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.uint32]]:
+        hashes, starts = _shingle_block(texts)
+        hashes = _fmix32(hashes)
+        with np.errstate(over="ignore"):
+            permuted = self._a * hashes[None, :]
+            permuted += self._b
+        return np.minimum.reduceat(permuted, starts, axis=1).T
+
+
+def _shingle_block(texts: list[str]) -> tuple[np.ndarray[Any, np.dtype[np.uint32]], np.ndarray[Any, np.dtype[np.intp]]]:
+    """The shingle hashes of several texts end to end (as ``shingles`` gives them, repeats
+    kept: a minimum does not change with them), and where each text's hashes start."""
+    padded = [n if len(n) >= SHINGLE else n + "\0" * (SHINGLE - len(n)) for n in map(normalise, texts)]
+    codes = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    lengths = np.fromiter(map(len, padded), dtype=np.intp, count=len(padded))
+    n = len(codes) - SHINGLE + 1
+    packed = np.zeros(n, dtype=np.uint64)
+    for i in range(SHINGLE):
+        packed = (packed << np.uint64(21)) | codes[i : n + i]
+    # A shingle that starts in the last SHINGLE - 1 characters of a text runs into the next one.
+    whole = np.ones(n, dtype=bool)
+    ends = np.cumsum(lengths)
+    for k in range(1, SHINGLE):
+        crossing = ends - k
+        whole[crossing[crossing < n]] = False
+    with np.errstate(over="ignore"):
+        mixed = ((packed[whole] * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)).astype(np.uint32)
+    starts = np.zeros(len(padded), dtype=np.intp)
+    np.cumsum(lengths[:-1] - SHINGLE + 1, out=starts[1:])
+    return mixed, starts
+
+
+def _fmix32(h: np.ndarray[Any, np.dtype[np.uint32]]) -> np.ndarray[Any, np.dtype[np.uint32]]:
+    """MurmurHash3's 32-bit finaliser, as datasketch applies it before its permutations."""
+    with np.errstate(over="ignore"):
+        h = h ^ (h >> np.uint32(16))
+        h *= np.uint32(0x85EBCA6B)
+        h ^= h >> np.uint32(13)
+        h *= np.uint32(0xC2B2AE35)
+        h ^= h >> np.uint32(16)
+    return h
 
 
 def similarity(a: bytes, b: bytes) -> float:
@@ -122,6 +176,72 @@ class SetAside:
     raw: str
 
 
+class IndexEntry(NamedTuple):
+    """One valid row as the index stores it: its body, keys, signatures and LSH band hashes.
+
+    Made by ``Fingerprinter`` (in any process: it is plain data) and stored by ``DedupeIndex.add_entries``.
+    """
+
+    digest: str
+    norm: str
+    split: str
+    source: str
+    line: int
+    body: str
+    nums: str
+    sig: bytes
+    qsig: bytes
+    asig: bytes
+    full_bands: list[int]
+    question_bands: list[int]
+
+
+class Fingerprinter:
+    """What the index needs of each row, computed for many rows at once and without the index."""
+
+    def __init__(self, num_perm: int, threshold: float, leakage_threshold: float) -> None:
+        self.signer = Signer(num_perm)
+        self.full_bands = lsh_bands(threshold, num_perm)
+        self.question_bands = lsh_bands(leakage_threshold, num_perm)
+        rng = np.random.default_rng(7)
+        self._mult = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) | np.uint64(1)
+
+    def _band_hashes(self, sigs: np.ndarray[Any, np.dtype[np.uint64]], bands: tuple[int, int]) -> list[list[int]]:
+        b, r = bands
+        with np.errstate(over="ignore"):
+            mixed = (sigs[:, : b * r] * self._mult[: b * r]).reshape(len(sigs), b, r).sum(axis=2, dtype=np.uint64)
+        return mixed.view(np.int64).tolist()  # type: ignore[no-any-return]
+
+    def entries(self, rows: list[tuple[dict[str, Any], str, str, int, tuple[str, str, str]]]) -> list[IndexEntry]:
+        """Each (row, split, source, line, (full, question, answer) texts) as an ``IndexEntry``."""
+        if not rows:
+            return []
+        texts = [text for *_, triple in rows for text in triple]
+        sigs = self.signer.sign_many(texts).reshape(len(rows), 3, -1)
+        full_bands = self._band_hashes(np.ascontiguousarray(sigs[:, 0]), self.full_bands)
+        question_bands = self._band_hashes(np.ascontiguousarray(sigs[:, 1]), self.question_bands)
+        out = []
+        for i, (row, split, source, line, (full, question, answer)) in enumerate(rows):
+            body = json.dumps(row, ensure_ascii=False, sort_keys=True)
+            out.append(
+                IndexEntry(
+                    digest=hashlib.sha256(body.encode()).hexdigest(),
+                    norm=hashlib.sha256(normalise(full).encode()).hexdigest(),
+                    split=split,
+                    source=source,
+                    line=line,
+                    body=body,
+                    nums=" ".join(sorted(_NUMBER.findall(f"{question}\n{answer}"))),
+                    sig=sigs[i, 0].tobytes(),
+                    qsig=sigs[i, 1].tobytes(),
+                    asig=sigs[i, 2].tobytes(),
+                    full_bands=full_bands[i],
+                    question_bands=question_bands[i],
+                )
+            )
+        return out
+
+
 class DedupeIndex:
     """The scratch store of kept-so-far rows, queried for duplicates and leakage."""
 
@@ -137,42 +257,27 @@ class DedupeIndex:
             CREATE TABLE bands (kind INT, band INT, h INT, id INT);
             """
         )
-        self.signer = Signer(num_perm)
+        self.fingerprints = Fingerprinter(num_perm, threshold, leakage_threshold)
         self.threshold = threshold
         self.leakage_threshold = leakage_threshold
-        self.full_bands = lsh_bands(threshold, num_perm)
-        self.question_bands = lsh_bands(leakage_threshold, num_perm)
-        rng = np.random.default_rng(7)
-        self._mult = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) | np.uint64(1)
         self._pending_rows: list[tuple[Any, ...]] = []
         self._pending_bands: list[tuple[int, int, int, int]] = []
         self._next_id = 0
 
-    def _band_hashes(self, sig: np.ndarray[Any, np.dtype[np.uint64]], bands: tuple[int, int]) -> list[int]:
-        b, r = bands
-        with np.errstate(over="ignore"):
-            mixed = (sig[: b * r] * self._mult[: b * r]).reshape(b, r).sum(axis=1, dtype=np.uint64)
-        return [int(v) for v in mixed.view(np.int64)]
-
     def add(self, row: dict[str, Any], split: str, source: str, line: int, texts: tuple[str, str, str]) -> None:
         """Store one valid (cleaned, redacted) row and the signatures of its (full, question, answer) texts."""
-        full, question, answer = texts
-        body = json.dumps(row, ensure_ascii=False, sort_keys=True)
-        digest = hashlib.sha256(body.encode()).hexdigest()
-        norm = hashlib.sha256(normalise(full).encode()).hexdigest()
-        nums = " ".join(sorted(_NUMBER.findall(f"{question}\n{answer}")))
-        sig = self.signer.sign(full)
-        qsig = self.signer.sign(question)
-        asig = self.signer.sign(answer)
-        self._next_id += 1
-        rid = self._next_id
-        self._pending_rows.append(
-            (rid, digest, norm, split, source, line, body, nums, sig.tobytes(), qsig.tobytes(), asig.tobytes())
-        )
-        for i, h in enumerate(self._band_hashes(sig, self.full_bands)):
-            self._pending_bands.append((FULL, i, h, rid))
-        for i, h in enumerate(self._band_hashes(qsig, self.question_bands)):
-            self._pending_bands.append((QUESTION, i, h, rid))
+        self.add_entries(self.fingerprints.entries([(row, split, source, line, texts)]))
+
+    def add_entries(self, entries: Iterable[IndexEntry]) -> None:
+        """Store rows already fingerprinted (by a ``Fingerprinter`` with this index's settings), in input order."""
+        for e in entries:
+            self._next_id += 1
+            rid = self._next_id
+            self._pending_rows.append(
+                (rid, e.digest, e.norm, e.split, e.source, e.line, e.body, e.nums, e.sig, e.qsig, e.asig)
+            )
+            self._pending_bands += [(FULL, i, h, rid) for i, h in enumerate(e.full_bands)]
+            self._pending_bands += [(QUESTION, i, h, rid) for i, h in enumerate(e.question_bands)]
         if len(self._pending_rows) >= 2000:
             self._flush()
 

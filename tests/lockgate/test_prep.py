@@ -105,6 +105,26 @@ def test_a_near_duplicate_goes_only_as_a_copy_of_a_kept_row(tmp_path: Path) -> N
         index.close()
 
 
+@pytest.mark.parametrize("num_perm", [16, 128])
+def test_signatures_are_datasketchs_minhash(num_perm: int) -> None:
+    """Signing many texts at once gives datasketch's affine32 MinHash of each text's shingles, so
+    stored similarities (and the reasons quoting them) are those of one-text-at-a-time signing."""
+    from datasketch import MinHash
+
+    from lockgate.dedupe import shingles
+
+    rnd = random.Random(3)
+    texts = ["", "a", "ab", "abc", " ?! ", "Ünïcödé 日本語 text", "x" * 3000, *facts(30)]
+    texts += ["".join(rnd.choice("ab cdé日?!\n") for _ in range(rnd.randrange(12))) for _ in range(200)]
+    signer = Signer(num_perm)
+    signed = signer.sign_many(texts)
+    for text, sig in zip(texts, signed, strict=True):
+        mh = MinHash(num_perm=num_perm, seed=1, scheme="affine32", hashfunc=lambda v: v)
+        mh.update_batch(shingles(text))
+        assert list(sig) == list(mh.hashvalues), text
+        assert list(signer.sign(text)) == list(sig)
+
+
 def test_paraphrases_with_other_words_are_kept(tmp_path: Path) -> None:
     ctx = "The Quillstone Relay forwards pick orders from the planner to the floor robots."
     src = write_jsonl(
