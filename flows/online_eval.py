@@ -10,7 +10,13 @@ from flows.params import QueryDriftParams
 from lockgate.records import OnlineQuality
 from lockgate.workspace import Workspace
 from tasks.drift import read_queries
-from tasks.online import compare_online_quality, measure_online_quality, ratings_of, served_variants
+from tasks.online import (
+    act_on_online_quality,
+    compare_online_quality,
+    measure_online_quality,
+    ratings_of,
+    served_variants,
+)
 
 
 @flow(name="online-eval")
@@ -18,7 +24,8 @@ def online_eval(params: QueryDriftParams = QueryDriftParams()) -> list[OnlineQua
     """The last questions each variant served (the query log's window, as query drift reads it):
     the similarity of each one's best retrieved chunk, the share with no context above
     ``monitoring.context_floor``, and the ratings users sent; a variant rated significantly worse
-    than production is named. Started by ``lockgate.drift.detected`` on served questions.
+    than production is named, and when it is the canary, rolled back
+    (``monitoring.rollback_on_quality``). Started by ``lockgate.drift.detected`` on served questions.
     """
     settings = params.settings()
     workspace = Workspace.open(settings)
@@ -37,4 +44,8 @@ def online_eval(params: QueryDriftParams = QueryDriftParams()) -> list[OnlineQua
         )
         for name, window in read.windows.items()
     ]
-    return compare_online_quality(qualities=qualities, monitoring=settings.monitoring)
+    compared = compare_online_quality(qualities=qualities, monitoring=settings.monitoring)
+    act_on_online_quality(
+        qualities=compared, monitoring=settings.monitoring, prompt_name=settings.prompts.name, workspace=workspace
+    )
+    return compared

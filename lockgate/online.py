@@ -6,7 +6,9 @@ the similarity of each question's best retrieved chunk (low: the index has nothi
 share of questions with no chunk above ``monitoring.context_floor``, and the feedback users sent
 (``/v1/feedback`` names the completion, which the query log records). A canary is *significantly
 worse* than production when its share of negative ratings is higher and the two shares'
-difference has a confidence interval above zero, each side with at least ``min_rated`` ratings.
+difference has a confidence interval above zero, each side with at least ``min_rated`` ratings;
+such a canary is rolled back (``canary_rated_worse``), as the gateway rolls back one that errs or
+is slow.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 from statistics import NormalDist
+from typing import TYPE_CHECKING
 
 from lockgate.records import MetricSummary, OnlineQuality
 from lockgate.settings import MonitoringSettings
+
+if TYPE_CHECKING:
+    from lockgate.serving.manifest import ServingManifest
 
 
 def read_ratings(path: Path) -> dict[str, int]:
@@ -106,3 +112,19 @@ def against_production(qualities: Sequence[OnlineQuality], settings: MonitoringS
         else q.model_copy(update={"worse_than_production": significantly_worse(q, production, settings)})
         for q in qualities
     ]
+
+
+def canary_rated_worse(qualities: Sequence[OnlineQuality], manifest: ServingManifest) -> str | None:
+    """Why the manifest's canary is to be rolled back on the quality of what it served, or None.
+
+    Only the canary that was measured is judged: every question of its window must have been
+    answered by the model the manifest's canary serves now (a canary deployed since the window was
+    read, or in its middle, is judged afresh on its own traffic).
+    """
+    canary = manifest.canary
+    quality = next((q for q in qualities if q.variant == "canary"), None)
+    if canary is None or quality is None or quality.worse_than_production is None:
+        return None
+    if set(quality.models) != {canary.model_digest}:
+        return None
+    return f"online quality: {quality.worse_than_production}"

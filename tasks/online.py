@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.events import emit_event
 
-from lockgate.online import against_production, online_quality, read_ratings
+from lockgate.online import against_production, canary_rated_worse, online_quality, read_ratings
 from lockgate.querylog import QueryWindow
 from lockgate.records import OnlineQuality
-from lockgate.serving import Variant, load_manifest
+from lockgate.serving import Variant, load_manifest, roll_back_canary
+from lockgate.serving.manifest import SwapOutcome, swap_manifest
 from lockgate.settings import EmbeddingSettings, MonitoringSettings, VectorStoreSettings
 from lockgate.stores import open_store
 from lockgate.workspace import Workspace
@@ -94,3 +97,42 @@ def compare_online_quality(*, qualities: list[OnlineQuality], monitoring: Monito
         description="Served questions, measured without labels (retrieval and users' ratings)",
     )
     return qualities
+
+
+def _emit(event: str, resource: dict[str, str], payload: dict[str, Any]) -> None:
+    emit_event(event=event, resource=resource, payload=payload)
+
+
+@task(name="act-on-online-quality")
+def act_on_online_quality(
+    *, qualities: list[OnlineQuality], monitoring: MonitoringSettings, prompt_name: str, workspace: Workspace
+) -> SwapOutcome | None:
+    """Roll back the canary when its answers are rated significantly worse than production's
+    (``canary_rated_worse``; ``monitoring.rollback_on_quality``): the manifest's traffic goes back to
+    production, the registry's aliases move back, ``lockgate.canary.rolled_back`` names the reason.
+
+    The manifest is replaced as the gateway replaces it on errors (``swap_manifest``): under the
+    deploys' lock, only if it is still the one judged. Returns the swap's outcome (``busy`` while a
+    deploy holds the lock: the next online evaluation tries again), or None when nothing was due.
+    """
+    path = workspace.serving.manifest
+    if not monitoring.rollback_on_quality or not path.is_file():
+        return None
+    judged = load_manifest(path)
+    reason = canary_rated_worse(qualities, judged)
+    if reason is None:
+        return None
+    prompts = workspace.prompts(prompt_name)
+    outcome = swap_manifest(
+        path,
+        judged,
+        lambda current: roll_back_canary(current, workspace.registry, _emit, reason, prompts),
+        f"canary rollback ({reason})",
+        workspace.serving.folder,
+    )
+    logger = get_run_logger()
+    if outcome == "swapped":
+        logger.warning("canary rolled back: %s", reason)
+    else:
+        logger.warning("canary not rolled back yet (%s: a deploy holds or replaced the manifest): %s", outcome, reason)
+    return outcome

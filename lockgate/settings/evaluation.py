@@ -163,3 +163,8 @@ class MonitoringSettings(Area):
     confidence: float = Field(
         default=0.95, gt=0.5, lt=1.0, description="Confidence of the intervals and of 'significantly worse'."
     )
+    rollback_on_quality: bool = Field(
+        default=True,
+        description="The online evaluation rolls back a canary whose answers are rated significantly worse than "
+        "production's (as the gateway does on its errors and latency).",
+    )

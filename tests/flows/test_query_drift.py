@@ -2,7 +2,7 @@
 gateway's query log) against production's training questions, with the real embedder and a
 calibrated threshold; a drift emits ``lockgate.drift.detected`` once per cooldown, a window too
 small is not judged. Online evaluation: the same windows' best chunks in a real Milvus Lite index
-and their users' ratings, per variant."""
+and their users' ratings, per variant; a canary rated worse is rolled back."""
 
 from __future__ import annotations
 
@@ -130,10 +130,12 @@ def test_off_topic_questions_alarm_once_per_cooldown_and_on_topic_ones_do_not(
 def test_online_evaluation_finds_questions_without_context_and_a_canary_rated_worse(
     prefect_harness: None, home: Path
 ) -> None:
+    from prefect.settings import get_current_settings
+
     from flows.online_eval import online_eval
     from lockgate.embeddings import SentenceTransformerEmbedder
     from lockgate.prompts import GROUNDED_QA
-    from lockgate.serving import ServingManifest, Variant, write_manifest
+    from lockgate.serving import CANARY_ROLLED_BACK, ServingManifest, Variant, load_manifest, write_manifest
     from lockgate.stores import StoredChunk, open_store
 
     contexts = sorted({row["context"] for row in load_jsonl(EXAMPLES / "data" / "qa.jsonl")})
@@ -171,3 +173,10 @@ def test_online_evaluation_finds_questions_without_context_and_a_canary_rated_wo
     assert production.worse_than_production is None
     assert (canary.worse_than_production or "").startswith("canary's answers were rated down 67% of 30 times")
     assert shadow.top_similarity.n == 0 and shadow.rated == 0, "a variant nobody serves has nothing to retrieve from"
+
+    # The canary rated worse is rolled back: all traffic on production, the event names why.
+    after = load_manifest(home / "serving" / "manifest.json")
+    assert after.canary is None and [v.name for v in after.variants] == ["production"]
+    (rolled,) = server_events(get_current_settings().api.url, CANARY_ROLLED_BACK)
+    assert rolled["payload"]["canary"] == "sha256:canary"
+    assert rolled["payload"]["reason"] == f"online quality: {canary.worse_than_production}"

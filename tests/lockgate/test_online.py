@@ -1,5 +1,6 @@
 """Served traffic measured without labels: ratings joined to their questions, questions without
-context, and when a canary's ratings are significantly worse than production's."""
+context, and when a canary's ratings are significantly worse than production's (it is then
+rolled back, if it is still the canary that was measured)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from lockgate.online import against_production, online_quality, read_ratings, significantly_worse
+from lockgate.online import (
+    against_production,
+    canary_rated_worse,
+    online_quality,
+    read_ratings,
+    significantly_worse,
+)
 from lockgate.records import OnlineQuality
+from lockgate.serving import ServingManifest, Variant
 from lockgate.settings import MonitoringSettings
 
 SETTINGS = MonitoringSettings(context_floor=0.3, min_rated=20)
@@ -56,3 +64,36 @@ def test_a_canary_rated_down_far_more_often_is_named_and_a_close_one_is_not() ->
     assert significantly_worse(few, production, SETTINGS) is None, "10 ratings are fewer than min_rated"
     marked = against_production([production, worse], SETTINGS)
     assert marked[0].worse_than_production is None and marked[1].worse_than_production == reason
+
+
+def manifest_with_canary(canary_digest: str = "sha256:canary") -> ServingManifest:
+    def variant(name: str, digest: str) -> Variant:
+        return Variant(
+            name=name,  # type: ignore[arg-type]
+            model_digest=digest,
+            served_model=name,
+            engine_url="http://127.0.0.1:9",
+            model_path="m",
+            prompt_version="v1",
+            weight=0.5,
+        )
+
+    return ServingManifest(
+        variants=(variant("production", "sha256:production"), variant("canary", canary_digest)), max_model_len=512
+    )
+
+
+def test_only_the_canary_that_was_measured_is_rolled_back_on_its_ratings() -> None:
+    production = rated("production", down=4, of=40).model_copy(update={"models": ("sha256:production",)})
+    worse = rated("canary", down=20, of=40).model_copy(update={"models": ("sha256:canary",)})
+    judged = against_production([production, worse], SETTINGS)
+    reason = canary_rated_worse(judged, manifest_with_canary())
+    assert reason == f"online quality: {judged[1].worse_than_production}"
+    assert canary_rated_worse(judged, manifest_with_canary("sha256:another")) is None, "deployed after the window"
+    mixed = [judged[0], judged[1].model_copy(update={"models": ("sha256:canary", "sha256:older")})]
+    assert canary_rated_worse(mixed, manifest_with_canary()) is None, "half its window was another canary's"
+    assert canary_rated_worse(judged, manifest_with_canary().without_canary("gone")) is None
+    fine = against_production(
+        [production, rated("canary", 5, 40).model_copy(update={"models": ("sha256:canary",)})], SETTINGS
+    )
+    assert canary_rated_worse(fine, manifest_with_canary()) is None
