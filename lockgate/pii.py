@@ -364,6 +364,10 @@ def _secret_like(value: str) -> bool:
 # Characters a phone number candidate is made of (libphonenumber's punctuation, plus signs and
 # opening brackets are all among them), so a number lies within one run of them.
 _PHONE_RUN = re.compile(r"[\d\WxX\u30fc]+")
+_NOT_PHONE = re.compile(r"[^\d\WxX\u30fc]+")
+_CARD_DIGITS = re.compile(r"\d(?:[ -]?\d){12}")  # what every card match holds
+_DIGIT_DOT_DIGIT = re.compile(r"\d\.\d")
+_KEY_RUN = re.compile(r"[A-Za-z0-9+/=_\-]{15}")
 _PLUS = re.compile(r"[+\uff0b]")
 _DIGIT = re.compile(r"\d")
 
@@ -419,16 +423,21 @@ def _may_hold(kind: PiiKind, text: str, rules: PiiRules) -> bool:
     if kind == "email":
         return "@" in text
     if kind == "ip":
-        return "." in text or ":" in text
+        # An IPv4 address has a digit, a dot and a digit in a row; an IPv6 one two colons or more.
+        return text.count(":") >= 2 or _DIGIT_DOT_DIGIT.search(text) is not None
     if kind == "card":
-        return len(_DIGIT.findall(text)) >= 13
+        return _CARD_DIGITS.search(text) is not None
     if kind == "phone":
         with_plus, without = phone_min_digits(rules.phone_region)
-        for m in _PHONE_RUN.finditer(text):
-            run = m.group()
-            if len(_DIGIT.findall(run)) >= (with_plus if _PLUS.search(run) else without):
+        fewest = min(with_plus, without)
+        # The runs of phone characters, split apart in C; most are a space or two between words.
+        for run in _NOT_PHONE.split(text):
+            if len(run) >= fewest and len(_DIGIT.findall(run)) >= (with_plus if _PLUS.search(run) else without):
                 return True
         return False
+    if kind == "secret":
+        # Every known key format but PEM's is 15 characters or more of these; a high-entropy token, 16.
+        return "-----BEGIN" in text or _KEY_RUN.search(text) is not None
     return True
 
 

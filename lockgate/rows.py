@@ -31,7 +31,10 @@ def clean_text(text: str) -> str:
     """Unicode NFC, no control characters, line breaks kept (Windows and old Mac line ends
     become one newline), other runs of white space folded to one space, no spaces at line ends."""
     text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
-    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
+    # Every control, format, surrogate, private or unassigned character is unprintable, so
+    # printable text (line breaks and tabs aside) has none to drop: the common case, checked in C.
+    if not text.replace("\n", "").replace("\t", "").isprintable():
+        text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
     return _LINE_END.sub("\n", _BLANKS.sub(" ", text)).strip()
 
 
