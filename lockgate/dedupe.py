@@ -103,14 +103,18 @@ class Signer:
         self.num_perm = num_perm
         self._a, self._b = a[:, None], b[:, None]
 
-    def sign(self, text: str) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    def sign(self, text: str) -> np.ndarray[Any, np.dtype[np.uint32]]:
         """The signature of one text."""
-        signature: np.ndarray[Any, np.dtype[np.uint64]] = self.sign_many([text])[0]
+        signature: np.ndarray[Any, np.dtype[np.uint32]] = self.sign_many([text])[0]
         return signature
 
-    def sign_many(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    def sign_many(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.uint32]]:
         """The signatures of many texts, one row each, equal to ``sign`` of each."""
-        out = np.empty((len(texts), self.num_perm), dtype=np.uint64)
+        return self.sign_normalised([normalise(text) for text in texts])
+
+    def sign_normalised(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.uint32]]:
+        """``sign_many`` of texts already ``normalise``d."""
+        out = np.empty((len(texts), self.num_perm), dtype=np.uint32)
         for start in range(0, len(texts), self.BLOCK):
             block = texts[start : start + self.BLOCK]
             out[start : start + len(block)] = self._sign_block(block)
@@ -126,9 +130,9 @@ class Signer:
 
 
 def _shingle_block(texts: list[str]) -> tuple[np.ndarray[Any, np.dtype[np.uint32]], np.ndarray[Any, np.dtype[np.intp]]]:
-    """The shingle hashes of several texts end to end (as ``shingles`` gives them, repeats
+    """The shingle hashes of several normalised texts end to end (as ``shingles`` gives them, repeats
     kept: a minimum does not change with them), and where each text's hashes start."""
-    padded = [n if len(n) >= SHINGLE else n + "\0" * (SHINGLE - len(n)) for n in map(normalise, texts)]
+    padded = [n if len(n) >= SHINGLE else n + "\0" * (SHINGLE - len(n)) for n in texts]
     codes = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     lengths = np.fromiter(map(len, padded), dtype=np.intp, count=len(padded))
     n = len(codes) - SHINGLE + 1
@@ -161,7 +165,7 @@ def _fmix32(h: np.ndarray[Any, np.dtype[np.uint32]]) -> np.ndarray[Any, np.dtype
 
 def similarity(a: bytes, b: bytes) -> float:
     """Estimated Jaccard similarity of two stored signatures."""
-    x, y = np.frombuffer(a, dtype=np.uint64), np.frombuffer(b, dtype=np.uint64)
+    x, y = np.frombuffer(a, dtype=np.uint32), np.frombuffer(b, dtype=np.uint32)
     return float(np.mean(x == y))
 
 
@@ -177,23 +181,16 @@ class SetAside:
 
 
 class IndexEntry(NamedTuple):
-    """One valid row as the index stores it: its body, keys, signatures and LSH band hashes.
+    """One valid row as the index stores it, made by ``Fingerprinter`` (in any process: it is plain data).
 
-    Made by ``Fingerprinter`` (in any process: it is plain data) and stored by ``DedupeIndex.add_entries``.
+    ``row`` is (id, digest, normalised key, split, source, line, body, numbers), ``sigs`` is
+    (id, whole-row signature, question's, answer's) and ``bands`` the (kind, band, hash, id) of
+    its LSH bands. The id is the record's place in the input, so ids grow in input order.
     """
 
-    digest: str
-    norm: str
-    split: str
-    source: str
-    line: int
-    body: str
-    nums: str
-    sig: bytes
-    qsig: bytes
-    asig: bytes
-    full_bands: list[int]
-    question_bands: list[int]
+    row: tuple[int, str, str, str, str, int, str, str]
+    sigs: tuple[int, bytes, bytes, bytes]
+    bands: list[tuple[int, int, int, int]]
 
 
 class Fingerprinter:
@@ -206,37 +203,38 @@ class Fingerprinter:
         rng = np.random.default_rng(7)
         self._mult = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) | np.uint64(1)
 
-    def _band_hashes(self, sigs: np.ndarray[Any, np.dtype[np.uint64]], bands: tuple[int, int]) -> list[list[int]]:
+    def _band_hashes(self, sigs: np.ndarray[Any, np.dtype[np.uint32]], bands: tuple[int, int]) -> list[list[int]]:
         b, r = bands
         with np.errstate(over="ignore"):
-            mixed = (sigs[:, : b * r] * self._mult[: b * r]).reshape(len(sigs), b, r).sum(axis=2, dtype=np.uint64)
-        return mixed.view(np.int64).tolist()  # type: ignore[no-any-return]
+            mixed = (sigs[:, : b * r].astype(np.uint64) * self._mult[: b * r]).reshape(len(sigs), b, r)
+            summed = mixed.sum(axis=2, dtype=np.uint64)
+        return summed.view(np.int64).tolist()  # type: ignore[no-any-return]
 
-    def entries(self, rows: list[tuple[dict[str, Any], str, str, int, tuple[str, str, str]]]) -> list[IndexEntry]:
-        """Each (row, split, source, line, (full, question, answer) texts) as an ``IndexEntry``."""
+    def entries(self, rows: list[tuple[int, dict[str, Any], str, str, int, tuple[str, str, str]]]) -> list[IndexEntry]:
+        """Each (id, row, split, source, line, (full, question, answer) texts) as an ``IndexEntry``."""
         if not rows:
             return []
-        texts = [text for *_, triple in rows for text in triple]
-        sigs = self.signer.sign_many(texts).reshape(len(rows), 3, -1)
-        full_bands = self._band_hashes(np.ascontiguousarray(sigs[:, 0]), self.full_bands)
-        question_bands = self._band_hashes(np.ascontiguousarray(sigs[:, 1]), self.question_bands)
+        normalised = [normalise(text) for *_, triple in rows for text in triple]
+        sigs = self.signer.sign_normalised(normalised).reshape(len(rows), 3, -1)
+        full_bands = self._band_hashes(sigs[:, 0], self.full_bands)
+        question_bands = self._band_hashes(sigs[:, 1], self.question_bands)
         out = []
-        for i, (row, split, source, line, (full, question, answer)) in enumerate(rows):
+        for i, (rid, row, split, source, line, (_, question, answer)) in enumerate(rows):
             body = json.dumps(row, ensure_ascii=False, sort_keys=True)
+            digest = hashlib.sha256(body.encode()).hexdigest()
+            norm = hashlib.sha256(normalised[3 * i].encode()).hexdigest()
+            nums = " ".join(sorted(_NUMBER.findall(f"{question}\n{answer}")))
+            # Only rows with the same numbers may pair, so each band hash carries them: XOR with
+            # one value per set of numbers keeps equal bands equal among such rows, and spares
+            # the candidate join the many look-alike rows that differ only in a number.
+            salt = int.from_bytes(hashlib.sha256(nums.encode()).digest()[:8], "big", signed=True)
+            bands = [(FULL, j, h ^ salt, rid) for j, h in enumerate(full_bands[i])]
+            bands += [(QUESTION, j, h ^ salt, rid) for j, h in enumerate(question_bands[i])]
             out.append(
                 IndexEntry(
-                    digest=hashlib.sha256(body.encode()).hexdigest(),
-                    norm=hashlib.sha256(normalise(full).encode()).hexdigest(),
-                    split=split,
-                    source=source,
-                    line=line,
-                    body=body,
-                    nums=" ".join(sorted(_NUMBER.findall(f"{question}\n{answer}"))),
-                    sig=sigs[i, 0].tobytes(),
-                    qsig=sigs[i, 1].tobytes(),
-                    asig=sigs[i, 2].tobytes(),
-                    full_bands=full_bands[i],
-                    question_bands=question_bands[i],
+                    (rid, digest, norm, split, source, line, body, nums),
+                    (rid, sigs[i, 0].tobytes(), sigs[i, 1].tobytes(), sigs[i, 2].tobytes()),
+                    bands,
                 )
             )
         return out
@@ -247,13 +245,15 @@ class DedupeIndex:
 
     def __init__(self, path: Path, num_perm: int, threshold: float, leakage_threshold: float) -> None:
         self.db = sqlite3.connect(path)
+        # Signatures sit in a table of their own: the joins that find candidates read only the
+        # small rows table, and a signature is read only to confirm a candidate.
         self.db.executescript(
             """
             PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA temp_store=FILE;
             PRAGMA cache_size=-16000;
             CREATE TABLE rows (id INTEGER PRIMARY KEY, digest TEXT, norm TEXT, split TEXT, source TEXT,
-                               line INT, body TEXT, nums TEXT, sig BLOB, qsig BLOB, asig BLOB,
-                               outcome TEXT DEFAULT 'kept', reason TEXT);
+                               line INT, body TEXT, nums TEXT, outcome TEXT DEFAULT 'kept', reason TEXT);
+            CREATE TABLE sigs (id INTEGER PRIMARY KEY, sig BLOB, qsig BLOB, asig BLOB);
             CREATE TABLE bands (kind INT, band INT, h INT, id INT);
             """
         )
@@ -261,34 +261,39 @@ class DedupeIndex:
         self.threshold = threshold
         self.leakage_threshold = leakage_threshold
         self._pending_rows: list[tuple[Any, ...]] = []
+        self._pending_sigs: list[tuple[int, bytes, bytes, bytes]] = []
         self._pending_bands: list[tuple[int, int, int, int]] = []
-        self._next_id = 0
+        self._last_id = 0
 
     def add(self, row: dict[str, Any], split: str, source: str, line: int, texts: tuple[str, str, str]) -> None:
         """Store one valid (cleaned, redacted) row and the signatures of its (full, question, answer) texts."""
-        self.add_entries(self.fingerprints.entries([(row, split, source, line, texts)]))
+        self.add_entries(self.fingerprints.entries([(self._last_id + 1, row, split, source, line, texts)]))
 
     def add_entries(self, entries: Iterable[IndexEntry]) -> None:
-        """Store rows already fingerprinted (by a ``Fingerprinter`` with this index's settings), in input order."""
-        for e in entries:
-            self._next_id += 1
-            rid = self._next_id
-            self._pending_rows.append(
-                (rid, e.digest, e.norm, e.split, e.source, e.line, e.body, e.nums, e.sig, e.qsig, e.asig)
-            )
-            self._pending_bands += [(FULL, i, h, rid) for i, h in enumerate(e.full_bands)]
-            self._pending_bands += [(QUESTION, i, h, rid) for i, h in enumerate(e.question_bands)]
+        """Store rows fingerprinted by a ``Fingerprinter`` with this index's settings, in input order.
+
+        Raises:
+            ValueError: for an id not above every id stored before (ids give the input order).
+        """
+        for entry in entries:
+            if entry.row[0] <= self._last_id:
+                raise ValueError(f"row id {entry.row[0]} is not above the last one stored, {self._last_id}")
+            self._last_id = entry.row[0]
+            self._pending_rows.append(entry.row)
+            self._pending_sigs.append(entry.sigs)
+            self._pending_bands += entry.bands
         if len(self._pending_rows) >= 2000:
             self._flush()
 
     def _flush(self) -> None:
         self.db.executemany(
-            "INSERT INTO rows (id, digest, norm, split, source, line, body, nums, sig, qsig, asig) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO rows (id, digest, norm, split, source, line, body, nums) VALUES (?,?,?,?,?,?,?,?)",
             self._pending_rows,
         )
+        self.db.executemany("INSERT INTO sigs VALUES (?,?,?,?)", self._pending_sigs)
         self.db.executemany("INSERT INTO bands VALUES (?,?,?,?)", self._pending_bands)
         self._pending_rows.clear()
+        self._pending_sigs.clear()
         self._pending_bands.clear()
 
     def resolve(self) -> None:
@@ -314,15 +319,23 @@ class DedupeIndex:
         db = self.db
         db.execute("DROP TABLE IF EXISTS pairs")
         cross_split = "AND ra.split != rb.split" if outcome == "leaked" else ""
+        # The bands that more than one row has, found in one pass over the index, then their
+        # pairs: far cheaper than probing the index once per row and band.
+        db.execute(
+            "CREATE TEMP TABLE shared AS SELECT band, h FROM bands WHERE kind = ? GROUP BY band, h HAVING COUNT(*) > 1",
+            (kind,),
+        )
         db.execute(
             f"""
-            CREATE TEMP TABLE pairs AS SELECT DISTINCT a.id AS x, b.id AS y FROM bands a
-            JOIN bands b ON b.kind = a.kind AND b.band = a.band AND b.h = a.h AND b.id > a.id
+            CREATE TEMP TABLE pairs AS SELECT DISTINCT a.id AS x, b.id AS y FROM shared s
+            CROSS JOIN bands a ON a.kind = ?1 AND a.band = s.band AND a.h = s.h
+            CROSS JOIN bands b ON b.kind = ?1 AND b.band = s.band AND b.h = s.h AND b.id > a.id
             JOIN rows ra ON ra.id = a.id JOIN rows rb ON rb.id = b.id
-            WHERE a.kind = ? AND ra.outcome = 'kept' AND rb.outcome = 'kept' AND ra.nums = rb.nums {cross_split}
+            WHERE ra.outcome = 'kept' AND rb.outcome = 'kept' AND ra.nums = rb.nums {cross_split}
             """,
             (kind,),
         )
+        db.execute("DROP TABLE shared")
         # Near-duplicates must match on the whole row and the question; leaks on question and answer.
         first, second = ("sig", "qsig") if kind == FULL else ("qsig", "asig")
         # Each confirmed pair as (row that may go, row it copies): for leaks the training copy
@@ -331,9 +344,10 @@ class DedupeIndex:
         db.execute("CREATE TEMP TABLE near (loser INT, keeper INT, reason TEXT)")
         confirmed: list[tuple[int, int, str]] = []
         query = (
-            f"SELECT ra.id, ra.digest, ra.split, ra.source, ra.line, ra.{first}, ra.{second}, "
-            f"rb.id, rb.digest, rb.split, rb.source, rb.line, rb.{first}, rb.{second} "
-            "FROM pairs JOIN rows ra ON ra.id = pairs.x JOIN rows rb ON rb.id = pairs.y"
+            f"SELECT ra.id, ra.digest, ra.split, ra.source, ra.line, sa.{first}, sa.{second}, "
+            f"rb.id, rb.digest, rb.split, rb.source, rb.line, sb.{first}, sb.{second} "
+            "FROM pairs JOIN rows ra ON ra.id = pairs.x JOIN rows rb ON rb.id = pairs.y "
+            "JOIN sigs sa ON sa.id = pairs.x JOIN sigs sb ON sb.id = pairs.y"
         )
         for aid, adig, asplit, asrc, aline, a1, a2, bid, bdig, _bsplit, bsrc, bline, b1, b2 in db.execute(query):
             sim = min(similarity(a1, b1), similarity(a2, b2))

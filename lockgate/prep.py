@@ -13,19 +13,24 @@ nothing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import logging
+import multiprocessing
+import os
 import shutil
 import tempfile
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from lockgate._io import write_jsonl
 from lockgate.artifacts import ArtifactStore
-from lockgate.dedupe import DedupeIndex
+from lockgate.dedupe import DedupeIndex, Fingerprinter, IndexEntry
 from lockgate.digest import digest_file, digest_json
 from lockgate.errors import DataError, StageError
 from lockgate.pii import KINDS, PiiRules, redact_text, scrub
@@ -50,6 +55,7 @@ __all__ = [
     "describe",
     "pii_rules",
     "prepare",
+    "prepare_chunk",
     "snapshot_dataset",
     "split_of",
 ]
@@ -60,6 +66,7 @@ T = TypeVar("T")
 OUTCOMES = ("train", "eval", "blank", "quarantined", "filtered", "duplicate", "near_duplicate", "leaked")
 CARD_ROWS = 50  # rows listed by name on the card; the quarantine file has them all
 MAX_REASONS = 100  # distinct reasons counted per outcome
+CHUNK_ROWS = 1000  # records prepared together: enough to amortise numpy and process hand-offs
 REASON_KEEP = 300  # characters of a reason kept (after redaction: a reason may quote the row)
 
 
@@ -158,6 +165,7 @@ class _Shapes:
     def __init__(self, settings: DataSettings, sources: list[str], rules: PiiRules) -> None:
         self.settings = settings
         self.by_source: dict[str, tuple[Shape, str] | None] = {}
+        self._set_by_source: dict[str, Shape | None] = {}
         found: list[Shape] = []
         for source in sources:
             chosen = self._set(source)
@@ -169,8 +177,10 @@ class _Shapes:
         self.default: Shape = found[0] if found else "qa"
 
     def _set(self, source: str) -> Shape | None:
-        chosen = for_source(self.settings.source_shapes, source) or self.settings.shape
-        return None if chosen == "auto" else chosen  # type: ignore[return-value]
+        if source not in self._set_by_source:  # asked once a record: looked up once a source
+            chosen = for_source(self.settings.source_shapes, source) or self.settings.shape
+            self._set_by_source[source] = None if chosen == "auto" else chosen  # type: ignore[assignment]
+        return self._set_by_source[source]
 
     def _detect(self, source: str, rules: PiiRules) -> tuple[Shape, str] | None:
         for record in _guarded(source, self.settings, rules):
@@ -199,8 +209,14 @@ class _Shapes:
         return told, True
 
 
-def prepare(sources: Iterable[str | Path], settings: DataSettings, work: Path) -> PrepResult:
+def prepare(
+    sources: Iterable[str | Path], settings: DataSettings, work: Path, chunk_rows: int = CHUNK_ROWS
+) -> PrepResult:
     """Read every source and write ``train.jsonl``, ``eval.jsonl`` and ``quarantine.jsonl`` under ``work``.
+
+    Records are validated, redacted and fingerprinted in chunks of ``chunk_rows``, by
+    ``data.workers`` processes once there is more than one chunk; the chunks' outcomes are
+    taken in input order, so the files are the same whatever the number of processes.
 
     Raises:
         DataError: for a missing or unreadable source, a file that mixes shapes, or sources
@@ -239,48 +255,30 @@ def prepare(sources: Iterable[str | Path], settings: DataSettings, work: Path) -
                     result.first_set_aside.append(q)
                 quarantine.write(q.model_dump_json() + "\n")
 
-            for source in names:
-                for record in _guarded(source, settings, rules):
-                    result.n_input += 1
-                    if record.blank:
-                        result.counts["blank"] += 1
-                        continue
-                    # Only set-aside records keep their text (redacted); kept rows are stored cleaned.
-                    raw = _Redacted(record.raw, rules)
-                    if record.error is not None or record.value is None:
-                        set_aside(_quarantined_row(record, raw, None, record.error or "unreadable"))
-                        continue
-                    try:
-                        shape, telling = shapes.of(record, record.value)
-                        row = parse_row(record.value, shape, settings.min_chars, settings.max_chars)
-                        row, found, drop = _scrub_row(row, rules)
-                    except RowError as err:
-                        set_aside(_quarantined_row(record, raw, err.field, err.reason))
-                        continue
-                    except DataError:
-                        raise
-                    except Exception as exc:  # one odd row must never stop the stage
-                        set_aside(
-                            _quarantined_row(record, raw, None, f"could not validate: {type(exc).__name__}: {exc}")
-                        )
-                        continue
-                    if telling:
-                        seen_shapes.setdefault(shape, f"{record.source}:{record.line}")
-                    result.pii_found.update(found)
-                    if drop:
-                        set_aside(
-                            _quarantined_row(
-                                record, raw, None, f"contains {', '.join(drop)} (policy: drop)", "filtered"
-                            )
-                        )
-                        continue
-                    index.add(
-                        row,
-                        split_of(row, settings.eval_fraction),
-                        record.source,
-                        record.line,
-                        (dedupe_text(row), question_text(row), row["output"]),
-                    )
+            def jobs() -> Iterator[RecordJob]:
+                for source in names:
+                    for record in _guarded(source, settings, rules):
+                        result.n_input += 1
+                        if record.blank:
+                            result.counts["blank"] += 1
+                        elif record.error is not None or record.value is None:
+                            yield RecordJob(result.n_input, record, None, False)
+                        else:
+                            # Here, in input order: a file that mixes shapes stops the stage at its first such record.
+                            yield RecordJob(result.n_input, record, *shapes.of(record, record.value))
+
+            for outcomes in _prepared_chunks(_chunked(jobs(), chunk_rows), settings, _worker_count(settings)):
+                entries: list[IndexEntry] = []
+                for outcome in outcomes:
+                    if outcome.shape_seen_at is not None and outcome.shape is not None:
+                        seen_shapes.setdefault(outcome.shape, outcome.shape_seen_at)
+                    if outcome.found:
+                        result.pii_found.update(outcome.found)
+                    if outcome.entry is not None:
+                        entries.append(outcome.entry)
+                    elif outcome.aside is not None:
+                        set_aside(outcome.aside)
+                index.add_entries(entries)
             if len(seen_shapes) > 1:
                 where = ", ".join(f"{s} (first at {w})" for s, w in seen_shapes.items())
                 raise DataError(f"the sources hold more than one record shape: {where}; use one shape per dataset")
@@ -306,6 +304,126 @@ def prepare(sources: Iterable[str | Path], settings: DataSettings, work: Path) -
         index.close()
         shutil.rmtree(scratch, ignore_errors=True)
     return result
+
+
+class RecordJob(NamedTuple):
+    """A non-blank record to prepare: its place in the input (from 1, over all sources), its shape
+    and whether it tells it (None for an unreadable record)."""
+
+    ordinal: int
+    record: RawRecord
+    shape: Shape | None
+    telling: bool
+
+
+class RecordOutcome(NamedTuple):
+    """What became of one record: set aside (``aside``) or ready for the index (``entry``), and
+    the PII found in it; ``shape_seen_at`` names it when it is valid and tells its shape."""
+
+    aside: QuarantinedRow | None
+    entry: IndexEntry | None
+    found: Counter[str] | None
+    shape: Shape | None
+    shape_seen_at: str | None
+
+
+def prepare_chunk(jobs: list[RecordJob], settings: DataSettings) -> list[RecordOutcome]:
+    """Validate, clean, redact and fingerprint a chunk of records, one outcome each, in order.
+
+    A pure function of its arguments, so it runs in a worker process as well as in the stage's own.
+    """
+    rules = pii_rules(settings)
+    outcomes: list[RecordOutcome] = []
+    valid: list[tuple[int, tuple[int, dict[str, Any], str, str, int, tuple[str, str, str]]]] = []
+    for job in jobs:
+        record, shape = job.record, job.shape
+        # Only set-aside records keep their text (redacted); kept rows are stored cleaned.
+        raw = _Redacted(record.raw, rules)
+        if record.error is not None or record.value is None or shape is None:
+            aside = _quarantined_row(record, raw, None, record.error or "unreadable")
+            outcomes.append(RecordOutcome(aside, None, None, None, None))
+            continue
+        try:
+            row = parse_row(record.value, shape, settings.min_chars, settings.max_chars)
+            row, found, drop = _scrub_row(row, rules)
+        except RowError as err:
+            outcomes.append(RecordOutcome(_quarantined_row(record, raw, err.field, err.reason), None, None, None, None))
+            continue
+        except DataError:
+            raise
+        except Exception as exc:  # one odd row must never stop the stage
+            reason = f"could not validate: {type(exc).__name__}: {exc}"
+            outcomes.append(RecordOutcome(_quarantined_row(record, raw, None, reason), None, None, None, None))
+            continue
+        seen_at = f"{record.source}:{record.line}" if job.telling else None
+        if drop:
+            reason = f"contains {', '.join(drop)} (policy: drop)"
+            aside = _quarantined_row(record, raw, None, reason, "filtered")
+            outcomes.append(RecordOutcome(aside, None, found, shape, seen_at))
+            continue
+        texts = (dedupe_text(row), question_text(row), row["output"])
+        split = split_of(row, settings.eval_fraction)
+        valid.append((len(outcomes), (job.ordinal, row, split, record.source, record.line, texts)))
+        outcomes.append(RecordOutcome(None, None, found, shape, seen_at))
+    fingerprints = _fingerprinter(
+        settings.minhash_permutations, settings.near_duplicate_threshold, settings.leakage_threshold
+    )
+    for (at, _), entry in zip(valid, fingerprints.entries([v for _, v in valid]), strict=True):
+        outcomes[at] = outcomes[at]._replace(entry=entry)
+    return outcomes
+
+
+@functools.lru_cache(maxsize=4)
+def _fingerprinter(num_perm: int, threshold: float, leakage_threshold: float) -> Fingerprinter:
+    return Fingerprinter(num_perm, threshold, leakage_threshold)
+
+
+def _chunked(jobs: Iterator[RecordJob], size: int) -> Iterator[list[RecordJob]]:
+    chunk: list[RecordJob] = []
+    for job in jobs:
+        chunk.append(job)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _worker_count(settings: DataSettings) -> int:
+    if settings.workers:
+        return settings.workers
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may use, not the machine's
+    except AttributeError:  # not on every platform
+        return os.cpu_count() or 1
+
+
+def _prepared_chunks(
+    chunks: Iterator[list[RecordJob]], settings: DataSettings, workers: int
+) -> Iterator[list[RecordOutcome]]:
+    """``prepare_chunk`` of each chunk, in chunk order.
+
+    With more than one worker and more than one chunk, chunks go to a process pool (``spawn``:
+    the stage may run beside threads, which ``fork`` would copy mid-flight), at most two per
+    worker ahead of the one taken, so memory stays bounded. One chunk is prepared here: starting
+    processes would cost more than it saves.
+    """
+    head = list(itertools.islice(chunks, 2))
+    if len(head) < 2 or workers <= 1:
+        for chunk in itertools.chain(head, chunks):
+            yield prepare_chunk(chunk, settings)
+        return
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        pending: deque[Future[list[RecordOutcome]]] = deque()
+        for chunk in itertools.chain(head, chunks):
+            pending.append(pool.submit(prepare_chunk, chunk, settings))
+            while len(pending) > 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _guarded(source: str, settings: DataSettings, rules: PiiRules) -> Iterator[RawRecord]:

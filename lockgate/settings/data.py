@@ -13,8 +13,9 @@ from lockgate.settings.base import Area
 class DataSettings(Area):
     """Where the training data and the RAG corpus come from, and how they are prepared."""
 
-    # When a data change starts a release is orchestration, not what prep computes.
-    NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset({"change_window_s"})
+    # When a data change starts a release is orchestration, and how many processes prepare the
+    # rows is speed: neither changes what prep computes.
+    NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset({"change_window_s", "workers"})
 
     sources: list[str] = Field(
         default=["examples/data/qa.jsonl", "examples/data/qa_contrib.jsonl"],
@@ -78,6 +79,13 @@ class DataSettings(Area):
     )
     minhash_permutations: int = Field(
         default=128, ge=16, le=512, description="MinHash signature length: more is more exact and slower."
+    )
+    workers: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="Processes that validate, redact and sign rows: 0 = one per CPU core, 1 = none besides "
+        "the stage's own. The snapshot is the same whatever the number.",
     )
     pii_email: Literal["redact", "drop", "off"] = Field(
         default="redact", description="E-mail addresses: replace with [EMAIL], drop the row, or leave."
