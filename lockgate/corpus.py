@@ -1,15 +1,27 @@
-"""The RAG corpus: documents split into chunks with stable ids and content digests."""
+"""The RAG corpus: documents split into chunks with stable ids and content digests.
+
+Chunking a document costs tokenizer calls; a ``ChunkCache`` keeps each document's chunks under a
+digest of its bytes and of everything that decides how it is cut (sizes, the tokenizer, the
+redaction rules), so a refresh re-chunks only the documents that changed.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from lockgate._io import atomic_write_text
 from lockgate.digest import digest_bytes, digest_json, short
 from lockgate.errors import ConfigError, DataError
 from lockgate.pii import REDACT_ALL, PiiRules, redact_text
+
+log = logging.getLogger(__name__)
 
 DOC_SUFFIXES = (".md", ".markdown", ".txt")
 # Documents are redacted before chunking, so no address or key reaches the embedder or the index.
@@ -44,6 +56,11 @@ class Tokenizer(Protocol):
 
     max_input: int  # the longest input the embedder reads, special tokens included; the rest is cut off
 
+    @property
+    def identity(self) -> str:
+        """Digest of what decides the tokens (vocabulary, normalisation, input limit): the chunk cache's key."""
+        ...
+
     def count(self, text: str) -> int:
         """Tokens the embedder sees for ``text``, special tokens included."""
         ...
@@ -73,6 +90,20 @@ class TokenChunking:
             cached = self.tokenizer.count("")
             object.__setattr__(self, "_specials", cached)
         return int(cached)
+
+    @property
+    def key(self) -> str:
+        """Digest of everything that decides how a text is cut: sizes, the tokenizer and the chunker's limits."""
+        return digest_json(
+            {
+                "size": self.size,
+                "overlap": self.overlap,
+                "tokenizer": self.tokenizer.identity,
+                "max_input": self.tokenizer.max_input,
+                "title_tokens": TITLE_TOKENS,
+                "seam_margin": SEAM_MARGIN,
+            }
+        )
 
     def __post_init__(self) -> None:
         room = self.tokenizer.max_input - self.specials
@@ -118,8 +149,21 @@ def split_markdown(doc: str, text: str, max_chars: int, tokens: TokenChunking | 
     paragraphs longer than ``max_chars`` are cut at sentence ends (or hard, if a sentence alone
     is too long). Chunk ids are the document's key and the chunk's position.
     """
-    chunks: list[Chunk] = []
+    return chunks_of(doc, split_pieces(text, max_chars, tokens))
+
+
+def chunks_of(doc: str, pieces: list[tuple[str, str]]) -> list[Chunk]:
+    """The chunks of document ``doc`` from its ``(title, text)`` pieces, in order: ids are the
+    document's key and the position."""
     doc_key = short(digest_bytes(doc.encode()), 12)
+    return [
+        Chunk(chunk_id=f"{doc_key}-{i:04d}", doc=doc, title=title, text=text) for i, (title, text) in enumerate(pieces)
+    ]
+
+
+def split_pieces(text: str, max_chars: int, tokens: TokenChunking | None = None) -> list[tuple[str, str]]:
+    """``(title, text)`` of every chunk of one document (see ``split_markdown``): what the chunk cache keeps."""
+    out: list[tuple[str, str]] = []
     fitted: dict[str, tuple[str, int]] = {}  # heading path -> (as embedded, its token cost)
     for titles, paragraph in _sections(text):
         title = " / ".join(titles)
@@ -132,9 +176,8 @@ def split_markdown(doc: str, text: str, max_chars: int, tokens: TokenChunking | 
                 fitted[title] = (short_title, cost)
             title, title_cost = fitted[title]
             pieces = _cut_tokens(paragraph, title, title_cost, tokens)
-        for piece in pieces:
-            chunks.append(Chunk(chunk_id=f"{doc_key}-{len(chunks):04d}", doc=doc, title=title, text=piece))
-    return chunks
+        out.extend((title, piece) for piece in pieces)
+    return out
 
 
 def _fit_tokens(text: str, tokenizer: Tokenizer, limit: int) -> str:
@@ -209,23 +252,117 @@ def check_corpus_dir(root: Path) -> list[Path]:
     return files
 
 
+# Bump when the chunker's code changes what it makes for the same input: every cached entry goes.
+CHUNKER_VERSION = 1
+
+
+def chunking_key(max_chars: int, pii: PiiRules, tokens: TokenChunking | None) -> str:
+    """Digest of everything besides a document's bytes that decides its chunks."""
+    return digest_json(
+        {
+            "chunker": CHUNKER_VERSION,
+            "tokens": tokens.key if tokens is not None else None,
+            "max_chars": None if tokens is not None else max_chars,
+            "pii": json.dumps(dataclasses.asdict(pii), sort_keys=True, default=str),
+        }
+    )
+
+
+class ChunkCache:
+    """Each document's ``(title, text)`` pieces, kept in one JSON file under a digest of the
+    document's bytes and the chunking key (``chunking_key``).
+
+    A document whose bytes and chunking are unchanged is neither redacted nor tokenized again;
+    changing the chunk sizes, the tokenizer or the redaction rules changes every key. ``save``
+    keeps only the entries looked up since the file was read (documents gone drop out), and
+    replaces the file atomically; a missing, unreadable or older file is an empty cache.
+    """
+
+    VERSION = 1
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.hits = 0
+        self.misses = 0
+        self._stored: dict[str, list[list[str]]] | None = None
+        self._used: dict[str, list[list[str]]] = {}
+        self._changed = False
+
+    @staticmethod
+    def key(chunking: str, content: bytes) -> str:
+        """The entry of a document with bytes ``content`` chunked as ``chunking`` says."""
+        return hashlib.sha256(chunking.encode() + b"\x00" + content).hexdigest()
+
+    def _entries(self) -> dict[str, list[list[str]]]:
+        if self._stored is None:
+            self._stored = {}
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+                if data.get("version") == self.VERSION and isinstance(data.get("entries"), dict):
+                    self._stored = data["entries"]
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError, AttributeError) as exc:
+                log.warning("chunk cache %s unreadable (%s): every document is chunked again", self.path, exc)
+        return self._stored
+
+    def get(self, key: str) -> list[tuple[str, str]] | None:
+        """The pieces kept under ``key``, or ``None``."""
+        entry = self._entries().get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._used[key] = entry
+        return [(title, text) for title, text in entry]
+
+    def put(self, key: str, pieces: list[tuple[str, str]]) -> None:
+        self._used[key] = [[title, text] for title, text in pieces]
+        self._changed = True
+
+    def save(self) -> None:
+        """Write the entries used since the file was read, if that differs from what it holds."""
+        if not self._changed and len(self._used) == len(self._entries()):
+            return
+        body = json.dumps({"version": self.VERSION, "entries": self._used}, ensure_ascii=False, separators=(",", ":"))
+        atomic_write_text(self.path, body)
+        self._stored, self._changed = dict(self._used), False
+
+
 def load_corpus(
-    root: Path, max_chars: int = 600, pii: PiiRules = REDACT_ALL, tokens: TokenChunking | None = None
+    root: Path,
+    max_chars: int = 600,
+    pii: PiiRules = REDACT_ALL,
+    tokens: TokenChunking | None = None,
+    cache: ChunkCache | None = None,
 ) -> list[Chunk]:
     """Every chunk of every document under ``root``, in a stable order, with PII and secrets redacted.
 
     ``tokens`` chunks by the embedder's tokens (see ``split_markdown``); without it, by characters.
+    With ``cache``, a document chunked before with the same bytes and settings is not chunked again.
 
     Raises:
         DataError: if the folder is missing, holds no documents, or a file is not UTF-8.
     """
     files = check_corpus_dir(root)
+    chunking = chunking_key(max_chars, pii, tokens) if cache is not None else ""
     chunks: list[Chunk] = []
     for path in files:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        raw = path.read_bytes()
         doc = path.relative_to(root).as_posix()
-        chunks.extend(split_markdown(doc, redact_text(text, pii), max_chars, tokens))
+        key = ChunkCache.key(chunking, raw) if cache is not None else ""
+        pieces = cache.get(key) if cache is not None else None
+        if pieces is None:
+            try:
+                # As read_text reads it: universal newlines.
+                text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+            pieces = split_pieces(redact_text(text, pii), max_chars, tokens)
+            if cache is not None:
+                cache.put(key, pieces)
+        chunks.extend(chunks_of(doc, pieces))
+    if cache is not None:
+        cache.save()
+        log.info("chunk cache: %d documents reused, %d chunked", cache.hits, cache.misses)
     return chunks

@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from lockgate.corpus import TokenChunking, load_corpus
+from lockgate.corpus import ChunkCache, TokenChunking, load_corpus
 from lockgate.prep import pii_rules
 from lockgate.records import IndexBuild
 from lockgate.refresh import refresh_generation, switch_after_gates
@@ -48,7 +48,10 @@ def refresh_index(
     embedder = embedder_of(embeddings, workspace.exported_models)
     # Chunks are measured in the embedder's own tokens, so none is cut off at its input limit.
     tokens = TokenChunking(embedder.tokenizer(), embeddings.chunk_tokens, embeddings.chunk_overlap_tokens)
-    chunks = load_corpus(Path(corpus_dir), pii=pii_rules(data), tokens=tokens)
+    # Beside the index: an unchanged document's chunks are reused, so an edit costs its own chunking only.
+    cache = ChunkCache(workspace.home / "index" / "chunk-cache.json")
+    chunks = load_corpus(Path(corpus_dir), pii=pii_rules(data), tokens=tokens, cache=cache)
+    logger.info("chunks: %d documents reused from the chunk cache, %d chunked", cache.hits, cache.misses)
     build, move = refresh_generation(
         chunks,
         _opener(vector_store, workspace.index_uri),

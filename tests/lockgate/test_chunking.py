@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import itertools
 import re
+from pathlib import Path
 
 import pytest
 
-from lockgate.corpus import TokenChunking, split_markdown
+from lockgate.corpus import ChunkCache, TokenChunking, load_corpus, split_markdown
 from lockgate.errors import ConfigError
+from lockgate.pii import PiiRules
 
 
 class WordTokenizer:
     """One token per word or punctuation mark, plus two special tokens, like a BERT tokenizer."""
 
-    def __init__(self, max_input: int) -> None:
+    def __init__(self, max_input: int, identity: str = "words") -> None:
         self.max_input = max_input
+        self.identity = identity
+        self.calls = 0  # texts tokenized: what the chunk cache saves
 
     def spans(self, text: str) -> list[tuple[int, int]]:
+        self.calls += 1
         return [m.span() for m in re.finditer(r"\w+|[^\w\s]", text)]
 
     def count(self, text: str) -> int:
@@ -83,3 +88,69 @@ def test_minilm_chunks_never_exceed_its_input() -> None:
     text = "# Setup\n\n" + " ".join(f"Configure the léger relay-{i} (port {7400 + i}); it retries." for i in range(300))
     chunks = split_markdown("s.md", text, 600, TokenChunking(tok, size=250, overlap=16))
     assert len(chunks) > 5 and max(tok.count(c.embed_text) for c in chunks) <= 256
+
+
+def write_docs(root: Path, n: int) -> None:
+    root.mkdir(exist_ok=True)
+    for i in range(n):
+        (root / f"doc{i}.md").write_text(f"# Doc {i}\n\n## Part\n\n{LONG}\n\nThe relay {i} holds.\n", encoding="utf-8")
+
+
+def test_an_unchanged_document_is_not_chunked_again(tmp_path: Path) -> None:
+    write_docs(tmp_path / "corpus", 10)
+    tok = WordTokenizer(512)
+    chunking = TokenChunking(tok, size=40, overlap=8)
+    first = load_corpus(tmp_path / "corpus", tokens=chunking, cache=ChunkCache(tmp_path / "cache.json"))
+    assert tok.calls > 0
+    (tmp_path / "corpus" / "doc3.md").write_text("# Doc 3\n\nNow one short line.\n", encoding="utf-8")
+
+    tok.calls = 0
+    cache = ChunkCache(tmp_path / "cache.json")  # read back from disk, as the next refresh does
+    second = load_corpus(tmp_path / "corpus", tokens=chunking, cache=cache)
+    assert (cache.hits, cache.misses) == (9, 1)
+    # Only the edited document was tokenized: as many calls as chunking it alone takes.
+    alone = TokenChunking(WordTokenizer(512), size=40, overlap=8)
+    alone.tokenizer.calls = 0  # type: ignore[attr-defined]
+    split_markdown("doc3.md", (tmp_path / "corpus" / "doc3.md").read_text(), 600, alone)
+    assert tok.calls == alone.tokenizer.calls > 0  # type: ignore[attr-defined]
+    fresh = load_corpus(tmp_path / "corpus", tokens=TokenChunking(WordTokenizer(512), size=40, overlap=8))
+    assert second == fresh  # what the cache gives is what chunking gives
+    assert [c for c in first if c.doc != "doc3.md"] == [c for c in second if c.doc != "doc3.md"]
+
+
+def test_other_chunking_parameters_or_tokenizer_or_redaction_chunk_again(tmp_path: Path) -> None:
+    write_docs(tmp_path / "corpus", 4)
+    path = tmp_path / "cache.json"
+    first = TokenChunking(WordTokenizer(512), size=40, overlap=8)
+    load_corpus(tmp_path / "corpus", tokens=first, cache=ChunkCache(path))
+    for tokens, pii in [
+        (TokenChunking(WordTokenizer(512), size=48, overlap=8), None),
+        (TokenChunking(WordTokenizer(512), size=40, overlap=4), None),
+        (TokenChunking(WordTokenizer(512, identity="other words"), size=40, overlap=8), None),
+        (TokenChunking(WordTokenizer(256), size=40, overlap=8), None),
+        (TokenChunking(WordTokenizer(512), size=40, overlap=8), PiiRules(policies={"email": "redact"})),
+    ]:
+        cache = ChunkCache(path)
+        kwargs = {"pii": pii} if pii is not None else {}
+        chunks = load_corpus(tmp_path / "corpus", tokens=tokens, cache=cache, **kwargs)
+        assert (cache.hits, cache.misses) == (0, 4), (tokens, pii)
+        assert chunks == load_corpus(tmp_path / "corpus", tokens=tokens, **kwargs)
+        # Back to the first settings: this one's entries replaced theirs, so it chunks again too.
+        load_corpus(tmp_path / "corpus", tokens=first, cache=ChunkCache(path))
+
+
+def test_a_renamed_document_reuses_its_chunks_under_its_new_name_and_a_broken_cache_is_empty(tmp_path: Path) -> None:
+    write_docs(tmp_path / "corpus", 2)
+    chunking = TokenChunking(WordTokenizer(512), size=40, overlap=8)
+    load_corpus(tmp_path / "corpus", tokens=chunking, cache=ChunkCache(tmp_path / "cache.json"))
+    (tmp_path / "corpus" / "doc1.md").rename(tmp_path / "corpus" / "renamed.md")
+    cache = ChunkCache(tmp_path / "cache.json")
+    chunks = load_corpus(tmp_path / "corpus", tokens=chunking, cache=cache)
+    assert cache.hits == 2 and chunks == load_corpus(tmp_path / "corpus", tokens=chunking)
+    assert {c.doc for c in chunks} == {"doc0.md", "renamed.md"}
+
+    (tmp_path / "cache.json").write_text("{not json", encoding="utf-8")
+    cache = ChunkCache(tmp_path / "cache.json")
+    assert load_corpus(tmp_path / "corpus", tokens=chunking, cache=cache) == chunks
+    assert (cache.hits, cache.misses) == (0, 2)
+    assert ChunkCache.key("a", b"x") != ChunkCache.key("b", b"x")
