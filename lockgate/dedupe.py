@@ -386,9 +386,14 @@ class DedupeIndex:
 
     def kept(self, split: str) -> Iterator[dict[str, Any]]:
         """Kept rows of one split, in digest order (so file and row order never matter)."""
+        for body in self.kept_json(split):
+            yield json.loads(body)
+
+    def kept_json(self, split: str) -> Iterator[str]:
+        """``kept`` as stored: each row's JSON, keys sorted, not ASCII-escaped (as written to a split's file)."""
         cur = self.db.execute("SELECT body FROM rows WHERE outcome = 'kept' AND split = ? ORDER BY digest", (split,))
         for (body,) in cur:
-            yield json.loads(body)
+            yield body
 
     def set_aside(self) -> Iterator[SetAside]:
         """Rows removed as duplicates, near-duplicates or leaks, in input order."""

@@ -86,6 +86,20 @@ _CREDENTIAL = re.compile(
 )
 # What every credential context holds (the pre-filter for the kind).
 _CREDENTIAL_NAMES = re.compile(r"(?i:passw|passph|pwd|secret|token|api[ _-]?key|://|authorization)")
+# The same names, lower-cased, for ASCII text.
+_CREDENTIAL_WORDS = (
+    "passw",
+    "passph",
+    "pwd",
+    "secret",
+    "token",
+    "apikey",
+    "api key",
+    "api_key",
+    "api-key",
+    "://",
+    "authorization",
+)
 _PASSWORD_NAMES = frozenset({"password", "passphrase", "passwd", "pwd"})
 _URL_PASSWORD = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@?#]*:(?P<value>[^\s/@?#]+)@")
 _AUTH_HEADER = re.compile(
@@ -373,6 +387,12 @@ _DIGIT = re.compile(r"\d")
 
 
 @functools.lru_cache(maxsize=8)
+def _digits_in_a_run(n: int) -> re.Pattern[str]:
+    """``n`` digits with only phone characters between them, so all in one run (no run holds a plus)."""
+    return re.compile(rf"\d(?:[\WxX\u30fc]*\d){{{n - 1}}}")
+
+
+@functools.lru_cache(maxsize=8)
 def phone_min_digits(region: str) -> tuple[int, int]:
     """The fewest digits a number valid under ``phonenumbers`` can be written with, as
     (written with a plus sign, written without one) when ``region`` is the default region.
@@ -419,6 +439,9 @@ def phone_min_digits(region: str) -> tuple[int, int]:
 def _may_hold(kind: PiiKind, text: str, rules: PiiRules) -> bool:
     """A cheap necessary condition for ``_find`` to find ``kind`` in ``text``."""
     if kind == "credential":
+        if text.isascii():  # where ignoring case is lower-casing (not so for "ſ" or the Kelvin sign)
+            lowered = text.lower()
+            return any(name in lowered for name in _CREDENTIAL_WORDS)
         return _CREDENTIAL_NAMES.search(text) is not None
     if kind == "email":
         return "@" in text
@@ -429,6 +452,8 @@ def _may_hold(kind: PiiKind, text: str, rules: PiiRules) -> bool:
         return _CARD_DIGITS.search(text) is not None
     if kind == "phone":
         with_plus, without = phone_min_digits(rules.phone_region)
+        if "+" not in text and "\uff0b" not in text:  # then every run needs ``without`` digits
+            return _digits_in_a_run(without).search(text) is not None
         fewest = min(with_plus, without)
         # The runs of phone characters, split apart in C; most are a space or two between words.
         for run in _NOT_PHONE.split(text):

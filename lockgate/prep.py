@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from lockgate._io import write_jsonl
 from lockgate.artifacts import ArtifactStore
 from lockgate.dedupe import DedupeIndex, Fingerprinter, IndexEntry
 from lockgate.digest import digest_file, digest_json
@@ -298,7 +297,10 @@ def prepare(
         kept = index.counts()
         for split, path in (("train", result.train_path), ("eval", result.eval_path)):
             # Sorted keys: a row's bytes, and so the snapshot's digest, never depend on its source's key order.
-            write_jsonl(path, index.kept(split), sort_keys=True)
+            # The index stores each row so (``json.dumps(row, ensure_ascii=False, sort_keys=True)``).
+            with path.open("w", encoding="utf-8") as fh:
+                for body in index.kept_json(split):
+                    fh.write(body + "\n")
             result.counts[split] = kept.get(split, 0)
     finally:
         index.close()

@@ -35,6 +35,9 @@ def clean_text(text: str) -> str:
     # printable text (line breaks and tabs aside) has none to drop: the common case, checked in C.
     if not text.replace("\n", "").replace("\t", "").isprintable():
         text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
+    elif "\t" not in text and "  " not in text and " \n" not in text:
+        # Printable, so its only white space is spaces and line breaks: none to fold.
+        return text.strip()
     return _LINE_END.sub("\n", _BLANKS.sub(" ", text)).strip()
 
 
