@@ -2,9 +2,12 @@
 
 The data set is generated here (no download): question/answer rows about numbered things,
 5% of them near-duplicates of an earlier row (changed spacing, punctuation or case, or a
-typo). Each size runs in its own process so its peak RSS is its own. Peak RSS must grow by
-less than 2x from 50k to 200k rows (prep streams rows through a disk-backed index);
-the run fails otherwise. Run: ``python -m benchmarks.bench_prep`` (``--sizes`` to change).
+typo). Each size runs in its own process so its peak RSS is its own (the stage's process and,
+apart, its largest worker process). Each size is prepared twice: with the default settings
+(``data.workers`` = 0, a worker process per core) and in one process (``data.workers`` = 1);
+the two must give the same snapshot digest and quarantine file. Peak RSS must grow by less
+than 1.2x from 50k to 200k rows (prep streams rows through a disk-backed index); the run
+fails otherwise. Run: ``python -m benchmarks.bench_prep`` (``--sizes`` to change).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 WORDS = [
     "robot",
@@ -102,52 +106,88 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(source: Path, work: Path) -> None:
-    """Run prep once and print what it took, as JSON (peak RSS of this process only)."""
-    from lockgate.prep import prepare
+def child(source: Path, work: Path, workers: int) -> None:
+    """Run prep once and print what it took, as JSON (peak RSS of this process, and of its largest worker)."""
+    from lockgate.digest import digest_file
+    from lockgate.prep import prepare, snapshot_digest
     from lockgate.settings import DataSettings
 
+    settings = DataSettings(workers=workers)
     start = time.perf_counter()
-    result = prepare([source], DataSettings(), work)
+    result = prepare([source], settings, work)
     seconds = time.perf_counter() - start
     assert result.balanced(), dict(result.counts)
+    workers_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(
-        json.dumps({"rows": result.n_input, "seconds": seconds, "peak_rss_mb": peak_rss_mb(), "counts": result.counts})
+        json.dumps(
+            {
+                "rows": result.n_input,
+                "seconds": seconds,
+                "peak_rss_mb": peak_rss_mb(),
+                "worker_rss_mb": workers_rss,
+                "counts": result.counts,
+                "digest": snapshot_digest(settings.name, result),
+                "quarantine": digest_file(result.quarantine_path),
+            }
+        )
     )
+
+
+def run_child(source: Path, work: Path, workers: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_prep", "--child", str(source), str(work), str(workers)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs=2, default=[50_000, 200_000], help="small and large row counts")
-    parser.add_argument("--child", nargs=2, metavar=("SOURCE", "WORK"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, metavar=("SOURCE", "WORK", "WORKERS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(Path(args.child[0]), Path(args.child[1]))
+        child(Path(args.child[0]), Path(args.child[1]), int(args.child[2]))
         return
 
     small, large = args.sizes
     with tempfile.TemporaryDirectory(prefix="lockgate-bench-prep-") as tmp:
         work = Path(tmp)
-        results = {}
+        results, single = {}, {}
         for n in (small, large):
             source = work / f"rows-{n}.jsonl"
             generate(source, n)
-            out = subprocess.run(
-                [sys.executable, "-m", "benchmarks.bench_prep", "--child", str(source), str(work / f"out-{n}")],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            results[n] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"{'rows':>8} {'seconds':>8} {'rows/s':>8} {'peak RSS MB':>12}  outcomes")
+            results[n] = run_child(source, work / f"out-{n}", 0)
+            single[n] = run_child(source, work / f"single-{n}", 1)
+    print(f"{'rows':>8} {'seconds':>8} {'rows/s':>8} {'peak RSS MB':>12} {'worker MB':>10}  outcomes")
     for n, r in results.items():
         outcomes = ", ".join(f"{k} {v}" for k, v in r["counts"].items() if v)
-        print(f"{n:>8} {r['seconds']:>8.1f} {n / r['seconds']:>8.0f} {r['peak_rss_mb']:>12.0f}  {outcomes}")
+        print(
+            f"{n:>8} {r['seconds']:>8.1f} {n / r['seconds']:>8.0f} {r['peak_rss_mb']:>12.0f} "
+            f"{r['worker_rss_mb']:>10.0f}  {outcomes}"
+        )
+    same = True
+    for n in (small, large):
+        r, s = results[n], single[n]
+        equal = r["digest"] == s["digest"] and r["quarantine"] == s["quarantine"]
+        same = same and equal
+        print(
+            f"{n:>8} rows: snapshot digest {r['digest']}; in one process {s['digest']} "
+            f"({n / s['seconds']:.0f} rows/s): {'same' if equal else 'DIFFERENT'} snapshot and quarantine"
+        )
     growth = results[large]["peak_rss_mb"] / results[small]["peak_rss_mb"]
+    worker_growth = results[large]["worker_rss_mb"] / max(results[small]["worker_rss_mb"], 1)
     speed = (large / results[large]["seconds"]) / (small / results[small]["seconds"])
-    print(f"peak RSS {large} vs {small} rows: {growth:.2f}x (must be < 2x); throughput ratio {speed:.2f}")
-    if growth >= 2:
-        sys.exit(f"peak RSS grew {growth:.2f}x from {small} to {large} rows")
+    print(
+        f"peak RSS {large} vs {small} rows: {growth:.2f}x, worker processes {worker_growth:.2f}x "
+        f"(each must be < 1.2x); throughput ratio {speed:.2f}"
+    )
+    if not same:
+        sys.exit("the process pool changed the snapshot or the quarantine file")
+    if growth >= 1.2 or worker_growth >= 1.2:
+        sys.exit(f"peak RSS grew {max(growth, worker_growth):.2f}x from {small} to {large} rows")
 
 
 if __name__ == "__main__":

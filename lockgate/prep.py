@@ -56,6 +56,7 @@ __all__ = [
     "prepare",
     "prepare_chunk",
     "snapshot_dataset",
+    "snapshot_digest",
     "split_of",
 ]
 
@@ -483,6 +484,11 @@ def _reason_class(q: QuarantinedRow) -> str:
     return f"[{q.field}] {reason}" if q.field else reason
 
 
+def snapshot_digest(name: str, result: PrepResult) -> str:
+    """The digest of a snapshot of prepared files: its name and what training sees (train and eval)."""
+    return digest_json({"name": name, "train": digest_file(result.train_path), "eval": digest_file(result.eval_path)})
+
+
 def snapshot_dataset(sources: list[Path] | list[str], settings: DataSettings, store: ArtifactStore) -> DatasetSnapshot:
     """Run the whole prep stage and store a content-addressed snapshot.
 
@@ -516,9 +522,7 @@ def snapshot_dataset(sources: list[Path] | list[str], settings: DataSettings, st
             log.info("quarantined %d row(s); first: %s", bad, describe(first_bad[:1]))
         # The digest covers what training sees, so re-quarantining the same bad rows or a new
         # timestamp never makes a new version.
-        digest = digest_json(
-            {"name": settings.name, "train": digest_file(result.train_path), "eval": digest_file(result.eval_path)}
-        )
+        digest = snapshot_digest(settings.name, result)
         source_digests = {name: source_digest(name) for name in names}
         (staged / "CARD.md").write_text(dataset_card(settings.name, digest, result, source_digests), encoding="utf-8")
     except BaseException:
