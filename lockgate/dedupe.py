@@ -184,13 +184,14 @@ class IndexEntry(NamedTuple):
     """One valid row as the index stores it, made by ``Fingerprinter`` (in any process: it is plain data).
 
     ``row`` is (id, digest, normalised key, split, source, line, body, numbers), ``sigs`` is
-    (id, whole-row signature, question's, answer's) and ``bands`` the (kind, band, hash, id) of
-    its LSH bands. The id is the record's place in the input, so ids grow in input order.
+    (id, whole-row signature, question's, answer's) and ``bands`` the hashes of its LSH bands,
+    the whole row's then the question's. The id is the record's place in the input, so ids
+    grow in input order.
     """
 
     row: tuple[int, str, str, str, str, int, str, str]
     sigs: tuple[int, bytes, bytes, bytes]
-    bands: list[tuple[int, int, int, int]]
+    bands: tuple[int, ...]
 
 
 class Fingerprinter:
@@ -228,8 +229,7 @@ class Fingerprinter:
             # one value per set of numbers keeps equal bands equal among such rows, and spares
             # the candidate join the many look-alike rows that differ only in a number.
             salt = int.from_bytes(hashlib.sha256(nums.encode()).digest()[:8], "big", signed=True)
-            bands = [(FULL, j, h ^ salt, rid) for j, h in enumerate(full_bands[i])]
-            bands += [(QUESTION, j, h ^ salt, rid) for j, h in enumerate(question_bands[i])]
+            bands = tuple(h ^ salt for h in full_bands[i] + question_bands[i])
             out.append(
                 IndexEntry(
                     (rid, digest, norm, split, source, line, body, nums),
@@ -241,7 +241,15 @@ class Fingerprinter:
 
 
 class DedupeIndex:
-    """The scratch store of kept-so-far rows, queried for duplicates and leakage."""
+    """The scratch store of kept-so-far rows, queried for duplicates and leakage.
+
+    Rows and signatures go into SQLite; band hashes go into flat files beside it, split by hash
+    into ``BAND_PARTS`` parts, so that rows sharing a band are found by sorting one part at a
+    time in memory (a part is 1/``BAND_PARTS`` of them) instead of indexing every band in SQLite.
+    """
+
+    BAND_PARTS = 64
+    _BAND = np.dtype([("band", np.int16), ("h", np.int64), ("id", np.int64)])
 
     def __init__(self, path: Path, num_perm: int, threshold: float, leakage_threshold: float) -> None:
         self.db = sqlite3.connect(path)
@@ -254,15 +262,20 @@ class DedupeIndex:
             CREATE TABLE rows (id INTEGER PRIMARY KEY, digest TEXT, norm TEXT, split TEXT, source TEXT,
                                line INT, body TEXT, nums TEXT, outcome TEXT DEFAULT 'kept', reason TEXT);
             CREATE TABLE sigs (id INTEGER PRIMARY KEY, sig BLOB, qsig BLOB, asig BLOB);
-            CREATE TABLE bands (kind INT, band INT, h INT, id INT);
+            CREATE TABLE candidates (kind INT, x INT, y INT);
             """
         )
         self.fingerprints = Fingerprinter(num_perm, threshold, leakage_threshold)
         self.threshold = threshold
         self.leakage_threshold = leakage_threshold
+        self._n_full = self.fingerprints.full_bands[0]
+        self._band_paths = [path.with_name(f"{path.name}.bands{i}") for i in range(self.BAND_PARTS)]
+        for band_path in self._band_paths:
+            band_path.write_bytes(b"")
         self._pending_rows: list[tuple[Any, ...]] = []
         self._pending_sigs: list[tuple[int, bytes, bytes, bytes]] = []
-        self._pending_bands: list[tuple[int, int, int, int]] = []
+        self._pending_bands: list[tuple[int, ...]] = []
+        self._pending_ids: list[int] = []
         self._last_id = 0
 
     def add(self, row: dict[str, Any], split: str, source: str, line: int, texts: tuple[str, str, str]) -> None:
@@ -281,7 +294,8 @@ class DedupeIndex:
             self._last_id = entry.row[0]
             self._pending_rows.append(entry.row)
             self._pending_sigs.append(entry.sigs)
-            self._pending_bands += entry.bands
+            self._pending_bands.append(entry.bands)
+            self._pending_ids.append(entry.row[0])
         if len(self._pending_rows) >= 2000:
             self._flush()
 
@@ -291,17 +305,55 @@ class DedupeIndex:
             self._pending_rows,
         )
         self.db.executemany("INSERT INTO sigs VALUES (?,?,?,?)", self._pending_sigs)
-        self.db.executemany("INSERT INTO bands VALUES (?,?,?,?)", self._pending_bands)
+        if self._pending_bands:
+            hashes = np.array(self._pending_bands, dtype=np.int64)
+            records = np.empty(hashes.shape, dtype=self._BAND)
+            records["band"] = np.arange(hashes.shape[1], dtype=np.int16)
+            records["h"] = hashes
+            records["id"] = np.array(self._pending_ids, dtype=np.int64)[:, None]
+            flat = records.ravel()
+            part = flat["h"].view(np.uint64) % np.uint64(self.BAND_PARTS)
+            order = np.argsort(part, kind="stable")
+            bounds = np.searchsorted(part[order], np.arange(self.BAND_PARTS + 1, dtype=np.uint64))
+            for i, band_path in enumerate(self._band_paths):
+                if bounds[i] < bounds[i + 1]:
+                    with band_path.open("ab") as fh:
+                        flat[order[bounds[i] : bounds[i + 1]]].tofile(fh)
         self._pending_rows.clear()
         self._pending_sigs.clear()
         self._pending_bands.clear()
+        self._pending_ids.clear()
+
+    def _find_candidates(self) -> None:
+        """Every pair of rows (x < y) sharing a band of the same kind, into ``candidates``."""
+        pairs: list[tuple[int, int, int]] = []
+        for band_path in self._band_paths:
+            records = np.fromfile(band_path, dtype=self._BAND)
+            band_path.unlink()
+            if len(records) < 2:
+                continue
+            records = records[np.lexsort((records["id"], records["h"], records["band"]))]
+            key_changes = (records["band"][1:] != records["band"][:-1]) | (records["h"][1:] != records["h"][:-1])
+            starts = np.flatnonzero(np.concatenate(([True], key_changes)))
+            sizes = np.diff(np.append(starts, len(records)))
+            shared = sizes > 1
+            kinds = np.where(records["band"][starts[shared]] < self._n_full, FULL, QUESTION).tolist()
+            ids = records["id"].tolist()
+            for kind, start, size in zip(kinds, starts[shared].tolist(), sizes[shared].tolist(), strict=True):
+                group = ids[start : start + size]  # in id order: x < y
+                pairs += [(kind, x, y) for i, x in enumerate(group) for y in group[i + 1 :]]
+                if len(pairs) >= 20000:
+                    self.db.executemany("INSERT INTO candidates VALUES (?,?,?)", pairs)
+                    pairs.clear()
+        self.db.executemany("INSERT INTO candidates VALUES (?,?,?)", pairs)
+        self.db.execute("CREATE INDEX candidates_kind ON candidates (kind)")
 
     def resolve(self) -> None:
         """Mark exact duplicates, then near-duplicates, then training rows leaked from eval."""
         self._flush()
         db = self.db
         db.execute("CREATE INDEX rows_norm ON rows (norm, digest, id)")
-        db.execute("CREATE INDEX bands_key ON bands (kind, band, h, id)")
+        self._find_candidates()
         # Exact (normalised): the smallest digest of each group stays.
         db.execute(
             """
@@ -319,23 +371,14 @@ class DedupeIndex:
         db = self.db
         db.execute("DROP TABLE IF EXISTS pairs")
         cross_split = "AND ra.split != rb.split" if outcome == "leaked" else ""
-        # The bands that more than one row has, found in one pass over the index, then their
-        # pairs: far cheaper than probing the index once per row and band.
-        db.execute(
-            "CREATE TEMP TABLE shared AS SELECT band, h FROM bands WHERE kind = ? GROUP BY band, h HAVING COUNT(*) > 1",
-            (kind,),
-        )
         db.execute(
             f"""
-            CREATE TEMP TABLE pairs AS SELECT DISTINCT a.id AS x, b.id AS y FROM shared s
-            CROSS JOIN bands a ON a.kind = ?1 AND a.band = s.band AND a.h = s.h
-            CROSS JOIN bands b ON b.kind = ?1 AND b.band = s.band AND b.h = s.h AND b.id > a.id
-            JOIN rows ra ON ra.id = a.id JOIN rows rb ON rb.id = b.id
-            WHERE ra.outcome = 'kept' AND rb.outcome = 'kept' AND ra.nums = rb.nums {cross_split}
+            CREATE TEMP TABLE pairs AS SELECT DISTINCT c.x AS x, c.y AS y FROM candidates c
+            JOIN rows ra ON ra.id = c.x JOIN rows rb ON rb.id = c.y
+            WHERE c.kind = ? AND ra.outcome = 'kept' AND rb.outcome = 'kept' AND ra.nums = rb.nums {cross_split}
             """,
             (kind,),
         )
-        db.execute("DROP TABLE shared")
         # Near-duplicates must match on the whole row and the question; leaks on question and answer.
         first, second = ("sig", "qsig") if kind == FULL else ("qsig", "asig")
         # Each confirmed pair as (row that may go, row it copies): for leaks the training copy
@@ -413,3 +456,5 @@ class DedupeIndex:
 
     def close(self) -> None:
         self.db.close()
+        for band_path in self._band_paths:
+            band_path.unlink(missing_ok=True)
