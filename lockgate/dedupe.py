@@ -4,7 +4,9 @@ Rows go into a scratch SQLite file as they are read (the row, its content digest
 normalised key and three MinHash signatures: everything trained on, the question, the
 answer). Candidate pairs come from LSH bands (rows sharing a band), every candidate is
 confirmed by its estimated Jaccard similarity, and the row kept is always the one with the
-smallest content digest, so the result does not depend on file or row order.
+smallest content digest, so the result does not depend on file or row order. What the index
+needs of a row (``IndexEntry``) is computed apart from it (``Fingerprinter``), for many rows at
+once, in whichever process prepares them.
 
 - near-duplicate: the whole row *and* the question are similar. Paraphrases of one fact
   (other words, same passage and answer) are kept: they teach the model, and the split
@@ -16,7 +18,7 @@ smallest content digest, so the result does not depend on file or row order.
 Rows whose numbers differ ("shelf 1" / "shelf 11", "port 7095" / "port 7096") state different
 facts however alike their words, so a near-duplicate or a leak must carry the same numbers.
 Memory stays flat in the number of rows: SQLite keeps what does not fit its page cache on
-disk.
+disk, and band hashes wait in files split by hash, one part sorted in memory at a time.
 """
 
 from __future__ import annotations

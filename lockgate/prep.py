@@ -9,6 +9,11 @@ Rows stream from the readers into a scratch SQLite file; nothing holds all rows 
 The split is a pure function of each row's content and the files are written in content
 order, so adding rows never moves an existing row and shuffling files or rows changes
 nothing.
+
+Validating, redacting and fingerprinting a row is most of the work; it is done for chunks of
+records (``prepare_chunk``), by ``data.workers`` processes when there is more than one chunk.
+Outcomes are taken in input order and a row's index id is its place in the input, so the
+files are byte for byte the same whatever the number of processes.
 """
 
 from __future__ import annotations
