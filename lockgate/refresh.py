@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -161,21 +162,37 @@ def apply_refresh(
     if scale_out is not None and len(changed) >= scale_out.min_chunks:
         log.info("embedding %d chunks in %d batches on %s", len(changed), len(batches), scale_out.name)
         encode = scale_out.encode
+
+    def write(rows: list[StoredChunk], vectors: np.ndarray) -> list[StoredChunk]:
+        store.upsert(rows, vectors)
+        return rows
+
+    pending: Future[list[StoredChunk]] | None = None
     try:
-        encoded = encode([[c.embed_text for c in part] for part in batches])
-        for part, vectors in zip(batches, encoded, strict=True):
-            rows = [
-                StoredChunk(c.chunk_id, vector_digest(c, embedder_id), c.doc, c.title, c.text, embedder_id)
-                for c in part
-            ]
-            store.upsert(rows, vectors)
-            acknowledged.update((r.chunk_id, r.content_digest) for r in rows)
+        # One write in flight while the next batch is embedded: the store's round trips and flushes
+        # overlap the encoding instead of adding to it. A batch counts once its write returned.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="refresh-write") as writer:
+            encoded = encode([[c.embed_text for c in part] for part in batches])
+            for part, vectors in zip(batches, encoded, strict=True):
+                rows = [
+                    StoredChunk(c.chunk_id, vector_digest(c, embedder_id), c.doc, c.title, c.text, embedder_id)
+                    for c in part
+                ]
+                if pending is not None:
+                    acknowledged.update((r.chunk_id, r.content_digest) for r in pending.result())
+                pending = writer.submit(write, rows, vectors)
+        if pending is not None:
+            acknowledged.update((r.chunk_id, r.content_digest) for r in pending.result())
+            pending = None
         for start in range(0, len(plan.to_delete), batch):
             ids = plan.to_delete[start : start + batch]
             store.delete(ids)
             for cid in ids:
                 acknowledged.pop(cid, None)
     except Exception:
+        # The executor waited for the write in flight; if it landed, it counts.
+        if pending is not None and pending.done() and pending.exception() is None:
+            acknowledged.update((r.chunk_id, r.content_digest) for r in pending.result())
         landed = sum(1 for c in changed if acknowledged.get(c.chunk_id) == vector_digest(c, embedder_id))
         gone = sum(1 for cid in plan.to_delete if cid not in acknowledged)
         log.warning(
