@@ -506,6 +506,8 @@ def scrub(text: str, rules: PiiRules) -> Scrubbed:
     """
     result = Scrubbed(text)
     for kind, policy in rules.active:
+        if rules.prefilter and not _may_hold(kind, result.text, rules):
+            continue  # as _find would find nothing, without the call
         spans = _find(kind, result.text, rules)
         if not spans:
             continue

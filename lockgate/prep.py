@@ -132,8 +132,9 @@ def _scrub_row(row: dict[str, Any], rules: PiiRules) -> tuple[dict[str, Any], Co
 
     def one(text: str) -> str:
         s = scrub(text, rules)
-        found.update(s.found)
-        drop.extend(k for k in s.drop if k not in drop)
+        if s.found:  # most texts hold nothing (and nothing to drop)
+            found.update(s.found)
+            drop.extend(k for k in s.drop if k not in drop)
         return s.text
 
     if "messages" in row:
