@@ -18,6 +18,7 @@ files are byte for byte the same whatever the number of processes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -273,18 +274,20 @@ def prepare(
                             # Here, in input order: a file that mixes shapes stops the stage at its first such record.
                             yield RecordJob(result.n_input, record, *shapes.of(record, record.value))
 
-            for outcomes in _prepared_chunks(_chunked(jobs(), chunk_rows), settings, _worker_count(settings)):
-                entries: list[IndexEntry] = []
-                for outcome in outcomes:
-                    if outcome.shape_seen_at is not None and outcome.shape is not None:
-                        seen_shapes.setdefault(outcome.shape, outcome.shape_seen_at)
-                    if outcome.found:
-                        result.pii_found.update(outcome.found)
-                    if outcome.entry is not None:
-                        entries.append(outcome.entry)
-                    elif outcome.aside is not None:
-                        set_aside(outcome.aside)
-                index.add_entries(entries)
+            prepared = _prepared_chunks(_chunked(jobs(), chunk_rows), settings, _worker_count(settings))
+            with contextlib.closing(prepared):  # the pool stops with the stage, also when it fails
+                for outcomes in prepared:
+                    entries: list[IndexEntry] = []
+                    for outcome in outcomes:
+                        if outcome.shape_seen_at is not None and outcome.shape is not None:
+                            seen_shapes.setdefault(outcome.shape, outcome.shape_seen_at)
+                        if outcome.found:
+                            result.pii_found.update(outcome.found)
+                        if outcome.entry is not None:
+                            entries.append(outcome.entry)
+                        elif outcome.aside is not None:
+                            set_aside(outcome.aside)
+                    index.add_entries(entries)
             if len(seen_shapes) > 1:
                 where = ", ".join(f"{s} (first at {w})" for s, w in seen_shapes.items())
                 raise DataError(f"the sources hold more than one record shape: {where}; use one shape per dataset")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lockgate.errors import DataError
 from lockgate.prep import prepare
 from lockgate.settings import DataSettings
 from tests.conftest import write_jsonl
@@ -77,3 +78,17 @@ def test_worker_count_is_validated() -> None:
     with pytest.raises(ValueError, match="workers"):
         DataSettings(workers=-1)
     assert DataSettings().workers == 0
+
+
+def test_a_file_mixing_shapes_stops_a_pool_run_as_it_stops_one_process(tmp_path: Path) -> None:
+    rows = [
+        json.dumps({"instruction": f"What is unit {i}?", "context": "c", "output": f"Unit {i}."}) for i in range(90)
+    ]
+    rows.append(json.dumps({"instruction": "Alpaca?", "input": "x", "output": "Yes."}))
+    src = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    messages = []
+    for workers in (1, 2):
+        with pytest.raises(DataError, match="mixes record shapes") as err:
+            prepare([src], DataSettings(workers=workers), tmp_path / f"work-{workers}", chunk_rows=20)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1] and "line 91 is alpaca" in messages[0]
