@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import subprocess
@@ -117,7 +118,9 @@ def child(source: Path, work: Path, workers: int) -> None:
     result = prepare([source], settings, work)
     seconds = time.perf_counter() - start
     assert result.balanced(), dict(result.counts)
-    workers_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    own, workers_used = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    workers_rss = workers_used.ru_maxrss / 1024
+    cpu = own.ru_utime + own.ru_stime + workers_used.ru_utime + workers_used.ru_stime
     print(
         json.dumps(
             {
@@ -125,6 +128,7 @@ def child(source: Path, work: Path, workers: int) -> None:
                 "seconds": seconds,
                 "peak_rss_mb": peak_rss_mb(),
                 "worker_rss_mb": workers_rss,
+                "cpu_s": cpu,
                 "counts": result.counts,
                 "digest": snapshot_digest(settings.name, result),
                 "quarantine": digest_file(result.quarantine_path),
@@ -153,6 +157,7 @@ def main() -> None:
         return
 
     small, large = args.sizes
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="lockgate-bench-prep-") as tmp:
         work = Path(tmp)
         results, single = {}, {}
@@ -161,12 +166,16 @@ def main() -> None:
             generate(source, n)
             results[n] = run_child(source, work / f"out-{n}", 0)
             single[n] = run_child(source, work / f"single-{n}", 1)
-    print(f"{'rows':>8} {'seconds':>8} {'rows/s':>8} {'peak RSS MB':>12} {'worker MB':>10}  outcomes")
+    # CPU time (the stage's and its workers', imports and start-up included) says what a row
+    # costs when other work on the machine slows the wall clock down.
+    print(
+        f"{'rows':>8} {'seconds':>8} {'rows/s':>8} {'CPU us/row':>10} {'peak RSS MB':>12} {'worker MB':>10}  outcomes"
+    )
     for n, r in results.items():
         outcomes = ", ".join(f"{k} {v}" for k, v in r["counts"].items() if v)
         print(
-            f"{n:>8} {r['seconds']:>8.1f} {n / r['seconds']:>8.0f} {r['peak_rss_mb']:>12.0f} "
-            f"{r['worker_rss_mb']:>10.0f}  {outcomes}"
+            f"{n:>8} {r['seconds']:>8.1f} {n / r['seconds']:>8.0f} {r['cpu_s'] / n * 1e6:>10.0f} "
+            f"{r['peak_rss_mb']:>12.0f} {r['worker_rss_mb']:>10.0f}  {outcomes}"
         )
     same = True
     for n in (small, large):
@@ -175,7 +184,8 @@ def main() -> None:
         same = same and equal
         print(
             f"{n:>8} rows: snapshot digest {r['digest']}; in one process {s['digest']} "
-            f"({n / s['seconds']:.0f} rows/s): {'same' if equal else 'DIFFERENT'} snapshot and quarantine"
+            f"({n / s['seconds']:.0f} rows/s, {s['cpu_s'] / n * 1e6:.0f} CPU us/row): "
+            f"{'same' if equal else 'DIFFERENT'} snapshot and quarantine"
         )
     growth = results[large]["peak_rss_mb"] / results[small]["peak_rss_mb"]
     worker_growth = results[large]["worker_rss_mb"] / max(results[small]["worker_rss_mb"], 1)

@@ -28,7 +28,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -376,7 +376,7 @@ def prepare_chunk(jobs: list[RecordJob], settings: DataSettings) -> list[RecordO
         texts = (dedupe_text(row), question_text(row), row["output"])
         split = split_of(row, settings.eval_fraction)
         valid.append((len(outcomes), (job.ordinal, row, split, record.source, record.line, texts)))
-        outcomes.append(RecordOutcome(None, None, found, shape, seen_at))
+        outcomes.append(RecordOutcome(None, None, found or None, shape, seen_at))  # None is cheaper to send back
     fingerprints = _fingerprinter(
         settings.minhash_permutations, settings.near_duplicate_threshold, settings.leakage_threshold
     )
@@ -412,7 +412,7 @@ def _worker_count(settings: DataSettings) -> int:
 
 def _prepared_chunks(
     chunks: Iterator[list[RecordJob]], settings: DataSettings, workers: int
-) -> Iterator[list[RecordOutcome]]:
+) -> Generator[list[RecordOutcome], None, None]:
     """``prepare_chunk`` of each chunk, in chunk order.
 
     With more than one worker and more than one chunk, chunks go to a process pool (``spawn``:
