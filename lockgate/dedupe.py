@@ -213,12 +213,36 @@ class Fingerprinter:
             summed = mixed.sum(axis=2, dtype=np.uint64)
         return summed.view(np.int64).tolist()  # type: ignore[no-any-return]
 
+    def _sign_triples(self, normalised: list[str]) -> np.ndarray[Any, np.dtype[np.uint32]]:
+        """The signatures of (full, question, answer) normalised texts, three rows per triple.
+
+        The full text of a row usually starts with its question and ends with its answer, so its
+        shingles are theirs plus those of the part between (overlapping each by ``SHINGLE`` - 1
+        characters): its signature is the minimum of the three, which spares signing the
+        question and the answer twice. Where the full text is not so made, it is signed whole.
+        """
+        n = len(normalised) // 3
+        full, questions, answers = normalised[0::3], normalised[1::3], normalised[2::3]
+        reach = SHINGLE - 1
+        composed = [
+            len(q) >= SHINGLE and len(a) >= SHINGLE and len(f) >= len(q) + len(a) and f.startswith(q) and f.endswith(a)
+            for f, q, a in zip(full, questions, answers, strict=True)
+        ]
+        middles = [
+            f[len(q) - reach : len(f) - len(a) + reach] if whole else f
+            for f, q, a, whole in zip(full, questions, answers, composed, strict=True)
+        ]
+        signed = self.signer.sign_normalised([*questions, *answers, *middles])
+        q_sigs, a_sigs, m_sigs = signed[:n], signed[n : 2 * n], signed[2 * n :]
+        full_sigs = np.where(np.array(composed)[:, None], np.minimum(np.minimum(q_sigs, a_sigs), m_sigs), m_sigs)
+        return np.stack([full_sigs, q_sigs, a_sigs], axis=1)
+
     def entries(self, rows: list[tuple[int, dict[str, Any], str, str, int, tuple[str, str, str]]]) -> list[IndexEntry]:
         """Each (id, row, split, source, line, (full, question, answer) texts) as an ``IndexEntry``."""
         if not rows:
             return []
         normalised = [normalise(text) for *_, triple in rows for text in triple]
-        sigs = self.signer.sign_normalised(normalised).reshape(len(rows), 3, -1)
+        sigs = self._sign_triples(normalised).reshape(len(rows), 3, -1)
         full_bands = self._band_hashes(sigs[:, 0], self.full_bands)
         question_bands = self._band_hashes(sigs[:, 1], self.question_bands)
         out = []

@@ -125,6 +125,31 @@ def test_signatures_are_datasketchs_minhash(num_perm: int) -> None:
         assert list(signer.sign(text)) == list(sig)
 
 
+def test_fingerprints_sign_each_text_as_the_signer_does() -> None:
+    """A row's full signature is composed from its question's, answer's and the part between
+    where the full text is so made; it must equal signing the full text whole, for every shape."""
+    from lockgate.dedupe import Fingerprinter
+    from lockgate.rows import dedupe_text, question_text
+
+    rnd = random.Random(7)
+
+    def text(longest: int) -> str:
+        return "".join(rnd.choice("ab cdé日?!\n") for _ in range(rnd.randrange(longest)))
+
+    rows: list[dict[str, object]] = [json.loads(r) for r in facts(20)]
+    for _ in range(300):
+        rows.append({"instruction": text(9), "context": text(9), "output": text(9)})
+        rows.append({"instruction": text(9), "input": text(5), "context": "", "output": text(9)})
+        turns = [{"role": role, "content": text(7)} for role in ("system", "user", "assistant", "user", "assistant")]
+        rows.append({"messages": turns, "output": turns[-1]["content"]})
+    fingerprints = Fingerprinter(128, 0.85, 0.85)
+    texts = [(dedupe_text(r), question_text(r), str(r["output"])) for r in rows]
+    batch = [(i, r, "train", "a.jsonl", i, t) for i, (r, t) in enumerate(zip(rows, texts, strict=True), 1)]
+    entries = fingerprints.entries(batch)  # type: ignore[arg-type]
+    for entry, triple in zip(entries, texts, strict=True):
+        assert entry.sigs[1:] == tuple(fingerprints.signer.sign(t).tobytes() for t in triple), triple
+
+
 def test_paraphrases_with_other_words_are_kept(tmp_path: Path) -> None:
     ctx = "The Quillstone Relay forwards pick orders from the planner to the floor robots."
     src = write_jsonl(
