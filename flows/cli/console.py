@@ -175,10 +175,23 @@ def _quiet_in_process_bars() -> Any:
     return undo
 
 
+def summary_json(summary: Any, log_path: Path) -> str:
+    """The release summary as JSON, naming its log file."""
+    return json.dumps({**summary.model_dump(mode="json"), "log": str(log_path)}, indent=2)
+
+
+def save_summary(summary: Any, log_path: Path) -> Path:
+    """Keep the summary as JSON beside the run's log (``release-....json``), for scripts that
+    read a release after the fact; returns its path."""
+    path = log_path.with_suffix(".json")
+    path.write_text(summary_json(summary, log_path) + "\n", encoding="utf-8")
+    return path
+
+
 def print_summary(summary: Any, log_path: Path, mode: Mode, markdown: str) -> None:
     """The release's closing words: a table in a terminal, plain markdown when piped, or JSON."""
     if mode == "json":
-        print(json.dumps({**summary.model_dump(mode="json"), "log": str(log_path)}, indent=2))
+        print(summary_json(summary, log_path))
         return
     if not sys.stdout.isatty():
         print("\n" + markdown + f"\nFull log: `{log_path}`")

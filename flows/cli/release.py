@@ -25,7 +25,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     )
     settings = params.settings()  # fail fast on bad config
     load_policy(settings.policy_path)  # and on a bad gate policy
-    from flows.cli.console import Mode, print_summary
+    from flows.cli.console import Mode, print_summary, save_summary
 
     mode: Mode = "json" if args.json else "quiet" if args.quiet else "normal"
     with run_flow(settings.home_path, mode, catch_rejected=True) as run:
@@ -34,6 +34,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         run.result = release(params)
     # After the console: inside it, stdout goes to the log file.
     assert run.log_path is not None  # a console mode always has a log file
+    save_summary(run.result, run.log_path)
     print_summary(run.result, run.log_path, mode, summary_markdown(run.result))
     return run.exit_code
 

@@ -1,27 +1,38 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.flows.demo import release, saved_summary
 from tests.live import postgres, server  # noqa: F401  (a live Prefect server on PostgreSQL, shared by the live tests)
 
 
 @pytest.fixture(scope="session")
-def released(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    """One real release of the sample data on a fresh state folder (training included, about a minute),
-    shared by every test that needs a promoted model: the state folder and the release's summary.
+def released_run(
+    prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Any, subprocess.CompletedProcess[str]]:
+    """One real release of the sample data on a fresh state folder, run as `make demo` runs it
+    (training included, about a minute), shared by every test that needs a promoted model or the
+    demo's output: the state folder, the release's summary (kept beside its log) and what the
+    command printed. Its runs and artifacts are on the suite's Prefect server.
 
-    Nobody changes this folder: a test that releases, rolls back or promotes on top works on its own
-    copy (``copy_state``), as a second machine reading the same state would.
+    Nobody changes this folder: a test that releases, rolls back, promotes or deploys on top
+    works on its own copy (``copy_state``), as a second machine reading the same state would.
     """
-    from flows.params import ReleaseParams
-    from flows.pipeline import release
-
     home = tmp_path_factory.mktemp("released") / "home"
-    summary = release(ReleaseParams(home=str(home)))
+    done = release(home, api_url=prefect_api_url)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    return home, saved_summary(home), done
+
+
+@pytest.fixture(scope="session")
+def released(released_run: tuple[Path, Any, subprocess.CompletedProcess[str]]) -> tuple[Path, Any]:
+    """The shared release's state folder and summary (a promoted model)."""
+    home, summary, _ = released_run
     assert summary.action == "promoted", summary.reasons
     return home, summary
 

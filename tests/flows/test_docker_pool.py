@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -76,18 +77,20 @@ def durable_steps(store: Path) -> list[int]:
 
 
 def test_release_on_the_docker_pool_survives_two_kills_and_a_sigterm(
-    docker_pool: tuple[str, dict[str, str], str], tmp_path: Path
+    docker_pool: tuple[str, dict[str, str], str], released: tuple[Path, Any], tmp_path: Path
 ) -> None:
     """The fine-tune container is killed twice at random moments after durable checkpoints, and
     sent SIGTERM once; each time the release re-submits it, a fresh container resumes from the
-    checkpoint store, and training reaches max_steps."""
+    checkpoint store, and training reaches max_steps. The uninterrupted run it is compared with is
+    the session's release of the same data and settings (``released``), trained in one go here."""
     url, env, trainer = docker_pool
-    max_steps = 200
+    _, straight_summary = released
+    straight = Path(straight_summary.outputs["adapter"])
+    max_steps = json.loads((straight / "lockgate-adapter.json").read_text())["steps"]  # the profile's
     release_env = {
         **env,
         "LOCKGATE_TRAINING__LAUNCHER": "deployment",
         "LOCKGATE_TRAINING__DEPLOYMENT": "finetune/finetune-docker",
-        "LOCKGATE_TRAINING__MAX_STEPS": str(max_steps),
         "LOCKGATE_TRAINING__SAVE_STEPS": "10",
         "LOCKGATE_TRAINING__MAX_RESUBMITS": "4",
     }
@@ -135,7 +138,9 @@ def test_release_on_the_docker_pool_survives_two_kills_and_a_sigterm(
     meta = json.loads((Path(adapter_dir) / "lockgate-adapter.json").read_text())
     assert meta["steps"] == max_steps, "total optimizer steps equal max_steps"
     assert meta["preemptions"] >= 3
-    straight, eval_rows, base = uninterrupted_training(Path(adapter_dir), tmp_path / "home", tmp_path)
+    dataset_dir = next(line.split("`")[1] for line in output.splitlines() if line.startswith("- dataset: `"))
+    eval_rows = Path(dataset_dir) / "eval.jsonl"
+    base = same_training(Path(adapter_dir), straight)
     resumed_loss = adapter_eval_loss(base, adapter_dir, eval_rows)
     baseline = adapter_eval_loss(base, straight, eval_rows)
     assert abs(resumed_loss - baseline) <= RESUME_LOSS_TOLERANCE * baseline, (
@@ -178,28 +183,18 @@ def test_an_out_of_memory_fine_tune_is_not_resubmitted(
     assert [r["state_type"] for r in finetunes] == ["CRASHED"]
 
 
-def uninterrupted_training(adapter_dir: Path, home: Path, tmp_path: Path) -> tuple[Path, Path, str]:
-    """Train the same config (same seed, same rows) on this machine without interruption.
+def same_training(resumed: Path, straight: Path) -> str:
+    """Check that two adapters were trained from the same base, rows and config (checkpoint
+    cadence, paths and run names aside), so their eval losses may be compared.
 
-    Returns the adapter folder, the eval rows and the base model's path."""
-    from flows.params import ReleaseParams
-    from lockgate.artifacts import LocalArtifactStore
-    from lockgate.finetune import filter_rows_that_fit, write_training_data
-    from lockgate.launchers.local import LocalAxolotlLauncher
-    from lockgate.prep import snapshot_dataset
-
-    settings = ReleaseParams(home=str(home)).settings()
-    cfg = yaml.safe_load((adapter_dir / "axolotl.yaml").read_text())
-    snapshot = snapshot_dataset(settings.sources, settings.data, LocalArtifactStore(tmp_path / "baseline-artifacts"))
-    train = write_training_data(snapshot, tmp_path / "baseline-train.jsonl", False, cfg["seed"])
-    filter_rows_that_fit(train, cfg["base_model"], cfg["sequence_len"])
-    out = tmp_path / "baseline-out"
-    out.mkdir()
-    cfg["datasets"][0]["path"] = str(train)
-    cfg.update(output_dir=str(out), dataset_prepared_path=str(out / "prepared"))
-    cfg = {k: v for k, v in cfg.items() if not k.startswith("wandb_")}
-    config = tmp_path / "baseline.yaml"
-    config.write_text(yaml.safe_dump(cfg))
-    run = LocalAxolotlLauncher(ROOT / ".venv-trainer" / "bin" / "axolotl").train(config, out, 900)
-    assert run.steps == cfg["max_steps"] and run.resumed_from is None
-    return out, Path(snapshot.eval_path), cfg["base_model"]
+    Returns the resumed run's base model folder."""
+    metas = [json.loads((p / "lockgate-adapter.json").read_text()) for p in (resumed, straight)]
+    for key in ("base_digest", "dataset_digest", "steps", "rows_trained"):
+        assert metas[0][key] == metas[1][key], f"{key}: {metas[0][key]} vs {metas[1][key]}"
+    assert metas[1]["preemptions"] == 0, "the baseline trained in one go"
+    varies = {"base_model", "datasets", "dataset_prepared_path", "output_dir", "save_steps", "wandb_run_id"}
+    cfgs = [yaml.safe_load((p / "axolotl.yaml").read_text()) for p in (resumed, straight)]
+    assert {k: v for k, v in cfgs[0].items() if k not in varies} == {
+        k: v for k, v in cfgs[1].items() if k not in varies
+    }, "the two runs trained with other settings"
+    return str(cfgs[0]["base_model"])

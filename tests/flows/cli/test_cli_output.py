@@ -4,11 +4,11 @@ library chatter, a closing summary that names the full log; and the same run for
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from collections import Counter
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
@@ -16,32 +16,14 @@ import pytest
 from lockgate.serving import load_manifest
 from lockgate.serving.vllm import EngineBook
 from tests.conftest import ROOT
+from tests.flows.conftest import copy_state
+from tests.flows.demo import flows, release
 from tests.lockgate.serving.conftest import needs_vllm
 
 pytestmark = pytest.mark.slow
 
 CONSOLE_LINE = re.compile(r"^\d\d:\d\d:\d\d  (WARNING |ERROR |CRITICAL )?\S")
 PROGRESS = re.compile(r"^\d\d:\d\d:\d\d  ([\w-]+): (completed|cached) \(\d+\.\d s\)$")
-
-
-def flows(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m flows ARGS` as `make demo` runs it (Makefile's environment), piped."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LOCKGATE_"))}
-    env.update(PYTHONPATH=str(ROOT), LOCKGATE_HOME=str(home), WANDB_MODE="offline")
-    # As the rest of the suite: vLLM's serving benchmark of the quantized model is tested on its own.
-    env["LOCKGATE_QUANTIZATION__SERVING_BENCHMARK"] = os.environ.get("LOCKGATE_QUANTIZATION__SERVING_BENCHMARK", "off")
-    return subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "python"), "-m", "flows", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-        cwd=ROOT,
-    )
-
-
-def release(home: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-    return flows(home, "release", *flags)
 
 
 def stage_lines(stderr: str) -> Counter[str]:
@@ -52,17 +34,23 @@ def stage_lines(stderr: str) -> Counter[str]:
     return Counter(m.group(1) for line in lines if (m := PROGRESS.match(line)))
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """The demo's release, once for the module: its state folder and what it printed."""
-    home = tmp_path_factory.mktemp("demo") / "home"
-    return home, release(home)
+class Demo(NamedTuple):
+    """The demo's release (the session's shared one): its state folder, which nobody changes, a
+    copy of it to go on from, and what the release printed."""
+
+    home: Path
+    copy: Path
+    done: subprocess.CompletedProcess[str]
 
 
-def test_the_demo_prints_stage_lines_and_a_summary_naming_its_log(
-    demo: tuple[Path, subprocess.CompletedProcess[str]],
-) -> None:
-    home, done = demo
+@pytest.fixture
+def demo(released_run: tuple[Path, Any, subprocess.CompletedProcess[str]], tmp_path: Path) -> Demo:
+    home, _, done = released_run
+    return Demo(home, copy_state(home, tmp_path / "home"), done)
+
+
+def test_the_demo_prints_stage_lines_and_a_summary_naming_its_log(demo: Demo, prefect_api_url: str) -> None:
+    home, copy, done = demo
     everything = done.stdout + done.stderr
     assert done.returncode == 0, everything[-4000:]
     assert "Traceback" not in everything, everything[-4000:]
@@ -79,9 +67,13 @@ def test_the_demo_prints_stage_lines_and_a_summary_naming_its_log(
     log = Path(re.fullmatch(r"Full log: `(.+)`", out[-1]).group(1))  # type: ignore[union-attr]
     assert log.parent == home / "logs" and log.is_file()
     assert "Finished in state" in log.read_text() or "completed (" in log.read_text()
+    # Beside the log, the same summary as JSON.
+    kept = json.loads(log.with_suffix(".json").read_text())
+    assert kept["log"] == str(log) and kept["action"] == "promoted"
+    assert f"- quantized: `{kept['outputs']['quantized']}`" in done.stdout
 
     # For scripts: the same release again (mostly served from cache), only JSON on stdout.
-    again = release(home, "--json")
+    again = release(copy, "--json", api_url=prefect_api_url)
     assert again.returncode == 0, again.stderr[-4000:]
     summary = json.loads(again.stdout)
     assert summary["passed"] is True and Path(summary["log"]).is_file() and Path(summary["log"]) != log
@@ -89,9 +81,9 @@ def test_the_demo_prints_stage_lines_and_a_summary_naming_its_log(
 
 
 @needs_vllm
-def test_the_demo_ends_with_an_answer_through_the_gateway(demo: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+def test_the_demo_ends_with_an_answer_through_the_gateway(demo: Demo) -> None:
     """`make demo`'s last step: deploy, a gateway, a new key, one sample question; what it started is stopped."""
-    home, released = demo
+    _, home, released = demo
     assert released.returncode == 0, released.stderr[-4000:]
     done = flows(home, "ask")
     everything = done.stdout + done.stderr

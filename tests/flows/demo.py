@@ -1,0 +1,45 @@
+"""The demo's command line as `make demo` runs it, for the tests that read its output or its
+state folder (one run per session: ``released_run`` in tests/flows/conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from flows.params import ReleaseSummary
+from tests.conftest import ROOT
+
+
+def flows(home: Path, *args: str, api_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m flows ARGS` as `make demo` runs it (Makefile's environment), piped.
+
+    Without ``api_url`` the command starts Prefect's temporary server, as on a newcomer's machine;
+    with it, the runs, events and artifacts go to that server. Either way it signs with the
+    suite's throw-away key pair (tests/conftest.py), never the machine's own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LOCKGATE_"))}
+    env.update({k: v for k, v in os.environ.items() if k.startswith("LOCKGATE_SIGNING__")})
+    env.update(PYTHONPATH=str(ROOT), LOCKGATE_HOME=str(home), WANDB_MODE="offline")
+    if api_url is not None:
+        env["PREFECT_API_URL"] = api_url
+    # As the rest of the suite: vLLM's serving benchmark of the quantized model is tested on its own.
+    env["LOCKGATE_QUANTIZATION__SERVING_BENCHMARK"] = os.environ.get("LOCKGATE_QUANTIZATION__SERVING_BENCHMARK", "off")
+    return subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "-m", "flows", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        cwd=ROOT,
+    )
+
+
+def release(home: Path, *flags: str, api_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    return flows(home, "release", *flags, api_url=api_url)
+
+
+def saved_summary(home: Path) -> ReleaseSummary:
+    """The summary the newest release in ``home`` kept beside its log."""
+    newest = max((home / "logs").glob("release-*.json"), key=lambda p: p.stat().st_mtime)
+    return ReleaseSummary.model_validate(json.loads(newest.read_text(encoding="utf-8")))
