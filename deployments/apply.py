@@ -127,8 +127,13 @@ def _trigger(spec: dict[str, Any]) -> dict[str, Any]:
         "threshold": spec.get("threshold", 1),
         "within": TypeAdapter(timedelta).validate_python(spec.get("within", 0)).total_seconds(),
         "parameters": spec.get("parameters"),
-        "enabled": spec.get("enabled", True),
+        "enabled": _flag(spec.get("enabled", True)),
     }
+
+
+def _flag(value: Any) -> bool:
+    """A trigger's ``enabled``, which may come from an environment template as text."""
+    return value.strip().lower() == "true" if isinstance(value, str) else bool(value)
 
 
 def desired_deployment(spec: dict[str, Any], pull: list[Any]) -> dict[str, Any]:
@@ -231,17 +236,19 @@ async def changed_deployments(client: Any) -> list[str]:
     return changed
 
 
-def export_change_window() -> None:
-    """LOCKGATE_CHANGE_WINDOW_S for prefect.yaml's release trigger: data.change_window_s of the
-    profile LOCKGATE_PROFILE names (default: embedded)."""
+def export_trigger_settings() -> None:
+    """The settings prefect.yaml's release triggers read, from the profile LOCKGATE_PROFILE names
+    (default: embedded): LOCKGATE_CHANGE_WINDOW_S (data.change_window_s) and
+    LOCKGATE_RELEASE_ON_QUERY_DRIFT (drift.release_on_query_drift)."""
     from lockgate.settings import load_settings
 
     settings = load_settings(os.environ.get("LOCKGATE_PROFILE", "embedded"))
     os.environ["LOCKGATE_CHANGE_WINDOW_S"] = str(settings.data.change_window_s)
+    os.environ["LOCKGATE_RELEASE_ON_QUERY_DRIFT"] = str(settings.drift.release_on_query_drift).lower()
 
 
 async def main() -> int:
-    export_change_window()
+    export_trigger_settings()
     async with get_client() as client:
         await apply_pools(client)
         await apply_quota(client)

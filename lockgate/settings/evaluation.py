@@ -105,7 +105,16 @@ class DriftSettings(Area):
         "lockgate.drift.detected for this long: a drift that persists starts one run, not one per check.",
     )
 
-    NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset({"html_report", "query_window", "query_hours", "cooldown_s"})
+    release_on_query_drift: bool = Field(
+        default=False,
+        description="Policy: production's served questions drifting from its training questions also start a "
+        "release (on the data as it is then; unchanged data ends as 'no change'), beside the online evaluation. "
+        "Applied to the server by deployments/apply.sh.",
+    )
+
+    NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset(
+        {"html_report", "query_window", "query_hours", "cooldown_s", "release_on_query_drift"}
+    )
 
 
 class GateSettings(Area):

@@ -65,6 +65,12 @@ def emit(env: dict[str, str], events: list[tuple[str, str]], gap_s: float) -> No
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+def query_drift_releases(environment: dict[str, Any]) -> list[dict[str, Any]]:
+    """The release deployment's automations that production's query drift fires."""
+    releases = [a for a in environment["automations"] if a["name"].startswith("release__automation_")]
+    return [a for a in releases if a["trigger"]["match"].get("lockgate.variant") == "production"]
+
+
 def release_runs(url: str, release_id: str) -> dict[str, list[dict[str, Any]]]:
     """Event-started release runs, by the dataset digest they were started with."""
     runs = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [release_id]}}})
@@ -95,8 +101,11 @@ def test_apply_twice_changes_nothing_and_a_burst_of_changes_starts_one_release(
     release = next(d for d in after["deployments"] if d["name"] == "release")
     api(url, f"/deployments/{release['id']}", {"description": "edited by hand"}, method="PATCH")
     api(url, "/v2/concurrency_limits/gpu-search", {"limit": 7}, method="PATCH")
-    third = apply(env)
-    assert "updating  deployment release/release (description)" in third, third
+    # Query drift starts a release only per policy: off by default, on once the settings say so.
+    assert [a["enabled"] for a in query_drift_releases(after)] == [False]
+    third = apply({**env, "LOCKGATE_DRIFT__RELEASE_ON_QUERY_DRIFT": "true"})
+    assert "updating  deployment release/release (description, triggers)" in third, third
+    assert [a["enabled"] for a in query_drift_releases(environment(url))] == [True]
     assert "updated   concurrency limit gpu-search" in third, third
     assert api(url, f"/deployments/{release['id']}")["description"] == release["description"]
 
@@ -116,11 +125,9 @@ def test_apply_twice_changes_nothing_and_a_burst_of_changes_starts_one_release(
         if "sha256:a3" in found and "sha256:b1" in found:
             break
         time.sleep(1)
-    time.sleep(WINDOW_S + 6)  # long enough for a second run, had the burst started one
-    found = release_runs(url, release["id"])
-    assert sorted(found) == ["sha256:a3", "sha256:b1"], f"release runs by digest: {sorted(found)}"
-    assert [len(runs) for runs in found.values()] == [1, 1]
-    assert found["sha256:b1"][0]["created"] < found["sha256:a3"][0]["created"], "dataset b waited for a's burst"
+    # Long enough for a second run, had the burst started one; the online evaluation below is
+    # checked meanwhile.
+    quiet_until = time.monotonic() + WINDOW_S + 6
 
     # Query drift (lockgate.drift.detected about served questions) starts an online evaluation.
     online = next(d for d in after["deployments"] if d["name"] == "online-eval")
@@ -140,3 +147,16 @@ def test_apply_twice_changes_nothing_and_a_burst_of_changes_starts_one_release(
         started = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [online["id"]]}}})
         time.sleep(1)
     assert len(started) == 1, "one online evaluation per drift event"
+    deadline = time.monotonic() + 60
+    by_policy: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not by_policy:
+        runs = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [release["id"]]}}})
+        by_policy = [r for r in runs if not r["auto_scheduled"] and not r["parameters"]["params"].get("dataset_digest")]
+        time.sleep(1)
+    assert len(by_policy) == 1, "production's query drift started one release (drift.release_on_query_drift)"
+
+    time.sleep(max(0.0, quiet_until - time.monotonic()))
+    found = release_runs(url, release["id"])
+    assert sorted(found) == ["sha256:a3", "sha256:b1"], f"release runs by digest: {sorted(found)}"
+    assert [len(runs) for runs in found.values()] == [1, 1]
+    assert found["sha256:b1"][0]["created"] < found["sha256:a3"][0]["created"], "dataset b waited for a's burst"
