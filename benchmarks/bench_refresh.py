@@ -441,7 +441,8 @@ def main() -> None:
                 assert answered_by.max() == 1, "a generated answer lies in more than one chunk"
         print(
             f"speed corpus: {args.docs} documents, {len(texts)} chunks; labelled sets: "
-            + "; ".join(f"{s.name} {len(s.questions)} questions over {len(s.chunks)} chunks" for s in labelled)
+            + "; ".join(f"{s.name} {len(s.questions)} questions over {len(s.chunks)} chunks" for s in labelled),
+            flush=True,
         )
 
         speeds: dict[str, Speed] = {}
@@ -450,6 +451,12 @@ def main() -> None:
             emb = embedders[backend]
             speeds[backend] = measure_speed(emb, corpus, texts, tokens, work / backend, seed=i)
             quality[backend] = [measure_quality(emb, s, m) for s, m in zip(labelled, relevant, strict=True)]
+            sp = speeds[backend]
+            print(
+                f"  {backend}: raw encode {sp.raw_s:.1f} s, full refresh {sp.refresh_s:.1f} s, "
+                f"1% edit {sp.incremental_s:.2f} s, hit@5 " + " / ".join(f"{r.hit5:.3f}" for r in quality[backend]),
+                flush=True,
+            )
 
         torch_raw = speeds["torch"].raw_s
         n = len(texts)
