@@ -15,6 +15,7 @@ from lockgate.records import ReleaseLineage
 from lockgate.workspace import Workspace
 from tasks.common import StageLog, fingerprints
 from tasks.data import prepare_dataset, resolve_base_model
+from tasks.drift import keep_reference
 from tasks.evaluation import EvalInputs, evaluate_candidate, find_champion, serving_prompt
 from tasks.index import refresh_index, switch_index_after_gates
 from tasks.quantization import quantize_model
@@ -139,6 +140,8 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
             base=base,
             evaluation=evaluation,
         )
+        if promotion.action == "promoted":
+            keep_reference(snapshot=snapshot, embeddings=settings.embeddings, workspace=workspace)
     if settings.vector_store.switch == "after_gates" and promotion.action != "dry_run":
         switch_index_after_gates(
             vector_store=settings.vector_store,

@@ -18,9 +18,11 @@ from lockgate.drift import (
     drift_questions,
     production_questions,
     too_few_rows,
+    training_questions,
 )
 from lockgate.querylog import QueryLogRead, QueryWindow, read_query_windows
 from lockgate.records import DatasetSnapshot, DriftReport, QueryDrift
+from lockgate.references import reference_vectors
 from lockgate.registry import drift_reference
 from lockgate.settings import DriftSettings, EmbeddingSettings
 from lockgate.workspace import Workspace
@@ -63,7 +65,8 @@ def check_drift(
     logger = get_run_logger()
     embedder = embedder_of(embeddings, workspace.exported_models)
     reference_texts, current_texts = inputs.reference_texts, inputs.current_texts
-    reference, current = embedder.encode(reference_texts), embedder.encode(current_texts)
+    reference = reference_vectors(reference_texts, embedder, workspace.artifacts, workspace.signing).vectors
+    current = embedder.encode(current_texts)
     report = detect_drift(
         reference,
         current,
@@ -109,6 +112,23 @@ def check_drift(
             },
         )
     return report
+
+
+@task(name="keep-reference", cache_policy=DEFAULT_BUT_WORKSPACE)
+def keep_reference(*, snapshot: DatasetSnapshot, embeddings: EmbeddingSettings, workspace: Workspace) -> str:
+    """Keep the promoted model's drift reference: its training questions' vectors under the
+    configured embedder, with the embedder's identity (``lockgate.references``). Every later drift
+    check against this production model loads them. Returns where they are kept."""
+    texts = training_questions(Path(workspace.artifacts.locate(snapshot.train_path)))
+    embedder = embedder_of(embeddings, workspace.exported_models)
+    kept = reference_vectors(texts, embedder, workspace.artifacts, workspace.signing)
+    get_run_logger().info(
+        "drift reference of the promoted model: %d training questions, %s %s",
+        len(texts),
+        "embedded and kept in" if kept.computed else "kept already in",
+        kept.path,
+    )
+    return str(kept.path)
 
 
 @task(name="read-queries")
@@ -157,7 +177,8 @@ def check_query_drift(
         logger.info("query drift of %s: not judged: %s", window.variant, small)
         return QueryDrift(variant=window.variant, questions=len(questions), models=window.models, not_judged=small)
     embedder = embedder_of(embeddings, workspace.exported_models)
-    reference, current = embedder.encode(reference_texts), embedder.encode(questions)
+    reference = reference_vectors(reference_texts, embedder, workspace.artifacts, workspace.signing).vectors
+    current = embedder.encode(questions)
     fast = drift.model_copy(update={"html_report": False})
     report = detect_drift(reference, current, fast, store=workspace.artifacts, texts=(reference_texts, questions))
     resource = events.queries_resource(deployment, window.variant)

@@ -59,13 +59,15 @@ def cmd_drift(args: argparse.Namespace) -> int:
 def calibrate_here(settings: Any, window: int) -> int:
     """Calibrate drift for windows of ``window`` questions against production's training questions."""
     from lockgate.drift import calibrate, commit_calibration, production_questions
+    from lockgate.references import reference_vectors
     from lockgate.workspace import Workspace
     from tasks.common import embedder_of
 
     workspace = Workspace.open(settings)
     texts = production_questions(workspace.registry, workspace.artifacts)
     embedder = embedder_of(settings.embeddings, workspace.exported_models)
-    calibration = calibrate(embedder.encode(texts), window, settings.drift)
+    reference = reference_vectors(texts, embedder, workspace.artifacts, workspace.signing)
+    calibration = calibrate(reference.vectors, window, settings.drift)
     folder = commit_calibration(calibration, workspace.artifacts)
     scores = sorted(calibration.null_scores)
     print(
