@@ -94,12 +94,20 @@ def needs_prometheus() -> pytest.MarkDecorator:
 
 
 @pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A throw-away Prefect server and database for the whole session (about 15 s to start), shared by the
-    task tests (tests/tasks/) and the flow tests (tests/flows/)."""
+    task tests (tests/tasks/) and the flow tests (tests/flows/).
+
+    Task results (the stage cache) go to a fresh folder too: a cache hit must come from this session's
+    runs, as on a fresh machine, never from a run of an earlier session left in ~/.prefect/storage."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    results = tmp_path_factory.mktemp("prefect-results")
+    with (
+        temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: results}),
+        prefect_test_harness(server_startup_timeout=120),
+    ):
         yield
 
 
