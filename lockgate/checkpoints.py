@@ -16,12 +16,15 @@ naming the file, and training does not resume from it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +114,14 @@ class CheckpointStore:
     def save(self, checkpoint: Path) -> bool:
         """Copy a complete local checkpoint into the store; False if it is already there.
 
-        The copy goes to a staging name; the marker is written last and the folder renamed,
-        so a reader never sees a checkpoint without all its files.
+        The trainer rotates old checkpoints away (save_total_limit) while we copy, so the copy
+        and its signature are made from a frozen snapshot of the folder (hard links), never
+        from the live one. The copy goes to a staging name; the marker is written last and the
+        folder renamed, so a reader never sees a checkpoint without all its files.
+
+        Raises:
+            FileNotFoundError: the trainer removed the checkpoint before it could be frozen.
+            ValueError: it is not a complete checkpoint folder.
         """
         step = checkpoint_step(checkpoint)
         if step < 0 or not is_complete_local(checkpoint):
@@ -120,17 +129,23 @@ class CheckpointStore:
         final = self._path(checkpoint.name)
         if self.fs.exists(f"{final}/{MARKER}"):
             return False
-        staging = self._path(f".staging-{checkpoint.name}-{uuid.uuid4().hex[:8]}")
+        with _frozen(checkpoint) as frozen:
+            self._upload(frozen, checkpoint.name, step)
+        log.info("checkpoint-%d saved durably to %s", step, self.url)
+        self._prune()
+        return True
+
+    def _upload(self, frozen: Path, name: str, step: int) -> None:
+        final = self._path(name)
+        staging = self._path(f".staging-{name}-{uuid.uuid4().hex[:8]}")
         try:
-            files = {
-                p.relative_to(checkpoint).as_posix(): p.stat().st_size for p in checkpoint.rglob("*") if p.is_file()
-            }
+            files = {p.relative_to(frozen).as_posix(): p.stat().st_size for p in frozen.rglob("*") if p.is_file()}
             for rel in files:
                 parent = Path(rel).parent.as_posix()
                 self.fs.makedirs(staging if parent == "." else f"{staging}/{parent}", exist_ok=True)
-                self.fs.put_file(str(checkpoint / rel), f"{staging}/{rel}")
+                self.fs.put_file(str(frozen / rel), f"{staging}/{rel}")
             if self.signing is not None:  # before the marker and the rename: a visible checkpoint is signed
-                signature = sign_folder(self.signing, checkpoint, checkpoint.with_name(f".{checkpoint.name}.sig"))
+                signature = sign_folder(self.signing, frozen, frozen.with_name(f"{frozen.name}{SIGNATURE_SUFFIX}"))
                 try:
                     self.fs.put_file(str(signature), f"{final}{SIGNATURE_SUFFIX}")
                 finally:
@@ -144,9 +159,6 @@ class CheckpointStore:
             if self.fs.exists(staging):
                 self.fs.rm(staging, recursive=True)
             raise
-        log.info("checkpoint-%d saved durably to %s", step, self.url)
-        self._prune()
-        return True
 
     def _prune(self) -> None:
         """Keep the newest ``keep`` complete checkpoints; older ones are never resumed from."""
@@ -257,7 +269,7 @@ class CheckpointSync:
         while not self._stop.wait(self.interval_s):
             try:
                 self.sync_now()
-            except OSError as exc:  # the store is flaky: try again next round, keep training
+            except Exception as exc:  # a flaky store, a refused signature: say so, try again next round, keep training
                 self.errors.append(str(exc))
                 log.warning("checkpoint sync failed, will retry: %s", exc)
 
@@ -278,10 +290,39 @@ class CheckpointSync:
                 try:
                     self.store.save(folder)
                 except FileNotFoundError:
-                    continue  # the trainer rotated it away (save_total_limit) while we copied
+                    continue  # the trainer rotated it away (save_total_limit) before we froze it
                 self.saved.add(step)
                 new.append(step)
             return new
+
+
+@contextlib.contextmanager
+def _frozen(checkpoint: Path) -> Iterator[Path]:
+    """A private, unchanging copy of a complete checkpoint folder (hard links where the disk allows),
+    removed afterwards; the trainer may delete the original meanwhile.
+
+    Raises:
+        FileNotFoundError: the folder (or a file of it) was removed before it was frozen.
+    """
+    frozen = checkpoint.with_name(f".frozen-{checkpoint.name}-{uuid.uuid4().hex[:8]}")
+    try:
+        for src in sorted(checkpoint.rglob("*")):
+            dst = frozen / src.relative_to(checkpoint)
+            if src.is_dir():
+                dst.mkdir(parents=True, exist_ok=True)
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src, dst)
+            except FileNotFoundError:
+                raise
+            except OSError:  # another filesystem, or links not allowed: a copy
+                shutil.copy2(src, dst)
+        if not is_complete_local(frozen):
+            raise FileNotFoundError(f"{checkpoint} was removed while it was being frozen")
+        yield frozen
+    finally:
+        shutil.rmtree(frozen, ignore_errors=True)
 
 
 def open_checkpoint_store(url: str, signing: ArtifactSigning | None = None) -> CheckpointStore:

@@ -276,3 +276,27 @@ def test_the_trainer_gets_its_own_wandb_service(tmp_path: Path, monkeypatch: pyt
     out.mkdir()
     LocalAxolotlLauncher(script, env={}).train(tmp_path / "c.yaml", out, 60)
     assert (out / "service.txt").read_text().strip() == "own"
+
+
+def test_the_sync_keeps_going_after_an_unexpected_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One failed save (any error, not only the store's I/O) is logged and retried next round:
+    the sync thread does not die and leave every checkpoint to the end of training."""
+    store = CheckpointStore(str(tmp_path / "store"))
+    out = tmp_path / "out"
+    complete_checkpoint(out / "checkpoint-5", 5)
+    save = store.save
+    calls: list[str] = []
+
+    def refuse_once(checkpoint: Path) -> bool:
+        calls.append(checkpoint.name)
+        if len(calls) == 1:
+            raise RuntimeError("a signing library's hiccup")
+        return save(checkpoint)
+
+    monkeypatch.setattr(store, "save", refuse_once)
+    with CheckpointSync(out, store, interval_s=0.05) as sync:
+        deadline = time.monotonic() + 10
+        while store.steps() != [5] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.steps() == [5], "the next round saved it, while training still ran"
+    assert sync.errors == ["a signing library's hiccup"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,28 @@ def test_a_signed_checkpoint_restores_and_a_changed_one_is_refused(
     store.fs.rm(f"{store.root}/checkpoint-15.sig")
     with pytest.raises(TamperedError, match=r"checkpoint-15.sig \(its signature\) is missing"):
         store.restore_latest(again)
+
+
+def test_a_checkpoint_the_trainer_rotates_away_mid_save_still_lands_whole_and_signed(
+    tmp_path: Path, signing: ArtifactSigning, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a fast trainer, save_total_limit deletes checkpoint-N while the sync copies and signs it:
+    the store still gets all of it, signed, and a resume verifies it."""
+    store = CheckpointStore(str(tmp_path / "store"), signing=signing)
+    live = complete_checkpoint(tmp_path / "out" / "checkpoint-10", 10)
+    (live / "optimizer.pt").write_bytes(b"o" * 64)
+    put_file = store.fs.put_file
+
+    def rotate_after_the_first_file(src: str, dst: str, **kw: object) -> None:
+        put_file(src, dst, **kw)
+        shutil.rmtree(live, ignore_errors=True)  # the trainer's rotation, between two files
+
+    monkeypatch.setattr(store.fs, "put_file", rotate_after_the_first_file)
+    assert store.save(live)
+    assert not live.exists() and store.steps() == [10]
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    restored = store.restore_latest(fresh)
+    assert restored is not None
+    assert (restored / "optimizer.pt").read_bytes() == b"o" * 64
+    assert not list((tmp_path / "out").iterdir()), "the frozen copy is removed"
