@@ -1,5 +1,5 @@
 """Drift checks on their own schedules: are today's questions, and the questions users really ask,
-still like what production was trained on?"""
+still like what production was trained on? Is the corpus still like the one the serving index was built from?"""
 
 from __future__ import annotations
 
@@ -7,13 +7,21 @@ import time
 
 from prefect import flow
 
-from flows.params import QueryDriftParams, StageParams
-from lockgate.records import DatasetSnapshot, DriftReport, QueryDrift
+from flows.params import CorpusDriftParams, QueryDriftParams, StageParams
+from lockgate.records import CorpusDrift, DatasetSnapshot, DriftReport, QueryDrift
 from lockgate.settings import LockgateSettings
 from lockgate.workspace import Workspace
 from tasks.common import StageLog, fingerprints
 from tasks.data import prepare_dataset
-from tasks.drift import DriftInputs, check_drift, check_query_drift, drift_inputs, query_reference, read_queries
+from tasks.drift import (
+    DriftInputs,
+    check_corpus_drift,
+    check_drift,
+    check_query_drift,
+    drift_inputs,
+    query_reference,
+    read_queries,
+)
 
 
 @flow(name="drift")
@@ -80,3 +88,22 @@ def query_drift(params: QueryDriftParams = QueryDriftParams()) -> list[QueryDrif
         )
         for window in read.windows.values()
     ]
+
+
+@flow(name="corpus-drift")
+def corpus_drift(params: CorpusDriftParams = CorpusDriftParams()) -> CorpusDrift:  # noqa: B008 (the UI form's default)
+    """Compare the corpus about to be indexed (data.corpus_dir) with the sample kept when the serving
+    index generation was built; emits ``lockgate.drift.detected`` for ``lockgate.corpus.<collection>``
+    on a drift (at most once per ``drift.cooldown_s``), which starts the refresh.
+    """
+    settings = params.settings()
+    workspace = Workspace.open(settings)
+    return check_corpus_drift(
+        corpus_dir=str(settings.resolve(settings.data.corpus_dir)),
+        data=settings.data,
+        drift=settings.drift,
+        embeddings=settings.embeddings,
+        vector_store=settings.vector_store,
+        workspace=workspace,
+        now=time.time(),
+    )

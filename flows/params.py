@@ -66,6 +66,21 @@ class QueryDriftParams(StageParams):
         return out
 
 
+class CorpusDriftParams(StageParams):
+    """Which corpus the corpus-drift check compares with the serving index's reference."""
+
+    corpus_dir: str | None = Field(
+        default=None,
+        description="Corpus folder instead of the profile's data.corpus_dir (absolute, or relative to the project).",
+    )
+
+    def overrides(self) -> dict[str, Any]:
+        out = super().overrides()
+        if self.corpus_dir:
+            out["data"] = {"corpus_dir": self.corpus_dir}
+        return out
+
+
 class ReleaseParams(StageParams):
     """What to run the release pipeline with."""
 

@@ -150,6 +150,13 @@ def too_few_rows(n_reference: int, n_current: int, settings: DriftSettings) -> s
     return None
 
 
+def corpus_window(n_reference: int) -> int:
+    """How many chunks of the current corpus a corpus-drift check judges against a reference of
+    ``n_reference``: half of it, so the calibration's same-distribution windows (drawn from the
+    reference and judged against the rest) have as many rows as the other side."""
+    return max(1, n_reference // 2)
+
+
 def _null_scores(
     reference: np.ndarray, window: int, settings: DriftSettings, rng: np.random.Generator
 ) -> tuple[np.ndarray, float | None]:

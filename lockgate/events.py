@@ -43,6 +43,12 @@ def queries_resource(deployment: str, variant: str) -> dict[str, str]:
     }
 
 
+def corpus_resource(collection: str) -> dict[str, str]:
+    """The event resource of the corpus an index collection is built from: ``lockgate.corpus.<collection>``
+    (the logical collection, ``vector_store.collection``)."""
+    return {"prefect.resource.id": f"lockgate.corpus.{collection}", "prefect.resource.name": collection}
+
+
 def prompt_resource(name: str) -> dict[str, str]:
     """The event resource of a prompt: ``lockgate.prompt.<name>``."""
     return {"prefect.resource.id": f"lockgate.prompt.{name}", "prefect.resource.name": name}

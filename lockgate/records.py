@@ -252,6 +252,21 @@ class QueryDrift(BaseModel):
     )
 
 
+class CorpusDrift(BaseModel):
+    """Corpus drift: a sample of the corpus about to be indexed against the serving collection's corpus reference."""
+
+    model_config = ConfigDict(frozen=True)
+
+    collection: str = Field(description="The physical collection that serves (whose reference was compared).")
+    chunks: int = Field(description="Chunks of the current corpus compared.")
+    reference_chunks: int = Field(description="Chunks in the serving collection's corpus reference.")
+    report: DriftReport | None = Field(default=None, description="The verdict; None when it was not judged.")
+    not_judged: str | None = Field(default=None, description="Why no verdict: too few chunks, with the counts.")
+    alarm: Literal["sent", "cooldown", "none"] = Field(
+        default="none", description="lockgate.drift.detected sent, held back by the cooldown, or no drift."
+    )
+
+
 class OnlineQuality(BaseModel):
     """One variant's served questions measured without labels (``lockgate.online``)."""
 

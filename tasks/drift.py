@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
@@ -13,6 +14,7 @@ from lockgate import events
 from lockgate.drift import (
     AlarmBook,
     commit_html_report,
+    corpus_window,
     describe_verdict,
     detect_drift,
     drift_questions,
@@ -20,13 +22,16 @@ from lockgate.drift import (
     too_few_rows,
     training_questions,
 )
+from lockgate.errors import DataError
 from lockgate.querylog import QueryLogRead, QueryWindow, read_query_windows
-from lockgate.records import DatasetSnapshot, DriftReport, QueryDrift
-from lockgate.references import reference_vectors
+from lockgate.records import CorpusDrift, DatasetSnapshot, DriftReport, QueryDrift
+from lockgate.references import CORPUS_BOOK, corpus_reference_texts, corpus_texts, reference_vectors
 from lockgate.registry import drift_reference
-from lockgate.settings import DriftSettings, EmbeddingSettings
+from lockgate.settings import DataSettings, DriftSettings, EmbeddingSettings, VectorStoreSettings
+from lockgate.stores.aliases import home_aliases
 from lockgate.workspace import Workspace
 from tasks.common import DEFAULT_BUT_WORKSPACE, StageCache, artifact_key, embedder_of
+from tasks.index import corpus_chunks
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,48 @@ def query_reference(*, workspace: Workspace) -> list[str]:
     return production_questions(workspace.registry, workspace.artifacts)
 
 
+Alarm = Literal["sent", "cooldown", "none"]
+# What a log line adds for each alarm outcome.
+SAID: dict[str, str] = {
+    "sent": "; event sent",
+    "cooldown": "; no event: an alarm rang within drift.cooldown_s",
+    "none": "",
+}
+
+
+def judge_and_ring(
+    reference_texts: list[str],
+    current_texts: list[str],
+    resource: dict[str, str],
+    *,
+    drift: DriftSettings,
+    embeddings: EmbeddingSettings,
+    workspace: Workspace,
+    now: float,
+) -> tuple[DriftReport, Alarm]:
+    """The verdict of one scheduled drift check, on the fast path (no HTML), and whether its alarm rings.
+
+    The reference's vectors are loaded when kept (``lockgate.references``). On a drift, the
+    resource's alarm rings unless it rang less than ``drift.cooldown_s`` ago; when it rings,
+    Evidently's report is written (a drift that persists had its report written when it rang).
+    """
+    embedder = embedder_of(embeddings, workspace.exported_models)
+    reference = reference_vectors(reference_texts, embedder, workspace.artifacts, workspace.signing).vectors
+    current = embedder.encode(current_texts)
+    fast = drift.model_copy(update={"html_report": False})
+    report = detect_drift(reference, current, fast, store=workspace.artifacts, texts=(reference_texts, current_texts))
+    if not report.drifted:
+        return report, "none"
+    rang = AlarmBook(workspace.home / "state" / "drift-alarms.json").ring(
+        resource["prefect.resource.id"], now, drift.cooldown_s
+    )
+    if rang is not None:
+        return report, "cooldown"
+    if drift.html_report:
+        report = commit_html_report(report, reference, current, drift, workspace.artifacts)
+    return report, "sent"
+
+
 @task(name="query-drift")
 def check_query_drift(
     *,
@@ -176,23 +223,12 @@ def check_query_drift(
     if small is not None:
         logger.info("query drift of %s: not judged: %s", window.variant, small)
         return QueryDrift(variant=window.variant, questions=len(questions), models=window.models, not_judged=small)
-    embedder = embedder_of(embeddings, workspace.exported_models)
-    reference = reference_vectors(reference_texts, embedder, workspace.artifacts, workspace.signing).vectors
-    current = embedder.encode(questions)
-    fast = drift.model_copy(update={"html_report": False})
-    report = detect_drift(reference, current, fast, store=workspace.artifacts, texts=(reference_texts, questions))
     resource = events.queries_resource(deployment, window.variant)
-    alarm = "none"
-    if report.drifted:
-        rang = AlarmBook(workspace.home / "state" / "drift-alarms.json").ring(
-            resource["prefect.resource.id"], now, drift.cooldown_s
-        )
-        alarm = "sent" if rang is None else "cooldown"
-        if alarm == "sent" and drift.html_report:  # a drift that persists: its report was written when it rang
-            report = commit_html_report(report, reference, current, drift, workspace.artifacts)
+    report, alarm = judge_and_ring(
+        reference_texts, questions, resource, drift=drift, embeddings=embeddings, workspace=workspace, now=now
+    )
     verdict = "DRIFT" if report.drifted else "no drift"
-    said = {"sent": "; event sent", "cooldown": "; no event: an alarm rang within drift.cooldown_s", "none": ""}[alarm]
-    logger.info("query drift of %s: %s -> %s%s", window.variant, describe_verdict(report), verdict, said)
+    logger.info("query drift of %s: %s -> %s%s", window.variant, describe_verdict(report), verdict, SAID[alarm])
     create_markdown_artifact(
         key=f"query-drift-{artifact_key(window.variant)}",
         markdown="\n".join(
@@ -227,4 +263,92 @@ def check_query_drift(
         )
     return QueryDrift(
         variant=window.variant, questions=len(questions), models=window.models, report=report, alarm=alarm
+    )
+
+
+@task(name="corpus-drift")
+def check_corpus_drift(
+    *,
+    corpus_dir: str,
+    data: DataSettings,
+    drift: DriftSettings,
+    embeddings: EmbeddingSettings,
+    vector_store: VectorStoreSettings,
+    workspace: Workspace,
+    now: float,
+) -> CorpusDrift:
+    """The corpus about to be indexed against the corpus reference of the collection that serves.
+
+    A sample of the current chunks (``lockgate.references.corpus_texts``, as many as
+    ``lockgate.drift.corpus_window`` allows) is judged against the sample kept when the serving
+    generation was built. On a drift ``lockgate.drift.detected`` is
+    emitted for ``lockgate.corpus.<vector_store.collection>`` (``prefect.yaml`` starts the refresh on
+    it), at most once per ``drift.cooldown_s``. Too few chunks on a side is reported, never judged.
+
+    Raises:
+        DataError: nothing serves yet, or the serving collection has no corpus reference.
+    """
+    logger = get_run_logger()
+    serving = home_aliases(workspace.home).serving(vector_store.collection)
+    if serving is None:
+        raise DataError(
+            f"index {vector_store.collection}: nothing serves yet in {workspace.home}; "
+            "run `python -m flows refresh` first"
+        )
+    reference_texts = corpus_reference_texts(
+        workspace.home / CORPUS_BOOK, serving, workspace.artifacts, workspace.signing
+    )
+    embedder = embedder_of(embeddings, workspace.exported_models)
+    # A sample of the current corpus, picked the same way as the reference's.
+    chunks = corpus_chunks(corpus_dir, data, embeddings, embedder, workspace)
+    current_texts = corpus_texts(chunks, cap=corpus_window(len(reference_texts)))
+    small = too_few_rows(len(reference_texts), len(current_texts), drift)
+    if small is not None:
+        logger.info("corpus drift of %s: not judged: %s", serving, small)
+        return CorpusDrift(
+            collection=serving, chunks=len(current_texts), reference_chunks=len(reference_texts), not_judged=small
+        )
+    resource = events.corpus_resource(vector_store.collection)
+    report, alarm = judge_and_ring(
+        reference_texts, current_texts, resource, drift=drift, embeddings=embeddings, workspace=workspace, now=now
+    )
+    verdict = "DRIFT" if report.drifted else "no drift"
+    logger.info("corpus drift of %s: %s -> %s%s", serving, describe_verdict(report), verdict, SAID[alarm])
+    create_markdown_artifact(
+        key="corpus-drift",
+        markdown="\n".join(
+            [
+                f"# Corpus drift of {vector_store.collection}: {verdict}",
+                "",
+                f"- {describe_verdict(report)}",
+                f"- {len(current_texts)} of the {len(chunks)} chunks of `{corpus_dir}` against the "
+                f"{len(reference_texts)} kept when "
+                f"`{serving}` (serving) was built",
+                f"- HTML report: `{report.html_path}`" if report.html_path else "- HTML report: written on a drift",
+                f"- alarm: {alarm}",
+            ]
+        ),
+        description="Is the corpus about to be indexed still like the one the serving index was built from?",
+    )
+    if alarm == "sent":
+        emit_event(
+            event=events.DRIFT_DETECTED,
+            resource=resource,
+            payload={
+                "kind": "corpus",
+                "collection": serving,
+                "score": report.score,
+                "threshold": report.threshold,
+                "method": report.method,
+                "p_value": report.p_value,
+                "report": report.html_path or report.digest,
+                "chunks": len(current_texts),
+            },
+        )
+    return CorpusDrift(
+        collection=serving,
+        chunks=len(current_texts),
+        reference_chunks=len(reference_texts),
+        report=report,
+        alarm=alarm,
     )

@@ -8,9 +8,11 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from lockgate.corpus import ChunkCache, TokenChunking, load_corpus
+from lockgate.corpus import Chunk, ChunkCache, TokenChunking, load_corpus
+from lockgate.embeddings import Embedder
 from lockgate.prep import pii_rules
 from lockgate.records import IndexBuild
+from lockgate.references import CORPUS_BOOK, corpus_texts, keep_corpus_reference
 from lockgate.refresh import refresh_generation, switch_after_gates
 from lockgate.settings import DataSettings, EmbeddingSettings, VectorStoreSettings
 from lockgate.stores import VectorStore, open_store
@@ -44,14 +46,8 @@ def refresh_index(
     ``vector_store.max_delete_share`` of the index.
     """
     logger = get_run_logger()
-    # The corpus is redacted with the same rules as the training rows before anything is embedded.
     embedder = embedder_of(embeddings, workspace.exported_models)
-    # Chunks are measured in the embedder's own tokens, so none is cut off at its input limit.
-    tokens = TokenChunking(embedder.tokenizer(), embeddings.chunk_tokens, embeddings.chunk_overlap_tokens)
-    # Beside the index: an unchanged document's chunks are reused, so an edit costs its own chunking only.
-    cache = ChunkCache(workspace.home / "index" / "chunk-cache.json")
-    chunks = load_corpus(Path(corpus_dir), pii=pii_rules(data), tokens=tokens, cache=cache)
-    logger.info("chunks: %d documents reused from the chunk cache, %d chunked", cache.hits, cache.misses)
+    chunks = corpus_chunks(corpus_dir, data, embeddings, embedder, workspace)
     build, move = refresh_generation(
         chunks,
         _opener(vector_store, workspace.index_uri),
@@ -76,6 +72,10 @@ def refresh_index(
         build.unchanged,
         build.total,
     )
+    # What corpus drift compares the next corpus with: a sample of this build's chunks.
+    kept = keep_corpus_reference(
+        corpus_texts(chunks), workspace.artifacts, workspace.home / CORPUS_BOOK, build.collection
+    )
     create_markdown_artifact(
         key="index-build",
         markdown="\n".join(
@@ -89,11 +89,25 @@ def refresh_index(
                 f"- store: `{build.uri}` collection `{build.collection}`",
                 f"- embedder: {build.embedder}",
                 f"- manifest: `{build.manifest_path}` (`{build.digest}`)",
+                f"- corpus reference (what corpus drift compares with): `{kept}`",
             ]
         ),
         description="What the refresh changed in the vector store",
     )
     return build
+
+
+def corpus_chunks(
+    corpus_dir: str, data: DataSettings, embeddings: EmbeddingSettings, embedder: Embedder, workspace: Workspace
+) -> list[Chunk]:
+    """The corpus as the index holds it: redacted with the training rows' PII rules, chunked in the
+    embedder's own tokens (so none is cut off at its input limit), through the state folder's chunk
+    cache (an unchanged document's chunks are reused, so an edit costs its own chunking only)."""
+    tokens = TokenChunking(embedder.tokenizer(), embeddings.chunk_tokens, embeddings.chunk_overlap_tokens)
+    cache = ChunkCache(workspace.home / "index" / "chunk-cache.json")
+    chunks = load_corpus(Path(corpus_dir), pii=pii_rules(data), tokens=tokens, cache=cache)
+    get_run_logger().info("chunks: %d documents reused from the chunk cache, %d chunked", cache.hits, cache.misses)
+    return chunks
 
 
 @task(name="switch-index", cache_policy=DEFAULT_BUT_WORKSPACE)

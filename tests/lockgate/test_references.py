@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from lockgate.artifacts import ArtifactStore, LocalArtifactStore
+from lockgate.corpus import Chunk
 from lockgate.embeddings import SentenceTransformerEmbedder
-from lockgate.references import reference_vectors
+from lockgate.errors import DataError
+from lockgate.references import corpus_reference_texts, corpus_texts, keep_corpus_reference, reference_vectors
 from lockgate.settings import load_settings
 from lockgate.signing import TamperedError, open_signing
 
@@ -71,3 +73,34 @@ def test_a_reference_changed_on_disk_is_refused(tmp_path: Path, minilm: Sentence
     np.save(kept.path / "vectors.npy", shifted, allow_pickle=False)
     with pytest.raises(TamperedError, match=r"vectors\.npy"):
         reference_vectors(QUESTIONS, minilm, store, signing)
+
+
+def chunk(n: int) -> Chunk:
+    return Chunk(f"doc{n}#0", f"doc{n}.md", f"Relay {n}", f"Relay {n} listens on port {7000 + n}.")
+
+
+def test_a_corpus_sample_does_not_depend_on_file_order_and_is_kept_per_collection(
+    store: ArtifactStore, tmp_path: Path
+) -> None:
+    chunks = [chunk(n) for n in range(30)]
+    sample = corpus_texts(chunks, cap=10)
+    assert len(sample) == 10 and corpus_texts(chunks[::-1], cap=10) == sample, "the same corpus, the same sample"
+    assert all(": Relay " in text for text in sample), "the text the embedder sees, title included"
+    book = tmp_path / "home" / "index" / "corpus-reference.json"
+    keep_corpus_reference(sample, store, book, "docs__blue")
+    keep_corpus_reference(corpus_texts(chunks[:5]), store, book, "docs__green")
+    assert corpus_reference_texts(book, "docs__blue", store) == sample
+    assert len(corpus_reference_texts(book, "docs__green", store)) == 5, "each generation keeps its own"
+    with pytest.raises(DataError, match=r"no corpus reference for collection docs__red.*flows refresh"):
+        corpus_reference_texts(book, "docs__red", store)
+
+
+def test_a_corpus_reference_changed_on_disk_is_refused(tmp_path: Path) -> None:
+    signing = open_signing(load_settings().signing)
+    store = LocalArtifactStore(tmp_path / "artifacts", signing)
+    book = tmp_path / "index" / "corpus-reference.json"
+    kept = keep_corpus_reference(corpus_texts([chunk(n) for n in range(8)]), store, book, "docs__blue")
+    assert len(corpus_reference_texts(book, "docs__blue", store, signing)) == 8
+    (kept / "texts.jsonl").write_text(json.dumps("a cooking recipe") + "\n", encoding="utf-8")
+    with pytest.raises(TamperedError, match=r"texts\.jsonl"):
+        corpus_reference_texts(book, "docs__blue", store, signing)
