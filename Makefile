@@ -47,7 +47,7 @@ lint: setup  ## ruff and mypy
 serve: setup  ## deploy the production model on vLLM (if needed) and run the gateway on http://127.0.0.1:8300/v1
 	$(PY) -m flows deploy && $(PY) -m flows serve
 
-monitor: setup  ## Prometheus on http://127.0.0.1:9090 over the gateway and its engines, with the shipped rules (after make serve)
+monitor: setup  ## Prometheus on http://127.0.0.1:9090 over the gateway and its engines, and the Evidently UI dashboard on :8000 (after make serve)
 	$(PY) -m flows monitor
 
 server: setup  ## start a local Prefect server with the UI on http://127.0.0.1:4200

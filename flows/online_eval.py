@@ -15,6 +15,7 @@ from tasks.online import (
     compare_online_quality,
     measure_online_quality,
     ratings_of,
+    record_online,
     served_variants,
 )
 
@@ -25,7 +26,9 @@ def online_eval(params: QueryDriftParams = QueryDriftParams()) -> list[OnlineQua
     the similarity of each one's best retrieved chunk, the share with no context above
     ``monitoring.context_floor``, and the ratings users sent; a variant rated significantly worse
     than production is named, and when it is the canary, rolled back
-    (``monitoring.rollback_on_quality``). Started by ``lockgate.drift.detected`` on served questions.
+    (``monitoring.rollback_on_quality``). The window's quality goes on the dashboard beside
+    Prometheus' latency, tokens/s, errors and queue depth. Started by ``lockgate.drift.detected`` on
+    served questions.
     """
     settings = params.settings()
     workspace = Workspace.open(settings)
@@ -45,6 +48,7 @@ def online_eval(params: QueryDriftParams = QueryDriftParams()) -> list[OnlineQua
         for name, window in read.windows.items()
     ]
     compared = compare_online_quality(qualities=qualities, monitoring=settings.monitoring)
+    record_online(qualities=compared, monitoring=settings.monitoring, workspace=workspace)
     act_on_online_quality(
         qualities=compared, monitoring=settings.monitoring, prompt_name=settings.prompts.name, workspace=workspace
     )

@@ -7,10 +7,11 @@ this module opens the adapters they choose.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lockgate.artifacts import ArtifactStore, open_artifacts
+from lockgate.dashboard import Dashboard, NoDashboard, open_dashboard
 from lockgate.registry import ModelRegistry, open_registry
 from lockgate.registry.prompts import PromptRegistry, open_prompt_registry
 from lockgate.settings import LockgateSettings, RegistrySettings
@@ -45,6 +46,8 @@ class Workspace:
         reports: HTML reports (drift).
         logs: the commands' log files.
         serving: the serving manifest, keys, query log and engines.
+        dashboard: where watch checks record what they measured (``monitoring.dashboard``; the Evidently
+            UI's project named after ``data.name``, kept under ``<home>/monitoring/evidently``).
     """
 
     home: Path
@@ -57,6 +60,7 @@ class Workspace:
     reports: Path
     logs: Path
     serving: ServingPaths
+    dashboard: Dashboard = field(default_factory=NoDashboard)
 
     @classmethod
     def open(cls, settings: LockgateSettings) -> Workspace:
@@ -78,6 +82,9 @@ class Workspace:
             reports=home / "reports",
             logs=home / "logs",
             serving=ServingPaths(settings),
+            dashboard=open_dashboard(
+                settings.monitoring.dashboard, home / "monitoring" / "evidently", settings.data.name
+            ),
         )
 
     @property

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -18,7 +18,7 @@ from prefect.events import emit_event
 from lockgate import events
 from lockgate.artifacts import ArtifactStore
 from lockgate.embeddings import Embedder, SentenceTransformerEmbedder, resolve_model_path
-from lockgate.errors import TransientError
+from lockgate.errors import LockgateError, TransientError
 from lockgate.fingerprint import stage_cache_key, trainer_environment_digest, weights_digest
 from lockgate.records import Record
 from lockgate.settings import EmbeddingSettings, LockgateSettings
@@ -193,3 +193,12 @@ def report_tampered(refused: TamperedError, boundary: str) -> None:
             "message": str(refused),
         },
     )
+
+
+def record_on_dashboard(workspace: Any, kind: str, values: Mapping[str, float]) -> None:
+    """Keep what a check measured on the workspace's dashboard (``monitoring.dashboard``). A dashboard
+    that cannot be written is a warning: the check's verdict stands either way."""
+    try:
+        workspace.dashboard.record(kind, values)
+    except LockgateError as exc:
+        get_run_logger().warning("%s not recorded on the dashboard: %s", kind, exc)

@@ -30,7 +30,7 @@ from lockgate.registry import drift_reference
 from lockgate.settings import DataSettings, DriftSettings, EmbeddingSettings, VectorStoreSettings
 from lockgate.stores.aliases import home_aliases
 from lockgate.workspace import Workspace
-from tasks.common import DEFAULT_BUT_WORKSPACE, StageCache, artifact_key, embedder_of
+from tasks.common import DEFAULT_BUT_WORKSPACE, StageCache, artifact_key, embedder_of, record_on_dashboard
 from tasks.index import corpus_chunks
 
 
@@ -229,6 +229,14 @@ def check_query_drift(
     )
     verdict = "DRIFT" if report.drifted else "no drift"
     logger.info("query drift of %s: %s -> %s%s", window.variant, describe_verdict(report), verdict, SAID[alarm])
+    record_on_dashboard(
+        workspace,
+        "query-drift",
+        {
+            f"{window.variant}_query_drift_score": report.score,
+            f"{window.variant}_query_drift_threshold": report.threshold,
+        },
+    )
     create_markdown_artifact(
         key=f"query-drift-{artifact_key(window.variant)}",
         markdown="\n".join(
@@ -314,6 +322,9 @@ def check_corpus_drift(
     )
     verdict = "DRIFT" if report.drifted else "no drift"
     logger.info("corpus drift of %s: %s -> %s%s", serving, describe_verdict(report), verdict, SAID[alarm])
+    record_on_dashboard(
+        workspace, "corpus-drift", {"corpus_drift_score": report.score, "corpus_drift_threshold": report.threshold}
+    )
     create_markdown_artifact(
         key="corpus-drift",
         markdown="\n".join(

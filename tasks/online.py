@@ -9,6 +9,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 
+from lockgate.dashboard import prometheus_values
+from lockgate.errors import TransientError
 from lockgate.online import against_production, canary_rated_worse, online_quality, read_ratings
 from lockgate.querylog import QueryWindow
 from lockgate.records import OnlineQuality
@@ -17,7 +19,7 @@ from lockgate.serving.manifest import SwapOutcome, swap_manifest
 from lockgate.settings import EmbeddingSettings, MonitoringSettings, VectorStoreSettings
 from lockgate.stores import open_store
 from lockgate.workspace import Workspace
-from tasks.common import embedder_of
+from tasks.common import embedder_of, record_on_dashboard
 
 
 @task(name="served-variants")
@@ -136,3 +138,26 @@ def act_on_online_quality(
     else:
         logger.warning("canary not rolled back yet (%s: a deploy holds or replaced the manifest): %s", outcome, reason)
     return outcome
+
+
+@task(name="record-online")
+def record_online(
+    *, qualities: list[OnlineQuality], monitoring: MonitoringSettings, workspace: Workspace
+) -> dict[str, float]:
+    """Put the window's quality per variant on the dashboard, beside what Prometheus measured of the
+    same traffic (p95 latency, tokens/s, error ratio, queue depth; ``monitoring.prometheus_url``).
+    Prometheus not answering leaves the serving panels as they were, with a log line."""
+    values: dict[str, float] = {}
+    for q in qualities:
+        values[f"{q.variant}_top_similarity"] = q.top_similarity.mean
+        values[f"{q.variant}_no_context_share"] = q.no_context_share
+        if q.negative_share is not None:
+            values[f"{q.variant}_negative_share"] = q.negative_share
+    record_on_dashboard(workspace, "online-quality", values)
+    try:
+        serving = prometheus_values(monitoring.prometheus_url)
+    except TransientError as exc:
+        get_run_logger().info("serving panels not updated: %s", exc)
+        return values
+    record_on_dashboard(workspace, "serving", serving)
+    return values | serving

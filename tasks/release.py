@@ -36,7 +36,7 @@ from lockgate.records import (
 )
 from lockgate.registry import describe_state
 from lockgate.workspace import Workspace
-from tasks.common import DEFAULT_BUT_WORKSPACE
+from tasks.common import DEFAULT_BUT_WORKSPACE, record_on_dashboard
 
 
 @task(name="gate", cache_policy=DEFAULT_BUT_WORKSPACE)
@@ -68,6 +68,10 @@ def gate(
     publish_decision(decision)
     for check in decision.checks:
         (logger.info if check.passed else logger.warning)("gate %s: %s", check.name, check.detail)
+    if evaluation is not None:
+        scores = {f"challenger_{m}": v.mean for m, v in evaluation.challenger.metrics.items()}
+        scores |= {f"champion_{m}": v.mean for m, v in evaluation.champion.metrics.items()}
+        record_on_dashboard(workspace, "gate", scores)
     return decision
 
 

@@ -177,3 +177,13 @@ class MonitoringSettings(Area):
         description="The online evaluation rolls back a canary whose answers are rated significantly worse than "
         "production's (as the gateway does on its errors and latency).",
     )
+    dashboard: Literal["evidently", "off"] = Field(
+        default="evidently",
+        description="Where watch checks record what they measured: 'evidently' (a project per deployment in the "
+        "Evidently UI's workspace under <home>/monitoring/evidently, served by `lockgate monitor`) or 'off'.",
+    )
+    prometheus_url: str = Field(
+        default="http://127.0.0.1:9090",
+        description="Prometheus' HTTP API, read by the online evaluation for the dashboard's serving panels "
+        "(p95 latency, tokens/s, error ratio, queue depth); not answering is a warning, not a failure.",
+    )

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,10 +36,11 @@ from lockgate.serving import (
 from lockgate.serving.retrieval import IndexRetriever, PromptBook
 from lockgate.serving.vllm import RunningEngine
 from lockgate.stores import StoredChunk, open_store
-from tests.conftest import needs_prometheus, prometheus_binaries
+from tests.conftest import needs, needs_prometheus, prometheus_binaries
 from tests.lockgate.serving.conftest import MAX_MODEL_LEN, ServerThread, needs_vllm
 
 pytestmark = [pytest.mark.slow, needs_vllm]
+CHROMIUM = os.environ.get("LOCKGATE_CHROMIUM") or shutil.which("chromium") or ""
 
 DOCS = [
     "The Quillstone picker robot charges at dock bays in aisle nine.",
@@ -355,12 +360,27 @@ def test_a_canary_with_a_broken_prompt_is_rolled_back_too(
         assert r.status_code == 413
 
 
-@needs_prometheus()
-def test_prometheus_scrapes_the_gateway_and_the_engine_and_records_the_dashboard_series(
-    served: Served, vllm_engine: RunningEngine, tmp_path: Path
-) -> None:
-    """Issue 17's "one dashboard": a real Prometheus with the shipped rules scrapes this gateway and
-    its vLLM engine; both targets are up and the recorded latency series has this traffic in it."""
+@dataclass
+class Prometheus:
+    api: str  # http://127.0.0.1:<port>/api/v1
+    health: dict[str, str]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return self.api.removesuffix("/api/v1")
+
+    def query(self, expr: str) -> list[dict[str, object]]:
+        answer = httpx.get(f"{self.api}/query", params={"query": expr}, timeout=5).json()
+        return answer["data"]["result"] if answer.get("status") == "success" else []
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    served: Served, vllm_engine: RunningEngine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Prometheus]:
+    """A real Prometheus with the shipped rules scraping this gateway and its vLLM engine every
+    second, once both targets are up and the recorded latency series has traffic in it."""
     import subprocess
     import time
 
@@ -369,10 +389,12 @@ def test_prometheus_scrapes_the_gateway_and_the_engine_and_records_the_dashboard
     from lockgate.monitoring import RULES, prometheus_config
     from tests.lockgate.serving.conftest import free_port
 
+    tmp_path = tmp_path_factory.mktemp("prometheus")
     config = tmp_path / "prometheus.yml"
     config.write_text(yaml.safe_dump(prometheus_config(served.url, [vllm_engine.url], RULES, interval_s=1)))
     port = free_port()
-    log = (tmp_path / "prometheus.log").open("w")
+    log_path = tmp_path / "prometheus.log"
+    log = log_path.open("w")
     proc = subprocess.Popen(
         [
             prometheus_binaries()[0] or "prometheus",
@@ -383,38 +405,122 @@ def test_prometheus_scrapes_the_gateway_and_the_engine_and_records_the_dashboard
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    api = f"http://127.0.0.1:{port}/api/v1"
-
-    def query(expr: str) -> list[dict[str, object]]:
-        answer = httpx.get(f"{api}/query", params={"query": expr}, timeout=5).json()
-        return answer["data"]["result"] if answer.get("status") == "success" else []
-
+    running = Prometheus(f"http://127.0.0.1:{port}/api/v1", {}, log_path)
     try:
-        health: dict[str, str] = {}
-        p95: list[dict[str, object]] = []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             ask(served, "alice")  # traffic while Prometheus watches
             try:  # until it is ready, Prometheus answers 503 in plain text
-                answer = httpx.get(f"{api}/targets", timeout=5)
+                answer = httpx.get(f"{running.api}/targets", timeout=5)
             except httpx.HTTPError:
                 answer = None
             if answer is None or answer.status_code != 200:
                 time.sleep(0.5)
                 continue
             targets = answer.json()["data"]["activeTargets"]
-            health = {t["labels"]["job"]: t["health"] for t in targets}
-            p95 = query('lockgate:gateway_latency_seconds:p95_5m{variant="production"}')
-            if health == {"lockgate-gateway": "up", "lockgate-vllm": "up"} and p95:
+            running.health = {t["labels"]["job"]: t["health"] for t in targets}
+            p95 = running.query('lockgate:gateway_latency_seconds:p95_5m{variant="production"}')
+            if running.health == {"lockgate-gateway": "up", "lockgate-vllm": "up"} and p95:
                 break
             time.sleep(1)
-        assert health == {"lockgate-gateway": "up", "lockgate-vllm": "up"}, (
-            health,
-            (tmp_path / "prometheus.log").read_text()[-2000:],
-        )
-        assert p95 and 0 < float(p95[0]["value"][1]) <= 60, p95  # type: ignore[index]
-        assert query("vllm:num_requests_waiting"), "the engine's queue depth is scraped"
+        yield running
     finally:
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+@needs_prometheus()
+def test_prometheus_scrapes_the_gateway_and_the_engine_and_records_the_dashboard_series(
+    prometheus: Prometheus,
+) -> None:
+    """Issue 17's "one dashboard": a real Prometheus with the shipped rules scrapes this gateway and
+    its vLLM engine; both targets are up and the recorded latency series has this traffic in it."""
+    assert prometheus.health == {"lockgate-gateway": "up", "lockgate-vllm": "up"}, (
+        prometheus.health,
+        prometheus.log.read_text()[-2000:],
+    )
+    p95 = prometheus.query('lockgate:gateway_latency_seconds:p95_5m{variant="production"}')
+    assert p95 and 0 < float(p95[0]["value"][1]) <= 60, p95  # type: ignore[index]
+    assert prometheus.query("vllm:num_requests_waiting"), "the engine's queue depth is scraped"
+
+
+@needs_prometheus()
+@needs(bool(CHROMIUM), "Chromium", "bash .ci/provision.d/30-chromium.sh (Debian's chromium package)")
+def test_the_dashboard_shows_the_drift_of_off_topic_traffic_beside_its_latency_in_a_real_browser(
+    served: Served, prometheus: Prometheus, tmp_path: Path
+) -> None:
+    """Issue 17's dashboard: a burst of off-topic questions through the gateway; their query drift
+    (the gateway's own query log against the product's questions, real embeddings, calibrated) and
+    Prometheus' p95 latency of the same traffic are recorded in an Evidently workspace; the Evidently
+    UI, opened in headless Chromium, shows both in their panels. The screenshot stays in tmp_path."""
+    import subprocess
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from playwright.sync_api import sync_playwright
+
+    from benchmarks.bench_drift import cooking_questions, product_questions
+    from lockgate.dashboard import EvidentlyDashboard, prometheus_values
+    from lockgate.drift import detect_drift
+    from lockgate.querylog import read_query_windows
+    from lockgate.settings import DriftSettings
+    from tests.lockgate.serving.conftest import free_port
+
+    off_topic = cooking_questions()[:60]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda q: ask(served, "alice", q), off_topic))
+    assert [a.status_code for a in answers] == [200] * len(off_topic)
+    window = read_query_windows(served.query_log, len(off_topic), None).windows["production"]
+    assert sorted(window.questions) == sorted(off_topic), "the gateway logged the burst as it was asked"
+    embedder = SentenceTransformerEmbedder()
+    reference = embedder.encode(product_questions()[:300])
+    report = detect_drift(reference, embedder.encode(list(window.questions)), DriftSettings(html_report=False))
+    assert report.drifted and report.p_value is not None and report.p_value <= 0.01, report
+
+    time.sleep(2)  # a scrape and a rule evaluation after the burst
+    serving = prometheus_values(prometheus.url)
+    assert 0 < serving["production_p95_latency_s"] <= 60, serving
+    dashboard = EvidentlyDashboard(tmp_path / "evidently", "quillstone-qa")
+    drift = {"production_query_drift_score": report.score, "production_query_drift_threshold": report.threshold}
+    dashboard.record("query-drift", drift)
+    dashboard.record("serving", serving)
+
+    port = free_port()
+    ui_log = (tmp_path / "evidently-ui.log").open("w")
+    ui = subprocess.Popen(
+        [str(Path(sys.executable).parent / "evidently"), "ui", "--workspace", str(tmp_path / "evidently"),
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=ui_log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/projects", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "evidently-ui.log").read_text()[-2000:]
+            time.sleep(0.5)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            page.goto(f"http://127.0.0.1:{port}/projects/{dashboard.project_id()}", wait_until="networkidle")
+            drift_panel = page.locator("div", has_text="Query drift (latest)").last
+            latency_panel = page.locator("div", has_text="p95 latency (latest, s)").last
+            drift_panel.wait_for(timeout=30_000)
+            latency_panel.wait_for(timeout=30_000)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+            text = page.inner_text("body")
+            browser.close()
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)
+        ui_log.close()
+    shown = text.split("Query drift (latest)", 1)[1]
+    numbers = [float(n) for n in re.findall(r"^\s*(-?\d+(?:\.\d+)?)\s*$", shown, flags=re.MULTILINE)[:3]]
+    assert numbers[:2] == [round(report.score, 2), round(report.threshold, 2)], (numbers, drift, text[:2000])
+    assert numbers[2] == round(serving["production_p95_latency_s"], 2), (numbers, serving, text[:2000])
