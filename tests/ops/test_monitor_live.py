@@ -1,0 +1,66 @@
+"""`lockgate monitor` for real: Debian's Prometheus with the rendered configuration and the Evidently
+UI over the state folder's dashboard, both started by one command and both stopped by one Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lockgate.prompts import GROUNDED_QA
+from lockgate.serving import ServingManifest, Variant, write_manifest
+from tests.conftest import ROOT, needs_prometheus
+from tests.lockgate.serving.conftest import free_port
+
+pytestmark = [pytest.mark.slow, needs_prometheus()]
+
+
+def test_monitor_serves_prometheus_and_the_dashboard_until_ctrl_c(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    engine = Variant(
+        name="production",
+        model_digest="sha256:prod",
+        served_model="m",
+        engine_url="http://127.0.0.1:9",  # nothing serves there: its target is simply down
+        model_path="m",
+        prompt_version=GROUNDED_QA.version,
+        weight=1.0,
+    )
+    write_manifest(home / "serving" / "manifest.json", ServingManifest(variants=(engine,), max_model_len=512))
+    port, ui_port = free_port(), free_port()
+    out = (tmp_path / "monitor.log").open("wb")
+    command = [str(ROOT / ".venv" / "bin" / "python"), "-m", "flows", "--home", str(home), "monitor"]
+    proc = subprocess.Popen(
+        [*command, "--port", str(port), "--ui-port", str(ui_port), "--interval", "1"],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    try:
+        projects, targets = [], []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not (projects and targets):
+            assert proc.poll() is None, (tmp_path / "monitor.log").read_text()[-3000:]
+            try:
+                projects = httpx.get(f"http://127.0.0.1:{ui_port}/api/projects", timeout=5).json()
+                answer = httpx.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5)
+                targets = answer.json()["data"]["activeTargets"] if answer.status_code == 200 else []
+            except (httpx.HTTPError, ValueError):
+                time.sleep(0.5)
+        assert [p["name"] for p in projects] == ["quillstone-qa"], projects
+        assert {t["labels"]["job"] for t in targets} == {"lockgate-gateway", "lockgate-vllm"}, targets
+        printed = (tmp_path / "monitor.log").read_text()
+        assert f"dashboard on http://127.0.0.1:{ui_port}/projects/{projects[0]['id']}" in printed, printed
+        proc.send_signal(signal.SIGINT)  # the terminal's Ctrl-C
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out.close()
+    for url in (f"http://127.0.0.1:{ui_port}/api/projects", f"http://127.0.0.1:{port}/-/ready"):
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(url, timeout=2)
