@@ -199,6 +199,23 @@ def judge_and_ring(
     return report, "sent"
 
 
+def ring(resource: dict[str, str], report: DriftReport, **about: object) -> None:
+    """``lockgate.drift.detected`` for ``resource``: the verdict (method, score, threshold, p-value,
+    report) and what the check was ``about`` (its kind, and what it judged)."""
+    emit_event(
+        event=events.DRIFT_DETECTED,
+        resource=resource,
+        payload={
+            **about,
+            "score": report.score,
+            "threshold": report.threshold,
+            "method": report.method,
+            "p_value": report.p_value,
+            "report": report.html_path or report.digest,
+        },
+    )
+
+
 @task(name="query-drift")
 def check_query_drift(
     *,
@@ -254,20 +271,13 @@ def check_query_drift(
         description="Are the questions users ask still like what production was trained on?",
     )
     if alarm == "sent":
-        emit_event(
-            event=events.DRIFT_DETECTED,
-            resource=resource,
-            payload={
-                "kind": "queries",
-                "variant": window.variant,
-                "score": report.score,
-                "threshold": report.threshold,
-                "method": report.method,
-                "p_value": report.p_value,
-                "report": report.html_path or report.digest,
-                "questions": len(questions),
-                "models": list(window.models),
-            },
+        ring(
+            resource,
+            report,
+            kind="queries",
+            variant=window.variant,
+            questions=len(questions),
+            models=list(window.models),
         )
     return QueryDrift(
         variant=window.variant, questions=len(questions), models=window.models, report=report, alarm=alarm
@@ -342,20 +352,7 @@ def check_corpus_drift(
         description="Is the corpus about to be indexed still like the one the serving index was built from?",
     )
     if alarm == "sent":
-        emit_event(
-            event=events.DRIFT_DETECTED,
-            resource=resource,
-            payload={
-                "kind": "corpus",
-                "collection": serving,
-                "score": report.score,
-                "threshold": report.threshold,
-                "method": report.method,
-                "p_value": report.p_value,
-                "report": report.html_path or report.digest,
-                "chunks": len(current_texts),
-            },
-        )
+        ring(resource, report, kind="corpus", collection=serving, chunks=len(current_texts))
     return CorpusDrift(
         collection=serving,
         chunks=len(current_texts),

@@ -79,12 +79,20 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def run_until_interrupted(commands: dict[str, list[str]], logs: Path) -> int:
-    """Start each command (output to ``logs/<name>.log``) and wait; Ctrl-C or one of them ending stops all.
+    """Start each command (output to ``logs/<name>.log``) and wait; Ctrl-C, SIGTERM or one of them ending stops all.
 
     Returns 0 after Ctrl-C, 1 when one of them ended by itself (its log's end is printed)."""
+    import signal
     import subprocess
     import time
 
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C, and a service manager's SIGTERM, stop both; explicit, because a shell that started
+    # this command in the background has it inherit SIGINT ignored.
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     running: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for name, argv in commands.items():

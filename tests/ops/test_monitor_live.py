@@ -3,6 +3,8 @@ UI over the state folder's dashboard, both started by one command and both stopp
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import time
@@ -39,6 +41,9 @@ def test_monitor_serves_prometheus_and_the_dashboard_until_ctrl_c(tmp_path: Path
         stdout=out,
         stderr=subprocess.STDOUT,
         cwd=ROOT,
+        start_new_session=True,  # its own process group: whatever happens, the finally below stops all of it
+        # As `make test` may be run: in the background, by a shell that leaves SIGINT ignored for it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         projects, targets = [], []
@@ -60,6 +65,8 @@ def test_monitor_serves_prometheus_and_the_dashboard_until_ctrl_c(tmp_path: Path
     finally:
         if proc.poll() is None:
             proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # Prometheus and the UI, had the command not stopped them
         out.close()
     for url in (f"http://127.0.0.1:{ui_port}/api/projects", f"http://127.0.0.1:{port}/-/ready"):
         with pytest.raises(httpx.HTTPError):
