@@ -88,6 +88,11 @@ PANELS: tuple[Panel, ...] = (
         _per_variant("no_context_share", "no context") + _per_variant("negative_share", "rated down"),
     ),
     Panel(
+        "Online quality: judged faithfulness of served answers",
+        _per_variant("faithfulness", "faithfulness"),
+        description="Mean judged faithfulness of a sample of answers to their retrieved context (with a judge)",
+    ),
+    Panel(
         "Gate: offline scores per release",
         (
             ("challenger_rouge_l", "challenger rouge_l"),

@@ -122,13 +122,18 @@ def judged_scores(
     contexts: Sequence[Sequence[str]],
     references: Sequence[str],
     embedding_model: str,
+    metrics: Sequence[str] = JUDGED_METRICS,
 ) -> tuple[dict[str, list[float]], JudgeReport]:
-    """Faithfulness, answer relevancy and LLM context precision per question; NaN where the judge failed.
+    """Faithfulness, answer relevancy and LLM context precision per question (or only ``metrics``
+    of them); NaN where the judge failed.
 
     Raises:
         ConfigError: the judge cannot be set up (a missing package); a judge that answers badly never raises.
     """
-    return asyncio.run(_judged_scores(config, questions, answers, contexts, references, embedding_model))
+    unknown = sorted(set(metrics) - set(JUDGED_METRICS))
+    if unknown:
+        raise ValueError(f"not judged metrics: {unknown}")
+    return asyncio.run(_judged_scores(config, questions, answers, contexts, references, embedding_model, metrics))
 
 
 async def _judged_scores(
@@ -138,6 +143,7 @@ async def _judged_scores(
     contexts: Sequence[Sequence[str]],
     references: Sequence[str],
     embedding_model: str,
+    wanted: Sequence[str],
 ) -> tuple[dict[str, list[float]], JudgeReport]:
     try:
         import httpx
@@ -159,14 +165,16 @@ async def _judged_scores(
         http_client=http,
     )
     llm = llm_factory(config.model, provider="openai", client=client)
-    embeddings = HuggingFaceEmbeddings(model=resolve_model_path(embedding_model))
-    metrics: dict[str, Any] = {
-        "faithfulness": Faithfulness(llm=llm),
-        "answer_relevancy": AnswerRelevancy(llm=llm, embeddings=embeddings, strictness=1),
-        "llm_context_precision": ContextPrecision(llm=llm),
-    }
-    await embeddings.aembed_text("warm-up")  # loading the embedder must not eat a judge call's time
-    scores: dict[str, list[float]] = {name: [] for name in JUDGED_METRICS}
+    metrics: dict[str, Any] = {}
+    if "faithfulness" in wanted:
+        metrics["faithfulness"] = Faithfulness(llm=llm)
+    if "answer_relevancy" in wanted:  # the only one that needs the embedder
+        embeddings = HuggingFaceEmbeddings(model=resolve_model_path(embedding_model))
+        metrics["answer_relevancy"] = AnswerRelevancy(llm=llm, embeddings=embeddings, strictness=1)
+        await embeddings.aembed_text("warm-up")  # loading the embedder must not eat a judge call's time
+    if "llm_context_precision" in wanted:
+        metrics["llm_context_precision"] = ContextPrecision(llm=llm)
+    scores: dict[str, list[float]] = {name: [] for name in JUDGED_METRICS if name in wanted}
     reasons: Counter[str] = Counter()
     examples: list[str] = []
     in_flight = asyncio.Semaphore(config.concurrency)
@@ -190,7 +198,7 @@ async def _judged_scores(
             "answer_relevancy": {"user_input": q, "response": a or " "},
             "llm_context_precision": {"user_input": q, "reference": ref, "retrieved_contexts": list(ctx)},
         }
-        asked += [(name, inputs[name]) for name in JUDGED_METRICS]
+        asked += [(name, inputs[name]) for name in JUDGED_METRICS if name in wanted]
     try:
         # In question order, whatever order the answers arrive in.
         for (name, _), (value, failure) in zip(

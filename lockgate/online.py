@@ -4,7 +4,9 @@ users asked, and what they said about the answers, per variant.
 No reference answers exist for real traffic, so the online evaluation measures what needs none:
 the similarity of each question's best retrieved chunk (low: the index has nothing on it), the
 share of questions with no chunk above ``monitoring.context_floor``, and the feedback users sent
-(``/v1/feedback`` names the completion, which the query log records). A canary is *significantly
+(``/v1/feedback`` names the completion, which the query log records), and, where a judge is
+configured, the judged faithfulness of a sample of the logged answers to the context retrieved
+for their questions (``judge_sample``). A canary is *significantly
 worse* than production when its share of negative ratings is higher and the two shares'
 difference has a confidence interval above zero, each side with at least ``min_rated`` ratings;
 such a canary is rolled back (``canary_rated_worse``), as the gateway rolls back one that errs or
@@ -13,8 +15,10 @@ is slow.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from statistics import NormalDist
@@ -46,6 +50,16 @@ def read_ratings(path: Path) -> dict[str, int]:
     return ratings
 
 
+def judge_sample(ids: Sequence[str], answers: Sequence[str], size: int) -> list[int]:
+    """Which rows of a window the judge reads: at most ``size`` of those with an answer, in window
+    order, drawn with a seed taken from the window's completion ids (the same window, the same sample)."""
+    answered = [i for i, answer in enumerate(answers) if answer.strip()]
+    if len(answered) <= size:
+        return answered
+    seed = int.from_bytes(hashlib.sha256("\n".join(ids).encode()).digest()[:8], "big")
+    return sorted(random.Random(seed).sample(answered, size))
+
+
 def online_quality(
     variant: str,
     ids: Sequence[str],
@@ -53,6 +67,7 @@ def online_quality(
     ratings: dict[str, int],
     settings: MonitoringSettings,
     models: Sequence[str] = (),
+    faithfulness: Sequence[float] | None = None,
 ) -> OnlineQuality:
     """One variant's served window, measured.
 
@@ -61,7 +76,9 @@ def online_quality(
             the gateway logged it, whose feedback cannot be joined).
         top_similarity: per question, the similarity of its best retrieved chunk (NaN: no index).
         ratings: ``read_ratings`` of the feedback log.
+        faithfulness: the judged sample's scores (NaN: the judge gave none); None: nothing was judged.
     """
+    judged = [f for f in faithfulness or () if math.isfinite(f)]
     scores = [s for s in top_similarity if math.isfinite(s)]
     rated = [ratings[i] for i in ids if i in ratings]
     down, up = rated.count(-1), rated.count(1)
@@ -76,6 +93,8 @@ def online_quality(
         thumbs_up=up,
         thumbs_down=down,
         negative_share=down / len(rated) if rated else None,
+        faithfulness=MetricSummary.of(judged, settings.confidence, 1000, 0) if faithfulness else None,
+        judge_missing=len(faithfulness or ()) - len(judged),
     )
 
 

@@ -25,6 +25,8 @@ class QueryWindow:
         ids: each question's completion id (what ``/v1/feedback`` names; empty in rows logged
             before the gateway recorded it).
         models: the model digests that answered them (a deploy inside the window gives two).
+        answers: each question's answer as the gateway logged it (empty where it logged none: an
+            error, or a row written before the gateway logged answers).
         first_at: when the oldest was asked (Unix time).
         last_at: when the newest was asked.
         seen: rows of this variant in the log's time range (before the size cut).
@@ -37,6 +39,7 @@ class QueryWindow:
     first_at: float
     last_at: float
     seen: int
+    answers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ def read_query_windows(path: Path, last: int, since: float | None = None) -> Que
         DataError: the log does not exist (no gateway has written it yet).
     """
     require_log(path)
-    tails: dict[str, deque[tuple[float, str, str, str]]] = {}
+    tails: dict[str, deque[tuple[float, str, str, str, str]]] = {}
     seen: dict[str, int] = {}
     skipped = 0
     with path.open("r", encoding="utf-8", errors="replace") as lines:
@@ -79,7 +82,14 @@ def read_query_windows(path: Path, last: int, since: float | None = None) -> Que
             if since is not None and at < since:
                 continue
             variant = str(row.get("variant") or "production")
-            kept = (float(at), question, str(row.get("model") or ""), str(row.get("id") or ""))
+            answer = row.get("answer")
+            kept = (
+                float(at),
+                question,
+                str(row.get("model") or ""),
+                str(row.get("id") or ""),
+                answer if isinstance(answer, str) else "",
+            )
             tails.setdefault(variant, deque(maxlen=last)).append(kept)
             seen[variant] = seen.get(variant, 0) + 1
     windows = {
@@ -91,6 +101,7 @@ def read_query_windows(path: Path, last: int, since: float | None = None) -> Que
             first_at=rows[0][0],
             last_at=rows[-1][0],
             seen=seen[variant],
+            answers=tuple(row[4] for row in rows),
         )
         for variant, rows in sorted(tails.items())
     }

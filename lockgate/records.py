@@ -285,6 +285,12 @@ class OnlineQuality(BaseModel):
     worse_than_production: str | None = Field(
         default=None, description="Why this variant is rated significantly worse than production, if it is."
     )
+    faithfulness: MetricSummary | None = Field(
+        default=None,
+        description="Judged faithfulness of a sample of its answers to their retrieved context (judged ones "
+        "only); None without a judge or an answer to judge.",
+    )
+    judge_missing: int = Field(default=0, description="Sampled answers the judge left without a score.")
 
 
 class DriftCalibration(Record):

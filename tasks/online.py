@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -11,15 +12,33 @@ from prefect.events import emit_event
 
 from lockgate.dashboard import prometheus_values
 from lockgate.errors import TransientError
-from lockgate.online import against_production, canary_rated_worse, online_quality, read_ratings
+from lockgate.judge import judge_config, judged_scores
+from lockgate.online import against_production, canary_rated_worse, judge_sample, online_quality, read_ratings
 from lockgate.querylog import QueryWindow
 from lockgate.records import OnlineQuality
 from lockgate.serving import Variant, load_manifest, roll_back_canary
 from lockgate.serving.manifest import SwapOutcome, swap_manifest
-from lockgate.settings import EmbeddingSettings, MonitoringSettings, VectorStoreSettings
+from lockgate.settings import (
+    EmbeddingSettings,
+    EvaluationSettings,
+    MonitoringSettings,
+    ServingSettings,
+    VectorStoreSettings,
+)
 from lockgate.stores import open_store
 from lockgate.workspace import Workspace
 from tasks.common import embedder_of, record_on_dashboard
+
+
+@dataclass(frozen=True)
+class OnlineEvalSettings:
+    """The settings an online evaluation of one variant reads (a typed bundle, not seven arguments)."""
+
+    monitoring: MonitoringSettings
+    embeddings: EmbeddingSettings
+    vector_store: VectorStoreSettings
+    serving: ServingSettings
+    evaluation: EvaluationSettings
 
 
 @task(name="served-variants")
@@ -42,34 +61,78 @@ def measure_online_quality(
     window: QueryWindow,
     variant: Variant | None,
     ratings: dict[str, int],
-    monitoring: MonitoringSettings,
-    embeddings: EmbeddingSettings,
-    vector_store: VectorStoreSettings,
+    settings: OnlineEvalSettings,
     workspace: Workspace,
 ) -> OnlineQuality:
-    """One variant's window: each question's best chunk in the index that variant serves from, and
-    the ratings of its answers. A variant without an index (no RAG) has no similarity to report."""
+    """One variant's window: each question's best chunk in the index that variant serves from, the
+    ratings of its answers and, where a judge is configured, the judged faithfulness of a sample of
+    its logged answers to the chunks the gateway retrieves for them (``serving.top_k``). A variant
+    without an index (no RAG) has no similarity to report and no context to judge against."""
     logger = get_run_logger()
+    monitoring = settings.monitoring
     questions = list(window.questions)
+    contexts: list[list[str]] = [[] for _ in questions]
     if variant is not None and variant.index_uri and variant.index_collection and questions:
-        embedder = embedder_of(embeddings, workspace.exported_models)
-        store = open_store(vector_store.backend, variant.index_uri, variant.index_collection, vector_store)
-        hits = store.search(embedder.encode(questions), 1)
+        embedder = embedder_of(settings.embeddings, workspace.exported_models)
+        store = open_store(
+            settings.vector_store.backend, variant.index_uri, variant.index_collection, settings.vector_store
+        )
+        hits = store.search(embedder.encode(questions), max(1, settings.serving.top_k))
         top = [h[0].score if h else -1.0 for h in hits]
+        contexts = [[hit.text for hit in h[: settings.serving.top_k]] for h in hits]
     else:
         top = [math.nan] * len(questions)
-    quality = online_quality(window.variant, window.ids, top, ratings, monitoring, window.models)
+    faithfulness = judge_faithfulness(window, contexts, settings)
+    quality = online_quality(window.variant, window.ids, top, ratings, monitoring, window.models, faithfulness)
     rated = f"{quality.rated} rated, {quality.thumbs_down} down" if quality.rated else "no ratings"
+    judged = ""
+    if quality.faithfulness is not None:
+        judged = f"; faithfulness {quality.faithfulness.mean:.3f} over {quality.faithfulness.n} judged answers"
+        if quality.judge_missing:
+            judged += f" ({quality.judge_missing} left unscored by the judge)"
     logger.info(
-        "online quality of %s: %d questions, best-chunk similarity %.3f, %.0f%% without context (< %.2f); %s",
+        "online quality of %s: %d questions, best-chunk similarity %.3f, %.0f%% without context (< %.2f); %s%s",
         quality.variant,
         quality.questions,
         quality.top_similarity.mean,
         100 * quality.no_context_share,
         quality.context_floor,
         rated,
+        judged,
     )
     return quality
+
+
+def judge_faithfulness(
+    window: QueryWindow, contexts: list[list[str]], settings: OnlineEvalSettings
+) -> list[float] | None:
+    """The judge's faithfulness scores of a sample of the window's answers that had context (NaN
+    where it gave none), or None: no judge configured, a sample of 0, or nothing to judge."""
+    judge = judge_config(settings.evaluation)
+    if judge is None or settings.monitoring.judge_sample == 0 or not window.answers:
+        return None
+    with_context = [a if contexts[i] else "" for i, a in enumerate(window.answers)]
+    rows = judge_sample(window.ids, with_context, settings.monitoring.judge_sample)
+    if not rows:
+        return None
+    scores, report = judged_scores(
+        judge,
+        [window.questions[i] for i in rows],
+        [window.answers[i] for i in rows],
+        [contexts[i] for i in rows],
+        [""] * len(rows),
+        settings.embeddings.model,
+        metrics=("faithfulness",),
+    )
+    if report.reasons:
+        get_run_logger().warning(
+            "the judge left %d of %d answers of %s unscored: %s",
+            report.missing.get("faithfulness", 0),
+            len(rows),
+            window.variant,
+            "; ".join(report.examples[:2]),
+        )
+    return scores["faithfulness"]
 
 
 @task(name="compare-online-quality")
@@ -92,6 +155,12 @@ def compare_online_quality(*, qualities: list[OnlineQuality], monitoring: Monito
                 "without context": round(q.no_context_share, 3),
                 "rated": q.rated,
                 "thumbs down": q.thumbs_down,
+                "faithfulness (judged)": (
+                    f"{q.faithfulness.mean:.3f} of {q.faithfulness.n}"
+                    + (f", {q.judge_missing} unscored" if q.judge_missing else "")
+                    if q.faithfulness is not None
+                    else ""
+                ),
                 "worse than production": q.worse_than_production or "",
             }
             for q in qualities
@@ -153,6 +222,8 @@ def record_online(
         values[f"{q.variant}_no_context_share"] = q.no_context_share
         if q.negative_share is not None:
             values[f"{q.variant}_negative_share"] = q.negative_share
+        if q.faithfulness is not None and q.faithfulness.n:
+            values[f"{q.variant}_faithfulness"] = q.faithfulness.mean
     record_on_dashboard(workspace, "online-quality", values)
     try:
         serving = prometheus_values(monitoring.prometheus_url)

@@ -70,6 +70,8 @@ log = logging.getLogger(__name__)
 
 VARIANT_HEADER = "x-lockgate-variant"
 USER_HEADER = "x-user-id"
+# How much of each answer the query log keeps (the online evaluation judges a sample of them).
+ANSWER_LOG_CHARS = 4000
 # Questions and comments are logged for drift monitoring, with anything that looks like personal
 # data or a secret redacted (users paste keys and e-mail addresses into questions).
 # What ends a stream early: the engine's failure, an event that is not a completions event
@@ -414,7 +416,7 @@ class Gateway:
             except EngineReplyError as exc:
                 log.warning("the engine of variant %s answered 200 without a completion: %s", call.variant.name, exc)
                 return self._engine_failed(call, NOT_A_COMPLETION)
-            self._finished(call, usage, "ok", charge=True)
+            self._finished(call, usage, "ok", charge=True, answer=choice.text)
             return JSONResponse(chat_completion(call.request_id, int(time.time()), choice, usage), headers=call.headers)
         finally:
             self.metrics.in_flight.dec()
@@ -430,7 +432,7 @@ class Gateway:
             return self._engine_failed(call, failure_for(exc))
         booked = False
 
-        def end(usage: dict[str, int], status: str) -> None:
+        def end(usage: dict[str, int], status: str, answer: str = "") -> None:
             # Called by the relay when it ends and by the response when it ends: the first books it.
             nonlocal booked
             if booked:
@@ -438,17 +440,19 @@ class Gateway:
             booked = True
             stream.finish(complete=status == "ok")
             self.metrics.in_flight.dec()
-            self._finished(call, usage, status, charge=True, count_for_canary=status != "cancelled")
+            self._finished(call, usage, status, charge=True, count_for_canary=status != "cancelled", answer=answer)
 
         # The response books the stream as cancelled if the relay never started (the client left first).
         return _StreamAnswer(self._relay(call, stream, end), lambda: end({}, "cancelled"), call.headers)
 
     async def _relay(
-        self, call: _Call, stream: EngineStream, end: Callable[[dict[str, int], str], None]
+        self, call: _Call, stream: EngineStream, end: Callable[[dict[str, int], str, str], None]
     ) -> AsyncGenerator[bytes, None]:
         """The engine's completion events as chat chunks, then ``end`` (however the stream ended)."""
         usage: dict[str, int] = {}
         status = "error"
+        answer: list[str] = []  # what the client was sent, for the query log (its first ANSWER_LOG_CHARS)
+        kept = 0
         created = int(time.time())
         try:
             yield chat_chunk(call.request_id, created, {"role": "assistant", "content": ""}, None)
@@ -457,6 +461,9 @@ class Gateway:
                     if event.usage:
                         usage = event.usage
                     for choice in event.choices:
+                        if kept < ANSWER_LOG_CHARS:
+                            answer.append(choice.text)
+                            kept += len(choice.text)
                         yield chat_chunk(call.request_id, created, {"content": choice.text}, choice.finish_reason)
             yield last_chunks(call.request_id, created, usage)
             status = "ok"
@@ -466,7 +473,7 @@ class Gateway:
             status = "cancelled"  # the client went away: not the engine's fault
             raise
         finally:
-            end(usage, status)
+            end(usage, status, "".join(answer))
 
     def _engine_failed(self, call: _Call, failure: EngineFailure) -> Response:
         self._finished(call, {}, "error", charge=False)
@@ -505,13 +512,22 @@ class Gateway:
     # ---- bookkeeping --------------------------------------------------------------------
 
     def _finished(
-        self, call: _Call, usage: dict[str, int], status: str, *, charge: bool, count_for_canary: bool = True
+        self,
+        call: _Call,
+        usage: dict[str, int],
+        status: str,
+        *,
+        charge: bool,
+        count_for_canary: bool = True,
+        answer: str = "",
     ) -> None:
         """Count, log and charge a finished request; judge the canary by it.
 
         Args:
             charge: take its tokens from the key's budget (only answers the engine gave count).
             count_for_canary: count it for or against its model (not when the client caused it).
+            answer: the text the client was sent (redacted and cut to ``ANSWER_LOG_CHARS`` in the
+                query log, where the online evaluation's judge reads it).
         """
         variant, chat = call.variant, call.chat
         latency = time.perf_counter() - call.started
@@ -538,6 +554,7 @@ class Gateway:
                 "completion_tokens": completion_tokens,
                 "status": status,
                 "stream": chat.stream,
+                "answer": redact_text(answer[:ANSWER_LOG_CHARS], REDACT_ALL),
             }
         )
         if count_for_canary:

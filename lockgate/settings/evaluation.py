@@ -177,6 +177,13 @@ class MonitoringSettings(Area):
         description="The online evaluation rolls back a canary whose answers are rated significantly worse than "
         "production's (as the gateway does on its errors and latency).",
     )
+    judge_sample: int = Field(
+        default=20,
+        ge=0,
+        le=1000,
+        description="Served answers per variant whose faithfulness to the context retrieved for them the online "
+        "evaluation has judged, where a judge is configured (evaluation.judge_base_url); 0: none.",
+    )
     dashboard: Literal["evidently", "off"] = Field(
         default="evidently",
         description="Where watch checks record what they measured: 'evidently' (a project per deployment in the "

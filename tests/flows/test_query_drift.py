@@ -54,6 +54,7 @@ def served(home: Path, windows: dict[str, list[str]]) -> None:
                     "question": q,
                     "variant": variant,
                     "model": f"sha256:{variant}",
+                    "answer": f"The answer {k}." if k % 3 else "",  # every third failed: nothing to judge
                 }
                 out.write(json.dumps(row) + "\n")
 
@@ -128,8 +129,11 @@ def test_off_topic_questions_alarm_once_per_cooldown_and_on_topic_ones_do_not(
 
 
 def test_online_evaluation_finds_questions_without_context_and_a_canary_rated_worse(
-    prefect_harness: None, home: Path
+    prefect_harness: None, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Also: with a judge configured (a scripted one on 127.0.0.1, tests/lockgate/judge_server.py), a
+    sample of each indexed variant's logged answers is judged for faithfulness; a judge that answers
+    garbage leaves them unscored, counted, and the evaluation still ends."""
     from prefect.settings import get_current_settings
 
     from flows.online_eval import online_eval
@@ -137,6 +141,7 @@ def test_online_evaluation_finds_questions_without_context_and_a_canary_rated_wo
     from lockgate.prompts import GROUNDED_QA
     from lockgate.serving import CANARY_ROLLED_BACK, ServingManifest, Variant, load_manifest, write_manifest
     from lockgate.stores import StoredChunk, open_store
+    from tests.lockgate.judge_server import judge_server
 
     contexts = sorted({row["context"] for row in load_jsonl(EXAMPLES / "data" / "qa.jsonl")})
     uri, collection = str(home / "index.db"), "docs"
@@ -165,8 +170,16 @@ def test_online_evaluation_finds_questions_without_context_and_a_canary_rated_wo
         "".join(json.dumps({"at": 0, "id": f"{v}-{k}", "rating": r, "client": "t"}) + "\n" for v, k, r in ratings)
     )
 
-    qualities = {q.variant: q for q in online_eval(QueryDriftParams(home=str(home), window=60))}
+    with judge_server("ok") as judge:
+        monkeypatch.setenv("LOCKGATE_EVALUATION__JUDGE_BASE_URL", judge.base_url)
+        qualities = {q.variant: q for q in online_eval(QueryDriftParams(home=str(home), window=60))}
+        judged_calls = judge.requests
     production, canary, shadow = qualities["production"], qualities["canary"], qualities["shadow"]
+    for q in (production, canary):  # 40 answered of 60; monitoring.judge_sample (20) of them judged
+        assert q.faithfulness is not None and q.faithfulness.n == 20 and q.judge_missing == 0, q
+        assert q.faithfulness.mean == 1.0, q.faithfulness  # the scripted judge finds every statement supported
+    assert 40 <= judged_calls <= 200, judged_calls
+    assert shadow.faithfulness is None, "no index: no context to judge its answers against"
     assert production.no_context_share > 0.8 and canary.no_context_share < 0.2, (production, canary)
     assert canary.top_similarity.ci_low > production.top_similarity.ci_high
     assert (production.rated, production.thumbs_down, canary.rated, canary.thumbs_down) == (30, 3, 30, 20)
@@ -180,3 +193,10 @@ def test_online_evaluation_finds_questions_without_context_and_a_canary_rated_wo
     (rolled,) = server_events(get_current_settings().api.url, CANARY_ROLLED_BACK)
     assert rolled["payload"]["canary"] == "sha256:canary"
     assert rolled["payload"]["reason"] == f"online quality: {canary.worse_than_production}"
+
+    with judge_server("garbage") as judge:
+        monkeypatch.setenv("LOCKGATE_EVALUATION__JUDGE_BASE_URL", judge.base_url)
+        again = {q.variant: q for q in online_eval(QueryDriftParams(home=str(home), window=60))}
+    assert again["production"].judge_missing == 20 and again["production"].faithfulness is not None
+    assert again["production"].faithfulness.n == 0, "a judge's garbage is no score, never a guess"
+    assert again["production"].top_similarity.mean == production.top_similarity.mean

@@ -1,6 +1,7 @@
 """How the gateway meets its engines' failures, over real HTTP on localhost: an engine that is
 not there (502), one slower than the request timeout (504), a stream passed on chunk by chunk,
-and a stream the engine cuts off (the client's stream ends, the query log says error)."""
+a stream the engine cuts off (the client's stream ends, the query log says error), and the answers
+the query log keeps (redacted, cut) for the online evaluation's judge."""
 
 from __future__ import annotations
 
@@ -143,6 +144,34 @@ def test_a_stream_is_passed_on_chunk_by_chunk_with_usage(engine_server: str, tmp
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == " at dock nine"
     assert chunks[-1]["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
     assert statuses(log) == ["ok"]
+    assert [json.loads(line)["answer"] for line in log.read_text().splitlines()] == [" at dock nine"]
+
+
+def answering_engine(text: str) -> Starlette:
+    """A completions endpoint that answers every request with ``text``, whole."""
+
+    async def completions(request: Request) -> Response:
+        usage = {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+        body = {"choices": [{"index": 0, "text": text, "finish_reason": "stop"}], "usage": usage}
+        return Response(json.dumps(body), media_type="application/json")
+
+    return Starlette(routes=[Route("/v1/completions", completions, methods=["POST"])])
+
+
+@pytest.mark.parametrize(
+    "engine_server", [answering_engine("Ask ops@example.com, or see the runbook. " + "x" * 5000)], indirect=True
+)
+def test_the_query_log_keeps_each_answer_redacted_and_cut_for_the_online_judge(
+    engine_server: str, tmp_path: Path
+) -> None:
+    from lockgate.serving.gateway import ANSWER_LOG_CHARS
+
+    server, key, log = gateway_before(engine_server, tmp_path)
+    with server:
+        assert ask(server.url, key).status_code == 200
+    (row,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert row["answer"].startswith("Ask [EMAIL]") and "ops@example.com" not in row["answer"], row["answer"][:80]
+    assert ANSWER_LOG_CHARS - 20 <= len(row["answer"]) <= ANSWER_LOG_CHARS, len(row["answer"])
 
 
 @pytest.mark.parametrize("engine_server", [streaming_engine(cut_after=None, pause_s=0.4)], indirect=True)
