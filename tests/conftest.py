@@ -156,3 +156,7 @@ def smollm2_base(tmp_path_factory: pytest.TempPathFactory) -> BaseModelArtifact:
 
     store = LocalArtifactStore(tmp_path_factory.mktemp("smollm2") / "artifacts")
     return ensure_base_model(SMOLLM2, BaseModelSettings(), [], store)
+
+
+# A live Prefect server on PostgreSQL (one PostgreSQL for the whole session), for every folder of live tests.
+from tests.live import postgres, server  # noqa: E402, F401

@@ -65,3 +65,19 @@ def adapter_eval_loss(base_path: str, adapter_dir: str | Path, eval_path: str | 
     rows = [json.loads(line) for line in Path(eval_path).read_text(encoding="utf-8").splitlines() if line.strip()]
     model, tok = load_causal_lm(base_path)
     return answer_loss(PeftModel.from_pretrained(model, str(adapter_dir)), tok, rows)
+
+
+def production_trained_on(home: Path, questions: list[str]) -> None:
+    """A production model (a signed artifact) whose lineage names its training questions."""
+    import json
+
+    from lockgate.settings import load_settings
+    from lockgate.workspace import Workspace
+
+    workspace = Workspace.open(load_settings(overrides={"home": str(home)}))
+    train = home / "train.jsonl"
+    train.write_text("".join(json.dumps({"instruction": q, "output": "-"}) + "\n" for q in questions))
+    staged = workspace.artifacts.staging("quantized")
+    (staged / "model.safetensors").write_bytes(b"\x01" * 64)
+    digest, path = workspace.artifacts.commit("quantized", staged)
+    workspace.registry.record_release(digest, str(path), {"dataset_train": str(train)}, {}, True, None)

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from tests.flows.demo import release, saved_summary
-from tests.live import postgres, server  # noqa: F401  (a live Prefect server on PostgreSQL, shared by the live tests)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,8 @@
 refresh keeps a sample of the corpus it indexed; the corpus about to be indexed is judged against
 the serving collection's sample. The same topic (half the documents gone) is no drift; a third of
 the documents replaced by another topic is, and emits ``lockgate.drift.detected`` for
-``lockgate.corpus.<collection>`` once per cooldown (prefect.yaml starts the refresh on it)."""
+``lockgate.corpus.<collection>`` once per cooldown, which starts the refresh deployment on a live
+server with the automations applied."""
 
 from __future__ import annotations
 
@@ -49,12 +50,19 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return home, corpus
 
 
-def test_the_same_topic_is_no_drift_and_a_third_on_another_topic_alarms_once(
-    prefect_harness: None, indexed: tuple[Path, Path], tmp_path: Path
+def test_the_same_topic_is_no_drift_and_a_third_on_another_topic_starts_one_refresh(
+    prefect_harness: None, indexed: tuple[Path, Path], server: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
-    from prefect.settings import get_current_settings
+    """The drift itself is found by `lockgate drift corpus` against a live Prefect server with the
+    deployments and automations applied (deployments/apply.sh): its event starts one run of the
+    refresh deployment; the same drift checked again within the cooldown starts nothing."""
+    import re
+    import subprocess
+    import time
 
     from flows.drift import corpus_drift
+    from tests.conftest import ROOT
+    from tests.live import api
 
     home, corpus = indexed
     # Half the documents gone, the rest as indexed: the same topic.
@@ -67,6 +75,26 @@ def test_the_same_topic_is_no_drift_and_a_third_on_another_topic_alarms_once(
     assert kept.report.p_value is not None and kept.report.p_value > 0.01
     assert kept.collection.startswith(f"{COLLECTION}__") and kept.reference_chunks > 100
 
+    url, env = server
+    env = {**env, "LOCKGATE_HOME": str(home)}
+    applied = subprocess.run(
+        [str(ROOT / "deployments" / "apply.sh")], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
+    refresh = next(d for d in api(url, "/deployments/filter", {}) if d["name"] == "refresh-nightly")
+
+    def refreshes() -> list[dict[str, object]]:
+        runs = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [refresh["id"]]}}})
+        return [r for r in runs if not r["auto_scheduled"]]
+
+    def check(folder: Path) -> str:
+        done = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "python"), "-m", "flows", "drift", "corpus", "--corpus", str(folder)],
+            env=env, capture_output=True, text=True, timeout=300, cwd=ROOT,
+        )  # fmt: skip
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout[-2000:] + done.stderr[-3000:]
+        return done.stdout
+
     # A third of the documents replaced by cooking notes.
     mixed = tmp_path / "mixed"
     shutil.copytree(corpus, mixed)
@@ -74,22 +102,28 @@ def test_the_same_topic_is_no_drift_and_a_third_on_another_topic_alarms_once(
     for doc, dish in zip(replaced, DISHES, strict=False):
         doc.write_text(cooking_doc(dish))
     assert len(replaced) >= 10
-    found = corpus_drift(CorpusDriftParams(home=str(home), corpus_dir=str(mixed)))
-    assert found.report is not None and found.report.drifted and found.alarm == "sent", found
-    assert found.report.p_value is not None and found.report.p_value <= 0.01
-    assert found.report.html_path and Path(found.report.html_path).is_file(), "a drift writes Evidently's report"
+    found = check(mixed)
+    verdict = re.search(r": DRIFT: mmd score \S+ vs calibrated threshold \S+, p = (\S+)", found)
+    assert verdict and float(verdict.group(1)) <= 0.01, found
+    assert "alarm: lockgate.drift.detected sent" in found, found
+    report = re.search(r"report: (\S+)", found)
+    assert report and Path(report.group(1)).is_file(), "a drift writes Evidently's report"
+    deadline = time.monotonic() + 60
+    while not refreshes() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert len(refreshes()) == 1, "the corpus drift started the refresh"
 
-    again = corpus_drift(CorpusDriftParams(home=str(home), corpus_dir=str(mixed)))
-    assert again.report is not None and again.report.drifted and again.alarm == "cooldown"
-
+    again = check(mixed)
+    assert ": DRIFT:" in again and "held back (cooldown)" in again, again
+    time.sleep(5)  # what an event would have started by now
+    assert len(refreshes()) == 1, "a drift that persists starts one refresh per cooldown"
     sent = [
         e
-        for e in server_events(get_current_settings().api.url, events.DRIFT_DETECTED)
+        for e in server_events(url, events.DRIFT_DETECTED)
         if e["resource"]["prefect.resource.id"] == f"lockgate.corpus.{COLLECTION}"
     ]
-    assert len(sent) == 1, "a drift that persists sends one event per cooldown"
-    assert sent[0]["payload"]["kind"] == "corpus" and sent[0]["payload"]["collection"] == found.collection
-    assert sent[0]["payload"]["p_value"] <= 0.01
+    assert len(sent) == 1 and sent[0]["payload"]["kind"] == "corpus", sent
+    assert sent[0]["payload"]["collection"] == kept.collection and sent[0]["payload"]["p_value"] <= 0.01
 
 
 def test_the_command_prints_the_verdict_and_refuses_a_home_without_an_index(

@@ -20,23 +20,11 @@ from flows.params import QueryDriftParams
 from lockgate import events
 from lockgate._io import load_jsonl
 from lockgate.drift import AlarmBook
-from lockgate.settings import load_settings
-from lockgate.workspace import Workspace
 from tests.conftest import EXAMPLES
+from tests.factories import production_trained_on
 from tests.live import events as server_events
 
 pytestmark = pytest.mark.slow
-
-
-def production_trained_on(home: Path, questions: list[str]) -> None:
-    """A production model (a signed artifact) whose lineage names its training questions."""
-    workspace = Workspace.open(load_settings(overrides={"home": str(home)}))
-    train = home / "train.jsonl"
-    train.write_text("".join(json.dumps({"instruction": q, "output": "-"}) + "\n" for q in questions))
-    staged = workspace.artifacts.staging("quantized")
-    (staged / "model.safetensors").write_bytes(b"\x01" * 64)
-    digest, path = workspace.artifacts.commit("quantized", staged)
-    workspace.registry.record_release(digest, str(path), {"dataset_train": str(train)}, {}, True, None)
 
 
 def served(home: Path, windows: dict[str, list[str]]) -> None:

@@ -1,3 +1,1 @@
-from __future__ import annotations
-
-from tests.live import postgres, server  # noqa: F401  (a live Prefect server on PostgreSQL)
+"""The live Prefect server fixtures (``server``, ``postgres``) come from tests/conftest.py."""
