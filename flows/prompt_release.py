@@ -14,6 +14,7 @@ from lockgate.records import ReleaseLineage
 from lockgate.workspace import Workspace
 from tasks.common import StageLog, fingerprints
 from tasks.data import prepare_dataset
+from tasks.drift import keep_reference
 from tasks.evaluation import EvalInputs, MatrixInputs, evaluate_candidate, evaluate_prompt_matrix, serving_prompt
 from tasks.index import refresh_index
 from tasks.prompts import candidate_prompt, gate_prompt, matrix_contenders, production_model, promote_prompt
@@ -108,6 +109,8 @@ def prompt_release(params: PromptReleaseParams = PromptReleaseParams()) -> Promp
         workspace=workspace,
         dry_run=settings.gates.decision_mode == "dry_run",
     )
+    if action in ("promoted", "canary"):
+        keep_reference(snapshot=snapshot, embeddings=settings.embeddings, workspace=workspace)
     summary = summary.model_copy(
         update={
             "passed": decision.passed,

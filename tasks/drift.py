@@ -25,7 +25,7 @@ from lockgate.drift import (
 from lockgate.errors import DataError
 from lockgate.querylog import QueryLogRead, QueryWindow, read_query_windows
 from lockgate.records import CorpusDrift, DatasetSnapshot, DriftReport, QueryDrift
-from lockgate.references import CORPUS_BOOK, corpus_reference_texts, corpus_texts, reference_vectors
+from lockgate.references import CORPUS_BOOK, Reference, corpus_reference_texts, corpus_texts, reference_vectors
 from lockgate.registry import drift_reference
 from lockgate.settings import DataSettings, DriftSettings, EmbeddingSettings, VectorStoreSettings
 from lockgate.stores.aliases import home_aliases
@@ -121,19 +121,23 @@ def check_drift(
 
 @task(name="keep-reference", cache_policy=DEFAULT_BUT_WORKSPACE)
 def keep_reference(*, snapshot: DatasetSnapshot, embeddings: EmbeddingSettings, workspace: Workspace) -> str:
-    """Keep the promoted model's drift reference: its training questions' vectors under the
-    configured embedder, with the embedder's identity (``lockgate.references``). Every later drift
-    check against this production model loads them. Returns where they are kept."""
-    texts = training_questions(Path(workspace.artifacts.locate(snapshot.train_path)))
+    """Keep the promoted model's drift references: the vectors of the questions it was trained and
+    judged on (its training and eval splits) under the configured embedder, with the embedder's
+    identity (``lockgate.references``). Every later drift check against this production model
+    loads them. Returns where the training questions' reference (the one drift compares with) is kept."""
     embedder = embedder_of(embeddings, workspace.exported_models)
-    kept = reference_vectors(texts, embedder, workspace.artifacts, workspace.signing)
-    get_run_logger().info(
-        "drift reference of the promoted model: %d training questions, %s %s",
-        len(texts),
-        "embedded and kept in" if kept.computed else "kept already in",
-        kept.path,
-    )
-    return str(kept.path)
+    kept: dict[str, Reference] = {}
+    for split, path in (("training", snapshot.train_path), ("eval", snapshot.eval_path)):
+        texts = training_questions(Path(workspace.artifacts.locate(path)))
+        kept[split] = reference_vectors(texts, embedder, workspace.artifacts, workspace.signing)
+        get_run_logger().info(
+            "drift reference of the promoted model: %d %s questions, %s %s",
+            len(texts),
+            split,
+            "embedded and kept in" if kept[split].computed else "kept already in",
+            kept[split].path,
+        )
+    return str(kept["training"].path)
 
 
 @task(name="read-queries")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -117,8 +118,11 @@ def test_a_neutral_rewording_passes_non_inferiority_and_is_promoted(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = candidate(tmp_path, monkeypatch, REWORDED)
+    shutil.rmtree(home / "artifacts" / "references", ignore_errors=True)  # the model release kept them too
     summary = prompt_release(PromptReleaseParams(home=str(home)))
     assert summary.passed and summary.action == "promoted", summary.reasons
+    kept = sorted((home / "artifacts" / "references").glob("*/reference.json"))
+    assert len(kept) == 2, "the promoted prompt keeps the references of the questions it was judged on"
     reworded = load_prompt(folder / "grounded-qa.yaml")
     assert summary.production == reworded.version
     assert any("non_inferiority:rouge_l" in c for c in summary.checks)

@@ -47,15 +47,17 @@ def test_fresh_run_promotes_a_model_that_beats_the_base(first_run, home: Path) -
 
 
 def test_the_promoted_model_keeps_its_drift_reference(released: tuple[Path, object]) -> None:
-    """The promoted model's training questions, embedded once, are kept with the embedder's identity."""
+    """The promoted model's training and eval questions, embedded once, are kept with the embedder's identity."""
     from lockgate.digest import digest_json
     from lockgate.drift import training_questions
 
     home, summary = released
-    questions = training_questions(Path(summary.outputs["dataset"]) / "train.jsonl")  # type: ignore[attr-defined]
+    dataset = Path(summary.outputs["dataset"])  # type: ignore[attr-defined]
+    splits = [training_questions(dataset / name) for name in ("train.jsonl", "eval.jsonl")]
     kept = [json.loads(p.read_text()) for p in (home / "artifacts" / "references").glob("*/reference.json")]
-    assert [(k["texts"], k["rows"]) for k in kept] == [(digest_json(questions), len(questions))], kept
-    assert kept[0]["embedder_name"] and kept[0]["embedder"].startswith("sha256:")
+    assert sorted((k["texts"], k["rows"]) for k in kept) == sorted((digest_json(q), len(q)) for q in splits), kept
+    assert len({k["embedder"] for k in kept}) == 1 and kept[0]["embedder"].startswith("sha256:")
+    assert all(k["embedder_name"] for k in kept)
 
 
 def test_quantized_checkpoint_loads_and_generates(first_run) -> None:  # type: ignore[no-untyped-def]
