@@ -185,6 +185,8 @@ def judge_and_ring(
     The reference's vectors are loaded when kept (``lockgate.references``). On a drift, the
     resource's alarm rings unless it rang less than ``drift.cooldown_s`` ago; when it rings,
     Evidently's report is written (a drift that persists had its report written when it rang).
+    Without a drift, the report is written on schedule: when ``drift.report_every_s`` is set and
+    the resource's last report is older than that.
     """
     embedder = embedder_of(embeddings, workspace.exported_models)
     reference = reference_vectors(reference_texts, embedder, workspace.artifacts, workspace.signing).vectors
@@ -192,6 +194,10 @@ def judge_and_ring(
     fast = drift.model_copy(update={"html_report": False})
     report = detect_drift(reference, current, fast, store=workspace.artifacts, texts=(reference_texts, current_texts))
     if not report.drifted:
+        if drift.html_report and drift.report_every_s > 0:
+            reports = AlarmBook(workspace.home / "state" / "drift-reports.json")
+            if reports.ring(resource["prefect.resource.id"], now, drift.report_every_s) is None:
+                report = commit_html_report(report, reference, current, drift, workspace.artifacts)
         return report, "none"
     rang = AlarmBook(workspace.home / "state" / "drift-alarms.json").ring(
         resource["prefect.resource.id"], now, drift.cooldown_s

@@ -88,6 +88,13 @@ class DriftSettings(Area):
         "use at most 2,000 reference rows).",
     )
     html_report: bool = Field(default=True, description="Write Evidently's HTML report (adds a few seconds).")
+    report_every_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=30 * 86400,
+        description="Scheduled query and corpus drift checks also write Evidently's HTML report without a drift "
+        "when a resource's last one is older than this (86400: daily); 0: only on a drift alarm.",
+    )
     query_window: int = Field(
         default=200, ge=2, le=100_000, description="Query drift: the last this many questions of each variant."
     )
@@ -113,7 +120,7 @@ class DriftSettings(Area):
     )
 
     NOT_IN_RECIPE: ClassVar[frozenset[str]] = frozenset(
-        {"html_report", "query_window", "query_hours", "cooldown_s", "release_on_query_drift"}
+        {"html_report", "report_every_s", "query_window", "query_hours", "cooldown_s", "release_on_query_drift"}
     )
 
 

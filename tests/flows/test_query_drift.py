@@ -71,7 +71,7 @@ def home(product: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_off_topic_questions_alarm_once_per_cooldown_and_on_topic_ones_do_not(
-    prefect_harness: None, home: Path, capsys: pytest.CaptureFixture[str]
+    prefect_harness: None, home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from prefect.settings import get_current_settings
 
@@ -96,6 +96,14 @@ def test_off_topic_questions_alarm_once_per_cooldown_and_on_topic_ones_do_not(
     held = again["production"].report
     assert held is not None and held.drifted and again["production"].alarm == "cooldown"
     assert held.html_path is None, "the report of a drift that persists was written when the alarm rang"
+
+    # On schedule (drift.report_every_s): a check without a drift writes the report when the last is older.
+    monkeypatch.setenv("LOCKGATE_DRIFT__REPORT_EVERY_S", "3600")
+    scheduled = {r.variant: r.report for r in query_drift(params)}
+    assert scheduled["canary"] is not None and not scheduled["canary"].drifted
+    assert scheduled["canary"].html_path and Path(scheduled["canary"].html_path).is_file(), "the scheduled report"
+    later = {r.variant: r.report for r in query_drift(params)}
+    assert later["canary"] is not None and later["canary"].html_path is None, "one report per period"
 
     url = get_current_settings().api.url
     sent = [
