@@ -24,18 +24,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from lockgate._io import atomic_write_text, exclusive_lock
 from lockgate.errors import ConfigError, LockgateError, TransientError
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "PANELS",
+    "WATCH_METRIC",
     "Dashboard",
     "EvidentlyDashboard",
+    "KeepingLatest",
+    "LatestValues",
     "NoDashboard",
     "Panel",
     "open_dashboard",
     "prometheus_values",
+    "watch_columns",
+    "watch_exposition",
 ]
 
 VARIANTS = ("production", "canary")
@@ -211,13 +217,96 @@ def _panel_of(panel: Panel) -> Any:
     return line_plot_panel(panel.title, metrics, description=panel.description or None)
 
 
-def open_dashboard(kind: str, folder: Path, project: str) -> Dashboard:
-    """The dashboard ``monitoring.dashboard`` names: ``evidently`` (a project in ``folder``) or ``off``."""
+def open_dashboard(kind: str, folder: Path, project: str, latest: Path | None = None) -> Dashboard:
+    """The dashboard ``monitoring.dashboard`` names: ``evidently`` (a project in ``folder``) or ``off``;
+    with ``latest``, every record also updates that file of latest values (what ``lockgate monitor``
+    exports to Prometheus for Grafana), whichever dashboard is chosen."""
+    inner: Dashboard
     if kind == "off":
-        return NoDashboard()
-    if kind == "evidently":
-        return EvidentlyDashboard(folder, project)
-    raise ConfigError(f"monitoring.dashboard: unknown dashboard {kind!r} (evidently or off)")
+        inner = NoDashboard()
+    elif kind == "evidently":
+        inner = EvidentlyDashboard(folder, project)
+    else:
+        raise ConfigError(f"monitoring.dashboard: unknown dashboard {kind!r} (evidently or off)")
+    return inner if latest is None else KeepingLatest(inner, LatestValues(latest))
+
+
+# Columns whose values come from Prometheus itself: never exported back to it.
+FROM_PROMETHEUS = ("p95_latency_s", "tokens_per_s", "error_ratio", "queue_depth")
+# What Prometheus scrapes from ``lockgate monitor``: the latest value of each watch column.
+WATCH_METRIC = "lockgate_watch"
+
+
+def watch_columns() -> list[str]:
+    """The dashboard columns measured by the watch checks (drift, online quality, the gate), in panel order."""
+    columns: list[str] = []
+    for panel in PANELS:
+        for column, _ in panel.values:
+            if column not in columns and not column.endswith(FROM_PROMETHEUS):
+                columns.append(column)
+    return columns
+
+
+class LatestValues:
+    """The latest value of each dashboard column and when it was measured, in one JSON file
+    (``<home>/monitoring/latest.json``), written under a lock and atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def update(self, values: Mapping[str, float], at: datetime) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(self.path.with_name(self.path.name + ".lock"), None, lambda: None):
+            kept = self.read()
+            kept.update({k: {"value": float(v), "at": at.timestamp()} for k, v in values.items()})
+            atomic_write_text(self.path, json.dumps(kept, indent=1, sort_keys=True))
+
+    def read(self) -> dict[str, dict[str, float]]:
+        """Column -> ``{"value", "at"}``; a missing or unreadable file is nothing recorded yet."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {
+            str(k): {"value": float(v["value"]), "at": float(v["at"])}
+            for k, v in data.items()
+            if isinstance(v, dict) and isinstance(v.get("value"), int | float) and isinstance(v.get("at"), int | float)
+        }
+
+
+class KeepingLatest:
+    """A dashboard that also keeps each column's latest value (``LatestValues``)."""
+
+    def __init__(self, inner: Dashboard, latest: LatestValues) -> None:
+        self.inner = inner
+        self.latest = latest
+
+    def record(self, kind: str, values: Mapping[str, float], at: datetime | None = None) -> None:
+        at = at or datetime.now(UTC)
+        finite = {k: float(v) for k, v in values.items() if v is not None and math.isfinite(float(v))}
+        try:
+            self.latest.update(finite, at)
+        except OSError as exc:
+            raise TransientError(f"dashboard {self.latest.path}: {exc}") from None
+        self.inner.record(kind, values, at)
+
+
+def watch_exposition(latest: Mapping[str, Mapping[str, float]]) -> str:
+    """Prometheus' text format of the latest watch values: ``lockgate_watch{column=...}`` and when
+    each was measured (``lockgate_watch_measured_at_seconds``), for the columns of ``watch_columns``."""
+    known = [c for c in watch_columns() if c in latest]
+    lines = [
+        f"# HELP {WATCH_METRIC} Latest value a watch check recorded (drift score and threshold, online quality, "
+        "the gate's scores), by dashboard column.",
+        f"# TYPE {WATCH_METRIC} gauge",
+        *(f'{WATCH_METRIC}{{column="{c}"}} {latest[c]["value"]!r}' for c in known),
+        f"# HELP {WATCH_METRIC}_measured_at_seconds When that value was measured (Unix time).",
+        f"# TYPE {WATCH_METRIC}_measured_at_seconds gauge",
+        *(f'{WATCH_METRIC}_measured_at_seconds{{column="{c}"}} {latest[c]["at"]!r}' for c in known),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 # Recorded series (lockgate/prometheus/rules.yml) -> the dashboard's column, by variant.

@@ -83,7 +83,10 @@ class Workspace:
             logs=home / "logs",
             serving=ServingPaths(settings),
             dashboard=open_dashboard(
-                settings.monitoring.dashboard, home / "monitoring" / "evidently", settings.data.name
+                settings.monitoring.dashboard,
+                home / "monitoring" / "evidently",
+                settings.data.name,
+                latest=home / "monitoring" / "latest.json",
             ),
         )
 

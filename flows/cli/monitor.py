@@ -25,12 +25,13 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     watch checks record into (<home>/monitoring/evidently: a project named after data.name with
     query and corpus drift against their thresholds, online quality per variant, the gate's scores
     per release, and latency, tokens/s, errors and queue depth from this Prometheus) until Ctrl-C.
-    --print-config prints the configuration instead; --grafana FILE writes a Grafana dashboard over
-    the same series. Exit 2 when nothing is deployed yet or prometheus is not installed (Debian: apt
-    install prometheus).
+    The latest watch values are also served on --metrics-port as lockgate_watch{column=...} (job
+    lockgate-watch), so Grafana can show the same panels. --print-config prints the configuration
+    instead; --grafana FILE writes a Grafana dashboard over the same series. Exit 2 when nothing is
+    deployed yet or prometheus is not installed (Debian: apt install prometheus).
     """
     from lockgate.errors import ConfigError
-    from lockgate.monitoring import RULES, grafana_dashboard, prometheus_config
+    from lockgate.monitoring import RULES, grafana_dashboard, prometheus_config, serve_watch_values
     from lockgate.serving import load_manifest
     from lockgate.workspace import Workspace
 
@@ -46,7 +47,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     rules = folder / "rules.yml"
     shutil.copyfile(RULES, rules)
     gateway = f"{settings.serving.host}:{settings.serving.port}"
-    config = prometheus_config(gateway, [v.engine_url for v in manifest.variants], rules, args.interval)
+    watch = f"127.0.0.1:{args.metrics_port}"
+    config = prometheus_config(gateway, [v.engine_url for v in manifest.variants], rules, args.interval, watch)
     import yaml
 
     text = yaml.safe_dump(config, sort_keys=False)
@@ -72,10 +74,15 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     ui += ["--host", "127.0.0.1", "--port", str(args.ui_port)]
     logs = folder / "logs"
     logs.mkdir(exist_ok=True)
+    exporter = serve_watch_values(folder / "latest.json", "127.0.0.1", args.metrics_port)
     print(f"Prometheus on http://127.0.0.1:{args.port} scraping {gateway} and {len(manifest.variants)} engine(s)")
     print(f"dashboard on http://127.0.0.1:{args.ui_port}/projects/{project} (Evidently UI)")
+    print(f"watch values for Prometheus (and Grafana) on http://{watch}/metrics")
     print(f"config {path}; logs {logs}; Ctrl-C stops both")
-    return run_until_interrupted({"prometheus": argv, "evidently ui": ui}, logs)
+    try:
+        return run_until_interrupted({"prometheus": argv, "evidently ui": ui}, logs)
+    finally:
+        exporter.shutdown()
 
 
 def run_until_interrupted(commands: dict[str, list[str]], logs: Path) -> int:
@@ -123,6 +130,12 @@ def register(subparsers: Any) -> None:
     monitor = add_command(subparsers, "monitor", cmd_monitor)
     monitor.add_argument("--port", type=int, default=9090, help="Prometheus' port (default 9090)")
     monitor.add_argument("--ui-port", type=int, default=8000, help="the Evidently UI's port (default 8000)")
+    monitor.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9109,
+        help="where the latest watch values are served to Prometheus as lockgate_watch (default 9109)",
+    )
     monitor.add_argument("--interval", type=float, default=15.0, help="scrape and rule interval in seconds")
     monitor.add_argument("--print-config", action="store_true", help="print prometheus.yml and exit")
     monitor.add_argument("--grafana", default=None, metavar="FILE", help="write a Grafana dashboard JSON and exit")

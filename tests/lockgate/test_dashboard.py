@@ -80,3 +80,43 @@ def test_a_prometheus_that_does_not_answer_is_a_transient_error() -> None:
         port = s.getsockname()[1]
     with pytest.raises(TransientError, match=rf"monitoring.prometheus_url: http://127.0.0.1:{port} did not answer"):
         prometheus_values(f"http://127.0.0.1:{port}", timeout_s=2)
+
+
+def test_every_record_keeps_the_latest_values_which_monitor_serves_to_prometheus(tmp_path: Path) -> None:
+    """Whichever dashboard is chosen, each column's latest finite value is kept (``latest.json``) and
+    ``lockgate monitor``'s exporter serves it in Prometheus' text format, read back by its own parser."""
+    from datetime import UTC, datetime
+
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from lockgate.monitoring import serve_watch_values
+    from tests.lockgate.serving.conftest import free_port
+
+    latest = tmp_path / "latest.json"
+    dashboard = open_dashboard("off", tmp_path / "evidently", "quillstone-qa", latest=latest)
+    first = datetime(2026, 12, 1, tzinfo=UTC)
+    dashboard.record(
+        "query-drift", {"production_query_drift_score": 0.02, "production_query_drift_threshold": 0.01}, first
+    )
+    dashboard.record("query-drift", {"production_query_drift_score": 0.03, "canary_query_drift_score": float("nan")})
+    dashboard.record("serving", {"production_p95_latency_s": 1.5})  # Prometheus' own: not exported back
+
+    port = free_port()
+    server = serve_watch_values(latest, "127.0.0.1", port)
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 404
+        with pytest.raises(ConfigError, match=f"cannot serve the watch values on 127.0.0.1:{port}"):
+            serve_watch_values(latest, "127.0.0.1", port)
+    finally:
+        server.shutdown()
+    samples = {
+        (s.name, s.labels["column"]): s.value for family in text_string_to_metric_families(text) for s in family.samples
+    }
+    assert samples[("lockgate_watch", "production_query_drift_score")] == 0.03, "the latest value"
+    assert samples[("lockgate_watch", "production_query_drift_threshold")] == 0.01
+    assert samples[("lockgate_watch_measured_at_seconds", "production_query_drift_threshold")] == first.timestamp()
+    assert ("lockgate_watch", "canary_query_drift_score") not in samples, "a value that is not finite is not kept"
+    assert not any("p95" in column for _, column in samples), samples
+    assert not (tmp_path / "evidently").exists(), "off still draws nothing"

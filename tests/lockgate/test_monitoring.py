@@ -1,5 +1,5 @@
 """The shipped Prometheus rules and the rendered configuration, checked and unit-tested with promtool;
-the Grafana dashboard reads only series the rules record."""
+the Grafana dashboard reads only series the rules record and the watch values `lockgate monitor` exports."""
 
 from __future__ import annotations
 
@@ -13,7 +13,16 @@ import pytest
 import yaml
 
 from lockgate.errors import ConfigError
-from lockgate.monitoring import ENGINE_JOB, GATEWAY_JOB, PANELS, RULES, grafana_dashboard, prometheus_config, target
+from lockgate.monitoring import (
+    ENGINE_JOB,
+    GATEWAY_JOB,
+    PANELS,
+    RULES,
+    WATCH_JOB,
+    grafana_dashboard,
+    prometheus_config,
+    target,
+)
 from tests.conftest import needs_prometheus, prometheus_binaries
 
 PROMTOOL = prometheus_binaries()[1]
@@ -56,6 +65,8 @@ def test_the_rendered_configuration_is_valid_and_scrapes_every_engine_once(tmp_p
     assert checked.returncode == 0, checked.stdout + checked.stderr
     jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
     assert jobs == {GATEWAY_JOB: ["127.0.0.1:8300"], ENGINE_JOB: ["127.0.0.1:8400", "127.0.0.1:8401"]}
+    watched = prometheus_config("127.0.0.1:8300", ["http://127.0.0.1:8400"], RULES, 5, watch="127.0.0.1:9109")
+    assert watched["scrape_configs"][-1] == {"job_name": WATCH_JOB, "static_configs": [{"targets": ["127.0.0.1:9109"]}]}
     assert config["global"] == {"scrape_interval": "5s", "evaluation_interval": "5s"}
 
 
@@ -65,12 +76,23 @@ def test_a_target_without_a_port_is_refused_by_name() -> None:
         target("http://engine.svc")
 
 
-def test_every_panel_reads_a_series_the_rules_record() -> None:
+def test_every_panel_reads_a_series_the_rules_record_or_a_watch_value_the_checks_record() -> None:
+    from lockgate.dashboard import PANELS as EVIDENTLY_PANELS
+    from lockgate.dashboard import watch_columns
+
     dashboard = json.loads(json.dumps(grafana_dashboard()))  # what --grafana writes: plain JSON
     panels = dashboard["panels"]
-    assert [p["title"] for p in panels] == list(PANELS) and len({p["id"] for p in panels}) == len(panels)
-    series = {name for p in panels for name in re.findall(r"[a-z_]+:[a-z0-9_:]+|\bup\b", p["targets"][0]["expr"])}
+    serving = [p for p in panels if "lockgate_watch" not in p["targets"][0]["expr"]]
+    watch = [p for p in panels if "lockgate_watch" in p["targets"][0]["expr"]]
+    assert [p["title"] for p in serving] == list(PANELS) and len({p["id"] for p in panels}) == len(panels)
+    series = {name for p in serving for name in re.findall(r"[a-z_]+:[a-z0-9_:]+|\bup\b", p["targets"][0]["expr"])}
     assert series - {"up"} <= recorded(), series - recorded()
     assert recorded() <= series, f"recorded but shown nowhere: {recorded() - series}"
+    # The Evidently dashboard's panels of watch values, the same in Grafana: every column shown, each once.
+    assert [p["title"] for p in watch] == [
+        e.title for e in EVIDENTLY_PANELS if e.kind == "line" and any(c in watch_columns() for c, _ in e.values)
+    ]
+    shown = [c for p in watch for c in re.search(r'column=~"([^"]+)"', p["targets"][0]["expr"]).group(1).split("|")]  # type: ignore[union-attr]
+    assert sorted(shown) == sorted(watch_columns()), "every watch column in one Grafana panel"
     positions = {(p["gridPos"]["x"], p["gridPos"]["y"]) for p in panels}
     assert len(positions) == len(panels), "no two panels on the same spot"
