@@ -70,6 +70,7 @@ bench: setup  ## benchmarks, printed as ratios against a baseline measured in th
 	$(PY) -m benchmarks.bench_gate
 	$(PY) -m benchmarks.bench_eval
 	$(PY) -m benchmarks.bench_drift
+	$(PY) -m benchmarks.bench_quantize
 
 bench-prep: setup  ## prep of 50k and 200k generated rows: rows/s and peak RSS (about 5 minutes)
 	$(PY) -m benchmarks.bench_prep
