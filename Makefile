@@ -26,7 +26,7 @@ demo: setup  ## run the release pipeline end to end on the sample data, then ask
 	$(PY) -m flows release
 	$(PY) -m flows ask
 
-demo-real: setup  ## the same release on a real pretrained LLM (SmolLM2-135M-Instruct, profile smollm2): about 10 minutes
+demo-real: setup  ## the same release on a real pretrained LLM (SmolLM2-135M-Instruct, profile smollm2): about 7 minutes
 	$(PY) -m flows --profile smollm2 release
 	$(PY) -m flows --profile smollm2 ask
 
