@@ -420,7 +420,12 @@ def prometheus(
             targets = answer.json()["data"]["activeTargets"]
             running.health = {t["labels"]["job"]: t["health"] for t in targets}
             p95 = running.query('lockgate:gateway_latency_seconds:p95_5m{variant="production"}')
-            if running.health == {"lockgate-gateway": "up", "lockgate-vllm": "up"} and p95:
+            # A series with no increase in its window yet reads NaN: wait for a number.
+            if (
+                running.health == {"lockgate-gateway": "up", "lockgate-vllm": "up"}
+                and p95
+                and 0 < float(p95[0]["value"][1]) < float("inf")
+            ):  # type: ignore[index]
                 break
             time.sleep(1)
         yield running
