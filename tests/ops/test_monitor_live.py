@@ -55,7 +55,11 @@ def test_monitor_serves_prometheus_and_the_dashboard_until_ctrl_c(tmp_path: Path
     try:
         projects, targets, watched = [], [], []
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not (projects and targets and watched):
+
+        def watch_up() -> bool:  # the target list is read apart from the query: wait for both
+            return any(t["labels"]["job"] == "lockgate-watch" and t["health"] == "up" for t in targets)
+
+        while time.monotonic() < deadline and not (projects and watched and watch_up()):
             assert proc.poll() is None, (tmp_path / "monitor.log").read_text()[-3000:]
             try:
                 projects = httpx.get(f"http://127.0.0.1:{ui_port}/api/projects", timeout=5).json()
