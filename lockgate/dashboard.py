@@ -114,6 +114,11 @@ PANELS: tuple[Panel, ...] = (
 )
 
 
+def finite_values(values: Mapping[str, float | None]) -> dict[str, float]:
+    """The values that can be drawn: the finite ones, as floats (None and NaN are left out)."""
+    return {k: float(v) for k, v in values.items() if v is not None and math.isfinite(float(v))}
+
+
 class Dashboard(Protocol):
     """Where the watch checks record what they measured."""
 
@@ -182,7 +187,7 @@ class EvidentlyDashboard:
 
     def record(self, kind: str, values: Mapping[str, float], at: datetime | None = None) -> None:
         """One snapshot of ``values`` (finite ones) at ``at``; raises a Lockgate error naming what failed."""
-        finite = {k: float(v) for k, v in values.items() if v is not None and math.isfinite(float(v))}
+        finite = finite_values(values)
         if not finite:
             return
         try:
@@ -231,8 +236,16 @@ def open_dashboard(kind: str, folder: Path, project: str, latest: Path | None = 
     return inner if latest is None else KeepingLatest(inner, LatestValues(latest))
 
 
+# Recorded series (lockgate/prometheus/rules.yml) -> the dashboard's column, by variant.
+SERVING_SERIES: dict[str, str] = {
+    "lockgate:gateway_latency_seconds:p95_5m": "p95_latency_s",
+    "lockgate:gateway_completion_tokens:rate5m": "tokens_per_s",
+    "lockgate:gateway_error_ratio:rate5m": "error_ratio",
+}
+QUEUE_SERIES = "lockgate:vllm_requests_waiting"
+QUEUE_COLUMN = "queue_depth"
 # Columns whose values come from Prometheus itself: never exported back to it.
-FROM_PROMETHEUS = ("p95_latency_s", "tokens_per_s", "error_ratio", "queue_depth")
+FROM_PROMETHEUS = (*SERVING_SERIES.values(), QUEUE_COLUMN)
 # What Prometheus scrapes from ``lockgate monitor``: the latest value of each watch column.
 WATCH_METRIC = "lockgate_watch"
 
@@ -285,7 +298,7 @@ class KeepingLatest:
 
     def record(self, kind: str, values: Mapping[str, float], at: datetime | None = None) -> None:
         at = at or datetime.now(UTC)
-        finite = {k: float(v) for k, v in values.items() if v is not None and math.isfinite(float(v))}
+        finite = finite_values(values)
         try:
             self.latest.update(finite, at)
         except OSError as exc:
@@ -309,15 +322,6 @@ def watch_exposition(latest: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Recorded series (lockgate/prometheus/rules.yml) -> the dashboard's column, by variant.
-SERVING_SERIES: dict[str, str] = {
-    "lockgate:gateway_latency_seconds:p95_5m": "p95_latency_s",
-    "lockgate:gateway_completion_tokens:rate5m": "tokens_per_s",
-    "lockgate:gateway_error_ratio:rate5m": "error_ratio",
-}
-QUEUE_SERIES = "lockgate:vllm_requests_waiting"
-
-
 def prometheus_values(url: str, timeout_s: float = 5.0) -> dict[str, float]:
     """The serving series of the last window from Prometheus' HTTP API, named as the panels' columns.
 
@@ -332,7 +336,7 @@ def prometheus_values(url: str, timeout_s: float = 5.0) -> dict[str, float]:
                 values[f"{variant}_{column}"] = float(result["value"][1])
     waiting = [float(r["value"][1]) for r in _query(url, QUEUE_SERIES, timeout_s)]
     if waiting:
-        values["queue_depth"] = sum(waiting)
+        values[QUEUE_COLUMN] = sum(waiting)
     return values
 
 
