@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -209,7 +210,9 @@ class ManifestWatcher:
         self.lock_folder = path.parent if lock_folder is None else lock_folder
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
-        self._checked = 0.0
+        # Never checked: time.monotonic() counts from boot, so 0.0 would read as "just now" for the
+        # first ``interval_s`` after a machine starts (a fresh CI machine, a new pod).
+        self._checked = -math.inf
         self._manifest = load_manifest(path)
         self._stamp = self._stat()
 
@@ -248,5 +251,5 @@ class ManifestWatcher:
 
         outcome = swap_manifest(self.path, judged, decide, what, self.lock_folder, write)
         if outcome == "stale":
-            self._checked = 0.0  # serve the manifest that replaced it from the next look on
+            self._checked = -math.inf  # serve the manifest that replaced it from the next look on
         return outcome

@@ -188,8 +188,18 @@ def test_a_deploy_waits_while_a_rollback_decides_and_its_manifest_is_not_overwri
     assert [name for name, _, _ in events] == [CANARY_ROLLED_BACK]
 
 
+@pytest.fixture(params=[10.0, 1e6], ids=["just-booted", "up-for-days"])
+def uptime(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> float:
+    """``time.monotonic`` as on a machine up for this many seconds (it counts from boot): a fresh CI
+    machine or a new pod reads less than a watcher's ``interval_s``."""
+    real = time.monotonic
+    offset = request.param - real()
+    monkeypatch.setattr(time, "monotonic", lambda: real() + offset)
+    return float(request.param)
+
+
 def test_a_manifest_replaced_after_the_rollback_judged_it_is_left_alone(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, uptime: float
 ) -> None:
     """The gateway judges the copy it serves (re-read at most every ``interval_s``); a deploy that
     finished the rollout meanwhile must not see its canary-less manifest rolled back, nor the now
