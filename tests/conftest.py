@@ -159,4 +159,4 @@ def smollm2_base(tmp_path_factory: pytest.TempPathFactory) -> BaseModelArtifact:
 
 
 # A live Prefect server on PostgreSQL (one PostgreSQL for the whole session), for every folder of live tests.
-from tests.live import postgres, server  # noqa: E402, F401
+from tests.live import postgres, prefect_template, server  # noqa: E402, F401

@@ -3,7 +3,8 @@
 PostgreSQL is started once per session in a temporary folder (``initdb`` + ``pg_ctl``, trust
 authentication on 127.0.0.1 only); every test gets a fresh database and its own Prefect
 server on it, stopped after. Shared by every live test (deployments, work pools, containers,
-the UI).
+the UI). The first server of the session migrates a template database; each test's database
+is a copy of it (``createdb -T``), so its server skips Prefect's migrations.
 """
 
 from __future__ import annotations
@@ -97,15 +98,18 @@ class Postgres:
     port: int
     user: str = "lockgate"
 
-    def create_database(self) -> str:
-        """A fresh, empty database; returns its SQLAlchemy URL for Prefect (asyncpg)."""
-        name = f"prefect_{uuid.uuid4().hex[:12]}"
-        subprocess.run(
-            [str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, name],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+    def create_database(self, template: str | None = None, name: str | None = None) -> str:
+        """A fresh database, empty or a copy of ``template``; returns its SQLAlchemy URL for Prefect (asyncpg)."""
+        name = name or f"prefect_{uuid.uuid4().hex[:12]}"
+        copy = ["-T", template] if template else []
+        cmd = [str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, *copy, name]
+        for _ in range(20):
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            # A template is copied only without connections: a server just stopped may hold one for a moment.
+            if done.returncode == 0 or "being accessed by other users" not in done.stderr:
+                break
+            time.sleep(0.5)
+        assert done.returncode == 0, f"createdb {name}: {done.stderr}"
         return f"postgresql+asyncpg://{self.user}@127.0.0.1:{self.port}/{name}"
 
 
@@ -167,10 +171,41 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: fl
             time.sleep(1)
 
 
+def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    """``prefect server start`` on ``env``'s database, healthy; the caller stops it."""
+    proc = subprocess.Popen(
+        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/api", proc, log)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
+
+
+@pytest.fixture(scope="session")
+def prefect_template(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A database a Prefect server has started on once (schema migrated, block types registered),
+    stopped: each test's server starts on a copy of it instead of migrating an empty one."""
+    name = "prefect_template"
+    folder = tmp_path_factory.mktemp("prefect-template")
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(folder),
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": postgres.create_database(name=name),
+    }
+    stop(start_server(env, free_port(), folder / "server.log"))
+    return name
+
+
 @pytest.fixture
-def server(postgres: Postgres, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """A Prefect server (API and UI) on a fresh PostgreSQL database; yields its API URL and the
-    environment clients, workers and flows use to reach it."""
+def server(postgres: Postgres, prefect_template: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A Prefect server (API and UI) on a fresh PostgreSQL database (a copy of the migrated
+    template); yields its API URL and the environment clients, workers and flows use to reach it."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {
@@ -185,16 +220,9 @@ def server(postgres: Postgres, tmp_path: Path) -> Iterator[tuple[str, dict[str, 
     }
     (tmp_path / "prefect").mkdir()
     # Only the server reads it; tests read it to look into the database itself.
-    env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = postgres.create_database()
-    log = tmp_path / "server.log"
-    proc = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = postgres.create_database(template=prefect_template)
+    proc = start_server(env, port, tmp_path / "server.log")
     try:
-        wait_healthy(url, proc, log)
         yield url, env
     finally:
         stop(proc)
