@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE := offline
 
-.PHONY: images help setup demo demo-real demo-reject test test-fast lint server server-pg serve monitor status lock clean bench bench-prep
+.PHONY: images help setup demo demo-real demo-reject test test-real test-fast lint server server-pg serve monitor status lock clean bench bench-prep
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -36,6 +36,9 @@ demo-reject: setup  ## run it with a sabotaged candidate: the gate rejects, prod
 
 test: setup  ## run the whole test suite (unit, stage and end-to-end)
 	$(PY) -m pytest
+
+test-real: setup  ## the real-model profile end to end (SmolLM2: fine-tune, gate, serve, ask), about 5 minutes; not in `make test`
+	LOCKGATE_REAL=1 $(PY) -m pytest tests/flows/test_release_real.py
 
 test-fast: setup  ## only the tests not marked slow
 	$(PY) -m pytest -m "not slow"

@@ -12,15 +12,17 @@ from flows.params import ReleaseSummary
 from tests.conftest import ROOT
 
 
-def flows(home: Path, *args: str, api_url: str | None = None) -> subprocess.CompletedProcess[str]:
+def flows(
+    home: Path, *args: str, api_url: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`python -m flows ARGS` as `make demo` runs it (Makefile's environment), piped.
 
     Without ``api_url`` the command starts Prefect's temporary server, as on a newcomer's machine;
     with it, the runs, events and artifacts go to that server and its task results to this
     process's result folder, so a release in the test process on a copy of its state folder finds
     its stages cached. Either way it signs with the suite's throw-away key pair
-    (tests/conftest.py), never the machine's own."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LOCKGATE_"))}
+    (tests/conftest.py), never the machine's own. ``env`` adds variables (settings for this run)."""
+    extra, env = env or {}, {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LOCKGATE_"))}
     env.update({k: v for k, v in os.environ.items() if k.startswith("LOCKGATE_SIGNING__")})
     env.update(PYTHONPATH=str(ROOT), LOCKGATE_HOME=str(home), WANDB_MODE="offline")
     if api_url is not None:
@@ -30,6 +32,7 @@ def flows(home: Path, *args: str, api_url: str | None = None) -> subprocess.Comp
         env["PREFECT_LOCAL_STORAGE_PATH"] = str(get_current_settings().results.local_storage_path)
     # As the rest of the suite: vLLM's serving benchmark of the quantized model is tested on its own.
     env["LOCKGATE_QUANTIZATION__SERVING_BENCHMARK"] = os.environ.get("LOCKGATE_QUANTIZATION__SERVING_BENCHMARK", "off")
+    env.update(extra)
     return subprocess.run(
         [str(ROOT / ".venv" / "bin" / "python"), "-m", "flows", *args],
         env=env,
