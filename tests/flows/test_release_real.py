@@ -19,9 +19,8 @@ import pytest
 
 from lockgate.serving import load_manifest
 from lockgate.serving.vllm import EngineBook
-from tests.conftest import EXAMPLES
 from tests.flows.demo import flows, saved_summary
-from tests.lockgate.test_smollm2 import token_loss
+from tests.lockgate.test_smollm2 import held_out_text, token_loss
 
 pytestmark = [
     pytest.mark.slow,
@@ -53,9 +52,8 @@ def test_the_real_profile_fine_tunes_gates_serves_and_answers(tmp_path: Path) ->
     # ~10.8 nats/token of a random model with SmolLM2's vocabulary.
     (base,) = {p.parent for p in (home / "artifacts" / "base-models").glob("*/config.json")}
     tok = AutoTokenizer.from_pretrained(base)
-    held_out = "\n".join(p.read_text(encoding="utf-8") for p in sorted((EXAMPLES / "corpus").glob("*.md"))[:2])
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
-    loss = token_loss(model, tok, held_out)
+    loss = token_loss(model, tok, held_out_text())
     del model
     assert loss < 4.0, f"the converted base's held-out loss is {loss:.2f} nats/token"
 

@@ -57,6 +57,11 @@ def token_loss(model: Any, tok: Any, text: str, max_tokens: int = 384) -> float:
         return float(model(input_ids=ids, labels=ids).loss)
 
 
+def held_out_text() -> str:
+    """Sample text no model here was trained on: the first two documents of the sample corpus."""
+    return "\n".join(p.read_text(encoding="utf-8") for p in sorted((EXAMPLES / "corpus").glob("*.md"))[:2])
+
+
 def test_the_converted_base_is_a_pretrained_model_with_its_source_recorded(smollm2_base: BaseModelArtifact) -> None:
     import gguf
     import torch
@@ -75,7 +80,7 @@ def test_the_converted_base_is_a_pretrained_model_with_its_source_recorded(smoll
 
     tok = AutoTokenizer.from_pretrained(smollm2_base.path)
     assert tok.eos_token_id == info.special_ids["eos"] and tok.eos_token == "<|im_end|>"
-    held_out = "\n".join(p.read_text(encoding="utf-8") for p in sorted((EXAMPLES / "corpus").glob("*.md"))[:2])
+    held_out = held_out_text()
     model = AutoModelForCausalLM.from_pretrained(smollm2_base.path, dtype=torch.float32).eval()
     pretrained = token_loss(model, tok, held_out)
     del model
