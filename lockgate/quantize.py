@@ -250,6 +250,12 @@ def compare_served(
     if python is None:
         return ServingComparison(f"not measured: no serving environment ({settings.vllm_python} is missing)")
     from lockgate.serving.bench import BenchLoad, bench_checkpoint
+    from lockgate.serving.vllm import cannot_run_here
+
+    why = cannot_run_here(str(python), str(quant_dir))
+    if why is not None:  # the hardware, not the model: deploy serves the merged model beside it here
+        log.warning("serving benchmark: not measured: %s", why)
+        return ServingComparison(f"not measured: {why}")
 
     load = BenchLoad(
         prompts=tuple(prompts),

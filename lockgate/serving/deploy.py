@@ -24,6 +24,7 @@ from lockgate.serving.vllm import (
     EngineBook,
     EngineSpec,
     RunningEngine,
+    cannot_run_here,
     free_port,
     smoke_test,
     start_engine,
@@ -109,6 +110,29 @@ def engine_specs(versions: list[ModelVersion]) -> tuple[list[EngineSpec], dict[s
     return specs, placement
 
 
+def servable_here(spec: EngineSpec, python: str) -> EngineSpec:
+    """``spec``, or the same engine on the merged (un-quantized) model kept beside its quantized one
+    where this machine's vLLM cannot run the quantized model (4-bit weights on a CPU without
+    AVX-512), said in one warning line.
+
+    Raises:
+        StageError: the model cannot run here and no merged model lies beside it.
+    """
+    why = cannot_run_here(python, spec.model_path)
+    if why is None:
+        return spec
+    from lockgate.quantize import merged_beside
+
+    merged = merged_beside(Path(spec.model_path))
+    if merged is None:
+        raise StageError(
+            f"deploy: {spec.model_path} cannot be served on this machine: {why}; quantize with "
+            "quantization.scheme W8A8, or serve it where AVX-512 (or a GPU) is"
+        )
+    log.warning("deploy: %s; %s serves the merged model beside it (%s)", why, spec.served_model, merged)
+    return EngineSpec(str(merged), spec.served_model, spec.loras)
+
+
 def served_folders(specs: list[EngineSpec]) -> list[Path]:
     """The local paths a set of engines would load: each model and adapter that is on this machine (a
     hub id is pinned by its revision elsewhere; a path that is not there fails at the engine), once
@@ -178,6 +202,8 @@ def deploy(
     running = book.read()
     started: list[RunningEngine] = []
     specs, placement = engine_specs([v for v in (stable, production) if v is not None])
+    if settings.engine != "external":
+        specs = [servable_here(spec, settings.vllm_python) for spec in specs]
     if verify is not None:
         for folder in served_folders(specs):
             verify(folder)

@@ -8,6 +8,7 @@ Prefect); Lockgate speaks to it only over its OpenAI-compatible HTTP API.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -86,6 +87,56 @@ def find_serving_python(setting: str) -> Path | None:
     path = Path(setting)
     candidates = [path] if path.is_absolute() else [Path.cwd() / path, Path(__file__).resolve().parents[2] / path]
     return next((c for c in candidates if c.exists()), None)
+
+
+# Run in the serving environment: does its vLLM run 4-bit weight-only checkpoints on this machine?
+# The CPU build has its 4-bit GEMM kernel (``cpu_gemm_wna16``) only in its AVX-512 libraries; on a CPU
+# with AVX2 alone a W4A16 model loads, then the engine dies at its first request.
+_FOUR_BIT_PROBE = """
+from vllm.platforms import current_platform
+if current_platform.is_cpu():
+    import torch
+    current_platform.import_kernels()
+    print("4-bit:", "yes" if hasattr(torch.ops._C, "cpu_gemm_wna16") else "no")
+else:
+    print("4-bit: yes")
+"""
+
+
+@functools.cache
+def runs_4bit_weights(python: str) -> bool:
+    """Whether the serving environment's vLLM runs 4-bit weight-only models (W4A16) on this machine
+    (asked once per process, about 5 s). A probe that fails says yes: the engine's start reports."""
+    try:
+        done = subprocess.run(
+            [python, "-c", _FOUR_BIT_PROBE],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, **VLLM_ENV},
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+    return "4-bit: no" not in done.stdout
+
+
+def weight_only_bits(model_path: str) -> int | None:
+    """The weight bits of a compressed-tensors weight-only checkpoint (4 for W4A16), or None for any
+    other model (not quantized, activations quantized too, or not a local folder)."""
+    try:
+        config = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    groups = (config.get("quantization_config") or {}).get("config_groups") or {}
+    bits = {g.get("weights", {}).get("num_bits") for g in groups.values() if not g.get("input_activations")}
+    return min(bits) if bits and None not in bits else None
+
+
+def cannot_run_here(python: str, model_path: str) -> str | None:
+    """Why the serving environment's vLLM cannot run ``model_path`` on this machine, or None if it can."""
+    if weight_only_bits(model_path) == 4 and not runs_4bit_weights(python):
+        return "vLLM's CPU build runs 4-bit weights (W4A16) only with AVX-512, which this CPU lacks"
+    return None
 
 
 def free_port(start: int, host: str = "127.0.0.1", tries: int = 200) -> int:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from lockgate.errors import ConfigError, DataError
+from lockgate.errors import ConfigError, DataError, StageError
 from lockgate.prompts import PromptSpec
 from lockgate.registry import LocalRegistry, ModelVersion
 from lockgate.registry.prompts import PromptRegistry
 from lockgate.serving.canary import CanaryMonitor, RollbackPolicy, route
-from lockgate.serving.deploy import engine_specs
+from lockgate.serving.deploy import engine_specs, servable_here
 from lockgate.serving.keys import KeyStore, add_key, key_digest
 from lockgate.serving.manifest import ServingManifest, Variant, load_manifest, write_manifest
 from lockgate.serving.openai import BadRequest, parse_chat
@@ -26,7 +26,7 @@ from lockgate.serving.rollout import (
     roll_back_canary,
     variant_for,
 )
-from lockgate.serving.vllm import vllm_command
+from lockgate.serving.vllm import EngineSpec, vllm_command, weight_only_bits
 
 
 class Clock:
@@ -357,3 +357,49 @@ def test_a_prompt_version_whose_file_changed_is_still_served_from_the_registry(t
         PromptBook(folder).render(shipped.version, "why?", "because")
     with pytest.raises(ConfigError, match="grounded-qa@000000000000"):
         book.render("grounded-qa@000000000000", "why?", "because")
+
+
+def quantized_folder(stored: Path, weights: dict[str, object], activations: dict[str, object] | None) -> Path:
+    """A quantized model's folder as the quantize stage stores it: ``model/`` (compressed-tensors
+    config) beside ``merged/`` and the stage's record."""
+    group = {"weights": weights, "input_activations": activations, "targets": ["Linear"]}
+    config = {"quantization_config": {"quant_method": "compressed-tensors", "config_groups": {"group_0": group}}}
+    (stored / "model").mkdir(parents=True)
+    (stored / "model" / "config.json").write_text(json.dumps(config))
+    (stored / "merged").mkdir()
+    (stored / "merged" / "config.json").write_text("{}")
+    (stored / "lockgate-quantized.json").write_text("{}")
+    return stored / "model"
+
+
+def test_weight_only_bits_reads_the_scheme_from_the_checkpoint(tmp_path: Path) -> None:
+    w4a16 = quantized_folder(tmp_path / "w4a16", {"num_bits": 4, "type": "int"}, None)
+    w8a8 = quantized_folder(tmp_path / "w8a8", {"num_bits": 8, "type": "int"}, {"num_bits": 8, "type": "int"})
+    assert weight_only_bits(str(w4a16)) == 4
+    assert weight_only_bits(str(w8a8)) is None  # activations quantized too: another kernel
+    assert weight_only_bits(str(tmp_path / "w4a16" / "merged")) is None
+    assert weight_only_bits("HuggingFaceTB/SmolLM2-135M-Instruct") is None  # a hub id, not a folder here
+
+
+def test_a_4bit_model_this_cpu_cannot_run_is_served_from_the_merged_model_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """vLLM's CPU build runs 4-bit weights only with AVX-512: on a CPU without it (injected here; the
+    real probe runs in tests/lockgate/serving/test_quantized_serving.py) the deploy serves the merged
+    model, says so, and refuses where there is none."""
+    import lockgate.serving.vllm as vllm
+
+    w4a16 = quantized_folder(tmp_path / "stored", {"num_bits": 4, "type": "int"}, None)
+    spec = EngineSpec(str(w4a16), "lockgate-abc")
+    monkeypatch.setattr(vllm, "runs_4bit_weights", lambda python: True)
+    assert servable_here(spec, "py") == spec
+    monkeypatch.setattr(vllm, "runs_4bit_weights", lambda python: False)
+    with caplog.at_level("WARNING", logger="lockgate.serving.deploy"):
+        served = servable_here(spec, "py")
+    assert served == EngineSpec(str(tmp_path / "stored" / "merged"), "lockgate-abc")
+    assert "AVX-512" in caplog.text and "merged" in caplog.text
+    plain = EngineSpec(str(tmp_path / "stored" / "merged"), "lockgate-def")
+    assert servable_here(plain, "py") == plain  # not 4-bit: nothing to ask
+    (tmp_path / "stored" / "merged" / "config.json").unlink()
+    with pytest.raises(StageError, match=r"cannot be served on this machine.*quantization\.scheme W8A8"):
+        servable_here(spec, "py")
