@@ -10,6 +10,9 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE := offline
+# pytest-xdist workers for make test: the suite waits on servers, workers and engines about half the
+# time, so two processes fill both cores (tests/conftest.py keeps what must not overlap together).
+TEST_WORKERS ?= 2
 
 .PHONY: images help setup demo demo-real demo-reject test test-real test-fast lint server server-pg serve monitor status lock clean bench bench-prep
 
@@ -34,14 +37,14 @@ demo-reject: setup  ## run it with a sabotaged candidate: the gate rejects, prod
 	$(PY) -m flows release --scenario no-training; code=$$?; \
 	if [ $$code -eq 3 ]; then echo "gate rejected the candidate, as intended (exit 3)"; else exit $$code; fi
 
-test: setup  ## run the whole test suite (unit, stage and end-to-end)
-	$(PY) -m pytest
+test: setup  ## run the whole test suite (unit, stage and end-to-end) on two worker processes (TEST_WORKERS=2)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-real: setup  ## the real-model profile end to end (SmolLM2: fine-tune, gate, serve, ask), about 5 minutes; not in `make test`
 	LOCKGATE_REAL=1 $(PY) -m pytest tests/flows/test_release_real.py
 
 test-fast: setup  ## only the tests not marked slow
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
 
 lint: setup  ## ruff and mypy
 	$(PY) -m ruff check lockgate tasks flows tests benchmarks

@@ -47,6 +47,74 @@ if "LOCKGATE_SIGNING__PRIVATE_KEY" not in os.environ:
     os.environ["LOCKGATE_SIGNING__PUBLIC_KEY"] = str(_public)
 
 
+# `make test` runs the suite on two pytest-xdist workers (-n 2 --dist loadfile): a group of tests
+# runs on one worker, in order. Each test file is a group of its own (its module fixtures start
+# once), except the files below, which share a worker:
+# - "released": they read the session's release (``released``, about a minute to build: once);
+#   test_docker_pool's two tests each watch the trainer image's containers, so never at once.
+# - "vllm": they start vLLM engines on ports scanned from fixed starts (18400, 18500, 18600, 8500,
+#   8600): two engines starting at once on two workers could pick one port.
+# The release test of the real profile (opt-in, LOCKGATE_REAL=1) asks through an engine and a
+# gateway on the default ports, as test_cli_output's `ask` does: it joins "released".
+SHARED_WORKER: dict[str, tuple[str, ...]] = {
+    "released": (
+        "tests/flows/cli/test_cli_output.py",
+        "tests/flows/test_docker_pool.py",
+        "tests/flows/test_prompt_release.py",
+        "tests/flows/test_release_cards.py",
+        "tests/flows/test_release_e2e.py",
+        "tests/flows/test_release_real.py",
+    ),
+    "vllm": (
+        "tests/flows/test_deploy.py",
+        "tests/lockgate/serving/test_answering.py",
+        "tests/lockgate/serving/test_gateway_vllm.py",
+        "tests/lockgate/serving/test_quantized_serving.py",
+        "tests/lockgate/serving/test_serving_image.py",
+    ),
+}
+if os.environ.get("PYTEST_XDIST_WORKER") and "PREFECT_HOME" not in os.environ:
+    # Each worker's Prefect harness writes its home folder (memo store, profiles): one apiece.
+    import tempfile
+
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"lockgate-prefect-{os.environ['PYTEST_XDIST_WORKER']}-")
+
+
+def worker_group(path: str) -> str:
+    """The pytest-xdist group of a test file (its path from the checkout): its shared group
+    (SHARED_WORKER), or the file itself."""
+    return next((group for group, files in SHARED_WORKER.items() if path in files), path)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """make test's scheduling: pytest-xdist's loadfile (a file's tests run on one worker, in order),
+    with the files of each SHARED_WORKER group as one unit. (xdist_group marks would say the same,
+    but pytest-xdist 3.8 groups them by renaming node ids, which pytest 9 no longer allows.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedWorkerScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid.split("::", 1)[0])
+
+    return SharedWorkerScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On a pytest-xdist worker: the shared groups first, then the other groups that hold slow
+    tests, then the rest, so the longest work starts at once and the short tests fill in after
+    (make test passes --no-loadscope-reorder, which keeps this order)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    missing = [f for files in SHARED_WORKER.values() for f in files if not (ROOT / f).is_file()]
+    assert not missing, f"tests/conftest.py SHARED_WORKER names files that are gone: {missing}"
+
+    def group(item: pytest.Item) -> str:
+        return worker_group(item.path.relative_to(ROOT).as_posix())
+
+    slow = {group(item) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: (group(item) not in SHARED_WORKER, group(item) not in slow))
+
+
 @pytest.fixture(params=["local", "fsspec-memory"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ArtifactStore]:
     """An empty artifact store: a local folder, and an fsspec URL read through a local cache.

@@ -163,7 +163,8 @@ def test_a_second_run_of_the_same_inputs_waits_for_the_work_lock(tmp_path: Path)
 
     first = threading.Thread(target=hold, args=("a", 1.0))
     first.start()
-    time.sleep(0.2)
+    while not order:  # a holds the lock (a fixed head start could run out on a busy machine)
+        time.sleep(0.01)
     hold("b", 0)
     first.join()
     assert order == ["a in", "a out", "b in", "b out"]
