@@ -12,7 +12,10 @@ export TOKENIZERS_PARALLELISM := false
 export WANDB_MODE := offline
 # pytest-xdist workers for make test: the suite waits on servers, workers and engines about half the
 # time, so two processes fill both cores (tests/conftest.py keeps what must not overlap together).
+# Two trainings at once each start a thread per core: OpenMP threads that spin while they wait took
+# the cores from each other (a 67 s training test took 385 s beside another), so they sleep instead.
 TEST_WORKERS ?= 2
+TEST_ENV := OMP_WAIT_POLICY=PASSIVE
 
 .PHONY: images help setup demo demo-real demo-reject test test-real test-fast lint server server-pg serve monitor status lock clean bench bench-prep
 
@@ -38,13 +41,13 @@ demo-reject: setup  ## run it with a sabotaged candidate: the gate rejects, prod
 	if [ $$code -eq 3 ]; then echo "gate rejected the candidate, as intended (exit 3)"; else exit $$code; fi
 
 test: setup  ## run the whole test suite (unit, stage and end-to-end) on two worker processes (TEST_WORKERS=2)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(TEST_ENV) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-real: setup  ## the real-model profile end to end (SmolLM2: fine-tune, gate, serve, ask), about 5 minutes; not in `make test`
 	LOCKGATE_REAL=1 $(PY) -m pytest tests/flows/test_release_real.py
 
 test-fast: setup  ## only the tests not marked slow
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
+	$(TEST_ENV) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
 
 lint: setup  ## ruff and mypy
 	$(PY) -m ruff check lockgate tasks flows tests benchmarks
