@@ -176,9 +176,10 @@ def package_resource(spec: str) -> tuple[Path, str | None]:
     license_ = None
     for dist in importlib.metadata.packages_distributions().get(package, []):
         meta = importlib.metadata.metadata(dist)
-        # .get: a missing field is None in the standard library's metadata and a KeyError in the
-        # importlib_metadata backport's, which a finder another package installs can hand back.
-        license_ = meta.get("License-Expression") or meta.get("License")
+        # get_all, not [...]: a missing field is None in the standard library's metadata and a
+        # KeyError in the importlib_metadata backport's, which a finder another package installs can
+        # hand back.
+        license_ = next((v for k in ("License-Expression", "License") for v in meta.get_all(k) or [] if v), None)
         if license_:
             break
     return path, license_.lower() if license_ else None
