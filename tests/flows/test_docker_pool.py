@@ -5,6 +5,7 @@ train, or run out of memory. A few minutes; needs a Docker engine and `make imag
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import time
@@ -25,6 +26,14 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python")
 # The README's tolerance for a resumed run against an uninterrupted one (eval loss, relative):
 # CPU training that resumes sees its batches in another order.
 RESUME_LOSS_TOLERANCE = 0.05
+
+
+def container_env(**variables: str) -> str:
+    """training.job_variables for the pool's containers: the given variables, and make test's
+    OpenMP wait policy (Makefile TEST_ENV), which a container does not inherit. Without it, the
+    container's threads spin while they wait and take the cores from the other test worker."""
+    env = {"OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"]} if "OMP_WAIT_POLICY" in os.environ else {}
+    return json.dumps({**variables, "env": env})
 
 
 def docker(*args: str, timeout: int = 60) -> str:
@@ -93,6 +102,7 @@ def test_release_on_the_docker_pool_survives_two_kills_and_a_sigterm(
         "LOCKGATE_TRAINING__DEPLOYMENT": "finetune/finetune-docker",
         "LOCKGATE_TRAINING__SAVE_STEPS": "10",
         "LOCKGATE_TRAINING__MAX_RESUBMITS": "4",
+        "LOCKGATE_TRAINING__JOB_VARIABLES": container_env(),
     }
     log_path = tmp_path / "release.log"
     release = subprocess.Popen(
@@ -169,7 +179,7 @@ def test_an_out_of_memory_fine_tune_is_not_resubmitted(
         **env,
         "LOCKGATE_TRAINING__LAUNCHER": "deployment",
         "LOCKGATE_TRAINING__DEPLOYMENT": "finetune/finetune-docker",
-        "LOCKGATE_TRAINING__JOB_VARIABLES": '{"mem_limit": "160m", "memswap_limit": "160m"}',
+        "LOCKGATE_TRAINING__JOB_VARIABLES": container_env(mem_limit="160m", memswap_limit="160m"),
     }
     out = subprocess.run(
         [PYTHON, "-m", "flows", "release"], env=release_env, capture_output=True, text=True, timeout=900, cwd=ROOT
