@@ -54,7 +54,9 @@ class VectorStore(Protocol):
     """What the refresh and retrieval need from a vector database.
 
     ``upsert`` and ``delete`` return only after the store acknowledged the write; a write that
-    did not land raises (``TransientError`` when a retry may pass).
+    did not land raises (``TransientError`` when a retry may pass). A store whose writes are done
+    in this process (Milvus Lite) says so with ``writes_in_process = True``: a refresh then writes
+    between its batches instead of beside the encoder (``lockgate.refresh.writer_for``).
     """
 
     uri: str  # where the store is (a file, a server, an index host)
@@ -74,6 +76,12 @@ class VectorStore(Protocol):
 
     def delete(self, chunk_ids: list[str]) -> None:
         """Remove chunks by id."""
+        ...
+
+    def flush(self) -> None:
+        """Seal the acknowledged writes where the store has such a step (Milvus: into segments,
+        which reads need to be fast); a no-op where it has none. A refresh calls it once, after
+        its last write."""
         ...
 
     def search(self, vectors: np.ndarray, top_k: int) -> list[list[Hit]]:

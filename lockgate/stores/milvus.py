@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 
 # Milvus caps one insert request's size; batches of this many rows stay far below it.
 UPSERT_BATCH = 500
+# An acknowledged write is in Milvus's write-ahead log (Milvus Lite's too: it survives a killed
+# process); a flush seals the log into a segment, and costs about as much for 256 rows as for
+# 4,096. Flushed after this many rows written, when the refresh is done (reads of unsealed rows
+# are slow: 3.6 s against 0.8 s for a manifest of 7,881), and on close.
+FLUSH_ROWS = 4096
 # VARCHAR limits of the schema, in bytes (Milvus counts UTF-8 bytes).
 FIELD_BYTES = {"id": 128, "content_digest": 80, "doc": 1024, "title": 1024, "text": 8192}
 SERVER_SCHEMES = ("http://", "https://", "tcp://")
@@ -245,6 +250,9 @@ class MilvusStore:
         self._lite = not uri.startswith(SERVER_SCHEMES)
         self._closed = False
         self._loaded = False
+        self._unflushed = 0
+        # Milvus Lite is a server in this process's threads: its writes take this process's CPU.
+        self.writes_in_process = self._lite
         if self._lite:
             grpc_server_log = logging.getLogger("grpc._server")
             if _LITE_NOISE not in grpc_server_log.filters:
@@ -336,7 +344,7 @@ class MilvusStore:
                 )
             ]
             self._call("upsert", lambda rows=rows: self._client.upsert(self.collection, data=rows))
-        self._call("flush", lambda: self._client.flush(self.collection))
+        self._written(len(chunks))
 
     def delete(self, chunk_ids: list[str]) -> None:
         if not chunk_ids or not self._has():
@@ -344,7 +352,19 @@ class MilvusStore:
         for start in range(0, len(chunk_ids), UPSERT_BATCH):
             ids = chunk_ids[start : start + UPSERT_BATCH]
             self._call("delete", lambda ids=ids: self._client.delete(self.collection, ids=ids))
-        self._call("flush", lambda: self._client.flush(self.collection))
+        self._written(len(chunk_ids))
+
+    def _written(self, rows: int) -> None:
+        self._unflushed += rows
+        if self._unflushed >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Seal what was written since the last flush into a segment (an acknowledged write is
+        durable without it; reads of sealed rows are faster)."""
+        if self._unflushed:
+            self._call("flush", lambda: self._client.flush(self.collection))
+            self._unflushed = 0
 
     def search(self, vectors: np.ndarray, top_k: int) -> list[list[Hit]]:
         if len(vectors) == 0:
@@ -411,6 +431,10 @@ class MilvusStore:
         if self._closed:
             return
         self._closed = True
+        try:
+            self.flush()
+        except LockgateError as exc:  # the writes stand in the log; a later open seals them
+            log.warning("%s", exc)
         if self._lite:
             _close_lite(Path(self.uri))
         else:

@@ -306,6 +306,9 @@ class PineconeStore:
             batch = chunk_ids[start : start + MAX_DELETE_IDS]
             self._call("delete", index.delete, ids=batch, namespace=self.namespace)
 
+    def flush(self) -> None:
+        """Nothing to seal: Pinecone applies an acknowledged write by itself."""
+
     def search(self, vectors: np.ndarray, top_k: int) -> list[list[Hit]]:
         index = self._data_plane()
         if index is None:

@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
@@ -195,6 +196,7 @@ class FlakyStore:
         self.uri = inner.uri
         self.collection = inner.collection
         self.rate = rate
+        self.writes_in_process = False  # a refresh writes beside its encoder (lockgate.refresh.writer_for)
         self.rng = random.Random(seed)
         self.failures = 0
 
@@ -211,6 +213,9 @@ class FlakyStore:
 
     def delete(self, chunk_ids: list[str]) -> None:
         self._maybe_fail(lambda: self.inner.delete(chunk_ids))
+
+    def flush(self) -> None:
+        self.inner.flush()
 
     def ensure_collection(self, dim: int) -> None:
         self.inner.ensure_collection(dim)
@@ -238,13 +243,16 @@ def _until_done(run: Callable[[], object], tries: int = 60) -> int:
     raise AssertionError(f"no refresh succeeded in {tries} tries")
 
 
+@pytest.mark.parametrize("in_process", [False, True], ids=["writer-thread", "in-line"])
 def test_a_store_failing_20_percent_of_writes_converges(
-    tmp_path: Path, store: ArtifactStore, open_backend: tuple[str, StoreFactory, dict[str, str]]
+    tmp_path: Path, store: ArtifactStore, open_backend: tuple[str, StoreFactory, dict[str, str]], in_process: bool
 ) -> None:
+    """Both ways a refresh writes (lockgate.refresh.writer_for): beside the encoder, and in line."""
     _, make, _ = open_backend
     corpus = _corpus(tmp_path)
     emb = HashEmbedder()
     flaky = FlakyStore(make(), rate=0.2, seed=7)
+    flaky.writes_in_process = in_process
     # Small batches: many writes, so failures land between acknowledged ones.
     runs = _until_done(lambda: apply_refresh(load_corpus(corpus, 600), flaky, emb, store, "", "t", batch=2))
     assert_exact(flaky, load_corpus(corpus, 600), emb)
@@ -255,6 +263,35 @@ def test_a_store_failing_20_percent_of_writes_converges(
     runs += _until_done(lambda: apply_refresh(load_corpus(corpus, 600), flaky, emb, store, "", "t", batch=1))
     assert flaky.failures > 0 and runs > 2, "the injected failures happened"
     assert_exact(flaky, load_corpus(corpus, 600), emb)
+
+
+@pytest.mark.parametrize("in_process", [False, True], ids=["server", "in-process"])
+def test_a_store_that_writes_in_this_process_is_written_in_line(tmp_path: Path, in_process: bool) -> None:
+    """Milvus Lite does its writes in this process's threads: the refresh writes between its
+    batches, not beside the encoder on another thread (which took the encoder's cores)."""
+    threads: list[int] = []
+
+    class Recording(FlakyStore):
+        def upsert(self, chunks: list[StoredChunk], vectors: np.ndarray) -> None:
+            threads.append(threading.get_ident())
+            super().upsert(chunks, vectors)
+
+    lite = MilvusStore(str(tmp_path / "m.db"), "t")
+    assert lite.writes_in_process, "Milvus Lite writes in this process"
+    recording = Recording(lite, rate=0.0, seed=0)
+    recording.writes_in_process = in_process
+    apply_refresh(
+        load_corpus(_corpus(tmp_path), 600),
+        recording,
+        HashEmbedder(),
+        LocalArtifactStore(tmp_path / "a"),
+        "",
+        "t",
+        batch=2,
+    )
+    recording.close()
+    assert len(threads) == 6, "12 chunks written 2 at a time"
+    assert (set(threads) == {threading.get_ident()}) is in_process
 
 
 def _open_from(where: dict[str, str]) -> VectorStore:

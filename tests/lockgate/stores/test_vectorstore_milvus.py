@@ -57,6 +57,31 @@ def test_a_torn_index_file_from_a_killed_process_is_rebuilt(tmp_path: Path) -> N
         assert store.count() == 3
 
 
+def test_writes_are_flushed_every_flush_rows_and_on_close_not_after_each_upsert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush costs about as much for a few rows as for thousands: the store flushes once
+    FLUSH_ROWS rows were written since the last one, and on close. (That acknowledged writes need
+    no flush to survive a killed process: test_a_refresh_killed_mid_write_is_finished_by_the_next.)"""
+    store = MilvusStore(str(tmp_path / "m.db"), "c")
+    store.ensure_collection(4)
+    flushed: list[str] = []
+    flush = store._client.flush
+    monkeypatch.setattr(store._client, "flush", lambda name, **kw: (flushed.append(name), flush(name, **kw))[1])
+    monkeypatch.setattr("lockgate.stores.milvus.FLUSH_ROWS", 5)
+    rows, vectors = _rows(3)
+    store.upsert(rows, vectors)
+    assert flushed == []
+    store.upsert(rows, vectors)  # 6 rows written since the last flush
+    assert flushed == ["c"]
+    store.delete(["c0"])
+    assert flushed == ["c"]
+    store.close()
+    assert flushed == ["c", "c"], "what was written since the last flush is flushed on close"
+    with MilvusStore(str(tmp_path / "m.db"), "c") as again:
+        assert sorted(again.manifest()) == ["c1", "c2"]
+
+
 def test_long_titles_fit_the_schema(tmp_path: Path) -> None:
     with MilvusStore(str(tmp_path / "m.db"), "c") as store:
         store.ensure_collection(4)
