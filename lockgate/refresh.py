@@ -138,8 +138,9 @@ def writer_for(store: VectorStore) -> ThreadPoolExecutor | InlineWriter:
     """Where a refresh's writes run: one write in flight while the next batch is embedded, where
     a write waits on a server (its round trips overlap the encoding); in line, between batches,
     where the store does the work in this process (Milvus Lite: ``writes_in_process``). Such a
-    write needs the CPU the encoder uses on every core; run beside it, it slowed both (on 2 cores,
-    onnx-int8: a full refresh took about 1.11x a raw encode beside it and 1.01x in line)."""
+    write needs the CPU the encoder uses on every core; run beside it, it slowed both (2 cores,
+    onnx-int8, 7,881 chunks, three runs each: a full refresh took 1.14x a raw encode beside it,
+    1.07x in line)."""
     if getattr(store, "writes_in_process", False):
         return InlineWriter()
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="refresh-write")
