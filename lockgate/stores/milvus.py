@@ -251,8 +251,6 @@ class MilvusStore:
         self._closed = False
         self._loaded = False
         self._unflushed = 0
-        # Milvus Lite is a server in this process's threads: its writes take this process's CPU.
-        self.writes_in_process = self._lite
         if self._lite:
             grpc_server_log = logging.getLogger("grpc._server")
             if _LITE_NOISE not in grpc_server_log.filters:
@@ -263,6 +261,11 @@ class MilvusStore:
             self._client = _open_lite(Path(uri), lock_timeout_s)
         else:
             self._client = self._call("connect", lambda: MilvusClient(uri=uri))
+
+    @property
+    def writes_in_process(self) -> bool:
+        """Milvus Lite is a server in this process's threads: its writes take this process's CPU."""
+        return self._lite
 
     def _call(self, what: str, fn: Any) -> Any:
         where = f"Milvus {self.uri} collection {self.collection!r}: {what}"
