@@ -48,6 +48,8 @@ OFFLINE_ENV = {
 }
 ATTEMPTS = "attempts.jsonl"
 _PR_SET_PDEATHSIG = 1
+# The console script's body, run by its interpreter with -c (see ``trainer_command``).
+AXOLOTL_MAIN = "import sys; from axolotl.cli.main import main; sys.argv[0] = 'axolotl'; sys.exit(main())"
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -91,6 +93,42 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def trainer_command(axolotl_bin: Path, *args: str) -> list[str]:
+    """The command that runs ``axolotl <args>``: the console script's own Python with its body as
+    ``-c``, or the executable itself when it is not a Python console script.
+
+    Why not the script: Hugging Face datasets (4.x) saves Axolotl's prepared dataset through a
+    spawned process pool, even with one process, and a spawned child first re-imports the parent's
+    main module from its file. With the console script as the main module, that is Axolotl's whole
+    CLI (torch, transformers), in the pool's worker and in its manager: about 11 s of CPU at the
+    start of every fine-tune on two cores. A ``-c`` main has no file to re-import.
+    """
+    interpreter = _python_of(axolotl_bin)
+    if interpreter is None:
+        return [str(axolotl_bin), *args]
+    return [interpreter, "-c", AXOLOTL_MAIN, *args]
+
+
+def _python_of(script: Path) -> str | None:
+    """The Python interpreter a console script's ``#!`` line names (``env python3`` resolved on
+    PATH), or None for anything else (a binary, a shell script)."""
+    try:
+        with script.open("rb") as fh:
+            first = fh.readline(512)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    words = first[2:].decode(errors="replace").split()
+    if words and Path(words[0]).name == "env":
+        words = words[1:]
+        found = shutil.which(words[0]) if words else None
+        words = [found] if found else []
+    if not words or not Path(words[0]).name.startswith("python") or not Path(words[0]).is_file():
+        return None
+    return words[0]
+
+
 class LocalAxolotlLauncher:
     """Runs the trainer environment's ``axolotl train`` as a subprocess on this machine."""
 
@@ -129,7 +167,7 @@ class LocalAxolotlLauncher:
         # killed there leaves its run id "in use", and the resumed attempt could not log to it.
         env.pop("WANDB_SERVICE", None)
         # Axolotl's CLI runs `accelerate launch` unless told not to; one CPU process is enough.
-        cmd = [str(self.axolotl_bin), "train", str(config_path), "--launcher", "python"]
+        cmd = trainer_command(self.axolotl_bin, "train", str(config_path), "--launcher", "python")
         sync = CheckpointSync(output_dir, checkpoints) if checkpoints else contextlib.nullcontext()
         timed_out = threading.Event()
         code: int | None = None
