@@ -27,7 +27,7 @@ from lockgate.answering import Answerer, TransformersAnswerer
 from lockgate.artifacts import ArtifactStore
 from lockgate.chat import chat_format_of, prompt_for_model
 from lockgate.digest import digest_json, digest_tree, short
-from lockgate.embeddings import Embedder, resolve_model_path
+from lockgate.embeddings import Embedder
 from lockgate.errors import StageError
 from lockgate.judge import JudgeConfig
 from lockgate.metrics import ANSWER_METRICS, JUDGED_METRICS, RETRIEVAL_METRICS
@@ -219,11 +219,12 @@ def answers_for(
     return answers
 
 
-def _ragas_metrics(embedding_model: str) -> dict[str, Any]:
+def ragas_metrics(embedder: Embedder) -> dict[str, Any]:
+    """The Ragas metrics Lockgate scores with; semantic similarity embeds with ``embedder`` (the
+    stage's own, primed with each scoring run's texts by ``ragas_scores``)."""
     os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        from ragas.embeddings.huggingface_provider import HuggingFaceEmbeddings
         from ragas.metrics import (
             BleuScore,
             ChrfScore,
@@ -233,7 +234,9 @@ def _ragas_metrics(embedding_model: str) -> dict[str, Any]:
             RougeScore,
             SemanticSimilarity,
         )
-    emb = HuggingFaceEmbeddings(model=resolve_model_path(embedding_model))
+
+        from lockgate.ragas_embeddings import PrimedEmbeddings
+    emb = PrimedEmbeddings(embedder)
     return {
         "rouge_l": RougeScore(rouge_type="rougeL"),
         "string_similarity": NonLLMStringSimilarity(),
@@ -263,6 +266,10 @@ def ragas_scores(
         for i, a in zip(items, answers, strict=True)
     ]
     chosen = [metrics[n] for n in names]
+    for metric in chosen:  # one batch for every text an embedding metric reads (PrimedEmbeddings)
+        prime = getattr(getattr(metric, "embeddings", None), "prime", None)
+        if prime is not None:
+            prime([text for s in samples for text in (s.reference or " ", s.response or " ")])
     result = evaluate(EvaluationDataset(samples=samples), metrics=chosen, show_progress=False, raise_exceptions=True)
     if not isinstance(result, EvaluationResult):
         raise StageError(f"Ragas returned {type(result).__name__}, expected an EvaluationResult")
@@ -328,7 +335,7 @@ def evaluate_models(
     challenger, champion = job.challenger, job.champion
     prompts = {challenger.label: job.prompts[0], champion.label: job.prompts[1]}
     items = retrieve(job.eval_rows, retrieval.store, retrieval.embedder, settings.top_k, settings.slice_fields)
-    metrics = _ragas_metrics(retrieval.embedding_model)
+    metrics = ragas_metrics(retrieval.embedder)
     answers = {}
     for model in (challenger, champion):
         cb = (lambda done, total, label=model.label: progress(label, done, total)) if progress else None
@@ -498,7 +505,7 @@ def evaluate_matrix(
     for prompt in prompts:
         prompt.require(EVAL_VARIABLES)
     items = retrieve(eval_rows, retrieval.store, retrieval.embedder, settings.top_k, settings.slice_fields)
-    metrics = _ragas_metrics(retrieval.embedding_model)
+    metrics = ragas_metrics(retrieval.embedder)
     scores: dict[tuple[int, int], dict[str, list[float]]] = {}
     answers: dict[tuple[int, int], list[str]] = {}
     for m, model in enumerate(models):

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
-from lockgate.evaluate import question_type, same_answers, summarize
+from lockgate.evaluate import Retrieved, question_type, ragas_metrics, ragas_scores, same_answers, summarize
 from lockgate.prompts import GROUNDED_QA
 
 
@@ -40,3 +41,34 @@ def test_same_answers_counts_texts_equal_but_for_surrounding_whitespace() -> Non
     assert same_answers(["Yes.", " 42 \n", "Red"], ["Yes.", "42", "red"]) == 2
     with pytest.raises(ValueError):
         same_answers(["a"], ["a", "b"])  # answers of different question lists are never compared
+
+
+class CountingEmbedder:
+    """MiniLM, counting the texts of each encode call."""
+
+    def __init__(self) -> None:
+        from lockgate.embeddings import SentenceTransformerEmbedder
+
+        self.inner = SentenceTransformerEmbedder()
+        self.calls: list[int] = []
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.calls.append(len(texts))
+        return self.inner.encode(texts)
+
+
+def test_semantic_similarity_is_the_cosine_of_the_stage_embedder_encoded_in_one_batch() -> None:
+    """Ragas's semantic similarity embeds with the stage's embedder, every reference and answer of
+    a scoring run in one batch (not two single-text encodes per row in threads)."""
+    references = ["The Sorter listens on port 7070.", "Ownership moves with the Relay.", "Blue."]
+    answers = ["Port 7070.", "", "The Relay owns it."]
+    items = [Retrieved(f"q{k}", ref, ref, [ref], {}) for k, ref in enumerate(references)]
+    embedder = CountingEmbedder()
+    metrics = ragas_metrics(embedder)  # type: ignore[arg-type]
+    scores = ragas_scores(items, answers, metrics, ("semantic_similarity",))["semantic_similarity"]
+
+    assert embedder.calls == [6], "one batch of every reference and answer (an empty answer as ' ')"
+    vectors = embedder.inner.encode([*references, *(a or " " for a in answers)])
+    expected = [float(vectors[k] @ vectors[k + 3]) for k in range(3)]
+    assert scores == pytest.approx(expected, abs=1e-5)
+    assert len(set(np.round(scores, 3))) == 3  # three different pairs, three different scores
