@@ -73,11 +73,10 @@ class EvalJob:
 
 @dataclass(frozen=True)
 class Retrieval:
-    """The engines evaluation retrieves context with."""
+    """The engines evaluation retrieves context with; the embedder also embeds for the metrics that do."""
 
     store: VectorStore
     embedder: Embedder
-    embedding_model: str
 
 
 @dataclass(frozen=True)
@@ -357,7 +356,7 @@ def evaluate_models(
                 answers[model.label],
                 [i.contexts for i in items],
                 [i.reference for i in items],
-                retrieval.embedding_model,
+                retrieval.embedder,
             )
             per_row.update(judged)
             summaries = {m: summarize(v, settings.bootstrap_samples, settings.seed) for m, v in judged.items()}

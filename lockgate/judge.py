@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from lockgate.embeddings import resolve_model_path
+from lockgate.embeddings import Embedder
 from lockgate.errors import ConfigError
 from lockgate.metrics import JUDGED_METRICS
 from lockgate.records import EvalReport, GateCheck, PairedScores
@@ -121,7 +121,7 @@ def judged_scores(
     answers: Sequence[str],
     contexts: Sequence[Sequence[str]],
     references: Sequence[str],
-    embedding_model: str,
+    embedder: Embedder,
     metrics: Sequence[str] = JUDGED_METRICS,
 ) -> tuple[dict[str, list[float]], JudgeReport]:
     """Faithfulness, answer relevancy and LLM context precision per question (or only ``metrics``
@@ -133,7 +133,7 @@ def judged_scores(
     unknown = sorted(set(metrics) - set(JUDGED_METRICS))
     if unknown:
         raise ValueError(f"not judged metrics: {unknown}")
-    return asyncio.run(_judged_scores(config, questions, answers, contexts, references, embedding_model, metrics))
+    return asyncio.run(_judged_scores(config, questions, answers, contexts, references, embedder, metrics))
 
 
 async def _judged_scores(
@@ -142,15 +142,16 @@ async def _judged_scores(
     answers: Sequence[str],
     contexts: Sequence[Sequence[str]],
     references: Sequence[str],
-    embedding_model: str,
+    embedder: Embedder,
     wanted: Sequence[str],
 ) -> tuple[dict[str, list[float]], JudgeReport]:
     try:
         import httpx
         from openai import AsyncOpenAI
-        from ragas.embeddings.huggingface_provider import HuggingFaceEmbeddings
         from ragas.llms import llm_factory
         from ragas.metrics.collections import AnswerRelevancy, ContextPrecision, Faithfulness
+
+        from lockgate.ragas_embeddings import PrimedEmbeddings
     except ImportError as exc:
         raise ConfigError(f"evaluation.judge_base_url: the judge needs {exc.name}") from None
 
@@ -169,7 +170,7 @@ async def _judged_scores(
     if "faithfulness" in wanted:
         metrics["faithfulness"] = Faithfulness(llm=llm)
     if "answer_relevancy" in wanted:  # the only one that needs the embedder
-        embeddings = HuggingFaceEmbeddings(model=resolve_model_path(embedding_model))
+        embeddings = PrimedEmbeddings(embedder)  # the stage's own embedder, not a second copy
         metrics["answer_relevancy"] = AnswerRelevancy(llm=llm, embeddings=embeddings, strictness=1)
         await embeddings.aembed_text("warm-up")  # loading the embedder must not eat a judge call's time
     if "llm_context_precision" in wanted:

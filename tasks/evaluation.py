@@ -136,7 +136,6 @@ def evaluate_candidate(
     engines = Retrieval(
         store=open_store(vector_store.backend, index.uri, index.collection, vector_store),
         embedder=embedder_of(embeddings, workspace.exported_models),
-        embedding_model=embeddings.model,
     )
     judge = judge_config(evaluation)  # the key is read from the environment here, never a parameter
     answerer = open_answerer(evaluation, workspace.logs)
@@ -252,7 +251,6 @@ def evaluate_prompt_matrix(
     engines = Retrieval(
         store=open_store(vector_store.backend, index.uri, index.collection, vector_store),
         embedder=embedder_of(embeddings, workspace.exported_models),
-        embedding_model=embeddings.model,
     )
     report = evaluate_matrix(
         prompts,

