@@ -226,5 +226,36 @@ def smollm2_base(tmp_path_factory: pytest.TempPathFactory) -> BaseModelArtifact:
     return ensure_base_model(SMOLLM2, BaseModelSettings(), [], store)
 
 
+# The serving tests' and the deploy flow's (tests/flows/test_deploy.py): one definition here, so
+# a worker that runs both builds them once.
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's tiny Llama (random init, BPE tokenizer trained on the sample corpus)."""
+    from lockgate.basemodel import build_tiny_llama, corpus_texts
+    from lockgate.settings import BaseModelSettings
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    texts = corpus_texts(sorted((ROOT / "examples" / "corpus").glob("*.md")))
+    build_tiny_llama(BaseModelSettings(), texts, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_lora(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PEFT LoRA adapter of the tiny model with random (non-zero) weights, so its answers differ."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    config = LoraConfig(
+        r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False
+    )
+    out = tmp_path_factory.mktemp("tiny-lora")
+    get_peft_model(base, config).save_pretrained(out)
+    return out
+
+
 # A live Prefect server on PostgreSQL (one PostgreSQL for the whole session), for every folder of live tests.
 from tests.live import postgres, prefect_template, server  # noqa: E402, F401

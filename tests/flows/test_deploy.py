@@ -14,15 +14,15 @@ from lockgate.serving import load_manifest
 from lockgate.serving.vllm import EngineBook, stop_engine
 from lockgate.settings import SigningSettings
 from lockgate.signing import open_signing, sign_folder
-from tests.lockgate.serving.conftest import VLLM_PYTHON, needs_vllm, tiny_lora, tiny_model  # noqa: F401  (fixtures)
+from tests.lockgate.serving.conftest import VLLM_PYTHON, needs_vllm
 
 pytestmark = [pytest.mark.slow, needs_vllm]
 
 
 def test_deploy_serves_production_and_a_failed_smoke_test_keeps_the_old_deployment(
     prefect_harness: None,
-    tiny_lora: Path,  # noqa: F811
-    tiny_model: Path,  # noqa: F811
+    tiny_lora: Path,
+    tiny_model: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

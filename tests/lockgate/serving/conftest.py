@@ -1,5 +1,6 @@
-"""Fixtures for the serving tests: a tiny model, one real vLLM server per session, a gateway
-served over real HTTP on localhost, and a fault-injecting OpenAI-compatible double."""
+"""Fixtures for the serving tests: one real vLLM server per module (on the tiny model and adapter of
+tests/conftest.py), a gateway served over real HTTP on localhost, and a fault-injecting
+OpenAI-compatible double."""
 
 from __future__ import annotations
 
@@ -51,35 +52,6 @@ class ServerThread:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo's tiny Llama (random init, BPE tokenizer trained on the sample corpus)."""
-    from lockgate.basemodel import build_tiny_llama, corpus_texts
-    from lockgate.settings import BaseModelSettings
-
-    out = tmp_path_factory.mktemp("tiny-model")
-    texts = corpus_texts(sorted((ROOT / "examples" / "corpus").glob("*.md")))
-    build_tiny_llama(BaseModelSettings(), texts, out)
-    return out
-
-
-@pytest.fixture(scope="session")
-def tiny_lora(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A PEFT LoRA adapter of the tiny model with random (non-zero) weights, so its answers differ."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(tiny_model)
-    config = LoraConfig(
-        r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False
-    )
-    out = tmp_path_factory.mktemp("tiny-lora")
-    get_peft_model(base, config).save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")  # stopped after its module: an idle vLLM would hold memory for the rest of the run
