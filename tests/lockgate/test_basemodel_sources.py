@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -114,3 +115,34 @@ def test_a_card_license_is_read_from_its_yaml_header(tmp_path: Path) -> None:
     assert card_license(tmp_path) == "mit"
     (tmp_path / "README.md").write_text("# A model without metadata\n", encoding="utf-8")
     assert card_license(tmp_path) is None
+
+
+def test_converting_builds_the_gguf_tensor_name_map_once_not_once_per_module() -> None:
+    """transformers maps GGUF names module by module; inside ``one_tensor_name_map`` (as the
+    conversion runs it) gguf's map is built once, with the same mapping, and gguf's own function
+    is back afterwards."""
+    import gguf
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import TensorProcessor, get_gguf_hf_weights_map
+
+    from lockgate.gguf_models import one_tensor_name_map
+
+    shape = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, vocab_size=64)
+    model = LlamaForCausalLM(LlamaConfig(**shape, num_key_value_heads=1))
+    built = []
+    real_init = gguf.TensorNameMap.__init__
+
+    def counted(self: object, *args: object, **kwargs: object) -> None:
+        built.append(args)
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    original = gguf.get_tensor_name_map
+    with mock.patch.object(gguf.TensorNameMap, "__init__", counted):
+        everywhere = get_gguf_hf_weights_map(model, TensorProcessor())
+        per_module = len(built)
+        built.clear()
+        with one_tensor_name_map():
+            once = get_gguf_hf_weights_map(model, TensorProcessor())
+    assert per_module > 10 and len(built) == 1, (per_module, built)
+    assert once == everywhere and len(once) == len(model.state_dict())
+    assert gguf.get_tensor_name_map is original
