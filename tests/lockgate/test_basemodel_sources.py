@@ -117,15 +117,15 @@ def test_a_card_license_is_read_from_its_yaml_header(tmp_path: Path) -> None:
     assert card_license(tmp_path) is None
 
 
-def test_converting_builds_the_gguf_tensor_name_map_once_not_once_per_module() -> None:
-    """transformers maps GGUF names module by module; inside ``one_tensor_name_map`` (as the
-    conversion runs it) gguf's map is built once, with the same mapping, and gguf's own function
-    is back afterwards."""
+def test_converting_reads_the_gguf_file_once_and_builds_its_name_map_once(tmp_path: Path) -> None:
+    """transformers reads the file for each thing it loads, and maps GGUF names module by module;
+    inside ``gguf_parsed_once`` (as the conversion runs them) a file is read once and gguf's name
+    map is built once, with the same mapping, and gguf's own functions are back afterwards."""
     import gguf
     from transformers import LlamaConfig, LlamaForCausalLM
     from transformers.modeling_gguf_pytorch_utils import TensorProcessor, get_gguf_hf_weights_map
 
-    from lockgate.gguf_models import one_tensor_name_map
+    from lockgate.gguf_models import gguf_parsed_once
 
     shape = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, vocab_size=64)
     model = LlamaForCausalLM(LlamaConfig(**shape, num_key_value_heads=1))
@@ -136,13 +136,17 @@ def test_converting_builds_the_gguf_tensor_name_map_once_not_once_per_module() -
         built.append(args)
         real_init(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    original = gguf.get_tensor_name_map
+    originals = gguf.GGUFReader, gguf.get_tensor_name_map
+    file = str(foreign_architecture(tmp_path))
     with mock.patch.object(gguf.TensorNameMap, "__init__", counted):
         everywhere = get_gguf_hf_weights_map(model, TensorProcessor())
         per_module = len(built)
         built.clear()
-        with one_tensor_name_map():
+        with gguf_parsed_once():
             once = get_gguf_hf_weights_map(model, TensorProcessor())
+            reader = gguf.GGUFReader(file)
+            assert gguf.GGUFReader(file) is reader and reader.fields
     assert per_module > 10 and len(built) == 1, (per_module, built)
     assert once == everywhere and len(once) == len(model.state_dict())
-    assert gguf.get_tensor_name_map is original
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == originals
+    assert gguf.GGUFReader(file) is not gguf.GGUFReader(file)
