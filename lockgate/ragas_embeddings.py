@@ -1,5 +1,5 @@
 """Lockgate's embedder behind Ragas's embeddings interface, for the metrics that embed
-(semantic similarity).
+(semantic similarity; the judge's answer relevancy).
 
 Ragas embeds one text per call, two per row, each in a worker thread; on CPU that is hundreds
 of single-sentence encodes and, with Ragas's own Hugging Face provider, a second copy of a
