@@ -20,6 +20,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,31 +203,40 @@ def prefect_template(postgres: Postgres, tmp_path_factory: pytest.TempPathFactor
     return name
 
 
-@pytest.fixture
-def server(postgres: Postgres, prefect_template: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+@contextmanager
+def live_server(postgres: Postgres, template: str, folder: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """A Prefect server (API and UI) on a fresh PostgreSQL database (a copy of the migrated
-    template); yields its API URL and the environment clients, workers and flows use to reach it."""
+    ``template``), its home, state folder and log in ``folder``; yields its API URL and the
+    environment clients, workers and flows use to reach it. Stopped after, with what its runs
+    left running."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_HOME": str(folder / "prefect"),
         "PREFECT_API_URL": url,
         "PYTHONPATH": str(ROOT),
         "LOCKGATE_PROJECT_ROOT": str(ROOT),
-        "LOCKGATE_HOME": str(tmp_path / "home"),
+        "LOCKGATE_HOME": str(folder / "home"),
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_WORKER_PREFETCH_SECONDS": "1",
     }
-    (tmp_path / "prefect").mkdir()
+    (folder / "prefect").mkdir()
     # Only the server reads it; tests read it to look into the database itself.
-    env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = postgres.create_database(template=prefect_template)
-    proc = start_server(env, port, tmp_path / "server.log")
+    env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = postgres.create_database(template=template)
+    proc = start_server(env, port, folder / "server.log")
     try:
         yield url, env
     finally:
         stop(proc)
-        kill_leftovers(tmp_path)
+        kill_leftovers(folder)
+
+
+@pytest.fixture
+def server(postgres: Postgres, prefect_template: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A live Prefect server of this test's own (:func:`live_server` in ``tmp_path``)."""
+    with live_server(postgres, prefect_template, tmp_path) as live:
+        yield live
 
 
 def kill_leftovers(tmp_path: Path) -> list[int]:

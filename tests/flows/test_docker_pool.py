@@ -10,6 +10,7 @@ import random
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import yaml
 from tests.conftest import ROOT
 from tests.containers import image_tags, needs_docker
 from tests.factories import adapter_eval_loss
-from tests.live import PREFECT, api, stop
+from tests.live import PREFECT, Postgres, api, live_server, stop
 
 pytestmark = [pytest.mark.slow, needs_docker()]
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
@@ -47,37 +48,59 @@ def running_finetunes(image: str) -> list[str]:
     return docker("ps", "-q", "--filter", f"ancestor={image}", "--filter", "label=io.prefect.flow-run-id").split()
 
 
-@pytest.fixture
-def docker_pool(server: tuple[str, dict[str, str]], tmp_path: Path) -> Iterator[tuple[str, dict[str, str], str]]:
-    """The server with apply.sh's pools and deployments, and a Docker worker on lockgate-docker."""
-    url, env = server
+@pytest.fixture(scope="module")
+def docker_pool(
+    postgres: Postgres, prefect_template: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, dict[str, str], str]]:
+    """A server with apply.sh's pools and deployments, and a Docker worker on lockgate-docker:
+    one for this file's tests (applying the environment and starting the worker take most of a
+    minute). The pool's containers mount the state folder apply.sh was given, so the tests share
+    it too: each reads only the runs, attempts and checkpoints it made."""
+    folder = tmp_path_factory.mktemp("docker-pool")
     _, trainer, _ = image_tags()
-    env = {
-        **env,
-        "LOCKGATE_TRAINER_IMAGE": trainer,
-        "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "prefect" / "storage"),
-    }
-    applied = subprocess.run(
-        [str(ROOT / "deployments" / "apply.sh")], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
-    )
-    assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
-    worker = subprocess.Popen(
-        [PREFECT, "worker", "start", "--pool", "lockgate-docker", "--type", "docker"],
-        env=env,
-        stdout=(tmp_path / "worker.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield url, env, trainer
-    finally:
-        stop(worker)
-        leftover = docker("ps", "-aq", "--filter", f"ancestor={trainer}").split()
-        if leftover:
-            docker("rm", "-f", *leftover)
+    with live_server(postgres, prefect_template, folder) as (url, env):
+        env = {
+            **env,
+            "LOCKGATE_TRAINER_IMAGE": trainer,
+            "PREFECT_LOCAL_STORAGE_PATH": str(folder / "prefect" / "storage"),
+        }
+        applied = subprocess.run(
+            [str(ROOT / "deployments" / "apply.sh")], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
+        )
+        assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
+        worker = subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", "lockgate-docker", "--type", "docker"],
+            env=env,
+            stdout=(folder / "worker.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield url, env, trainer
+        finally:
+            stop(worker)
+            leftover = docker("ps", "-aq", "--filter", f"ancestor={trainer}").split()
+            if leftover:
+                docker("rm", "-f", *leftover)
 
 
-def attempts_in(store: Path) -> list[dict[str, int]]:
-    return [json.loads(p.read_text()) for p in sorted(store.glob("*/attempts/*.json"))]
+def finetune_runs(url: str, since: datetime) -> list[dict[str, Any]]:
+    """The fine-tune runs the pool's deployment started since ``since``, oldest first."""
+    runs = api(url, "/flow_runs/filter", {})
+    return sorted(
+        (
+            r
+            for r in runs
+            if r["deployment_id"]
+            and "training" in r["parameters"].get("params", {})
+            and datetime.fromisoformat(r["created"]) >= since
+        ),
+        key=lambda r: r["created"],
+    )
+
+
+def attempts_in(store: Path, *, besides: frozenset[Path] = frozenset()) -> list[dict[str, int]]:
+    """The training attempts recorded in the checkpoint store, those in ``besides`` left out."""
+    return [json.loads(p.read_text()) for p in sorted(set(store.glob("*/attempts/*.json")) - besides)]
 
 
 def durable_steps(store: Path) -> list[int]:
@@ -93,6 +116,7 @@ def test_release_on_the_docker_pool_survives_two_kills_and_a_sigterm(
     checkpoint store, and training reaches max_steps. The uninterrupted run it is compared with is
     the session's release of the same data and settings (``released``), trained in one go here."""
     url, env, trainer = docker_pool
+    since = datetime.now(UTC)
     _, straight_summary = released
     straight = Path(straight_summary.outputs["adapter"])
     max_steps = json.loads((straight / "lockgate-adapter.json").read_text())["steps"]  # the profile's
@@ -112,7 +136,8 @@ def test_release_on_the_docker_pool_survives_two_kills_and_a_sigterm(
         stderr=subprocess.STDOUT,
         cwd=ROOT,
     )
-    store = tmp_path / "home" / "artifacts" / "checkpoints"
+    store = Path(env["LOCKGATE_HOME"]) / "artifacts" / "checkpoints"
+    earlier = frozenset(store.glob("*/attempts/*.json"))  # the other test's, if it ran first
     rng = random.Random()
     interruptions = [("KILL", 10), ("KILL", 10), ("TERM", 10)]  # signal, after this durable step
     try:
@@ -121,7 +146,7 @@ def test_release_on_the_docker_pool_survives_two_kills_and_a_sigterm(
             # durable checkpoint exists: then a random moment of its run.
             deadline = time.monotonic() + 600
             while not (
-                len(attempts_in(store)) >= n
+                len(attempts_in(store, besides=earlier)) >= n
                 and durable_steps(store)
                 and durable_steps(store)[-1] >= after
                 and running_finetunes(trainer)
@@ -157,29 +182,27 @@ def test_release_on_the_docker_pool_survives_two_kills_and_a_sigterm(
         f"eval loss: resumed {resumed_loss} vs uninterrupted {baseline}"
     )
     assert 0 <= meta["steps_redone"] < max_steps
-    attempts = attempts_in(store)
+    attempts = attempts_in(store, besides=earlier)
     resumed = [a["resumed_step"] for a in attempts if a["resumed_step"] > 0]
     assert len(resumed) >= 2, f"resumed at least twice from the store: {attempts}"
-    runs = api(url, "/flow_runs/filter", {})
-    finetunes = sorted(
-        (r for r in runs if r["deployment_id"] and "training" in r["parameters"].get("params", {})),
-        key=lambda r: r["created"],
-    )
+    finetunes = finetune_runs(url, since)
     assert [r["state_type"] for r in finetunes][-1] == "COMPLETED"
     assert len(finetunes) >= 4
 
 
-def test_an_out_of_memory_fine_tune_is_not_resubmitted(
-    docker_pool: tuple[str, dict[str, str], str], tmp_path: Path
-) -> None:
+def test_an_out_of_memory_fine_tune_is_not_resubmitted(docker_pool: tuple[str, dict[str, str], str]) -> None:
     """Docker kills the fine-tune's container for its memory (State.OOMKilled): the release
     says so and stops, instead of re-submitting a run that would hit the same wall."""
     url, env, _ = docker_pool
+    since = datetime.now(UTC)
     release_env = {
         **env,
         "LOCKGATE_TRAINING__LAUNCHER": "deployment",
         "LOCKGATE_TRAINING__DEPLOYMENT": "finetune/finetune-docker",
         "LOCKGATE_TRAINING__JOB_VARIABLES": container_env(mem_limit="160m", memswap_limit="160m"),
+        # Another training than the other test's, which shares the state folder: the adapter it
+        # trained would come from the cache, and no container would start.
+        "LOCKGATE_TRAINING__MAX_STEPS": "20",
     }
     out = subprocess.run(
         [PYTHON, "-m", "flows", "release"], env=release_env, capture_output=True, text=True, timeout=900, cwd=ROOT
@@ -188,9 +211,7 @@ def test_an_out_of_memory_fine_tune_is_not_resubmitted(
     assert out.returncode == 1, output[-4000:]
     assert "ran out of memory" in output and "OOMKilled" in output, output[-4000:]
     assert "re-submitting" not in output
-    runs = api(url, "/flow_runs/filter", {})
-    finetunes = [r for r in runs if r["deployment_id"] and "training" in r["parameters"].get("params", {})]
-    assert [r["state_type"] for r in finetunes] == ["CRASHED"]
+    assert [r["state_type"] for r in finetune_runs(url, since)] == ["CRASHED"]
 
 
 def same_training(resumed: Path, straight: Path) -> str:
