@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,32 @@ def events(url: str, name: str, *, timeout: float = 60) -> list[dict[str, Any]]:
         if found or time.monotonic() > deadline:
             return found
         time.sleep(1)
+
+
+def apply_environment(env: dict[str, str]) -> str:
+    """Run `deployments/apply.sh` against the server ``env`` points at (work pools, limits,
+    deployments, automations), as an operator does; returns what it printed."""
+    done = subprocess.run(
+        [str(ROOT / "deployments" / "apply.sh")], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def finetune_runs(url: str, since: datetime | None = None) -> list[dict[str, Any]]:
+    """The runs of a finetune deployment (those a release with training.launcher=deployment
+    starts), created since ``since`` if given, oldest first."""
+    runs = api(url, "/flow_runs/filter", {})
+    return sorted(
+        (
+            r
+            for r in runs
+            if r["deployment_id"]
+            and "training" in r["parameters"].get("params", {})
+            and (since is None or datetime.fromisoformat(r["created"]) >= since)
+        ),
+        key=lambda r: r["created"],
+    )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -17,6 +17,7 @@ from flows.cli import main
 from flows.params import CorpusDriftParams
 from lockgate import events
 from tests.conftest import EXAMPLES
+from tests.live import apply_environment
 from tests.live import events as server_events
 
 pytestmark = pytest.mark.slow
@@ -77,10 +78,7 @@ def test_the_same_topic_is_no_drift_and_a_third_on_another_topic_starts_one_refr
 
     url, env = server
     env = {**env, "LOCKGATE_HOME": str(home)}
-    applied = subprocess.run(
-        [str(ROOT / "deployments" / "apply.sh")], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
-    )
-    assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
+    apply_environment(env)
     refresh = next(d for d in api(url, "/deployments/filter", {}) if d["name"] == "refresh-nightly")
 
     def refreshes() -> list[dict[str, object]]:

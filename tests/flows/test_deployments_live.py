@@ -18,7 +18,7 @@ import yaml
 
 from lockgate.registry import LocalRegistry
 from tests.conftest import ROOT
-from tests.live import PREFECT, TERMINAL, Postgres, api, events, live_server, stop
+from tests.live import PREFECT, TERMINAL, Postgres, api, apply_environment, events, finetune_runs, live_server, stop
 
 pytestmark = pytest.mark.slow
 
@@ -29,19 +29,28 @@ def applied(
 ) -> Iterator[tuple[str, dict[str, str]]]:
     """A server with `deployments/apply.sh`'s environment, a release starting 10 s after a data
     change: one for the tests here that run its deployments (applying takes most of a minute).
-    Each test starts the worker it needs and leaves nothing pending for the next."""
+    Each test starts the worker it needs (``deployed`` clears up after it)."""
     folder = tmp_path_factory.mktemp("applied")
     with live_server(postgres, prefect_template, folder) as (url, env):
         env = {**env, "LOCKGATE_DATA__CHANGE_WINDOW_S": "10"}
-        done = subprocess.run(
-            [str(ROOT / "deployments" / "apply.sh")], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
-        )
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        apply_environment(env)
         yield url, env
 
 
-def test_data_change_event_starts_the_release_deployment(applied: tuple[str, dict[str, str]], tmp_path: Path) -> None:
-    url, env = applied
+@pytest.fixture
+def deployed(applied: tuple[str, dict[str, str]]) -> Iterator[tuple[str, dict[str, str]]]:
+    """The module's applied server, for one test: what the test left scheduled, pending, running
+    or paused is cancelled after it (passed or failed), so the next test's worker runs none of it."""
+    yield applied
+    url, _ = applied
+    unfinished = {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED", "PENDING", "RUNNING", "PAUSED"]}}}}
+    for run in api(url, "/flow_runs/filter", unfinished):
+        cancelled = {"type": "CANCELLED", "name": "Cancelled"}
+        api(url, f"/flow_runs/{run['id']}/set_state", {"state": cancelled, "force": True})
+
+
+def test_data_change_event_starts_the_release_deployment(deployed: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    url, env = deployed
     deployments = api(url, "/deployments/filter", {})
     wanted = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
     assert {d["name"] for d in deployments} == {d["name"] for d in wanted}
@@ -79,16 +88,12 @@ def test_data_change_event_starts_the_release_deployment(applied: tuple[str, dic
     assert len(triggered) == 1, "no release run was triggered by lockgate.dataset.changed"
     assert triggered[0]["parameters"]["params"]["dataset_digest"] == changed[0]["payload"]["digest"]
     assert triggered[0]["parameters"]["params"]["dataset_digest"].startswith("sha256:")
-    # Not run here (the UI test runs one to the end), nor by the next test's worker: neither are
-    # the prompt-only releases of the prompt versions the watch announced, nor the schedules' runs.
-    unfinished = {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED", "PENDING", "RUNNING", "PAUSED"]}}}}
-    for run in api(url, "/flow_runs/filter", unfinished):
-        cancelled = {"type": "CANCELLED", "name": "Cancelled"}
-        api(url, f"/flow_runs/{run['id']}/set_state", {"state": cancelled, "force": True})
+    # Not run here (the UI test runs one to the end), nor by the next test's worker: ``deployed``
+    # cancels it, with the prompt-only releases the watch announced and the schedules' runs.
 
 
-def test_cli_rollback_emits_rolled_back_event(applied: tuple[str, dict[str, str]], tmp_path: Path) -> None:
-    url, env = applied
+def test_cli_rollback_emits_rolled_back_event(deployed: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    url, env = deployed
     # A state folder of its own: its made-up releases must not be the next test's champion. (No
     # automation answers lockgate.model.rolled_back: nothing starts on the shared server.)
     env = {**env, "LOCKGATE_HOME": str(tmp_path / "home")}
@@ -130,12 +135,12 @@ def flow_run_processes(worker_pid: int) -> list[int]:
 
 
 def test_release_trains_on_the_pool_and_survives_a_killed_worker(
-    applied: tuple[str, dict[str, str]], tmp_path: Path
+    deployed: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
     """training.launcher=deployment: the release starts the finetune deployment on the process
     pool; its flow-run process is killed after the first durable checkpoint (a lost worker); the
     release re-submits it, the new run resumes from the checkpoint store, and training finishes."""
-    url, env = applied
+    url, env = deployed
     home = Path(env["LOCKGATE_HOME"])
     worker = subprocess.Popen(
         [PREFECT, "worker", "start", "--pool", "lockgate-cpu"],
@@ -181,8 +186,6 @@ def test_release_trains_on_the_pool_and_survives_a_killed_worker(
     meta = json.loads((Path(adapter_dir) / "lockgate-adapter.json").read_text())
     assert meta["steps"] == 60 and meta["preemptions"] >= 1
     assert 0 <= meta["steps_redone"] < 60
-    runs = api(url, "/flow_runs/filter", {"flow_runs": {"name": {"like_": ""}}})
-    finetunes = [r for r in runs if r["parameters"].get("params", {}).get("training")]
-    assert [r["state_type"] for r in sorted(finetunes, key=lambda r: r["created"])] == ["CRASHED", "COMPLETED"]
+    assert [r["state_type"] for r in finetune_runs(url)] == ["CRASHED", "COMPLETED"]
     axolotl_logs = "".join(p.read_text() for p in (home / "artifacts" / "work").glob("*/out/axolotl.log"))
     assert "resume from checkpoint at" in axolotl_logs, "the re-submitted run resumed from a checkpoint"

@@ -20,7 +20,7 @@ import yaml
 from tests.conftest import ROOT
 from tests.containers import image_tags, needs_docker
 from tests.factories import adapter_eval_loss
-from tests.live import PREFECT, Postgres, api, live_server, stop
+from tests.live import PREFECT, Postgres, apply_environment, finetune_runs, live_server, stop
 
 pytestmark = [pytest.mark.slow, needs_docker()]
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
@@ -64,10 +64,7 @@ def docker_pool(
             "LOCKGATE_TRAINER_IMAGE": trainer,
             "PREFECT_LOCAL_STORAGE_PATH": str(folder / "prefect" / "storage"),
         }
-        applied = subprocess.run(
-            [str(ROOT / "deployments" / "apply.sh")], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
-        )
-        assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
+        apply_environment(env)
         worker = subprocess.Popen(
             [PREFECT, "worker", "start", "--pool", "lockgate-docker", "--type", "docker"],
             env=env,
@@ -81,21 +78,6 @@ def docker_pool(
             leftover = docker("ps", "-aq", "--filter", f"ancestor={trainer}").split()
             if leftover:
                 docker("rm", "-f", *leftover)
-
-
-def finetune_runs(url: str, since: datetime) -> list[dict[str, Any]]:
-    """The fine-tune runs the pool's deployment started since ``since``, oldest first."""
-    runs = api(url, "/flow_runs/filter", {})
-    return sorted(
-        (
-            r
-            for r in runs
-            if r["deployment_id"]
-            and "training" in r["parameters"].get("params", {})
-            and datetime.fromisoformat(r["created"]) >= since
-        ),
-        key=lambda r: r["created"],
-    )
 
 
 def attempts_in(store: Path, *, besides: frozenset[Path] = frozenset()) -> list[dict[str, int]]:

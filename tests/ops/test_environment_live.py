@@ -12,19 +12,11 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT
-from tests.live import api
+from tests.live import api, apply_environment
 
 pytestmark = pytest.mark.slow
 
 WINDOW_S = 12  # data.change_window_s here: holds a burst (Prefect allows 10 s at least), short to wait for
-
-
-def apply(env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [str(ROOT / "deployments" / "apply.sh")], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout
 
 
 def environment(url: str) -> dict[str, Any]:
@@ -87,11 +79,11 @@ def test_apply_twice_changes_nothing_and_a_burst_of_changes_starts_one_release(
 ) -> None:
     url, env = server
     env = {**env, "LOCKGATE_DATA__CHANGE_WINDOW_S": str(WINDOW_S)}
-    first = apply(env)
+    first = apply_environment(env)
     assert "created   work pool lockgate-cpu" in first and "creating  deployment release/release" in first
     time.sleep(6)  # the scheduler plans the new deployments' runs (every 5 s for recent ones)
     before = environment(url)
-    second = apply(env)
+    second = apply_environment(env)
     time.sleep(6)
     after = environment(url)
     assert "creat" not in second and "updat" not in second, second
@@ -103,7 +95,7 @@ def test_apply_twice_changes_nothing_and_a_burst_of_changes_starts_one_release(
     api(url, "/v2/concurrency_limits/gpu-search", {"limit": 7}, method="PATCH")
     # Query drift starts a release only per policy: off by default, on once the settings say so.
     assert [a["enabled"] for a in query_drift_releases(after)] == [False]
-    third = apply({**env, "LOCKGATE_DRIFT__RELEASE_ON_QUERY_DRIFT": "true"})
+    third = apply_environment({**env, "LOCKGATE_DRIFT__RELEASE_ON_QUERY_DRIFT": "true"})
     assert "updating  deployment release/release (description, triggers)" in third, third
     assert [a["enabled"] for a in query_drift_releases(environment(url))] == [True]
     assert "updated   concurrency limit gpu-search" in third, third

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, needs
-from tests.live import PREFECT, TERMINAL, api, stop
+from tests.conftest import needs
+from tests.live import PREFECT, TERMINAL, api, apply_environment, stop
 
 CHROMIUM = os.environ.get("LOCKGATE_CHROMIUM") or shutil.which("chromium") or ""
 CHROMIUM_ARGS = [
@@ -40,10 +40,7 @@ def test_release_started_from_the_ui_form_finishes_with_its_summary(
     from playwright.sync_api import expect, sync_playwright
 
     url, env = server
-    applied = subprocess.run(
-        [str(ROOT / "deployments" / "apply.sh")], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
-    )
-    assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
+    apply_environment(env)
     deployments = api(url, "/deployments/filter", {})
     release = next(d for d in deployments if d["name"] == "release")
     for other in deployments:  # their schedules (data-watch every 15 minutes) must not crowd the worker

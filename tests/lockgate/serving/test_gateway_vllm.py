@@ -473,7 +473,7 @@ def test_the_loop_off_topic_traffic_drifts_starts_one_online_evaluation_and_show
     from lockgate.querylog import read_query_windows
     from tests.conftest import ROOT
     from tests.factories import production_trained_on
-    from tests.live import api
+    from tests.live import api, apply_environment
     from tests.lockgate.serving.conftest import free_port
 
     url, env = server
@@ -481,10 +481,7 @@ def test_the_loop_off_topic_traffic_drifts_starts_one_online_evaluation_and_show
     production_trained_on(home, product_questions()[:300])
     (home / "serving").mkdir(parents=True, exist_ok=True)
     (home / "serving" / "queries.jsonl").symlink_to(served.query_log)  # the home's log is this gateway's
-    applied = subprocess.run(
-        [str(ROOT / "deployments" / "apply.sh")], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
-    )
-    assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
+    apply_environment(env)
     online = next(d for d in api(url, "/deployments/filter", {}) if d["name"] == "online-eval")
 
     def online_runs() -> list[dict[str, object]]:
