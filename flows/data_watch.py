@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.events import emit_event
 
 from flows.params import StageParams
 from lockgate import events
 from lockgate.digest import short
 from lockgate.watch import look_for_change, look_for_prompt_changes, record_change, record_prompt_change
+from tasks.common import announce
 
 
 @flow(name="data-watch")
@@ -29,14 +29,14 @@ def data_watch(params: StageParams = StageParams()) -> bool:  # noqa: B008 (the 
     sources = settings.sources
     change = look_for_change(sources, settings.resolve(settings.data.corpus_dir), state_file)
     if change.changed:
-        sent = emit_event(
-            event=events.DATASET_CHANGED,
-            resource=events.dataset_resource(settings.data.name),
-            payload={"digest": change.digest, "previous": change.previous, "files": len(change.files)},
+        sent = announce(
+            events.DATASET_CHANGED,
+            events.dataset_resource(settings.data.name),
+            {"digest": change.digest, "previous": change.previous, "files": len(change.files)},
         )
-        # Recorded only once the event is out: if emitting failed, the next tick announces it again.
-        if sent is None:
-            logger.warning("data changed but the event could not be emitted; the next look announces it again")
+        # Recorded only once the server has the event: if it has not, the next look announces it again.
+        if not sent:
+            logger.warning("data changed but the event did not reach the server; the next look announces it again")
         else:
             record_change(change, state_file)
             previous = short(change.previous) if change.previous else "none"
@@ -55,19 +55,14 @@ def announce_prompt_changes(folder: Path, state_file: Path) -> int:
         logger.error("prompt %s not announced: %s", name, problem)
     sent_count = 0
     for change in changes:
-        sent = emit_event(
-            event=events.PROMPT_CHANGED,
-            resource=events.prompt_resource(change.name),
-            payload={
-                "name": change.name,
-                "digest": change.digest,
-                "version": change.version,
-                "previous": change.previous,
-            },
+        sent = announce(
+            events.PROMPT_CHANGED,
+            events.prompt_resource(change.name),
+            {"name": change.name, "digest": change.digest, "version": change.version, "previous": change.previous},
         )
-        if sent is None:
+        if not sent:
             logger.warning(
-                "prompt %s changed but the event could not be emitted; announced again next time", change.name
+                "prompt %s changed but the event did not reach the server; announced again next time", change.name
             )
             continue
         record_prompt_change(change, state_file)

@@ -6,14 +6,18 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import httpx
 from prefect import get_run_logger, task
 from prefect.cache_policies import DEFAULT, CachePolicy
+from prefect.client.orchestration import get_client
 from prefect.context import TaskRunContext
 from prefect.events import emit_event
+from prefect.events.filters import EventFilter, EventIDFilter, EventOccurredFilter
 
 from lockgate import events
 from lockgate.artifacts import ArtifactStore
@@ -193,6 +197,36 @@ def report_tampered(refused: TamperedError, boundary: str) -> None:
             "message": str(refused),
         },
     )
+
+
+def announce(event: str, resource: dict[str, str], payload: dict[str, Any], *, wait_s: float = 60) -> bool:
+    """Emit ``event`` and wait until the Prefect server has stored it; False if it has not within
+    ``wait_s`` seconds (or could not be sent at all).
+
+    ``emit_event`` only queues: a background thread sends the event, and a process stopped right
+    after its run ends (a worker shut down, a pod evicted) takes the queue with it. A watch that
+    records a change as announced must know the server has the event, or the change is never
+    announced again. The server stores events in batches (every 5 s by default)."""
+    sent = emit_event(event=event, resource=resource, payload=payload)
+    if sent is None:
+        return False
+    # Found by its id; the window around its time only keeps the server's query to one stretch.
+    window = EventOccurredFilter(since=sent.occurred - timedelta(hours=1), until=sent.occurred + timedelta(hours=1))
+    wanted = EventFilter(id=EventIDFilter(id=[sent.id]), occurred=window)
+    deadline = time.monotonic() + wait_s
+    problem: httpx.HTTPError | None = None
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            try:
+                if client.read_events(filter=wanted, limit=1).events:
+                    return True
+            except httpx.HTTPError as err:  # the server is down or refuses: not stored, as far as we know
+                problem = err
+            time.sleep(0.5)
+    get_run_logger().warning(
+        "%s not found on the Prefect server after %.0f s%s", event, wait_s, f": {problem}" if problem else ""
+    )
+    return False
 
 
 def record_on_dashboard(workspace: Any, kind: str, values: Mapping[str, float]) -> None:

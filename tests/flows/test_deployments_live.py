@@ -72,6 +72,9 @@ def test_data_change_event_starts_the_release_deployment(deployed: tuple[str, di
         while api(url, f"/flow_runs/{watch_id}")["state_type"] not in TERMINAL:
             assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-4000:]
             time.sleep(1)
+        # A run is COMPLETED before its process exits: stopping the worker then would stop that too.
+        while flow_run_processes(worker.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
     finally:
         # The release it starts is not run here (the UI test runs one to the end on a worker):
         # the worker stops before the debounce window closes.

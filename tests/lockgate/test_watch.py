@@ -73,24 +73,46 @@ def test_data_watch_flow_announces_a_lost_event_again(tmp_path: Path, monkeypatc
     (prompts / "qa.yaml").write_text(PROMPT)
     monkeypatch.setenv("LOCKGATE_PROMPTS__DIR", str(prompts))
     emitted: list[dict[str, Any]] = []
-    answers = iter([None, None, object(), object()])  # the first data event and the first prompt event are lost
+    answers = iter([False, False, True, True])  # the first data event and the first prompt event are lost
 
-    def fake_emit(**kw: Any) -> object:
-        emitted.append(kw)
+    def fake_announce(event: str, resource: dict[str, str], payload: dict[str, Any]) -> bool:
+        emitted.append({"event": event, "resource": resource, "payload": payload})
         return next(answers)
 
-    monkeypatch.setattr(watch_flow, "emit_event", fake_emit)
     params = StageParams(home=str(tmp_path / "home"))
     with prefect_test_harness(server_startup_timeout=120):
+        confirmed, lost = announced_for_real(monkeypatch)
+        monkeypatch.setattr(watch_flow, "announce", fake_announce)
         assert watch_flow.data_watch(params) is True
         assert watch_flow.data_watch(params) is True, "the lost event is emitted again"
         assert watch_flow.data_watch(params) is False
+    assert confirmed, "an event the server stored is confirmed"
+    assert not lost, "an event that never left the process is not"
     data = [e for e in emitted if e["event"] == "lockgate.dataset.changed"]
     assert len(data) == 2 and data[0]["payload"] == data[1]["payload"]
     prompt = [e for e in emitted if e["event"] == "lockgate.prompt.changed"]
     assert len(prompt) == 2 and prompt[0]["payload"] == prompt[1]["payload"], "a lost prompt event is sent again"
     assert prompt[0]["resource"]["prefect.resource.id"] == "lockgate.prompt.qa"
     assert prompt[0]["payload"]["digest"].startswith("sha256:") and prompt[0]["payload"]["name"] == "qa"
+
+
+def announced_for_real(monkeypatch: pytest.MonkeyPatch) -> tuple[bool, bool]:
+    """``tasks.common.announce`` on the harness's server: an event sent, and one lost in the
+    process (queued by ``emit_event`` but never sent, as when the process is stopped first)."""
+    from prefect import flow
+    from prefect.events import Event
+
+    import tasks.common
+
+    @flow
+    def both() -> tuple[bool, bool]:
+        sent = tasks.common.announce("lockgate.test.sent", {"prefect.resource.id": "lockgate.test"}, {"n": 1})
+        with monkeypatch.context() as patch:
+            patch.setattr(tasks.common, "emit_event", lambda **kw: Event(**kw))
+            lost = tasks.common.announce("lockgate.test.lost", {"prefect.resource.id": "lockgate.test"}, {}, wait_s=3)
+        return sent, lost
+
+    return both()
 
 
 PROMPT = """\
