@@ -59,9 +59,8 @@ def test_fsspec_sources_are_fingerprinted(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")  # the session's server: one whose events this process sends
 def test_data_watch_flow_announces_a_lost_event_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from prefect.testing.utilities import prefect_test_harness
-
     import flows.data_watch as watch_flow
     from flows.params import StageParams
 
@@ -80,12 +79,11 @@ def test_data_watch_flow_announces_a_lost_event_again(tmp_path: Path, monkeypatc
         return next(answers)
 
     params = StageParams(home=str(tmp_path / "home"))
-    with prefect_test_harness(server_startup_timeout=120):
-        confirmed, lost = announced_for_real(monkeypatch)
-        monkeypatch.setattr(watch_flow, "announce", fake_announce)
-        assert watch_flow.data_watch(params) is True
-        assert watch_flow.data_watch(params) is True, "the lost event is emitted again"
-        assert watch_flow.data_watch(params) is False
+    confirmed, lost = announced_for_real(monkeypatch)
+    monkeypatch.setattr(watch_flow, "announce", fake_announce)
+    assert watch_flow.data_watch(params) is True
+    assert watch_flow.data_watch(params) is True, "the lost event is emitted again"
+    assert watch_flow.data_watch(params) is False
     assert confirmed, "an event the server stored is confirmed"
     assert not lost, "an event that never left the process is not"
     data = [e for e in emitted if e["event"] == "lockgate.dataset.changed"]
@@ -97,7 +95,7 @@ def test_data_watch_flow_announces_a_lost_event_again(tmp_path: Path, monkeypatc
 
 
 def announced_for_real(monkeypatch: pytest.MonkeyPatch) -> tuple[bool, bool]:
-    """``tasks.common.announce`` on the harness's server: an event sent, and one lost in the
+    """``tasks.common.announce`` on the session's server: an event sent, and one lost in the
     process (queued by ``emit_event`` but never sent, as when the process is stopped first)."""
     from prefect import flow
     from prefect.events import Event
