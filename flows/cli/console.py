@@ -65,7 +65,11 @@ class StageLines(logging.Filter):
             self.last = now
             return True
         if record.name == "prefect.flow_runs":
-            return record.levelno >= logging.WARNING or record.getMessage().startswith(("Beginning", "release "))
+            message = record.getMessage()
+            if message.startswith("Beginning"):
+                # The first stage's time counts from here, not from starting Prefect's server.
+                self.last = time.monotonic()
+            return record.levelno >= logging.WARNING or message.startswith(("Beginning", "release "))
         return record.levelno >= logging.WARNING
 
 
