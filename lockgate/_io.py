@@ -1,4 +1,5 @@
-"""Small I/O helpers every module shares: strict YAML, atomic writes, JSONL files, file locks."""
+"""Small I/O helpers every module shares: strict YAML, atomic writes, JSONL files, file locks,
+the user's cache folder."""
 
 from __future__ import annotations
 
@@ -60,6 +61,13 @@ _CoreSchemaLoader.add_constructor(_INT, _construct_int)
 def load_yaml(text: str) -> Any:
     """Parse YAML with core-schema scalars (see ``_CoreSchemaLoader``)."""
     return yaml.load(text, Loader=_CoreSchemaLoader)  # a SafeLoader subclass: safe
+
+
+def user_cache_dir(*parts: str) -> Path:
+    """``$XDG_CACHE_HOME/lockgate/<parts>`` (``~/.cache`` without it): what this machine can
+    rebuild, kept across runs and state folders."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root.joinpath("lockgate", *parts)
 
 
 def atomic_write_text(path: Path, text: str, backup: bool = False) -> None:

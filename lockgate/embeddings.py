@@ -11,6 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from lockgate._io import user_cache_dir
 from lockgate.corpus import Tokenizer
 from lockgate.errors import ConfigError
 
@@ -205,7 +206,7 @@ class OnnxEmbedder:
         suffix = " (onnx int8)" if scheme == "dynamic" else f" (onnx int8 {scheme})"
         self.name = ("all-MiniLM-L6-v2" if model == PACKAGED_MINILM else model) + suffix
         self.batch_size = batch_size
-        self.cache_dir = cache_dir or Path.home() / ".cache" / "lockgate" / "onnx"
+        self.cache_dir = cache_dir or user_cache_dir("onnx")
         self._session: Any = None
         self._tokenizer: HfTokenizer | None = None
 

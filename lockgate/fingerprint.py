@@ -96,8 +96,9 @@ def lock_digest(project_root: Path) -> str:
     return digest_json([[p.name, digest_file(p)] for p in locks])
 
 
-def trainer_environment_digest(executable: Path) -> str:
-    """What runs behind a trainer executable: its virtual environment's Python and distributions.
+def environment_digest(executable: Path) -> str:
+    """What runs behind an executable (the trainer's, vLLM's Python): its virtual environment's
+    Python and distributions.
 
     Two checkouts whose ``.venv-trainer`` links point at the same environment get the same
     digest; a rebuilt environment with other versions behind the same path gets another.

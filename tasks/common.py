@@ -23,7 +23,7 @@ from lockgate import events
 from lockgate.artifacts import ArtifactStore
 from lockgate.embeddings import Embedder, SentenceTransformerEmbedder, resolve_model_path
 from lockgate.errors import LockgateError, TransientError
-from lockgate.fingerprint import stage_cache_key, trainer_environment_digest, weights_digest
+from lockgate.fingerprint import environment_digest, stage_cache_key, weights_digest
 from lockgate.records import Record
 from lockgate.settings import EmbeddingSettings, LockgateSettings
 from lockgate.signing import TamperedError, verify_record
@@ -67,7 +67,7 @@ class Fingerprints:
 def fingerprints(settings: LockgateSettings) -> Fingerprints:
     """Digest the trainer environment and the embedder's weights (for cache keys)."""
     return Fingerprints(
-        trainer_env=trainer_environment_digest(settings.resolve(settings.training.axolotl_bin)),
+        trainer_env=environment_digest(settings.resolve(settings.training.axolotl_bin)),
         embedder_weights=weights_digest(resolve_model_path(settings.embeddings.model)),
     )
 

@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -22,8 +23,10 @@ from typing import Any
 
 import httpx
 
-from lockgate._io import atomic_write_text
+from lockgate._io import atomic_write_text, user_cache_dir
+from lockgate.digest import digest_json, short
 from lockgate.errors import ConfigError, StageError, TransientError
+from lockgate.fingerprint import environment_digest
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +108,15 @@ else:
 
 @functools.cache
 def runs_4bit_weights(python: str) -> bool:
-    """Whether the serving environment's vLLM runs 4-bit weight-only models (W4A16) on this machine
-    (asked once per process, about 5 s). A probe that fails says yes: the engine's start reports."""
+    """Whether the serving environment's vLLM runs 4-bit weight-only models (W4A16) on this machine.
+
+    The probe imports vLLM (about 9 s of CPU), so its answer is kept in the user's cache folder,
+    keyed by the environment's distributions and this CPU's flags: asked once per machine and
+    environment, not once per deploy. A probe that fails says yes and is not kept: the engine's
+    start reports."""
+    kept = user_cache_dir("vllm-probes") / f"{probe_key(python)}.json"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        return bool(json.loads(kept.read_text(encoding="utf-8"))["runs_4bit_weights"])
     try:
         done = subprocess.run(
             [python, "-c", _FOUR_BIT_PROBE],
@@ -117,7 +127,27 @@ def runs_4bit_weights(python: str) -> bool:
         )
     except (OSError, subprocess.TimeoutExpired):
         return True
-    return "4-bit: no" not in done.stdout
+    answer = "4-bit: no" not in done.stdout
+    if done.returncode == 0 and "4-bit: " in done.stdout:
+        with contextlib.suppress(OSError):  # a read-only cache costs the next process a probe
+            atomic_write_text(kept, json.dumps({"python": python, "runs_4bit_weights": answer}) + "\n")
+    return answer
+
+
+def probe_key(python: str) -> str:
+    """What a probe's answer depends on: the environment behind ``python`` (its distributions, so a
+    rebuilt vLLM is asked again), this CPU's instruction sets, and the probe itself."""
+    environment = environment_digest(Path(python))
+    return short(digest_json({"environment": environment, "cpu": cpu_flags(), "probe": _FOUR_BIT_PROBE}), 16)
+
+
+def cpu_flags() -> str:
+    """This CPU's feature flags (``/proc/cpuinfo``), or its architecture where they cannot be read."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("flags"):
+                return " ".join(sorted(line.split(":", 1)[1].split()))
+    return f"{platform.machine()} {platform.processor()}"
 
 
 def weight_only_bits(model_path: str) -> int | None:

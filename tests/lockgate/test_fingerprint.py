@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from lockgate import fingerprint
-from lockgate.fingerprint import canonical, trainer_environment_digest, weights_digest
+from lockgate.fingerprint import canonical, environment_digest, weights_digest
 from lockgate.records import BaseModelArtifact
 from lockgate.settings import load_settings
 from tests.conftest import ROOT
@@ -175,9 +175,9 @@ def test_a_rebuilt_trainer_environment_behind_the_same_path_reruns_finetune(tmp_
         (where / "bin" / "axolotl").write_text("#!/bin/sh\n")
         return where / "bin" / "axolotl"
 
-    a = trainer_environment_digest(venv(tmp_path / "one", "0.19.0"))
-    same_elsewhere = trainer_environment_digest(venv(tmp_path / "two", "0.19.0"))
-    newer = trainer_environment_digest(venv(tmp_path / "three", "0.20.0"))
+    a = environment_digest(venv(tmp_path / "one", "0.19.0"))
+    same_elsewhere = environment_digest(venv(tmp_path / "two", "0.19.0"))
+    newer = environment_digest(venv(tmp_path / "three", "0.20.0"))
     assert a == same_elsewhere != newer
     assert changed(stage_keys("/x", trainer_env=a), stage_keys("/x", trainer_env=newer)) == {"finetune"}
 

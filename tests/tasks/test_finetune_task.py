@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lockgate.basemodel import ensure_base_model
-from lockgate.fingerprint import trainer_environment_digest
+from lockgate.fingerprint import environment_digest
 from lockgate.prep import snapshot_dataset
 from lockgate.settings import BaseModelSettings, DataSettings, TrainingSettings, load_settings
 from lockgate.workspace import Workspace
@@ -44,7 +44,7 @@ def test_preempted_training_is_retried_and_resumes(prefect_harness: None, tmp_pa
         base=base,
         training=TrainingSettings(max_steps=10),
         axolotl_bin=str(trainer),
-        trainer_env=trainer_environment_digest(trainer),
+        trainer_env=environment_digest(trainer),
         workspace=workspace,
         return_state=True,
     )
