@@ -15,7 +15,7 @@ from lockgate.launchers.exits import WorkerExit, open_exit_probe
 from lockgate.records import AdapterArtifact, BaseModelArtifact, DatasetSnapshot
 from lockgate.settings import LockgateSettings, TrainingSettings
 from lockgate.workspace import Workspace
-from tasks.common import StageLog, fingerprints
+from tasks.common import STAGE_DONE, StageLog, fingerprints
 from tasks.data import prepare_dataset, resolve_base_model
 from tasks.training import finetune_adapter
 
@@ -99,6 +99,7 @@ def train_on_pool(params: FinetuneParams, training: TrainingSettings) -> Adapter
             adapter = state.result()
             assert isinstance(adapter, AdapterArtifact)
             logger.info("fine-tune run %s: adapter %s after %d crash(es)", run.name, short(adapter.digest), crashes)
+            logger.info("fine-tune on the pool done", extra={STAGE_DONE: "finetune"})
             # The worker counts the restarts its disk saw; a fresh worker's disk saw none of them.
             return adapter.model_copy(update={"preemptions": max(adapter.preemptions, crashes)})
         name = state.name if state is not None else "unknown"

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+from tasks.common import STAGE_DONE
+
 Mode = Literal["normal", "quiet", "json"]
 OWN_LOGGERS = ("lockgate", "flows", "tasks")
 _FINISHED = re.compile(r"^Finished in state (\w+)")
@@ -58,12 +60,11 @@ class StageLines(logging.Filter):
             match = _FINISHED.match(record.getMessage())
             if match is None:
                 return record.levelno >= logging.WARNING
-            now = time.monotonic()
             task = _RUN_SUFFIX.sub("", str(getattr(record, "task_run_name", "task")))
-            state = match.group(1).lower()
-            record.msg, record.args = f"{task}: {state} ({now - self.last:.1f} s)", ()
-            self.last = now
-            return True
+            return self.finished(record, task, match.group(1).lower())
+        if isinstance(stage := getattr(record, STAGE_DONE, None), str):
+            # A stage that is no task of this process (a fine-tune on a work pool) says it is done.
+            return self.finished(record, stage, "completed")
         if record.name == "prefect.flow_runs":
             message = record.getMessage()
             if message.startswith("Beginning"):
@@ -71,6 +72,13 @@ class StageLines(logging.Filter):
                 self.last = time.monotonic()
             return record.levelno >= logging.WARNING or message.startswith(("Beginning", "release "))
         return record.levelno >= logging.WARNING
+
+    def finished(self, record: logging.LogRecord, stage: str, state: str) -> bool:
+        """Turn ``record`` into ``<stage>: <state> (<seconds since the last such line> s)``."""
+        now = time.monotonic()
+        record.msg, record.args = f"{stage}: {state} ({now - self.last:.1f} s)", ()
+        self.last = now
+        return True
 
 
 class _ConsoleFormat(logging.Formatter):

@@ -186,6 +186,7 @@ def test_release_trains_on_the_pool_and_survives_a_killed_worker(
     output = log_path.read_text()
     assert code in (0, 3), output[-4000:]  # trained and gated; a 60-step model may well be rejected
     assert "crashed" in output and "re-submitting (1/3)" in output, output[-4000:]
+    assert re.search(r"^\d\d:\d\d:\d\d  finetune: completed \(", output, re.M), output[-4000:]  # its stage line
     adapter_dir = next(line.split("`")[1] for line in output.splitlines() if line.startswith("- adapter: `"))
     meta = json.loads((Path(adapter_dir) / "lockgate-adapter.json").read_text())
     assert meta["steps"] == 60 and meta["preemptions"] >= 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -151,6 +152,7 @@ def test_release_on_the_docker_pool_survives_two_kills_and_a_sigterm(
     output = log_path.read_text()
     assert code in (0, 3), output[-4000:]  # trained and gated; a short fine-tune may well be rejected
     assert "re-submitting (3/4)" in output, output[-4000:]
+    assert re.search(r"^\d\d:\d\d:\d\d  finetune: completed \(", output, re.M), output[-4000:]  # its stage line
     adapter_dir = next(line.split("`")[1] for line in output.splitlines() if line.startswith("- adapter: `"))
     meta = json.loads((Path(adapter_dir) / "lockgate-adapter.json").read_text())
     assert meta["steps"] == max_steps, "total optimizer steps equal max_steps"

@@ -8,6 +8,7 @@ import pytest
 
 from flows.cli import console
 from flows.cli.console import StageLines
+from tasks.common import STAGE_DONE
 
 
 def record(name: str, message: str, level: int = logging.INFO, **extra: object) -> logging.LogRecord:
@@ -20,7 +21,7 @@ def test_a_stage_takes_its_time_from_the_flow_runs_start_not_from_starting_prefe
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Starting Prefect's temporary server (seconds) before the run is no stage's time."""
-    clock = iter([100.0, 130.0, 131.5, 134.0])  # console made; run begins; first stage; second
+    clock = iter([100.0, 130.0, 131.5, 134.0, 200.0])  # console made; run begins; three stages
     monkeypatch.setattr(console.time, "monotonic", lambda: next(clock))
     lines = StageLines("normal")
     assert lines.filter(record("prefect.flow_runs", "Beginning flow run 'x' for flow 'release'"))
@@ -29,6 +30,9 @@ def test_a_stage_takes_its_time_from_the_flow_runs_start_not_from_starting_prefe
     assert lines.filter(first) and lines.filter(second)
     assert first.getMessage() == "fingerprints: completed (1.5 s)"
     assert second.getMessage() == "prep-dataset: cached (2.5 s)"
+    # A stage no task of this process ran (a fine-tune on a work pool) has its line too.
+    pool = record("prefect.flow_runs", "fine-tune on the pool done", **{STAGE_DONE: "finetune"})
+    assert lines.filter(pool) and pool.getMessage() == "finetune: completed (66.0 s)"
     # A library's record, even an error, stays out of the terminal; the user's warnings reach it.
     assert not lines.filter(record("pymilvus", "no such alias", logging.ERROR))
     assert lines.filter(record("lockgate.data", "quarantined row 3", logging.WARNING))
