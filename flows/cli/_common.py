@@ -63,8 +63,11 @@ class NoTracebackForVerdicts(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         from lockgate.errors import ConfigError, DataError, GateRejected
 
-        if record.exc_info and isinstance(record.exc_info[1], ConfigError | DataError | GateRejected):
-            record.msg = f"{record.getMessage().splitlines()[0]} {record.exc_info[1]}"
+        verdict = record.exc_info[1] if record.exc_info else None
+        if isinstance(verdict, ConfigError | DataError | GateRejected):
+            # Prefect's first line ends with the exception's repr: say its message once instead.
+            first = record.getMessage().splitlines()[0].removesuffix(repr(verdict)).rstrip(": ")
+            record.msg = f"{first}: {verdict}"
             record.args = ()
             record.exc_info = None
             record.exc_text = None
