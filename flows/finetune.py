@@ -8,14 +8,14 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
-from flows.params import FinetuneParams
+from flows.params import STAGE_DONE, FinetuneParams
 from lockgate.digest import short
 from lockgate.errors import StageError, TransientError
 from lockgate.launchers.exits import WorkerExit, open_exit_probe
 from lockgate.records import AdapterArtifact, BaseModelArtifact, DatasetSnapshot
 from lockgate.settings import LockgateSettings, TrainingSettings
 from lockgate.workspace import Workspace
-from tasks.common import STAGE_DONE, StageLog, fingerprints
+from tasks.common import StageLog, fingerprints
 from tasks.data import prepare_dataset, resolve_base_model
 from tasks.training import finetune_adapter
 

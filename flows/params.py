@@ -1,4 +1,5 @@
-"""Flow parameters as pydantic models: the Prefect UI renders them as forms and rejects bad input."""
+"""Flow parameters as pydantic models (the Prefect UI renders them as forms and rejects bad input),
+and the mark by which a flow tells the terminal a stage is done."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from lockgate.settings import LockgateSettings, load_settings
 
 Scenario = Literal["normal", "no-training", "shuffled-labels"]
 DecisionMode = Literal["auto", "manual", "dry_run"]
+
+# A log record with this attribute (``extra={STAGE_DONE: "finetune"}``) ends a stage that ran
+# outside this process's tasks (a fine-tune on a work pool): the terminal shows it as a stage line.
+STAGE_DONE = "lockgate_stage_done"
 
 
 class StageParams(BaseModel):

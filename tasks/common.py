@@ -131,11 +131,6 @@ def outputs_exist(result: Any, root: Path | None = None) -> bool:
     return True
 
 
-# A log record with this attribute (``extra={STAGE_DONE: "finetune"}``) ends a stage that ran
-# outside this process's tasks (a fine-tune on a work pool): the terminal shows it as a stage line.
-STAGE_DONE = "lockgate_stage_done"
-
-
 @dataclass
 class StageLog:
     """Wall time per stage, in the order they ran, and which stages came from cache.

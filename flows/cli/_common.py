@@ -2,7 +2,7 @@
 preamble before a Prefect flow runs.
 
 The base of the package: command modules import it; it imports no command module (only the
-console, which imports nothing of ``flows``), so no import runs in a circle.
+console, which imports nothing of ``flows`` but ``flows.params``), so no import runs in a circle.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from tasks.common import STAGE_DONE
+from flows.params import STAGE_DONE
 
 Mode = Literal["normal", "quiet", "json"]
 OWN_LOGGERS = ("lockgate", "flows", "tasks")

@@ -8,7 +8,7 @@ import pytest
 
 from flows.cli import console
 from flows.cli.console import StageLines
-from tasks.common import STAGE_DONE
+from flows.params import STAGE_DONE
 
 
 def record(name: str, message: str, level: int = logging.INFO, **extra: object) -> logging.LogRecord:
@@ -37,3 +37,17 @@ def test_a_stage_takes_its_time_from_the_flow_runs_start_not_from_starting_prefe
     assert not lines.filter(record("pymilvus", "no such alias", logging.ERROR))
     assert lines.filter(record("lockgate.data", "quarantined row 3", logging.WARNING))
     assert not lines.filter(record("prefect.flow_runs", "Created task run 'x'"))
+
+
+def test_the_console_imports_no_prefect() -> None:
+    """`lockgate release` imports the console before its flow preamble, which points Prefect at the
+    state folder (PREFECT_HOME) and must run before Prefect is imported."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    probe = "import sys, flows.cli.console; print(sorted(m for m in ('prefect', 'torch') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]", done.stdout
