@@ -1,5 +1,6 @@
-"""Whether this machine's vLLM runs 4-bit weights: probed once per environment and CPU, then
-read from the user's cache folder (the real probe on the serving environment: test_quantized_serving.py)."""
+"""lockgate.serving.vllm without an engine: whether this machine's vLLM runs 4-bit weights (probed once
+per environment and CPU, then read from the user's cache folder; the real probe on the serving
+environment runs in test_quantized_serving.py), and an engine interrupted while it starts."""
 
 from __future__ import annotations
 
@@ -61,3 +62,30 @@ def test_a_failed_probe_says_yes_and_is_asked_again(tmp_path: Path) -> None:
     assert runs_4bit_weights(python) is True
     assert times_asked(asked) == 2, "a failed probe's answer was kept"
     assert not (tmp_path / "cache" / "lockgate" / "vllm-probes").exists()
+
+
+def test_an_engine_interrupted_while_it_starts_is_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C, or SIGTERM under a command, while vLLM starts: the engine runs in its own session
+    and nobody has booked it yet, so start_engine stops it before the interruption goes on."""
+    import os
+    import time
+
+    from lockgate.serving.vllm import EngineSpec, start_engine
+
+    never_healthy = tmp_path / "python"
+    never_healthy.write_text(f'#!/bin/sh\necho $$ > "{tmp_path / "pid"}"\nexec sleep 120\n')
+    never_healthy.chmod(0o755)
+    real_sleep = time.sleep  # vllm.time is the time module: patching it patches time.sleep
+
+    def interrupted(seconds: float) -> None:
+        if (tmp_path / "pid").exists() and not (tmp_path / "interrupted").exists():
+            (tmp_path / "interrupted").touch()  # once: stopping the engine waits for real
+            raise KeyboardInterrupt
+        real_sleep(seconds)
+
+    monkeypatch.setattr(vllm.time, "sleep", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        start_engine(str(never_healthy), EngineSpec("m", "m"), vllm.free_port(18_000), 64, 8, 1, tmp_path / "v.log", 60)
+    pid = int((tmp_path / "pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
