@@ -52,3 +52,45 @@ def test_a_verdict_is_one_line_that_says_its_reason_once() -> None:
     except RuntimeError:
         crash = logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, "boom", (), sys.exc_info())
     assert NoTracebackForVerdicts().filter(crash) and crash.exc_info is not None, "a crash keeps its traceback"
+
+
+SIGTERMED = """
+import os, signal, sys, time
+from pathlib import Path
+from flows.cli._common import run_flow
+
+try:
+    with run_flow(Path(sys.argv[1]), "normal", command="sigterm"):
+        from prefect import flow
+
+        @flow(name="waits-for-sigterm")
+        def waits() -> None:
+            os.kill(os.getpid(), signal.SIGTERM)  # a job's timeout, `docker stop`
+            time.sleep(60)
+
+        waits()
+finally:
+    Path(sys.argv[2]).write_text("unwound")
+"""
+
+
+def test_sigterm_unwinds_a_command_so_what_it_started_is_stopped(prefect_api_url: str, tmp_path: Path) -> None:
+    """`lockgate ask` killed by SIGTERM left its vLLM engine running: its clean-up never ran. Under
+    run_flow SIGTERM unwinds the stack (finally blocks run), the run is marked crashed, exit 143."""
+    import os
+    import subprocess
+
+    from tests.conftest import ROOT
+    from tests.live import api
+
+    marker = tmp_path / "cleaned-up"
+    env = {**os.environ, "PREFECT_API_URL": prefect_api_url, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", SIGTERMED, str(tmp_path / "home"), str(marker)],
+        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 143, done.stdout[-2000:] + done.stderr[-3000:]
+    assert marker.read_text() == "unwound", "the command's clean-up did not run"
+    runs = api(prefect_api_url, "/flow_runs/filter", {"flows": {"name": {"any_": ["waits-for-sigterm"]}}})
+    assert [r["state_type"] for r in runs] == ["CRASHED"], runs
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
