@@ -11,8 +11,6 @@ import argparse
 import inspect
 import logging
 import os
-import signal
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -124,7 +122,7 @@ def run_flow(
     console: AbstractContextManager[Path | None] = nullcontext()
     if mode is not None:
         console = release_console(home / "logs", mode, command)
-    with sigterm_unwinds(), console as log_path:
+    with console as log_path:
         run.log_path = log_path
         try:
             yield run
@@ -132,23 +130,3 @@ def run_flow(
             if not catch_rejected:
                 raise
             run.result, run.exit_code = rejected.details, EXIT_REJECTED
-
-
-def _unwind(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
-@contextmanager
-def sigterm_unwinds() -> Iterator[None]:
-    """While a command's flow runs, SIGTERM (a CI job's timeout, ``docker stop``, a service manager)
-    ends it as Ctrl-C does: the stack unwinds, so what the command started (vLLM engines, a
-    gateway, Prefect's temporary server) is stopped and Prefect marks the run crashed, instead of
-    the process vanishing and leaving them running. Exit code 143, as for a process SIGTERM killed."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _unwind)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
