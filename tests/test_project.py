@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import importlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 import yaml
 
 from lockgate import events
+from lockgate._io import user_cache_dir
 from tests.conftest import ROOT
 
 
@@ -152,7 +152,7 @@ def test_ruff_lint_and_format() -> None:
 def test_mypy_strict_on_the_library() -> None:
     # One incremental cache per machine, not per clone: CI's fresh clone re-checks only what changed
     # (mypy validates cached modules by content), about 3 s instead of 45.
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lockgate" / "mypy"
+    cache = user_cache_dir("mypy")
     out = subprocess.run(
         [sys.executable, "-m", "mypy", "--cache-dir", str(cache), "lockgate"],
         cwd=ROOT,

@@ -14,6 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from lockgate._io import user_cache_dir
 from tests.conftest import ROOT, needs, needs_prometheus
 
 KUBERNETES = "1.30.0"
@@ -24,7 +25,7 @@ def _helm() -> str | None:
     for candidate in (
         os.environ.get("LOCKGATE_HELM"),
         shutil.which("helm"),
-        str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lockgate/tools/helm-v3.6.2/helm"),
+        str(user_cache_dir("tools", "helm-v3.6.2", "helm")),
     ):
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
