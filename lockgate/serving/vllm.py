@@ -217,22 +217,21 @@ def start_engine(
     url = f"http://127.0.0.1:{port}"
     engine = RunningEngine(url=url, pid=proc.pid, spec_key=spec.key, log_path=str(log_path))
     deadline = time.monotonic() + timeout_s
+    healthy = False
     try:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise StageError(f"vLLM exited with code {proc.returncode} while starting: {_tail(log_path)}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
-                    log.info("vLLM serving %s at %s (pid %d)", spec.served_model, url, proc.pid)
-                    return engine
-            except httpx.HTTPError:
-                pass
+            with contextlib.suppress(httpx.HTTPError):
+                healthy = httpx.get(f"{url}/health", timeout=2.0).status_code == 200
+            if healthy:
+                log.info("vLLM serving %s at %s (pid %d)", spec.served_model, url, proc.pid)
+                return engine
             time.sleep(0.5)
-    except BaseException:  # Ctrl-C or SIGTERM while it starts: nobody else knows this engine yet
-        stop_engine(proc.pid)
-        raise
-    stop_engine(proc.pid)
-    raise StageError(f"vLLM did not become healthy within {timeout_s:.0f}s: {_tail(log_path)}")
+        raise StageError(f"vLLM did not become healthy within {timeout_s:.0f}s: {_tail(log_path)}")
+    finally:
+        if not healthy:  # timed out, exited, or interrupted (Ctrl-C): nobody else knows this engine
+            stop_engine(proc.pid)
 
 
 def _tail(path: Path, lines: int = 5) -> str:

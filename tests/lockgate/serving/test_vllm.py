@@ -5,12 +5,14 @@ environment runs in test_quantized_serving.py), and an engine interrupted while 
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from lockgate.serving import vllm
-from lockgate.serving.vllm import runs_4bit_weights
+from lockgate.serving.vllm import EngineSpec, runs_4bit_weights, start_engine
 
 
 def fake_python(tmp_path: Path, answer: str, exit_code: int = 0) -> tuple[str, Path]:
@@ -65,13 +67,8 @@ def test_a_failed_probe_says_yes_and_is_asked_again(tmp_path: Path) -> None:
 
 
 def test_an_engine_interrupted_while_it_starts_is_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ctrl-C, or SIGTERM under a command, while vLLM starts: the engine runs in its own session
-    and nobody has booked it yet, so start_engine stops it before the interruption goes on."""
-    import os
-    import time
-
-    from lockgate.serving.vllm import EngineSpec, start_engine
-
+    """Ctrl-C while vLLM starts: the engine runs in its own session and nobody has booked it yet,
+    so start_engine stops it before the interruption goes on."""
     never_healthy = tmp_path / "python"
     never_healthy.write_text(f'#!/bin/sh\necho $$ > "{tmp_path / "pid"}"\nexec sleep 120\n')
     never_healthy.chmod(0o755)
