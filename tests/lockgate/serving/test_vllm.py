@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -73,8 +74,14 @@ def test_an_engine_interrupted_while_it_starts_is_stopped(tmp_path: Path, monkey
     never_healthy.write_text(f'#!/bin/sh\necho $$ > "{tmp_path / "pid"}"\nexec sleep 120\n')
     never_healthy.chmod(0o755)
     real_sleep = time.sleep  # vllm.time is the time module: patching it patches time.sleep
+    # ... for every thread: Ctrl-C reaches this test's thread only, not a library's background
+    # thread that sleeps too (Ragas' analytics thread took it once, and start_engine waited 60 s).
+    caller = threading.get_ident()
 
     def interrupted(seconds: float) -> None:
+        if threading.get_ident() != caller:
+            real_sleep(seconds)
+            return
         if (tmp_path / "pid").exists() and not (tmp_path / "interrupted").exists():
             (tmp_path / "interrupted").touch()  # once: stopping the engine waits for real
             raise KeyboardInterrupt
