@@ -3,12 +3,15 @@ and how the release starts it there and waits (training.launcher: deployment).""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
-from flows.params import STAGE_DONE, FinetuneParams
+from flows.params import STAGE_DONE, FinetuneParams, TrainParams, TrainSummary
 from lockgate.digest import short
 from lockgate.errors import StageError, TransientError
 from lockgate.launchers.exits import WorkerExit, open_exit_probe
@@ -48,6 +51,103 @@ def finetune(params: FinetuneParams = FinetuneParams()) -> AdapterArtifact:  # n
         trainer_env=fingerprints(settings).trainer_env,
         shuffle_labels=params.scenario == "shuffled-labels",
     )
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What the first three stages of a release made."""
+
+    snapshot: DatasetSnapshot
+    base: BaseModelArtifact
+    adapter: AdapterArtifact
+
+
+def prepare_and_train(
+    *, stages: StageLog, settings: LockgateSettings, workspace: Workspace, params: TrainParams, trainer_env: str
+) -> Trained:
+    """Prep, base model and fine-tune, each timed in ``stages``: the fine-tune runs here, or on the
+    work pool that training.launcher=deployment names (see :func:`train_on_pool`)."""
+    with stages.timed("prep"):
+        snapshot = prepare_dataset(sources=settings.sources, data=settings.data, workspace=workspace)
+    with stages.timed("base model"):
+        base = resolve_base_model(
+            base_model=settings.training.base_model,
+            license_=settings.training.base_license,
+            shape=settings.base,
+            corpus_dir=str(settings.resolve(settings.data.corpus_dir)),
+            train_path=snapshot.train_path,
+            workspace=workspace,
+        )
+    with stages.timed("finetune"):
+        if settings.training.launcher == "deployment":
+            adapter = train_on_pool(params.finetune_params(settings), settings.training)
+        else:
+            adapter = train_here(
+                stages=stages,
+                settings=settings,
+                workspace=workspace,
+                snapshot=snapshot,
+                base=base,
+                trainer_env=trainer_env,
+                shuffle_labels=params.scenario == "shuffled-labels",
+            )
+    return Trained(snapshot=snapshot, base=base, adapter=adapter)
+
+
+@flow(name="train", log_prints=False)
+def train(params: TrainParams = TrainParams()) -> TrainSummary:  # noqa: B008 (the UI form's default)
+    """Prepare the data and fine-tune a LoRA adapter, here or on the work pool training.launcher
+    names, and stop there: nothing is quantized, evaluated, gated or promoted.
+
+    A release of the same data and settings afterwards takes this adapter from cache.
+    """
+    settings = params.settings()
+    workspace = Workspace.open(settings)
+    stages = StageLog(artifacts=workspace.artifacts)
+    trained = prepare_and_train(
+        stages=stages,
+        settings=settings,
+        workspace=workspace,
+        params=params,
+        trainer_env=fingerprints(settings).trainer_env,
+    )
+    summary = TrainSummary(
+        adapter=trained.adapter,
+        dataset=trained.snapshot.digest,
+        timings_s={k: round(v, 2) for k, v in stages.seconds.items()},
+        cached=stages.cached,
+        outputs={"dataset": trained.snapshot.path, "adapter": trained.adapter.path},
+    )
+    create_markdown_artifact(
+        key="finetune-summary", markdown=train_markdown(summary), description="What the fine-tune trained"
+    )
+    return summary
+
+
+def train_markdown(summary: TrainSummary) -> str:
+    """The end-of-run report of a fine-tune on its own, shown in the UI and printed by the CLI."""
+    adapter = summary.adapter
+    losses = ", ".join(
+        f"{name} loss {value:.4f}"
+        for name, value in (("eval", adapter.eval_loss), ("train", adapter.train_loss))
+        if value is not None
+    )
+    lines = [
+        f"# Fine-tune: adapter {short(adapter.digest)}, {adapter.steps} steps" + (f" ({losses})" if losses else ""),
+        "",
+        f"- base model: {adapter.base_model}",
+        f"- preemptions: {adapter.preemptions} ({adapter.steps_redone} steps trained again)",
+        "",
+        "Not evaluated or gated: `lockgate release` does that, and takes this adapter from cache.",
+        "",
+        "## Stage timings",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v:.1f}{' (cached)' if k in summary.cached else ''} |" for k, v in summary.timings_s.items()]
+    lines += ["", "## Outputs", ""] + [f"- {k}: `{v}`" for k, v in summary.outputs.items() if v]
+    return "\n".join(lines) + "\n"
 
 
 def train_here(

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lockgate.records import PromotionAction
+from lockgate.records import AdapterArtifact, PromotionAction
 from lockgate.settings import LockgateSettings, load_settings
 
 Scenario = Literal["normal", "no-training", "shuffled-labels"]
@@ -86,8 +86,8 @@ class CorpusDriftParams(StageParams):
         return out
 
 
-class ReleaseParams(StageParams):
-    """What to run the release pipeline with."""
+class TrainParams(StageParams):
+    """What to fine-tune: a release's data and training, without what comes after."""
 
     scenario: Scenario = Field(
         default="normal",
@@ -97,6 +97,31 @@ class ReleaseParams(StageParams):
     max_steps: int | None = Field(
         default=None, ge=1, le=100_000, description="Override training.max_steps for this run."
     )
+
+    def overrides(self) -> dict[str, Any]:
+        out = super().overrides()
+        training: dict[str, Any] = {}
+        if self.max_steps is not None:
+            training["max_steps"] = self.max_steps
+        if self.scenario == "no-training":
+            # Axolotl needs at least one step; at this rate it changes nothing.
+            training.update({"max_steps": 1, "learning_rate": 1e-12, "save_steps": 1})
+        if training:
+            out["training"] = training
+        return out
+
+    def finetune_params(self, settings: LockgateSettings) -> FinetuneParams:
+        """Parameters of the finetune flow that trains what this run would train here."""
+        # Where and on what the worker trains (its trainer, device, checkpoint volume) is the worker's own.
+        training = settings.training.model_dump(
+            exclude={"launcher", "axolotl_bin", "device", "checkpoint_url", "work_dir", "job_variables"}
+        )
+        return FinetuneParams(profile=self.profile, home=self.home, scenario=self.scenario, training=training)
+
+
+class ReleaseParams(TrainParams):
+    """What to run the release pipeline with."""
+
     dataset_digest: str | None = Field(
         default=None,
         description="Set by data-change events: the data fingerprint that triggered this run (kept in the summary).",
@@ -111,23 +136,7 @@ class ReleaseParams(StageParams):
         out = super().overrides()
         if self.decision_mode is not None:
             out["gates"] = {"decision_mode": self.decision_mode}
-        training: dict[str, Any] = {}
-        if self.max_steps is not None:
-            training["max_steps"] = self.max_steps
-        if self.scenario == "no-training":
-            # Axolotl needs at least one step; at this rate it changes nothing.
-            training.update({"max_steps": 1, "learning_rate": 1e-12, "save_steps": 1})
-        if training:
-            out["training"] = training
         return out
-
-    def finetune_params(self, settings: LockgateSettings) -> FinetuneParams:
-        """Parameters of the finetune flow that trains what this release would train here."""
-        # Where and on what the worker trains (its trainer, device, checkpoint volume) is the worker's own.
-        training = settings.training.model_dump(
-            exclude={"launcher", "axolotl_bin", "device", "checkpoint_url", "work_dir", "job_variables"}
-        )
-        return FinetuneParams(profile=self.profile, home=self.home, scenario=self.scenario, training=training)
 
 
 class PromptReleaseParams(StageParams):
@@ -210,6 +219,16 @@ class ReleaseSummary(BaseModel):
     policy: str = Field(default="", description="Digest of the gate policy.")
     checks: list[str] = Field(default=[], description="Every check of the decision, one line each.")
     trigger: str | None = Field(default=None, description="The data fingerprint of the event that started the run.")
+    timings_s: dict[str, float]
+    cached: list[str] = Field(default=[], description="Stages served from Prefect's cache.")
+    outputs: dict[str, str]
+
+
+class TrainSummary(BaseModel):
+    """What a fine-tune on its own (``lockgate finetune``) trained, for people and for callers."""
+
+    adapter: AdapterArtifact
+    dataset: str = Field(description="Digest of the data snapshot it trained on.")
     timings_s: dict[str, float]
     cached: list[str] = Field(default=[], description="Stages served from Prefect's cache.")
     outputs: dict[str, str]

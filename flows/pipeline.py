@@ -6,7 +6,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.drift import check_drift_here
-from flows.finetune import train_here, train_on_pool
+from flows.finetune import prepare_and_train
 from flows.params import ReleaseParams, ReleaseSummary
 from lockgate.cards import card_path
 from lockgate.errors import GateRejected
@@ -14,7 +14,6 @@ from lockgate.policy import load_policy
 from lockgate.records import ReleaseLineage
 from lockgate.workspace import Workspace
 from tasks.common import StageLog, fingerprints
-from tasks.data import prepare_dataset, resolve_base_model
 from tasks.drift import keep_reference
 from tasks.evaluation import EvalInputs, evaluate_candidate, find_champion, serving_prompt
 from tasks.index import refresh_index, switch_index_after_gates
@@ -37,31 +36,15 @@ def release(params: ReleaseParams = ReleaseParams()) -> ReleaseSummary:  # noqa:
     stages = StageLog(artifacts=workspace.artifacts)
     stage_fingerprints = fingerprints(settings)
 
-    with stages.timed("prep"):
-        snapshot = prepare_dataset(sources=settings.sources, data=settings.data, workspace=workspace)
-    with stages.timed("base model"):
-        corpus_dir = settings.resolve(settings.data.corpus_dir)
-        base = resolve_base_model(
-            base_model=settings.training.base_model,
-            license_=settings.training.base_license,
-            shape=settings.base,
-            corpus_dir=str(corpus_dir),
-            train_path=snapshot.train_path,
-            workspace=workspace,
-        )
-    with stages.timed("finetune"):
-        if settings.training.launcher == "deployment":
-            adapter = train_on_pool(params.finetune_params(settings), settings.training)
-        else:
-            adapter = train_here(
-                stages=stages,
-                settings=settings,
-                workspace=workspace,
-                snapshot=snapshot,
-                base=base,
-                trainer_env=stage_fingerprints.trainer_env,
-                shuffle_labels=params.scenario == "shuffled-labels",
-            )
+    trained = prepare_and_train(
+        stages=stages,
+        settings=settings,
+        workspace=workspace,
+        params=params,
+        trainer_env=stage_fingerprints.trainer_env,
+    )
+    snapshot, base, adapter = trained.snapshot, trained.base, trained.adapter
+    corpus_dir = settings.resolve(settings.data.corpus_dir)
     with stages.timed("quantize"):
         quantized, quant_check = stages.run_cached(
             "quantize",

@@ -15,7 +15,7 @@ import logging
 import sys
 from typing import Any
 
-from flows.cli import drift, gate, index, monitor, prep, prompts, registry, release, serve, settings, verify
+from flows.cli import drift, finetune, gate, index, monitor, prep, prompts, registry, release, serve, settings, verify
 from flows.cli._common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_REJECTED
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_REJECTED", "build_parser", "main"]
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--home", default=None, help="state folder; default from the profile (.lockgate)")
     sub = parser.add_subparsers(dest="command", required=True)
     # The order here is the order `--help` lists the commands in.
-    for group in (release, registry, gate, prep, settings, index, prompts, serve, drift, monitor, verify):
+    for group in (release, finetune, registry, gate, prep, settings, index, prompts, serve, drift, monitor, verify):
         group.register(sub)
     return parser
 

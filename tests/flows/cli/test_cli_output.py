@@ -113,3 +113,31 @@ def test_the_demo_ends_with_an_answer_through_the_gateway(demo: Demo) -> None:
     assert EngineBook(home / "serving" / "engines.json").read() == []
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{production.engine_url}/health", timeout=5)
+
+
+def test_finetune_alone_on_the_demo_state_is_the_adapter_the_release_trained(demo: Demo, prefect_api_url: str) -> None:
+    """`lockgate finetune` with the demo's data and settings: prep and the fine-tune's stage lines,
+    the release's adapter from cache (relocated into the copy), and a summary naming it and its
+    data snapshot; nothing after training runs."""
+    home, copy, released = demo
+    assert released.returncode == 0, released.stderr[-4000:]
+    done = flows(copy, "finetune", api_url=prefect_api_url)
+    everything = done.stdout + done.stderr
+    assert done.returncode == 0, everything[-4000:]
+    assert "Traceback" not in everything, everything[-4000:]
+    progress = stage_lines(done.stderr)
+    assert {"prep-dataset", "finetune"} <= set(progress), done.stderr
+    assert not {"quantize", "refresh-index", "evaluate", "gate", "promote"} & set(progress), done.stderr
+
+    out = done.stdout.strip().splitlines()
+    release = json.loads(max((home / "logs").glob("release-*.json"), key=lambda p: p.stat().st_mtime).read_text())
+    adapter = Path(release["outputs"]["adapter"])
+    assert out[0].startswith("# Fine-tune: adapter "), done.stdout
+    assert f"- adapter: `{copy / adapter.relative_to(home)}`" in out, done.stdout
+    assert f"- dataset: `{copy / Path(release['outputs']['dataset']).relative_to(home)}`" in out, done.stdout
+    log = Path(re.fullmatch(r"Full log: `(.+)`", out[-1]).group(1))  # type: ignore[union-attr]
+    assert log.parent == copy / "logs" and log.name.startswith("finetune-")
+    kept = json.loads(log.with_suffix(".json").read_text())
+    assert kept["cached"] == ["finetune"], kept["cached"]
+    assert kept["dataset"] == release["dataset"]
+    assert kept["adapter"]["steps"] > 0 and kept["adapter"]["path"] == str(copy / adapter.relative_to(home))

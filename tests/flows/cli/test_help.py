@@ -12,6 +12,7 @@ from tests.conftest import ROOT
 # Each command (and sub-command) of the parser, and whether its --help has a description.
 COMMANDS = {
     "release": True,
+    "finetune": True,
     "status": False,
     "rollback": True,
     "gate": True,
