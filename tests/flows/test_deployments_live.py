@@ -136,12 +136,11 @@ def flow_run_processes(worker_pid: int) -> list[int]:
     return found
 
 
-def test_release_trains_on_the_pool_and_survives_a_killed_worker(
-    deployed: tuple[str, dict[str, str]], tmp_path: Path
-) -> None:
-    """training.launcher=deployment: the release starts the finetune deployment on the process
-    pool; its flow-run process is killed after the first durable checkpoint (a lost worker); the
-    release re-submits it, the new run resumes from the checkpoint store, and training finishes."""
+def test_a_fine_tune_on_the_pool_survives_a_killed_worker(deployed: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    """training.launcher=deployment: `lockgate finetune` (a release's training) starts the
+    finetune deployment on the process pool; its flow-run process is killed after the first
+    durable checkpoint (a lost worker); it is re-submitted, the new run resumes from the
+    checkpoint store, and training finishes."""
     url, env = deployed
     home = Path(env["LOCKGATE_HOME"])
     worker = subprocess.Popen(
@@ -150,17 +149,19 @@ def test_release_trains_on_the_pool_and_survives_a_killed_worker(
         stdout=(tmp_path / "worker.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
-    release_env = {
+    finetune_env = {
         **env,
         "LOCKGATE_TRAINING__LAUNCHER": "deployment",
         "LOCKGATE_TRAINING__DEPLOYMENT": "finetune/finetune-local",
         "LOCKGATE_TRAINING__MAX_STEPS": "60",
         "LOCKGATE_TRAINING__SAVE_STEPS": "20",
     }
-    log_path = tmp_path / "release.log"
-    release = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "python"), "-m", "flows", "release"],
-        env=release_env,
+    # `lockgate finetune`: a release's first three stages, the fine-tune on the pool; what a
+    # release does after it is the same as for any adapter, tested elsewhere.
+    log_path = tmp_path / "finetune.log"
+    finetune = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "python"), "-m", "flows", "finetune"],
+        env=finetune_env,
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
         cwd=ROOT,
@@ -171,20 +172,20 @@ def test_release_trains_on_the_pool_and_survives_a_killed_worker(
     try:
         deadline = time.monotonic() + 600
         while not set(store.glob(durable)) - earlier:
-            assert release.poll() is None, log_path.read_text()[-4000:]
+            assert finetune.poll() is None, log_path.read_text()[-4000:]
             assert time.monotonic() < deadline, "no durable checkpoint appeared"
             time.sleep(0.5)
         victims = flow_run_processes(worker.pid)
         assert victims, "the fine-tune's flow-run process was not found"
         for pid in victims:
             os.kill(pid, signal.SIGKILL)  # the worker vanishes, no cleanup runs
-        code = release.wait(timeout=900)
+        code = finetune.wait(timeout=900)
     finally:
-        if release.poll() is None:
-            release.kill()
+        if finetune.poll() is None:
+            finetune.kill()
         stop(worker)
     output = log_path.read_text()
-    assert code in (0, 3), output[-4000:]  # trained and gated; a 60-step model may well be rejected
+    assert code == 0, output[-4000:]
     assert "crashed" in output and "re-submitting (1/3)" in output, output[-4000:]
     assert re.search(r"^\d\d:\d\d:\d\d  finetune: completed \(", output, re.M), output[-4000:]  # its stage line
     adapter_dir = next(line.split("`")[1] for line in output.splitlines() if line.startswith("- adapter: `"))

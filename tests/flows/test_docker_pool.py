@@ -1,6 +1,7 @@
-"""Fine-tunes on spot workers, for real: the release trains on a Prefect Docker work pool in the
-trainer image, and its containers are killed from outside (`docker kill`, SIGTERM) while they
-train, or run out of memory. A few minutes; needs a Docker engine and `make images`."""
+"""Fine-tunes on spot workers, for real: a release's training (`lockgate finetune`; a release for
+the out-of-memory case) runs on a Prefect Docker work pool in the trainer image, and its containers
+are killed from outside (`docker kill`, SIGTERM) while they train, or run out of memory. A few
+minutes; needs a Docker engine and `make images`."""
 
 from __future__ import annotations
 
@@ -91,11 +92,11 @@ def durable_steps(store: Path) -> list[int]:
     return sorted(int(p.parent.name.split("-")[1]) for p in done)
 
 
-def test_release_on_the_docker_pool_survives_two_kills_and_a_sigterm(
+def test_a_fine_tune_on_the_docker_pool_survives_two_kills_and_a_sigterm(
     docker_pool: tuple[str, dict[str, str], str], released: tuple[Path, Any], tmp_path: Path
 ) -> None:
     """The fine-tune container is killed twice at random moments after durable checkpoints, and
-    sent SIGTERM once; each time the release re-submits it, a fresh container resumes from the
+    sent SIGTERM once; each time `lockgate finetune` re-submits it, a fresh container resumes from the
     checkpoint store, and training reaches max_steps. The uninterrupted run it is compared with is
     the session's release of the same data and settings (``released``), trained in one go here."""
     url, env, trainer = docker_pool
@@ -103,7 +104,7 @@ def test_release_on_the_docker_pool_survives_two_kills_and_a_sigterm(
     _, straight_summary = released
     straight = Path(straight_summary.outputs["adapter"])
     max_steps = json.loads((straight / "lockgate-adapter.json").read_text())["steps"]  # the profile's
-    release_env = {
+    finetune_env = {
         **env,
         "LOCKGATE_TRAINING__LAUNCHER": "deployment",
         "LOCKGATE_TRAINING__DEPLOYMENT": "finetune/finetune-docker",
@@ -111,10 +112,12 @@ def test_release_on_the_docker_pool_survives_two_kills_and_a_sigterm(
         "LOCKGATE_TRAINING__MAX_RESUBMITS": "4",
         "LOCKGATE_TRAINING__JOB_VARIABLES": container_env(),
     }
-    log_path = tmp_path / "release.log"
-    release = subprocess.Popen(
-        [PYTHON, "-m", "flows", "release"],
-        env=release_env,
+    # `lockgate finetune`: a release's first three stages, the fine-tune on the pool; what a
+    # release does after it is the same as for any adapter, tested elsewhere.
+    log_path = tmp_path / "finetune.log"
+    finetune = subprocess.Popen(
+        [PYTHON, "-m", "flows", "finetune"],
+        env=finetune_env,
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
         cwd=ROOT,
@@ -134,7 +137,7 @@ def test_release_on_the_docker_pool_survives_two_kills_and_a_sigterm(
                 and durable_steps(store)[-1] >= after
                 and running_finetunes(trainer)
             ):
-                assert release.poll() is None, log_path.read_text()[-4000:]
+                assert finetune.poll() is None, log_path.read_text()[-4000:]
                 assert time.monotonic() < deadline, f"no durable checkpoint-{after} in a running container"
                 time.sleep(0.5)
             time.sleep(rng.uniform(0.0, 3.0))  # a random moment in the next stretch of training
@@ -145,12 +148,12 @@ def test_release_on_the_docker_pool_survives_two_kills_and_a_sigterm(
                     docker("wait", victim, timeout=20)
                 except (AssertionError, subprocess.TimeoutExpired):
                     docker("kill", victim)
-        code = release.wait(timeout=1200)
+        code = finetune.wait(timeout=1200)
     finally:
-        if release.poll() is None:
-            release.kill()
+        if finetune.poll() is None:
+            finetune.kill()
     output = log_path.read_text()
-    assert code in (0, 3), output[-4000:]  # trained and gated; a short fine-tune may well be rejected
+    assert code == 0, output[-4000:]
     assert "re-submitting (3/4)" in output, output[-4000:]
     assert re.search(r"^\d\d:\d\d:\d\d  finetune: completed \(", output, re.M), output[-4000:]  # its stage line
     adapter_dir = next(line.split("`")[1] for line in output.splitlines() if line.startswith("- adapter: `"))
