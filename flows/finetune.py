@@ -31,26 +31,16 @@ def finetune(params: FinetuneParams = FinetuneParams()) -> AdapterArtifact:  # n
     appear, so a run on a fresh worker after a preemption resumes from the newest one; the
     fine-tune holds the team's GPU quota (gpu-<team>) while it trains.
     """
-    settings = params.settings()
+    settings = params.settings()  # training.launcher is local here: this is the worker
     workspace = Workspace.open(settings)
-    snapshot = prepare_dataset(sources=settings.sources, data=settings.data, workspace=workspace)
-    base = resolve_base_model(
-        base_model=settings.training.base_model,
-        license_=settings.training.base_license,
-        shape=settings.base,
-        corpus_dir=str(settings.resolve(settings.data.corpus_dir)),
-        train_path=snapshot.train_path,
-        workspace=workspace,
-    )
-    return train_here(
+    trained = prepare_and_train(
         stages=StageLog(artifacts=workspace.artifacts),
         settings=settings,
         workspace=workspace,
-        snapshot=snapshot,
-        base=base,
+        params=TrainParams(profile=params.profile, home=params.home, scenario=params.scenario),
         trainer_env=fingerprints(settings).trainer_env,
-        shuffle_labels=params.scenario == "shuffled-labels",
     )
+    return trained.adapter
 
 
 @dataclass(frozen=True)
