@@ -16,9 +16,9 @@ import sys
 from typing import Any
 
 from flows.cli import drift, finetune, gate, index, monitor, prep, prompts, registry, release, serve, settings, verify
-from flows.cli._common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_REJECTED
+from flows.cli._common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_REJECTED, EXIT_TERMINATED, Terminated
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_REJECTED", "build_parser", "main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_REJECTED", "EXIT_TERMINATED", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Gated release pipelines for LLMs: prep -> Axolotl fine-tune -> quantize -> "
         "refresh index -> Ragas eval -> drift -> gate -> promote.",
         epilog="Exit codes: 0 success, 1 a stage failed, 2 bad input, settings or arguments, "
-        "3 the gate rejected the candidate.",
+        "3 the gate rejected the candidate, 143 stopped by SIGTERM.",
     )
     parser.add_argument(
         "--profile",
@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     except LockgateError as exc:
         print(f"error: {exc}", file=sys.stderr)
         result = EXIT_FAILED
+    except Terminated as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        result = EXIT_TERMINATED
     except RuntimeError as exc:
         if (reason := _unreachable_api(exc)) is None:
             raise

@@ -11,6 +11,8 @@ import argparse
 import inspect
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -24,6 +26,11 @@ if TYPE_CHECKING:
 EXIT_FAILED = 1  # a stage failed (crash, dead service): see the message, maybe retry
 EXIT_BAD_INPUT = 2  # the data, the settings or the arguments are wrong: fix them
 EXIT_REJECTED = 3  # the pipeline ran and the gate rejected the candidate
+EXIT_TERMINATED = 128 + signal.SIGTERM  # stopped by SIGTERM (143, as for a process SIGTERM killed)
+
+
+class Terminated(Exception):
+    """A command's flow was stopped by SIGTERM; what the command started has been stopped."""
 
 
 def settings_of(args: argparse.Namespace) -> LockgateSettings:
@@ -122,7 +129,7 @@ def run_flow(
     console: AbstractContextManager[Path | None] = nullcontext()
     if mode is not None:
         console = release_console(home / "logs", mode, command)
-    with console as log_path:
+    with sigterm_unwinds() as terminated, console as log_path:
         run.log_path = log_path
         try:
             yield run
@@ -130,3 +137,50 @@ def run_flow(
             if not catch_rejected:
                 raise
             run.result, run.exit_code = rejected.details, EXIT_REJECTED
+        except BaseException as stopped:
+            if not (terminated.is_set() or _by_sigterm(stopped)):
+                raise
+            # Whatever the unwinding raised on its way (Prefect reporting the crash to a temporary
+            # server that the same signal stopped: httpx.ConnectError) is not the news.
+            raise Terminated("stopped by SIGTERM: what this command had started is stopped") from stopped
+
+
+def _by_sigterm(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised while handling, Prefect's ``TerminationSignal``: inside a
+    flow, Prefect turns SIGTERM into that exception itself, and reports the crash before it goes on."""
+    from prefect.exceptions import TerminationSignal
+
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, TerminationSignal):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _unwind(terminated: threading.Event) -> Callable[[int, object], None]:
+    def handler(signum: int, frame: object) -> None:
+        terminated.set()
+        raise SystemExit(128 + signum)
+
+    return handler
+
+
+@contextmanager
+def sigterm_unwinds() -> Iterator[threading.Event]:
+    """While a command runs (its flows and what it does between them), SIGTERM (a job's timeout,
+    ``docker stop``, a service manager) ends it as Ctrl-C does: the stack unwinds, so the
+    ``finally`` blocks stop what the command started (vLLM engines, a gateway), instead of the
+    process vanishing and leaving them running. Inside a flow Prefect's own handler does the same
+    (``TerminationSignal``). The event it yields says whether this handler fired."""
+    terminated = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield terminated
+        return
+    previous = signal.signal(signal.SIGTERM, _unwind(terminated))
+    try:
+        yield terminated
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -7,7 +7,7 @@ import argparse
 import os
 from typing import TYPE_CHECKING, Any
 
-from flows.cli._common import add_command, prefect_defaults, run_flow, settings_of
+from flows.cli._common import add_command, run_flow, settings_of
 
 if TYPE_CHECKING:
     from lockgate.settings import LockgateSettings
@@ -73,10 +73,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     params = DeployParams(profile=args.profile, home=args.home, canary_weight=args.canary_weight)
     settings = params.settings()
-    prefect_defaults(settings.home_path)
-    from flows.deploy import deploy
+    with run_flow(settings.home_path, command="deploy"):
+        from flows.deploy import deploy
 
-    result = deploy(params)
+        result = deploy(params)
     print(f"deployed ({result['mode']}): variants {', '.join(result['variants'])}; manifest {result['manifest']}")
     return 0
 
