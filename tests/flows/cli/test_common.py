@@ -105,6 +105,7 @@ def test_what_prefect_raises_after_its_own_sigterm_is_one_terminated(
     from prefect.exceptions import TerminationSignal
 
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+
     def report_crash() -> None:
         raise httpx.ConnectError("All connection attempts failed")
 
