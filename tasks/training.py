@@ -106,16 +106,18 @@ def gpu_quota(team: str, gpus: int) -> Iterator[None]:
     name = f"gpu-{team}"
     with get_client(sync_client=True) as client:
         try:
-            client.read_global_concurrency_limit_by_name(name)
+            limit = client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
             logger.info("no GPU quota %s on this server: training unthrottled", name)
             yield
             return
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(concurrency(name, occupy=gpus, timeout_seconds=2))
-        except TimeoutError:
-            logger.info("waiting for %d GPU slot(s) of %s: the team's quota is in use", gpus, name)
-            stack.enter_context(concurrency(name, occupy=gpus))
+    # One blocking acquisition. A first try with a timeout leaked slots: Prefect's timeout gives up
+    # waiting, not the acquisition it queued, which could take the slot later with nobody to
+    # release it (under load both of a team's fine-tunes then waited for a slot that never came).
+    busy = limit.active_slots + gpus > limit.limit
+    if busy:
+        logger.info("waiting for %d GPU slot(s) of %s: the team's quota is in use", gpus, name)
+    with concurrency(name, occupy=gpus):
+        if busy:
             logger.info("got %d GPU slot(s) of %s", gpus, name)
         yield

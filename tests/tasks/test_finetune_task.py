@@ -101,12 +101,13 @@ def test_gpu_quota_serialises_a_team_and_leaves_others_alone(
             workspace=workspace,
         )
 
-    runs = [threading.Thread(target=train, args=args) for args in [("team-a", "a1", 1), ("team-a", "a2", 2)]]
-    runs.append(threading.Thread(target=train, args=("team-b", "b1", 3)))
+    teams = [("team-a", "a1", 1), ("team-a", "a2", 2), ("team-b", "b1", 3)]
+    runs = [threading.Thread(target=train, args=args, daemon=True) for args in teams]
     for run in runs:
         run.start()
     for run in runs:
         run.join(timeout=120)
+    assert not [r for r in runs if r.is_alive()], "a fine-tune still waits for its GPU slot after 120 s"
     spans: dict[str, list[float]] = {}
     for line in times.read_text().splitlines():
         kind, at, tag = line.split()
