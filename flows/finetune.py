@@ -11,7 +11,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
-from flows.params import STAGE_DONE, FinetuneParams, TrainParams, TrainSummary
+from flows.params import STAGE_DONE, FinetuneParams, TrainParams, TrainSummary, timings_and_outputs
 from lockgate.digest import short
 from lockgate.errors import StageError, TransientError
 from lockgate.launchers.exits import WorkerExit, open_exit_probe
@@ -129,14 +129,8 @@ def train_markdown(summary: TrainSummary) -> str:
         f"- preemptions: {adapter.preemptions} ({adapter.steps_redone} steps trained again)",
         "",
         "Not evaluated or gated: `lockgate release` does that, and takes this adapter from cache.",
-        "",
-        "## Stage timings",
-        "",
-        "| stage | seconds |",
-        "|---|---|",
+        *timings_and_outputs(summary.timings_s, summary.cached, summary.outputs),
     ]
-    lines += [f"| {k} | {v:.1f}{' (cached)' if k in summary.cached else ''} |" for k, v in summary.timings_s.items()]
-    lines += ["", "## Outputs", ""] + [f"- {k}: `{v}`" for k, v in summary.outputs.items() if v]
     return "\n".join(lines) + "\n"
 
 

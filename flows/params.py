@@ -1,5 +1,5 @@
 """Flow parameters as pydantic models (the Prefect UI renders them as forms and rejects bad input),
-and the mark by which a flow tells the terminal a stage is done."""
+the summaries flows return, and the mark by which a flow tells the terminal a stage is done."""
 
 from __future__ import annotations
 
@@ -232,3 +232,10 @@ class TrainSummary(BaseModel):
     timings_s: dict[str, float]
     cached: list[str] = Field(default=[], description="Stages served from Prefect's cache.")
     outputs: dict[str, str]
+
+
+def timings_and_outputs(timings_s: dict[str, float], cached: list[str], outputs: dict[str, str]) -> list[str]:
+    """The closing sections every run summary shares: stage timings (cached stages marked) and outputs."""
+    lines = ["", "## Stage timings", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f}{' (cached)' if k in cached else ''} |" for k, v in timings_s.items()]
+    return lines + ["", "## Outputs", ""] + [f"- {k}: `{v}`" for k, v in outputs.items() if v]

@@ -7,7 +7,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.drift import check_drift_here
 from flows.finetune import prepare_and_train
-from flows.params import ReleaseParams, ReleaseSummary
+from flows.params import ReleaseParams, ReleaseSummary, timings_and_outputs
 from lockgate.cards import card_path
 from lockgate.errors import GateRejected
 from lockgate.policy import load_policy
@@ -205,9 +205,7 @@ def summary_markdown(summary: ReleaseSummary) -> str:
     if summary.checks:
         lines += ["", "## Gate checks", ""] + [f"- {c}" for c in summary.checks]
         lines += ["", f"Decision `{summary.decision}` under policy `{summary.policy}`."]
-    lines += ["", "## Stage timings", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v:.1f}{' (cached)' if k in summary.cached else ''} |" for k, v in summary.timings_s.items()]
-    lines += ["", "## Outputs", ""] + [f"- {k}: `{v}`" for k, v in summary.outputs.items() if v]
+    lines += timings_and_outputs(summary.timings_s, summary.cached, summary.outputs)
     if summary.trigger:
         lines += ["", f"Started by a data change event (fingerprint `{summary.trigger}`)."]
     return "\n".join(lines) + "\n"
