@@ -340,10 +340,21 @@ def export_int8(model_path: str, target: Path, scheme: str = "dynamic") -> None:
 
 def _quantize_blockwise(fp32: Path, target: Path) -> None:
     import onnx
+
+    # Importing the quantizer calls logging.basicConfig(level=INFO): the root logger would get a
+    # handler and print every library's INFO lines for the rest of the process (about 500 of them
+    # from the quantizer alone). What the import adds to the root logger is taken away again.
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     from onnxruntime.quantization.matmul_nbits_quantizer import (
         DefaultWeightOnlyQuantConfig,
         MatMulNBitsQuantizer,
     )
+
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+    logging.getLogger(MatMulNBitsQuantizer.__module__).setLevel(logging.WARNING)
 
     config = DefaultWeightOnlyQuantConfig(
         block_size=int(ONNX_INT8_BLOCKWISE["block_size"]),

