@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +15,40 @@ from lockgate.errors import ConfigError, LockgateError, StageError, TransientErr
 from lockgate.stores import StoredChunk
 from lockgate.stores.milvus import MilvusStore, _error_table, translate_milvus_error
 from tests.conftest import ROOT
+
+
+def test_a_flush_that_fails_beside_the_writes_is_raised_by_the_next_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pymilvus.exceptions import MilvusException
+
+    store = MilvusStore(str(tmp_path / "m.db"), "c")
+    store.ensure_collection(4)
+    monkeypatch.setattr("lockgate.stores.milvus.FLUSH_ROWS", 2)
+
+    def broken(name: str, **kw: object) -> None:
+        raise MilvusException(code=65535, message="disk quota exceeded")
+
+    monkeypatch.setattr(store._client, "flush", broken)
+    rows, vectors = _rows(3)
+    store.upsert(rows, vectors)  # the flush fails in its thread
+    with pytest.raises(StageError, match="flush: disk quota exceeded"):
+        store.flush()
+    monkeypatch.undo()
+    store.close()
+
+
+def test_the_server_refuses_a_value_longer_than_its_field(tmp_path: Path) -> None:
+    """pymilvus' own length check is off (it walks every character of every row's strings); the
+    store fits its strings to the schema, and the server still refuses one that does not fit."""
+    with MilvusStore(str(tmp_path / "m.db"), "c") as store:
+        store.ensure_collection(4)
+        row = {"id": "x", "vector": [0.1, 0.2, 0.3, 0.4], "content_digest": "d", "doc": "a", "title": "t"}
+        with pytest.raises(Exception, match="exceeds max_length"):
+            store._client.upsert("c", data=[{**row, "text": "a" * 9000}])
+        long = StoredChunk("y", "d", "a.md", "t", "a" * 9000, "emb")
+        store.upsert([long], np.ones((1, 4), dtype=np.float32))
+        assert store.count() == 1
 
 
 def test_every_pymilvus_exception_type_is_mapped() -> None:
@@ -61,23 +96,29 @@ def test_writes_are_flushed_every_flush_rows_and_on_close_not_after_each_upsert(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A flush costs about as much for a few rows as for thousands: the store flushes once
-    FLUSH_ROWS rows were written since the last one, and on close. (That acknowledged writes need
-    no flush to survive a killed process: test_a_refresh_killed_mid_write_is_finished_by_the_next.)"""
+    FLUSH_ROWS rows were written since the last one (beside the next writes: it is mostly waiting),
+    and on close. (That acknowledged writes need no flush to survive a killed process:
+    test_a_refresh_killed_mid_write_is_finished_by_the_next.)"""
     store = MilvusStore(str(tmp_path / "m.db"), "c")
     store.ensure_collection(4)
-    flushed: list[str] = []
+    flushed: list[tuple[str, str]] = []  # collection, thread
     flush = store._client.flush
-    monkeypatch.setattr(store._client, "flush", lambda name, **kw: (flushed.append(name), flush(name, **kw))[1])
+    monkeypatch.setattr(
+        store._client,
+        "flush",
+        lambda name, **kw: (flushed.append((name, threading.current_thread().name)), flush(name, **kw))[1],
+    )
     monkeypatch.setattr("lockgate.stores.milvus.FLUSH_ROWS", 5)
     rows, vectors = _rows(3)
     store.upsert(rows, vectors)
     assert flushed == []
-    store.upsert(rows, vectors)  # 6 rows written since the last flush
-    assert flushed == ["c"]
+    store.upsert(rows, vectors)  # 6 rows written since the last flush: one starts beside the writes
     store.delete(["c0"])
-    assert flushed == ["c"]
-    store.close()
-    assert flushed == ["c", "c"], "what was written since the last flush is flushed on close"
+    store.close()  # waits for it, then flushes the delete
+    main = threading.current_thread().name
+    assert [name for name, _ in flushed] == ["c", "c"], "one flush after FLUSH_ROWS rows, one on close"
+    assert flushed[0][1] != main, "the flush after FLUSH_ROWS rows runs beside the writes"
+    assert flushed[1][1] == main
     with MilvusStore(str(tmp_path / "m.db"), "c") as again:
         assert sorted(again.manifest()) == ["c1", "c2"]
 
