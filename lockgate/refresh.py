@@ -187,8 +187,6 @@ def apply_refresh(
     # less, so the refresh embeds about as fast as one encode of everything (the order of the
     # writes does not matter: the store's manifest is the record).
     changed = sorted(plan.to_add + plan.to_update, key=lambda c: len(c.embed_text))
-    if changed:
-        store.ensure_collection(embedder.dim)
     batches = [changed[start : start + batch] for start in range(0, len(changed), batch)]
     encode = encode_here(embedder)
     if scale_out is not None and len(changed) >= scale_out.min_chunks:
@@ -200,6 +198,10 @@ def apply_refresh(
         return rows
 
     pending: Future[list[StoredChunk]] | None = None
+    # Creating the collection is mostly waiting on the store (Milvus polls until it is loaded, about
+    # 0.5 s): it runs while the first batch is embedded, and the first write waits for it.
+    setup = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refresh-collection")
+    ready: Future[None] | None = setup.submit(store.ensure_collection, embedder.dim) if changed else None
     try:
         # A batch counts once its write returned.
         with writer_for(store) as writer:
@@ -209,6 +211,9 @@ def apply_refresh(
                     StoredChunk(c.chunk_id, vector_digest(c, embedder_id), c.doc, c.title, c.text, embedder_id)
                     for c in part
                 ]
+                if ready is not None:
+                    ready.result()
+                    ready = None
                 if pending is not None:
                     acknowledged.update((r.chunk_id, r.content_digest) for r in pending.result())
                 pending = writer.submit(write, rows, vectors)
@@ -222,6 +227,8 @@ def apply_refresh(
                 acknowledged.pop(cid, None)
         store.flush()
     except Exception:
+        if ready is not None and ready.done() and ready.exception() is not None:
+            raise  # the collection could not be made (another embedder's dimension): nothing was written
         # The executor waited for the write in flight; if it landed, it counts.
         if pending is not None and pending.done() and pending.exception() is None:
             acknowledged.update((r.chunk_id, r.content_digest) for r in pending.result())
@@ -236,6 +243,8 @@ def apply_refresh(
             len(plan.to_delete),
         )
         raise
+    finally:
+        setup.shutdown(wait=True, cancel_futures=True)
     manifest = dict(sorted(acknowledged.items()))
     digest = digest_json({"embedder": embedder_id, "manifest": manifest})
     staged = artifacts.staging("index")

@@ -294,6 +294,44 @@ def test_a_store_that_writes_in_this_process_is_written_in_line(tmp_path: Path, 
     assert (set(threads) == {threading.get_ident()}) is in_process
 
 
+def test_the_collection_is_made_while_the_first_batch_is_embedded(tmp_path: Path) -> None:
+    """Making a collection is mostly waiting on the store (Milvus polls until it is loaded): it runs
+    beside the first batch's encoding, and the first write waits for it."""
+    first_encode = threading.Event()
+
+    class Encoding(HashEmbedder):
+        def encode(self, texts: list[str]) -> np.ndarray:
+            first_encode.set()
+            return super().encode(texts)
+
+    class Slow(FlakyStore):
+        def ensure_collection(self, dim: int) -> None:
+            assert first_encode.wait(10), "the collection was made before anything was embedded"
+            super().ensure_collection(dim)
+
+    store = Slow(MilvusStore(str(tmp_path / "m.db"), "t"), rate=0.0, seed=0)
+    chunks = load_corpus(_corpus(tmp_path), 600)
+    build = apply_refresh(chunks, store, Encoding(), LocalArtifactStore(tmp_path / "a"), "", "t", batch=2)
+    assert build.added == len(chunks) == store.count()
+    store.close()
+
+
+def test_a_collection_of_another_dimension_fails_the_refresh_before_any_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    uri = str(tmp_path / "m.db")
+    with MilvusStore(uri, "t") as other:
+        other.ensure_collection(4)
+    store = MilvusStore(uri, "t")
+    with pytest.raises(ConfigError, match="holds 4-d vectors, the embedder makes 32-d"):
+        apply_refresh(
+            load_corpus(_corpus(tmp_path), 600), store, HashEmbedder(), LocalArtifactStore(tmp_path / "a"), "", "t"
+        )
+    assert store.count() == 0
+    assert "stopped after" not in caplog.text, "nothing was written: no partial refresh to report"
+    store.close()
+
+
 def _open_from(where: dict[str, str]) -> VectorStore:
     if where["backend"] == "milvus-lite":
         return MilvusStore(where["uri"], "t")
