@@ -248,7 +248,7 @@ class MilvusStore:
         from pymilvus.client import entity_helper
 
         # pymilvus checks a row's VARCHAR value as if it were a list of strings, one character at
-        # a time (0.8 s of CPU for the 7,881 rows of bench_refresh's corpus, a third of the
+        # a time (about 1 s of CPU for the 7,881 rows of bench_refresh's corpus, a third of the
         # store's side of a refresh). Every string written here is fitted to its field first
         # (FIELD_BYTES), and the server refuses one that is still too long (code 6, a StageError
         # here): the client's copy of the check only costs time.
