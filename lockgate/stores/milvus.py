@@ -377,8 +377,11 @@ class MilvusStore:
             self._settle_seal()
             if self._sealer is None:
                 self._sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="milvus-flush")
-            self._seal = self._sealer.submit(self._call, "flush", lambda: self._client.flush(self.collection))
+            self._seal = self._sealer.submit(self._flush_now)
             self._unflushed = 0
+
+    def _flush_now(self) -> None:
+        self._call("flush", lambda: self._client.flush(self.collection))
 
     def _settle_seal(self) -> None:
         seal, self._seal = self._seal, None
@@ -390,7 +393,7 @@ class MilvusStore:
         durable without it; reads of sealed rows are faster)."""
         self._settle_seal()
         if self._unflushed:
-            self._call("flush", lambda: self._client.flush(self.collection))
+            self._flush_now()
             self._unflushed = 0
 
     def search(self, vectors: np.ndarray, top_k: int) -> list[list[Hit]]:

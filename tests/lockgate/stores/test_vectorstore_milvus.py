@@ -41,10 +41,12 @@ def test_a_flush_that_fails_beside_the_writes_is_raised_by_the_next_flush(
 def test_the_server_refuses_a_value_longer_than_its_field(tmp_path: Path) -> None:
     """pymilvus' own length check is off (it walks every character of every row's strings); the
     store fits its strings to the schema, and the server still refuses one that does not fit."""
+    from pymilvus.exceptions import MilvusException
+
     with MilvusStore(str(tmp_path / "m.db"), "c") as store:
         store.ensure_collection(4)
         row = {"id": "x", "vector": [0.1, 0.2, 0.3, 0.4], "content_digest": "d", "doc": "a", "title": "t"}
-        with pytest.raises(Exception, match="exceeds max_length"):
+        with pytest.raises(MilvusException, match="exceeds max_length"):
             store._client.upsert("c", data=[{**row, "text": "a" * 9000}])
         long = StoredChunk("y", "d", "a.md", "t", "a" * 9000, "emb")
         store.upsert([long], np.ones((1, 4), dtype=np.float32))
