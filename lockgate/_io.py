@@ -70,6 +70,14 @@ def user_cache_dir(*parts: str) -> Path:
     return root.joinpath("lockgate", *parts)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as a container's limit sets it), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        return os.cpu_count() or 1
+
+
 def atomic_write_text(path: Path, text: str, backup: bool = False) -> None:
     """Replace ``path`` with ``text`` so a crash leaves the old or the new file, never a mix.
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from lockgate._io import user_cache_dir
+from lockgate._io import usable_cores, user_cache_dir
 from lockgate.corpus import Tokenizer
 from lockgate.errors import ConfigError
 
@@ -207,6 +209,7 @@ class OnnxEmbedder:
         self.name = ("all-MiniLM-L6-v2" if model == PACKAGED_MINILM else model) + suffix
         self.batch_size = batch_size
         self.cache_dir = cache_dir or user_cache_dir("onnx")
+        self.workers = usable_cores()  # batches run at once, one thread each
         self._session: Any = None
         self._tokenizer: HfTokenizer | None = None
 
@@ -244,6 +247,12 @@ class OnnxEmbedder:
                 export_int8(resolve_model_path(self.model), path, self.scheme)
             options = ort.SessionOptions()
             options.log_severity_level = 3
+            # One thread per run, and as many runs at once as there are cores (``encode``): a run split
+            # over every core waits at each operator for its slowest thread, and stalls whenever
+            # anything else (the tokenizer, a store's writes) takes a core; whole batches side by side
+            # do not, and give the same vectors (the batches are the same).
+            options.intra_op_num_threads = 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return self._session
 
@@ -252,19 +261,33 @@ class OnnxEmbedder:
         if not texts:
             return np.zeros((0, int(session.get_outputs()[0].shape[1] or 0)), dtype=np.float32)
         tok = self.tokenizer()
+        inputs = [i.name for i in session.get_inputs()]
+        out: np.ndarray | None = None
         # Similar lengths in one batch pad less (sentence-transformers sorts the same way).
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out: np.ndarray | None = None
-        for start in range(0, len(texts), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            enc = tok._tok(
-                [texts[i] for i in idx], padding=True, truncation=True, max_length=tok.max_input, return_tensors="np"
-            )
-            feed = {i.name: enc[i.name].astype(np.int64) for i in session.get_inputs()}
-            vectors = session.run(None, feed)[0]
+        workers = min(self.workers, -(-len(texts) // self.batch_size))
+        # This thread tokenizes the next batches while the pool runs the ones before (a run lets go
+        # of the GIL); at most two batches per worker are in flight, so memory stays a few batches.
+        in_flight: deque[tuple[list[int], Future[list[np.ndarray]]]] = deque()
+
+        def collect() -> None:
+            nonlocal out
+            done, run = in_flight.popleft()
+            vectors = run.result()[0]
             if out is None:
                 out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
-            out[idx] = vectors
+            out[done] = vectors
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onnx-encode") as pool:
+            for start in range(0, len(texts), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                batch = [texts[i] for i in idx]
+                enc = tok._tok(batch, padding=True, truncation=True, max_length=tok.max_input, return_tensors="np")
+                in_flight.append((idx, pool.submit(session.run, None, {n: enc[n].astype(np.int64) for n in inputs})))
+                if len(in_flight) > 2 * workers:
+                    collect()
+            while in_flight:
+                collect()
         assert out is not None
         return out
 

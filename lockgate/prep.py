@@ -24,7 +24,6 @@ import hashlib
 import itertools
 import logging
 import multiprocessing
-import os
 import shutil
 import tempfile
 from collections import Counter, deque
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from lockgate._io import usable_cores
 from lockgate.artifacts import ArtifactStore
 from lockgate.dedupe import DedupeIndex, Fingerprinter, IndexEntry
 from lockgate.digest import digest_file, digest_json
@@ -402,12 +402,7 @@ def _chunked(jobs: Iterator[RecordJob], size: int) -> Iterator[list[RecordJob]]:
 
 
 def _worker_count(settings: DataSettings) -> int:
-    if settings.workers:
-        return settings.workers
-    try:
-        return len(os.sched_getaffinity(0))  # the cores this process may use, not the machine's
-    except AttributeError:  # not on every platform
-        return os.cpu_count() or 1
+    return settings.workers or usable_cores()
 
 
 def _prepared_chunks(

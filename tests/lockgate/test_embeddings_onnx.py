@@ -8,8 +8,11 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -60,6 +63,39 @@ def test_onnx_int8_vectors_match_pytorch(
     # per batch, so a text batched with others can differ slightly, about 1e-2 in cosine).
     assert np.allclose(again.encode(TEXTS), b, atol=1e-5), "the cached model is the same model"
     assert onnx.encode([]).shape == (0, 384)
+    # Batches run side by side, one thread each: every vector lands in its text's place.
+    onnx.batch_size, onnx.workers = 1, 3
+    alone = np.stack([onnx.encode([text])[0] for text in TEXTS[:12]])
+    watched = WatchedSession(onnx._load())
+    onnx._session = watched
+    assert np.array_equal(onnx.encode(TEXTS[:12]), alone)
+    assert watched.most_at_once == 3, "three workers run three batches at once"
+
+
+class WatchedSession:
+    """An ONNX Runtime session that counts the runs in progress at once (each held a little longer)."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self._lock = threading.Lock()
+        self.running = self.most_at_once = 0
+
+    def get_inputs(self) -> Any:
+        return self._session.get_inputs()
+
+    def get_outputs(self) -> Any:
+        return self._session.get_outputs()
+
+    def run(self, names: Any, feed: dict[str, np.ndarray]) -> Any:
+        with self._lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            time.sleep(0.05)
+            return self._session.run(names, feed)
+        finally:
+            with self._lock:
+                self.running -= 1
 
 
 def test_unknown_backend_is_a_config_error(tmp_path: Path) -> None:
