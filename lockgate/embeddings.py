@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +40,15 @@ class Embedder(Protocol):
 
     def tokenizer(self) -> Tokenizer:
         """The embedder's own tokenizer and input limit (for chunking), loaded without the weights."""
+        ...
+
+
+@runtime_checkable
+class StreamingEmbedder(Embedder, Protocol):
+    """An embedder that keeps working on the next batches while its caller handles one."""
+
+    def encode_batches(self, batches: Iterable[list[str]]) -> Iterator[np.ndarray]:
+        """Each of ``batches`` embedded as ``encode`` embeds it, yielded in order."""
         ...
 
 
@@ -257,39 +266,74 @@ class OnnxEmbedder:
         return self._session
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        session = self._load()
         if not texts:
-            return np.zeros((0, int(session.get_outputs()[0].shape[1] or 0)), dtype=np.float32)
+            return np.zeros((0, self.dim), dtype=np.float32)
+        [vectors] = self.encode_batches([texts])
+        return vectors
+
+    def encode_batches(self, batches: Iterable[list[str]]) -> Iterator[np.ndarray]:
+        """Each of ``batches`` embedded as ``encode`` embeds it, yielded in order; while the caller
+        handles one (a refresh writes it), the runs of the next ones go on."""
+        session = self._load()
         tok = self.tokenizer()
         inputs = [i.name for i in session.get_inputs()]
-        out: np.ndarray | None = None
-        # Similar lengths in one batch pad less (sentence-transformers sorts the same way).
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        workers = min(self.workers, -(-len(texts) // self.batch_size))
-        # This thread tokenizes the next batches while the pool runs the ones before (a run lets go
-        # of the GIL); at most two batches per worker are in flight, so memory stays a few batches.
-        in_flight: deque[tuple[list[int], Future[list[np.ndarray]]]] = deque()
+        # This thread tokenizes the next runs while the pool runs the ones before (a run lets go of
+        # the GIL); at most two runs per worker are in flight, so memory stays a few runs.
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="onnx-encode")
+        ahead = 2 * self.workers
+        runs: deque[tuple[_Rows, list[int], Future[list[np.ndarray]]]] = deque()
+        waiting: deque[_Rows] = deque()  # the batches not yet yielded, in order
 
         def collect() -> None:
-            nonlocal out
-            done, run = in_flight.popleft()
-            vectors = run.result()[0]
-            if out is None:
-                out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
-            out[done] = vectors
+            rows, idx, run = runs.popleft()
+            rows.place(idx, run.result()[0])
 
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onnx-encode") as pool:
-            for start in range(0, len(texts), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                batch = [texts[i] for i in idx]
-                enc = tok._tok(batch, padding=True, truncation=True, max_length=tok.max_input, return_tensors="np")
-                in_flight.append((idx, pool.submit(session.run, None, {n: enc[n].astype(np.int64) for n in inputs})))
-                if len(in_flight) > 2 * workers:
-                    collect()
-            while in_flight:
+        try:
+            for texts in batches:
+                rows = _Rows(len(texts))
+                waiting.append(rows)
+                # Similar lengths in one run pad less (sentence-transformers sorts the same way).
+                order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+                for start in range(0, len(texts), self.batch_size):
+                    idx = order[start : start + self.batch_size]
+                    enc = tok._tok(
+                        [texts[i] for i in idx],
+                        padding=True,
+                        truncation=True,
+                        max_length=tok.max_input,
+                        return_tensors="np",
+                    )
+                    feed = {n: enc[n].astype(np.int64) for n in inputs}
+                    runs.append((rows, idx, pool.submit(session.run, None, feed)))
+                    rows.pending += 1
+                    while len(runs) > ahead:
+                        collect()
+                    while waiting and waiting[0].pending == 0 and waiting[0] is not rows:
+                        yield waiting.popleft().vectors(self.dim)
+            while runs:
                 collect()
-        assert out is not None
-        return out
+            while waiting:
+                yield waiting.popleft().vectors(self.dim)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Rows:
+    """One batch's vectors as its runs finish."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.pending = 0  # runs submitted and not yet placed
+        self._out: np.ndarray | None = None
+
+    def place(self, idx: list[int], vectors: np.ndarray) -> None:
+        if self._out is None:
+            self._out = np.zeros((self.size, vectors.shape[1]), dtype=np.float32)
+        self._out[idx] = vectors
+        self.pending -= 1
+
+    def vectors(self, dim: int) -> np.ndarray:
+        return self._out if self._out is not None else np.zeros((0, dim), dtype=np.float32)
 
 
 def export_int8(model_path: str, target: Path, scheme: str = "dynamic") -> None:

@@ -22,7 +22,7 @@ import numpy as np
 from lockgate.artifacts import ArtifactStore
 from lockgate.corpus import Chunk
 from lockgate.digest import digest_json
-from lockgate.embeddings import Embedder
+from lockgate.embeddings import Embedder, StreamingEmbedder
 from lockgate.errors import ConfigError
 from lockgate.records import IndexBuild
 from lockgate.stores import StoredChunk, VectorStore
@@ -49,7 +49,10 @@ class ScaleOut:
 
 
 def encode_here(embedder: Embedder) -> BatchEncoder:
-    """Encode batch after batch in this process."""
+    """Encode batch after batch in this process; an embedder that streams (ONNX Runtime's) runs the
+    next batches while the refresh writes one."""
+    if isinstance(embedder, StreamingEmbedder):
+        return embedder.encode_batches
 
     def encode(batches: list[list[str]]) -> Iterator[np.ndarray]:
         for texts in batches:
@@ -139,8 +142,9 @@ def writer_for(store: VectorStore) -> ThreadPoolExecutor | InlineWriter:
     a write waits on a server (its round trips overlap the encoding); in line, between batches,
     where the store does the work in this process (Milvus Lite: ``writes_in_process``). Such a
     write needs the CPU the encoder uses on every core; run beside it, it slowed both (2 cores,
-    onnx-int8, 7,881 chunks, three runs each: a full refresh took 1.14x a raw encode beside it,
-    1.07x in line)."""
+    onnx-int8 splitting each run over both cores, 7,881 chunks, three runs each: a full refresh took
+    1.14x a raw encode beside it, 1.07x in line). A streaming embedder (``StreamingEmbedder``) goes
+    on with the runs of the next batches during a write in line."""
     if getattr(store, "writes_in_process", False):
         return InlineWriter()
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="refresh-write")

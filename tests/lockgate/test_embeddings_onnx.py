@@ -70,6 +70,18 @@ def test_onnx_int8_vectors_match_pytorch(
     onnx._session = watched
     assert np.array_equal(onnx.encode(TEXTS[:12]), alone)
     assert watched.most_at_once == 3, "three workers run three batches at once"
+    # In batches, as a refresh embeds: each as encode embeds it, in order, and while the caller
+    # holds one, the runs of the next go on.
+    groups = [TEXTS[0:3], [], TEXTS[3:6], TEXTS[6:12]]
+    stream = onnx.encode_batches(groups)
+    first = next(stream)
+    deadline = time.monotonic() + 10
+    while watched.finished < 12 + 9 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert watched.finished == 12 + 9, "the runs submitted ahead (two per worker) ran while the first batch was held"
+    yielded = [first, *stream]
+    assert [len(v) for v in yielded] == [3, 0, 3, 6]
+    assert np.array_equal(np.concatenate(yielded), alone)
 
 
 class WatchedSession:
@@ -78,7 +90,7 @@ class WatchedSession:
     def __init__(self, session: Any) -> None:
         self._session = session
         self._lock = threading.Lock()
-        self.running = self.most_at_once = 0
+        self.running = self.most_at_once = self.finished = 0
 
     def get_inputs(self) -> Any:
         return self._session.get_inputs()
@@ -96,6 +108,7 @@ class WatchedSession:
         finally:
             with self._lock:
                 self.running -= 1
+                self.finished += 1
 
 
 def test_unknown_backend_is_a_config_error(tmp_path: Path) -> None:
