@@ -12,11 +12,12 @@ import hashlib
 import json
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from lockgate._io import atomic_write_text
+from lockgate._io import atomic_write_text, usable_cores
 from lockgate.digest import digest_bytes, digest_json, short
 from lockgate.errors import ConfigError, DataError
 from lockgate.pii import REDACT_ALL, PiiRules, redact_text
@@ -67,6 +68,10 @@ class Tokenizer(Protocol):
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Character span of every token of ``text`` (special tokens excluded)."""
+        ...
+
+    def spans_batch(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        """``spans`` of each of ``texts`` in one call, which lets other threads run meanwhile."""
         ...
 
 
@@ -165,7 +170,10 @@ def split_pieces(text: str, max_chars: int, tokens: TokenChunking | None = None)
     """``(title, text)`` of every chunk of one document (see ``split_markdown``): what the chunk cache keeps."""
     out: list[tuple[str, str]] = []
     fitted: dict[str, tuple[str, int]] = {}  # heading path -> (as embedded, its token cost)
-    for titles, paragraph in _sections(text):
+    sections = _sections(text)
+    # Every paragraph's tokens in one call: the tokenizer works while another thread chunks.
+    spans = tokens.tokenizer.spans_batch([p for _, p in sections]) if tokens is not None else []
+    for at, (titles, paragraph) in enumerate(sections):
         title = " / ".join(titles)
         if tokens is None:
             pieces = _cut(paragraph, max_chars)
@@ -175,7 +183,7 @@ def split_pieces(text: str, max_chars: int, tokens: TokenChunking | None = None)
                 cost = tokens.tokenizer.count(f"{short_title}: ") - tokens.specials if short_title else 0
                 fitted[title] = (short_title, cost)
             title, title_cost = fitted[title]
-            pieces = _cut_tokens(paragraph, title, title_cost, tokens)
+            pieces = _cut_tokens(paragraph, spans[at], title, title_cost, tokens)
         out.extend((title, piece) for piece in pieces)
     return out
 
@@ -190,9 +198,10 @@ def _fit_tokens(text: str, tokenizer: Tokenizer, limit: int) -> str:
 SEAM_MARGIN = 8
 
 
-def _cut_tokens(paragraph: str, title: str, title_cost: int, tokens: TokenChunking) -> list[str]:
+def _cut_tokens(
+    paragraph: str, spans: list[tuple[int, int]], title: str, title_cost: int, tokens: TokenChunking
+) -> list[str]:
     tokenizer = tokens.tokenizer
-    spans = tokenizer.spans(paragraph)
     # The title is embedded with every piece: it takes its share of the input.
     size = max(8, min(tokens.size, tokenizer.max_input - tokens.specials - title_cost))
     pieces: list[str] = []
@@ -251,6 +260,9 @@ def check_corpus_dir(root: Path) -> list[Path]:
         raise DataError(f"corpus folder {root} holds no documents ({', '.join(DOC_SUFFIXES)})")
     return files
 
+
+# Documents read and chunked at a time (on every core): their bytes are held until the window is done.
+CHUNK_WINDOW = 64
 
 # Bump when the chunker's code changes what it makes for the same input: every cached entry goes.
 CHUNKER_VERSION = 1
@@ -347,21 +359,30 @@ def load_corpus(
     files = check_corpus_dir(root)
     chunking = chunking_key(max_chars, pii, tokens) if cache is not None else ""
     chunks: list[Chunk] = []
-    for path in files:
-        raw = path.read_bytes()
-        doc = path.relative_to(root).as_posix()
-        key = ChunkCache.key(chunking, raw) if cache is not None else ""
-        pieces = cache.get(key) if cache is not None else None
-        if pieces is None:
-            try:
-                # As read_text reads it: universal newlines.
-                text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-            pieces = split_pieces(redact_text(text, pii), max_chars, tokens)
-            if cache is not None:
-                cache.put(key, pieces)
-        chunks.extend(chunks_of(doc, pieces))
+
+    def cut(doc: tuple[Path, bytes]) -> list[tuple[str, str]]:
+        path, raw = doc
+        try:
+            # As read_text reads it: universal newlines.
+            text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        return split_pieces(redact_text(text, pii), max_chars, tokens)
+
+    # Documents not in the cache are chunked on every core, a window of them at a time (the
+    # tokenizer lets go of the GIL); the cache is looked up and filled here, in order.
+    with ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="chunk") as pool:
+        for start in range(0, len(files), CHUNK_WINDOW):
+            window = [(path, path.read_bytes()) for path in files[start : start + CHUNK_WINDOW]]
+            keys = [ChunkCache.key(chunking, raw) if cache is not None else "" for _, raw in window]
+            kept = [cache.get(key) if cache is not None else None for key in keys]
+            made = pool.map(cut, [doc for doc, pieces in zip(window, kept, strict=True) if pieces is None])
+            for (path, _), key, pieces in zip(window, keys, kept, strict=True):
+                if pieces is None:
+                    pieces = next(made)
+                    if cache is not None:
+                        cache.put(key, pieces)
+                chunks.extend(chunks_of(path.relative_to(root).as_posix(), pieces))
     if cache is not None:
         cache.save()
         log.info("chunk cache: %d documents reused, %d chunked", cache.hits, cache.misses)

@@ -108,10 +108,15 @@ class HfTokenizer:
         return len(self._tok(text, add_special_tokens=True, truncation=False)["input_ids"])
 
     def spans(self, text: str) -> list[tuple[int, int]]:
-        if self._fast is not None:
-            return list(self._fast.encode(text, add_special_tokens=False).offsets)
-        encoded = self._tok(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False)
-        return [(int(a), int(b)) for a, b in encoded["offset_mapping"]]
+        return self.spans_batch([text])[0]
+
+    def spans_batch(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        if not texts:
+            return []
+        if self._fast is not None:  # encode_batch lets go of the GIL while it tokenizes
+            return [list(e.offsets) for e in self._fast.encode_batch(texts, add_special_tokens=False)]
+        encoded = self._tok(texts, add_special_tokens=False, return_offsets_mapping=True, truncation=False)
+        return [[(int(a), int(b)) for a, b in offsets] for offsets in encoded["offset_mapping"]]
 
 
 def _max_seq_length(path: str) -> int | None:

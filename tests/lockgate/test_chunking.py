@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import itertools
 import re
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from lockgate import corpus
 from lockgate.corpus import ChunkCache, TokenChunking, load_corpus, split_markdown
 from lockgate.errors import ConfigError
 from lockgate.pii import PiiRules
@@ -21,10 +24,18 @@ class WordTokenizer:
         self.max_input = max_input
         self.identity = identity
         self.calls = 0  # texts tokenized: what the chunk cache saves
+        self.threads: set[str] = set()  # the threads that tokenized
+        self._lock = threading.Lock()
 
     def spans(self, text: str) -> list[tuple[int, int]]:
-        self.calls += 1
+        with self._lock:
+            self.calls += 1
+            self.threads.add(threading.current_thread().name)
         return [m.span() for m in re.finditer(r"\w+|[^\w\s]", text)]
+
+    def spans_batch(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        time.sleep(0.01)  # long enough that the pool starts every worker
+        return [self.spans(text) for text in texts]
 
     def count(self, text: str) -> int:
         return len(self.spans(text)) + 2
@@ -154,3 +165,17 @@ def test_a_renamed_document_reuses_its_chunks_under_its_new_name_and_a_broken_ca
     assert load_corpus(tmp_path / "corpus", tokens=chunking, cache=cache) == chunks
     assert (cache.hits, cache.misses) == (0, 2)
     assert ChunkCache.key("a", b"x") != ChunkCache.key("b", b"x")
+
+
+def test_documents_are_chunked_on_every_core_into_what_one_thread_makes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(40):
+        (tmp_path / f"doc{i:02d}.md").write_text(f"# Part {i}\n\n{LONG[: 200 + 37 * i]}\n\n## More\n\n{LONG[i:]}\n")
+    made = {}
+    for cores in (1, 3):
+        monkeypatch.setattr(corpus, "usable_cores", lambda cores=cores: cores)
+        tok = WordTokenizer(max_input=512)
+        made[cores] = load_corpus(tmp_path, tokens=TokenChunking(tok, size=40, overlap=8))
+        assert len({name for name in tok.threads if name.startswith("chunk")}) == cores
+    assert made[3] == made[1] and len(made[1]) > 80
