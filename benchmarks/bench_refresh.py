@@ -453,6 +453,9 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS, help="torch comes first")
     args = parser.parse_args()
     backends = ["torch", *(b for b in args.backends if b != "torch")]
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar stays out of the table
 
     settings = EmbeddingSettings()
     work = Path(tempfile.mkdtemp(prefix="lockgate-bench-"))
