@@ -44,8 +44,12 @@ class Embedder(Protocol):
 
 
 @runtime_checkable
-class StreamingEmbedder(Embedder, Protocol):
-    """An embedder that keeps working on the next batches while its caller handles one."""
+class StreamingEmbedder(Protocol):
+    """An embedder that keeps working on the next batches while its caller handles one.
+
+    Only the method: ``isinstance`` reads every member a protocol names, and an embedder's ``dim``
+    loads its model.
+    """
 
     def encode_batches(self, batches: Iterable[list[str]]) -> Iterator[np.ndarray]:
         """Each of ``batches`` embedded as ``encode`` embeds it, yielded in order."""

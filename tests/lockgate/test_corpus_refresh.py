@@ -15,7 +15,7 @@ import sys
 import threading
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from lockgate.artifacts import ArtifactStore, LocalArtifactStore
 from lockgate.corpus import Chunk, load_corpus, split_markdown
 from lockgate.digest import digest_json
 from lockgate.errors import ConfigError, DataError, TransientError
-from lockgate.refresh import apply_refresh, refresh_plan, vector_digest
+from lockgate.refresh import apply_refresh, encode_here, refresh_plan, vector_digest
 from lockgate.stores import Hit, StoredChunk, VectorStore
 from lockgate.stores.milvus import MilvusStore
 from tests.conftest import EXAMPLES, ROOT
@@ -101,6 +101,18 @@ class UnusableEmbedder(HashEmbedder):
     @property
     def dim(self) -> int:  # type: ignore[override]
         raise AssertionError("the embedder was loaded")
+
+
+class UnusableStreamingEmbedder(UnusableEmbedder):
+    """As ``UnusableEmbedder``, with every member a streaming embedder has."""
+
+    def encode_batches(self, batches: Iterable[list[str]]) -> Iterator[np.ndarray]:
+        raise AssertionError("the embedder was used")
+
+
+def test_choosing_how_to_encode_does_not_load_the_model() -> None:
+    embedder = UnusableStreamingEmbedder()
+    assert encode_here(embedder) == embedder.encode_batches
 
     def encode(self, texts: list[str]) -> np.ndarray:
         raise AssertionError("the embedder was called")
