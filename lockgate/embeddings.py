@@ -318,13 +318,17 @@ class OnnxEmbedder:
                     while len(runs) > ahead:
                         collect()
                     while waiting and waiting[0].pending == 0 and waiting[0] is not rows:
-                        yield waiting.popleft().vectors(self.dim)
+                        yield self._vectors(waiting.popleft())
             while runs:
                 collect()
             while waiting:
-                yield waiting.popleft().vectors(self.dim)
+                yield self._vectors(waiting.popleft())
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _vectors(self, rows: _Rows) -> np.ndarray:
+        # Only an empty batch asks for the width (which, where the model file leaves it open, takes an encode).
+        return rows.out if rows.out is not None else np.zeros((0, self.dim), dtype=np.float32)
 
 
 class _Rows:
@@ -333,16 +337,13 @@ class _Rows:
     def __init__(self, size: int) -> None:
         self.size = size
         self.pending = 0  # runs submitted and not yet placed
-        self._out: np.ndarray | None = None
+        self.out: np.ndarray | None = None  # made by the first run that finishes: its width is the model's
 
     def place(self, idx: list[int], vectors: np.ndarray) -> None:
-        if self._out is None:
-            self._out = np.zeros((self.size, vectors.shape[1]), dtype=np.float32)
-        self._out[idx] = vectors
+        if self.out is None:
+            self.out = np.zeros((self.size, vectors.shape[1]), dtype=np.float32)
+        self.out[idx] = vectors
         self.pending -= 1
-
-    def vectors(self, dim: int) -> np.ndarray:
-        return self._out if self._out is not None else np.zeros((0, dim), dtype=np.float32)
 
 
 def export_int8(model_path: str, target: Path, scheme: str = "dynamic") -> None:
